@@ -1,0 +1,9 @@
+//! meshcam: a WebRTC camera agent.
+//!
+//! It captures video through GStreamer, encodes it once, joins the rooms it is
+//! told about over MQTT, and keeps one WebRTC connection to every viewer of
+//! those rooms. `PROTOCOL.md` is the wire contract; [`room`] is its
+//! negotiation logic, free of I/O; [`daemon`] wires the parts together.
+
+pub mod protocol;
+pub mod room;

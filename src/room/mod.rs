@@ -1,0 +1,714 @@
+//! The negotiation logic of PROTOCOL.md, sans I/O.
+//!
+//! [`Mesh`] knows who is in each room, which pairs need a connection, who
+//! offers, which messages are stale, and when a failed pair is offered again.
+//! Events go in (presences, signals, connection states, the time); [`Action`]s
+//! come out for the caller to carry out. It never touches a socket, a clock or
+//! a random number generator, so every rule is tested fast and exhaustively,
+//! and the camera daemon and the `view` viewer share it.
+
+mod link;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use link::Link;
+pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
+
+use crate::protocol::{Presence, Role, Signal, SignalBody};
+
+/// After our own broker reconnect, a peer whose presence does not come back
+/// within this time is treated as gone.
+pub const PRESENCE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two offers to the same failed pair.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Who we are in every room.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Subscribe to the room's presences and our signal inbox in ONE request,
+    /// then call [`Mesh::subscribed`] once the broker acknowledges it.
+    Subscribe {
+        room: String,
+    },
+    Unsubscribe {
+        room: String,
+    },
+    /// Publish our presence, retained.
+    PublishPresence {
+        room: String,
+        presence: Presence,
+    },
+    /// Publish an empty retained payload on our presence topic.
+    ClearPresence {
+        room: String,
+    },
+    /// Create a peer connection; if `offerer`, create and send an offer.
+    Connect {
+        link: LinkId,
+        room: String,
+        peer: String,
+        role: Role,
+        offerer: bool,
+    },
+    ApplyOffer {
+        link: LinkId,
+        sdp: String,
+    },
+    ApplyAnswer {
+        link: LinkId,
+        sdp: String,
+    },
+    /// `None` is end-of-candidates.
+    AddCandidate {
+        link: LinkId,
+        candidate: Option<crate::protocol::Candidate>,
+    },
+    /// Offer again in the same session with new ICE credentials.
+    RestartIce {
+        link: LinkId,
+    },
+    /// Close the peer connection and free what it holds.
+    Close {
+        link: LinkId,
+    },
+    /// Publish a signal to `to` in `room`.
+    Send {
+        room: String,
+        to: String,
+        signal: Signal,
+    },
+}
+
+/// Connection states the room logic acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+/// Why an inbound signal was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    #[error("we are not in that room")]
+    UnknownRoom,
+    #[error("addressed to another peer")]
+    NotForMe,
+    #[error("sender is not a current peer of the room")]
+    UnknownSender,
+    #[error("to_session is not our current session")]
+    StaleToSession,
+    #[error("session is not the sender's current presence session")]
+    StaleSession,
+    #[error("no connection with that peer")]
+    NoConnection,
+    #[error("the sender may not offer to us")]
+    UnexpectedOffer,
+    #[error("we did not offer to the sender")]
+    UnexpectedAnswer,
+    #[error("too many queued candidates")]
+    CandidateQueueFull,
+}
+
+/// A peer present in a room.
+#[derive(Debug, Clone)]
+struct Peer {
+    presence: Presence,
+    /// The session sent or received a `bye`: never offer to it again.
+    ended: bool,
+    /// Set after our own reconnect until the presence comes back.
+    unconfirmed_since: Option<Instant>,
+    /// A failed pair waiting to be offered again, and the attempt it will be.
+    retry: Option<(Instant, u32)>,
+}
+
+#[derive(Debug, Clone)]
+struct Room {
+    session: String,
+    /// Our presence is published (after the subscription was acknowledged).
+    announced: bool,
+    peers: HashMap<String, Peer>,
+    links: HashMap<String, Link>,
+}
+
+/// Every room we are in, and every pair connection in them.
+#[derive(Debug)]
+pub struct Mesh {
+    me: Me,
+    max_viewers: usize,
+    rooms: BTreeMap<String, Room>,
+    next_link: LinkId,
+    /// Link id → (room, peer).
+    index: HashMap<LinkId, (String, String)>,
+}
+
+/// Which side offers between us and a peer; `None` when no connection is made.
+pub fn offerer_is_me(me: &Me, peer: &Presence) -> Option<bool> {
+    match (me.role, peer.role) {
+        (Role::Camera, Role::Camera) => None,
+        (Role::Camera, Role::Viewer) => Some(true),
+        (Role::Viewer, Role::Camera) => Some(false),
+        (Role::Viewer, Role::Viewer) => Some(me.id.as_bytes() < peer.id.as_bytes()),
+    }
+}
+
+/// The wait before offering again after `attempt` failures in a row:
+/// 1 s, 2 s, 4 s, … capped at 30 s.
+pub fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(5)).min(MAX_RETRY_BACKOFF)
+}
+
+impl Mesh {
+    pub fn new(me: Me, max_viewers: usize) -> Self {
+        Self {
+            me,
+            max_viewers,
+            rooms: BTreeMap::new(),
+            next_link: 1,
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> &Me {
+        &self.me
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.keys().cloned().collect()
+    }
+
+    pub fn is_in(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    pub fn session(&self, room: &str) -> Option<&str> {
+        self.rooms.get(room).map(|r| r.session.as_str())
+    }
+
+    pub fn set_max_viewers(&mut self, max: usize) {
+        self.max_viewers = max;
+    }
+
+    pub fn max_viewers(&self) -> usize {
+        self.max_viewers
+    }
+
+    /// Connections held with viewers, all rooms together.
+    pub fn viewer_count(&self) -> usize {
+        self.rooms
+            .values()
+            .flat_map(|r| r.links.values())
+            .filter(|l| l.created && l.role == Role::Viewer)
+            .count()
+    }
+
+    /// `(room, peer, connected)` of every link, for telemetry and tests.
+    pub fn links(&self) -> Vec<(String, String, LinkId, bool)> {
+        self.rooms
+            .iter()
+            .flat_map(|(room, r)| {
+                r.links
+                    .iter()
+                    .map(move |(peer, l)| (room.clone(), peer.clone(), l.id, l.connected))
+            })
+            .collect()
+    }
+
+    /// Where a link stands: `(room, peer)`.
+    pub fn link_peer(&self, link: LinkId) -> Option<(&str, &str)> {
+        self.index
+            .get(&link)
+            .map(|(room, peer)| (room.as_str(), peer.as_str()))
+    }
+
+    fn presence_of(&self, room: &str) -> Option<Presence> {
+        self.rooms
+            .get(room)
+            .map(|r| Presence::new(&self.me.id, &r.session, self.me.role, &self.me.name))
+    }
+
+    /// Joins a room with a fresh `session` (made by the caller).
+    pub fn join(&mut self, room: &str, session: &str) -> Vec<Action> {
+        if self.rooms.contains_key(room) {
+            return Vec::new();
+        }
+        self.rooms.insert(
+            room.to_owned(),
+            Room {
+                session: session.to_owned(),
+                announced: false,
+                peers: HashMap::new(),
+                links: HashMap::new(),
+            },
+        );
+        vec![Action::Subscribe {
+            room: room.to_owned(),
+        }]
+    }
+
+    /// Leaves a room: `bye` to every connected peer, close, clear presence.
+    pub fn leave(&mut self, room: &str, reason: &str) -> Vec<Action> {
+        let Some(r) = self.rooms.remove(room) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for (peer, link) in r.links {
+            self.index.remove(&link.id);
+            actions.push(Action::Send {
+                room: room.to_owned(),
+                to: peer.clone(),
+                signal: Signal::new(
+                    &r.session,
+                    &link.remote_session,
+                    SignalBody::Bye {
+                        reason: reason.to_owned(),
+                    },
+                ),
+            });
+            if link.created {
+                actions.push(Action::Close { link: link.id });
+            }
+        }
+        actions.push(Action::ClearPresence {
+            room: room.to_owned(),
+        });
+        actions.push(Action::Unsubscribe {
+            room: room.to_owned(),
+        });
+        actions
+    }
+
+    /// Leaves every room (on shutdown); the caller keeps the list for restart.
+    pub fn leave_all(&mut self, reason: &str) -> Vec<Action> {
+        self.rooms()
+            .iter()
+            .flat_map(|room| self.leave(room, reason))
+            .collect()
+    }
+
+    /// Our broker connection is (re)established: subscribe to every room again.
+    /// Peers must confirm their presence within [`PRESENCE_CONFIRM_TIMEOUT`].
+    pub fn broker_connected(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (room, r) in &mut self.rooms {
+            r.announced = false;
+            for peer in r.peers.values_mut() {
+                peer.unconfirmed_since = Some(now);
+            }
+            actions.push(Action::Subscribe { room: room.clone() });
+        }
+        actions
+    }
+
+    /// The broker acknowledged the room's subscription: announce ourselves,
+    /// then offer to the peers already known.
+    pub fn subscribed(&mut self, room: &str) -> Vec<Action> {
+        let Some(presence) = self.presence_of(room) else {
+            return Vec::new();
+        };
+        let r = self
+            .rooms
+            .get_mut(room)
+            .expect("presence_of found the room");
+        if r.announced {
+            return Vec::new();
+        }
+        r.announced = true;
+        let mut actions = vec![Action::PublishPresence {
+            room: room.to_owned(),
+            presence,
+        }];
+        let peers: Vec<String> = r.peers.keys().cloned().collect();
+        for peer in peers {
+            actions.extend(self.offer_if_needed(room, &peer));
+        }
+        actions
+    }
+
+    /// A presence arrived (`None`: the peer left or its will fired).
+    pub fn on_presence(
+        &mut self,
+        room: &str,
+        peer: &str,
+        presence: Option<Presence>,
+    ) -> Vec<Action> {
+        if peer == self.me.id {
+            return Vec::new();
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        let Some(presence) = presence else {
+            r.peers.remove(peer);
+            return self.drop_link(room, peer);
+        };
+        let mut actions = Vec::new();
+        match r.peers.get_mut(peer) {
+            Some(known) if known.presence.session == presence.session => {
+                known.unconfirmed_since = None;
+                known.presence = presence;
+                return actions;
+            }
+            _ => {
+                r.peers.insert(
+                    peer.to_owned(),
+                    Peer {
+                        presence,
+                        ended: false,
+                        unconfirmed_since: None,
+                        retry: None,
+                    },
+                );
+            }
+        }
+        // A new session: whatever we held with the earlier one is gone.
+        actions.extend(self.drop_link(room, peer));
+        actions.extend(self.offer_if_needed(room, peer));
+        actions
+    }
+
+    /// A device status said a camera is offline: a leave, except that a
+    /// connection whose ICE is still connected is kept until ICE fails.
+    pub fn on_device_offline(&mut self, device: &str) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let r = &self.rooms[&room];
+            let is_camera = r
+                .peers
+                .get(device)
+                .is_some_and(|p| p.presence.role == Role::Camera);
+            let connected = r.links.get(device).is_some_and(|l| l.connected);
+            if is_camera && !connected {
+                self.rooms
+                    .get_mut(&room)
+                    .expect("room listed above")
+                    .peers
+                    .remove(device);
+                actions.extend(self.drop_link(&room, device));
+            }
+        }
+        actions
+    }
+
+    /// Removes a pair's link, closing its connection.
+    fn drop_link(&mut self, room: &str, peer: &str) -> Vec<Action> {
+        let Some(link) = self.rooms.get_mut(room).and_then(|r| r.links.remove(peer)) else {
+            return Vec::new();
+        };
+        self.index.remove(&link.id);
+        if link.created {
+            vec![Action::Close { link: link.id }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn new_link(&mut self, room: &str, peer: &str, offerer: bool, attempt: u32) -> &mut Link {
+        let id = self.next_link;
+        self.next_link += 1;
+        self.index.insert(id, (room.to_owned(), peer.to_owned()));
+        let r = self.rooms.get_mut(room).expect("caller checked the room");
+        let presence = &r.peers[peer].presence;
+        let link = Link::new(id, &presence.session, presence.role, offerer, attempt);
+        r.links.insert(peer.to_owned(), link);
+        r.links.get_mut(peer).expect("just inserted")
+    }
+
+    /// Offers to `peer` if we are the offerer, are announced, hold nothing
+    /// with it, and its session has not ended; `bye "full"` when at capacity.
+    fn offer_if_needed(&mut self, room: &str, peer: &str) -> Vec<Action> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let Some(p) = r.peers.get(peer) else {
+            return Vec::new();
+        };
+        if !r.announced || p.ended || p.retry.is_some() || r.links.contains_key(peer) {
+            return Vec::new();
+        }
+        if offerer_is_me(&self.me, &p.presence) != Some(true) {
+            return Vec::new();
+        }
+        let role = p.presence.role;
+        if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
+            let signal = Signal::new(
+                &r.session,
+                &p.presence.session,
+                SignalBody::Bye {
+                    reason: "full".into(),
+                },
+            );
+            self.rooms
+                .get_mut(room)
+                .and_then(|r| r.peers.get_mut(peer))
+                .expect("peer looked up above")
+                .ended = true;
+            return vec![Action::Send {
+                room: room.to_owned(),
+                to: peer.to_owned(),
+                signal,
+            }];
+        }
+        self.connect(room, peer, true, 0, role)
+    }
+
+    fn connect(
+        &mut self,
+        room: &str,
+        peer: &str,
+        offerer: bool,
+        attempt: u32,
+        role: Role,
+    ) -> Vec<Action> {
+        let link = self.new_link(room, peer, offerer, attempt);
+        link.created = true;
+        vec![Action::Connect {
+            link: link.id,
+            room: room.to_owned(),
+            peer: peer.to_owned(),
+            role,
+            offerer,
+        }]
+    }
+
+    /// Wraps a body produced by a link's peer connection (its offer, answer or
+    /// candidates) into a signal, if the link is still current.
+    pub fn outgoing(&self, link: LinkId, body: SignalBody) -> Option<Action> {
+        let (room, peer) = self.index.get(&link)?;
+        let r = self.rooms.get(room)?;
+        let l = r.links.get(peer).filter(|l| l.id == link)?;
+        Some(Action::Send {
+            room: room.clone(),
+            to: peer.clone(),
+            signal: Signal::new(&r.session, &l.remote_session, body),
+        })
+    }
+
+    /// A signal arrived on `P/rooms/{room}/signal/{to}/{from}`.
+    pub fn on_signal(
+        &mut self,
+        room: &str,
+        to: &str,
+        from: &str,
+        signal: Signal,
+    ) -> Result<Vec<Action>, DropReason> {
+        if to != self.me.id {
+            return Err(DropReason::NotForMe);
+        }
+        let r = self.rooms.get_mut(room).ok_or(DropReason::UnknownRoom)?;
+        let peer = r.peers.get_mut(from).ok_or(DropReason::UnknownSender)?;
+        if signal.to_session != r.session {
+            return Err(DropReason::StaleToSession);
+        }
+        if signal.session != peer.presence.session {
+            return Err(DropReason::StaleSession);
+        }
+        let role = peer.presence.role;
+        let i_offer = offerer_is_me(&self.me, &peer.presence);
+        match signal.body {
+            SignalBody::Bye { .. } => {
+                peer.ended = true;
+                peer.retry = None;
+                Ok(self.drop_link(room, from))
+            }
+            SignalBody::Offer { sdp } => {
+                if i_offer != Some(false) || peer.ended {
+                    return Err(DropReason::UnexpectedOffer);
+                }
+                let mut actions = Vec::new();
+                let existing = r.links.get(from).map(|l| (l.id, l.created));
+                let link_id = match existing {
+                    Some((id, true)) => id,
+                    Some((id, false)) => {
+                        r.links.get_mut(from).expect("just found").created = true;
+                        actions.push(Action::Connect {
+                            link: id,
+                            room: room.to_owned(),
+                            peer: from.to_owned(),
+                            role,
+                            offerer: false,
+                        });
+                        id
+                    }
+                    None => {
+                        let acts = self.connect(room, from, false, 0, role);
+                        let Some(Action::Connect { link, .. }) = acts.first() else {
+                            unreachable!("connect returns one Connect action")
+                        };
+                        let id = *link;
+                        actions.extend(acts);
+                        id
+                    }
+                };
+                actions.push(Action::ApplyOffer { link: link_id, sdp });
+                actions.extend(self.flush_candidates(room, from));
+                Ok(actions)
+            }
+            SignalBody::Answer { sdp } => {
+                let link = r
+                    .links
+                    .get(from)
+                    .filter(|l| l.offerer && l.created)
+                    .ok_or(DropReason::UnexpectedAnswer)?;
+                let mut actions = vec![Action::ApplyAnswer { link: link.id, sdp }];
+                actions.extend(self.flush_candidates(room, from));
+                Ok(actions)
+            }
+            SignalBody::Candidate { candidate } => {
+                if i_offer.is_none() || peer.ended {
+                    return Err(DropReason::NoConnection);
+                }
+                if !r.links.contains_key(from) {
+                    if i_offer == Some(true) {
+                        return Err(DropReason::NoConnection);
+                    }
+                    // The answerer may see candidates before the offer: keep them.
+                    self.new_link(room, from, false, 0);
+                }
+                let r = self.rooms.get_mut(room).expect("checked above");
+                let link = r.links.get_mut(from).expect("ensured above");
+                if link.remote_description {
+                    Ok(vec![Action::AddCandidate {
+                        link: link.id,
+                        candidate,
+                    }])
+                } else if link.queue(candidate) {
+                    Ok(Vec::new())
+                } else {
+                    Err(DropReason::CandidateQueueFull)
+                }
+            }
+        }
+    }
+
+    /// The remote description is set: hand over the queued candidates.
+    fn flush_candidates(&mut self, room: &str, peer: &str) -> Vec<Action> {
+        let Some(link) = self.rooms.get_mut(room).and_then(|r| r.links.get_mut(peer)) else {
+            return Vec::new();
+        };
+        link.remote_description = true;
+        let id = link.id;
+        link.queued
+            .drain(..)
+            .map(|candidate| Action::AddCandidate {
+                link: id,
+                candidate,
+            })
+            .collect()
+    }
+
+    /// A peer connection changed state.
+    pub fn on_link_state(&mut self, link: LinkId, state: LinkState, now: Instant) -> Vec<Action> {
+        let Some((room, peer)) = self.index.get(&link).cloned() else {
+            return Vec::new();
+        };
+        let r = self.rooms.get_mut(&room).expect("index follows rooms");
+        let l = r.links.get_mut(&peer).expect("index follows links");
+        match state {
+            LinkState::Connected => {
+                l.connected = true;
+                l.restart_tried = false;
+                l.attempt = 0;
+                Vec::new()
+            }
+            LinkState::Disconnected => {
+                l.connected = false;
+                if l.offerer && !l.restart_tried {
+                    l.restart_tried = true;
+                    vec![Action::RestartIce { link }]
+                } else {
+                    Vec::new()
+                }
+            }
+            LinkState::Failed | LinkState::Closed => {
+                let (offerer, attempt) = (l.offerer, l.attempt);
+                let actions = self.drop_link(&room, &peer);
+                let r = self.rooms.get_mut(&room).expect("index follows rooms");
+                if let Some(p) = r.peers.get_mut(&peer)
+                    && offerer
+                    && !p.ended
+                {
+                    p.retry = Some((now + retry_backoff(attempt), attempt + 1));
+                }
+                actions
+            }
+        }
+    }
+
+    /// The earliest time [`Mesh::on_tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.rooms
+            .values()
+            .flat_map(|r| r.peers.values())
+            .flat_map(|p| {
+                [
+                    p.retry.map(|(at, _)| at),
+                    p.unconfirmed_since.map(|t| t + PRESENCE_CONFIRM_TIMEOUT),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Time passed: offer again to failed pairs that are due, and forget peers
+    /// whose presence did not come back after our reconnect.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let r = &self.rooms[&room];
+            let gone: Vec<String> = r
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.unconfirmed_since
+                        .is_some_and(|t| now >= t + PRESENCE_CONFIRM_TIMEOUT)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for peer in gone {
+                self.rooms
+                    .get_mut(&room)
+                    .expect("room listed above")
+                    .peers
+                    .remove(&peer);
+                actions.extend(self.drop_link(&room, &peer));
+            }
+            let due: Vec<(String, u32)> = self.rooms[&room]
+                .peers
+                .iter()
+                .filter_map(|(id, p)| match p.retry {
+                    Some((at, attempt)) if at <= now => Some((id.clone(), attempt)),
+                    _ => None,
+                })
+                .collect();
+            for (peer, attempt) in due {
+                let r = self.rooms.get_mut(&room).expect("room listed above");
+                let p = r.peers.get_mut(&peer).expect("peer listed above");
+                p.retry = None;
+                let role = p.presence.role;
+                if !r.announced || r.links.contains_key(&peer) {
+                    continue;
+                }
+                if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
+                    continue;
+                }
+                actions.extend(self.connect(&room, &peer, true, attempt, role));
+            }
+        }
+        actions
+    }
+}

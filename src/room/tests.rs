@@ -1,0 +1,644 @@
+//! Every rule of PROTOCOL.md's "Who offers" and "Signal messages", driven
+//! through [`Mesh`] with no sockets and no sleeps: time is an input.
+
+use super::*;
+use crate::protocol::Candidate;
+
+const CAM_SESSION: &str = "camsession1";
+
+fn camera() -> Mesh {
+    Mesh::new(
+        Me {
+            id: "cam".into(),
+            role: Role::Camera,
+            name: "Cam".into(),
+        },
+        2,
+    )
+}
+
+fn viewer(id: &str) -> Mesh {
+    Mesh::new(
+        Me {
+            id: id.into(),
+            role: Role::Viewer,
+            name: id.into(),
+        },
+        8,
+    )
+}
+
+fn presence(id: &str, session: &str, role: Role) -> Option<Presence> {
+    Some(Presence::new(id, session, role, id))
+}
+
+/// A mesh that joined `home` and had its subscription acknowledged.
+fn joined(mut mesh: Mesh, session: &str) -> Mesh {
+    assert_eq!(
+        mesh.join("home", session),
+        vec![Action::Subscribe {
+            room: "home".into()
+        }]
+    );
+    let actions = mesh.subscribed("home");
+    assert!(matches!(&actions[..], [Action::PublishPresence { .. }]));
+    mesh
+}
+
+fn connects(actions: &[Action]) -> Vec<(LinkId, String, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect {
+                link,
+                peer,
+                offerer,
+                ..
+            } => Some((*link, peer.clone(), *offerer)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_byes(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                signal:
+                    Signal {
+                        body: SignalBody::Bye { reason },
+                        ..
+                    },
+                ..
+            } => Some((to.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sig(session: &str, to_session: &str, body: SignalBody) -> Signal {
+    Signal::new(session, to_session, body)
+}
+
+fn cand(n: u16) -> Option<Candidate> {
+    Some(Candidate {
+        candidate: format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    })
+}
+
+fn answer() -> SignalBody {
+    SignalBody::Answer { sdp: "v=0".into() }
+}
+
+/// Camera that offered to viewer `v1` (session `v1session`); returns the link.
+fn camera_offering_to_v1() -> (Mesh, LinkId) {
+    let mut cam = joined(camera(), CAM_SESSION);
+    let actions = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer));
+    let c = connects(&actions);
+    assert_eq!(c.len(), 1);
+    assert!(c[0].2, "the camera offers to a viewer");
+    (cam, c[0].0)
+}
+
+// ── Who offers ─────────────────────────────────────────────────────────────
+
+#[test]
+fn camera_offers_to_viewer() {
+    camera_offering_to_v1();
+}
+
+#[test]
+fn viewer_waits_for_the_camera_offer() {
+    let mut v = joined(viewer("v1"), "v1session");
+    let actions = v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    assert!(connects(&actions).is_empty());
+    let actions = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Offer { sdp: "v=0".into() },
+            ),
+        )
+        .unwrap();
+    let c = connects(&actions);
+    assert_eq!(c.len(), 1);
+    assert!(!c[0].2, "the viewer answers");
+    assert!(matches!(actions.last(), Some(Action::ApplyOffer { .. })));
+}
+
+#[test]
+fn between_viewers_the_smaller_id_offers() {
+    let mut a = joined(viewer("alice"), "alicesession");
+    let mut b = joined(viewer("bob"), "bobsession");
+    let to_bob = a.on_presence("home", "bob", presence("bob", "bobsession", Role::Viewer));
+    let to_alice = b.on_presence(
+        "home",
+        "alice",
+        presence("alice", "alicesession", Role::Viewer),
+    );
+    assert_eq!(connects(&to_bob).len(), 1);
+    assert!(connects(&to_alice).is_empty());
+    // Byte-wise: "B" (0x42) sorts before "a" (0x61).
+    let mut upper = joined(viewer("B"), "uppersession");
+    let acts = upper.on_presence("home", "a", presence("a", "asession1", Role::Viewer));
+    assert_eq!(connects(&acts).len(), 1);
+}
+
+#[test]
+fn cameras_do_not_connect_to_cameras() {
+    let mut cam = joined(camera(), CAM_SESSION);
+    let acts = cam.on_presence(
+        "home",
+        "cam2",
+        presence("cam2", "cam2session", Role::Camera),
+    );
+    assert!(acts.is_empty());
+    let err = cam
+        .on_signal(
+            "home",
+            "cam",
+            "cam2",
+            sig(
+                "cam2session",
+                CAM_SESSION,
+                SignalBody::Offer { sdp: "v=0".into() },
+            ),
+        )
+        .unwrap_err();
+    assert_eq!(err, DropReason::UnexpectedOffer);
+}
+
+#[test]
+fn offers_wait_until_our_presence_is_announced() {
+    let mut cam = camera();
+    cam.join("home", CAM_SESSION);
+    let acts = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer));
+    assert!(connects(&acts).is_empty(), "not announced yet");
+    let acts = cam.subscribed("home");
+    assert!(matches!(acts[0], Action::PublishPresence { .. }));
+    assert_eq!(connects(&acts).len(), 1, "offer right after the presence");
+}
+
+#[test]
+fn a_new_session_replaces_the_old_connection() {
+    let (mut cam, old) = camera_offering_to_v1();
+    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    assert_eq!(acts[0], Action::Close { link: old });
+    let c = connects(&acts);
+    assert_eq!(c.len(), 1);
+    assert_ne!(c[0].0, old);
+    // The same session again (a re-announce after reconnect) changes nothing.
+    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    assert!(acts.is_empty());
+}
+
+#[test]
+fn the_answerer_drops_its_link_when_the_offerer_rejoins() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let acts = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Offer { sdp: "o".into() },
+            ),
+        )
+        .unwrap();
+    let link = connects(&acts)[0].0;
+    let acts = v.on_presence("home", "cam", presence("cam", "camsession2", Role::Camera));
+    assert_eq!(acts, vec![Action::Close { link }]);
+}
+
+// ── Signal messages ────────────────────────────────────────────────────────
+
+#[test]
+fn stale_sessions_are_dropped() {
+    let (mut cam, _) = camera_offering_to_v1();
+    let wrong_to = cam.on_signal(
+        "home",
+        "cam",
+        "v1",
+        sig("v1session", "oldcamsess", answer()),
+    );
+    assert_eq!(wrong_to.unwrap_err(), DropReason::StaleToSession);
+    let wrong_from = cam.on_signal("home", "cam", "v1", sig("v1oldsess", CAM_SESSION, answer()));
+    assert_eq!(wrong_from.unwrap_err(), DropReason::StaleSession);
+    let ok = cam.on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()));
+    assert!(matches!(&ok.unwrap()[..], [Action::ApplyAnswer { .. }]));
+}
+
+#[test]
+fn signals_from_strangers_are_dropped() {
+    let (mut cam, _) = camera_offering_to_v1();
+    let spoof = cam.on_signal(
+        "home",
+        "cam",
+        "mallory",
+        sig("mallorysess", CAM_SESSION, answer()),
+    );
+    assert_eq!(spoof.unwrap_err(), DropReason::UnknownSender);
+    let other_room = cam.on_signal(
+        "attic",
+        "cam",
+        "v1",
+        sig("v1session", CAM_SESSION, answer()),
+    );
+    assert_eq!(other_room.unwrap_err(), DropReason::UnknownRoom);
+    let not_me = cam.on_signal(
+        "home",
+        "cam2",
+        "v1",
+        sig("v1session", CAM_SESSION, answer()),
+    );
+    assert_eq!(not_me.unwrap_err(), DropReason::NotForMe);
+}
+
+#[test]
+fn early_candidates_are_queued_until_the_description() {
+    let (mut cam, link) = camera_offering_to_v1();
+    for n in 1..=2 {
+        let acts = cam
+            .on_signal(
+                "home",
+                "cam",
+                "v1",
+                sig(
+                    "v1session",
+                    CAM_SESSION,
+                    SignalBody::Candidate { candidate: cand(n) },
+                ),
+            )
+            .unwrap();
+        assert!(acts.is_empty(), "queued, not applied");
+    }
+    let acts = cam
+        .on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()))
+        .unwrap();
+    assert_eq!(
+        acts,
+        vec![
+            Action::ApplyAnswer {
+                link,
+                sdp: "v=0".into()
+            },
+            Action::AddCandidate {
+                link,
+                candidate: cand(1)
+            },
+            Action::AddCandidate {
+                link,
+                candidate: cand(2)
+            },
+        ]
+    );
+    // After the description, candidates (and end-of-candidates) go straight in.
+    let acts = cam
+        .on_signal(
+            "home",
+            "cam",
+            "v1",
+            sig(
+                "v1session",
+                CAM_SESSION,
+                SignalBody::Candidate { candidate: None },
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        acts,
+        vec![Action::AddCandidate {
+            link,
+            candidate: None
+        }]
+    );
+}
+
+#[test]
+fn the_answerer_queues_candidates_that_beat_the_offer() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let acts = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Candidate { candidate: cand(7) },
+            ),
+        )
+        .unwrap();
+    assert!(acts.is_empty());
+    let acts = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Offer { sdp: "o".into() },
+            ),
+        )
+        .unwrap();
+    let link = connects(&acts)[0].0;
+    assert_eq!(
+        &acts[1..],
+        &[
+            Action::ApplyOffer {
+                link,
+                sdp: "o".into()
+            },
+            Action::AddCandidate {
+                link,
+                candidate: cand(7)
+            }
+        ]
+    );
+}
+
+#[test]
+fn the_candidate_queue_is_bounded() {
+    let (mut cam, _) = camera_offering_to_v1();
+    for n in 0..MAX_QUEUED_CANDIDATES as u16 {
+        cam.on_signal(
+            "home",
+            "cam",
+            "v1",
+            sig(
+                "v1session",
+                CAM_SESSION,
+                SignalBody::Candidate { candidate: cand(n) },
+            ),
+        )
+        .unwrap();
+    }
+    let over = cam.on_signal(
+        "home",
+        "cam",
+        "v1",
+        sig(
+            "v1session",
+            CAM_SESSION,
+            SignalBody::Candidate {
+                candidate: cand(999),
+            },
+        ),
+    );
+    assert_eq!(over.unwrap_err(), DropReason::CandidateQueueFull);
+}
+
+#[test]
+fn an_answer_without_an_offer_is_dropped() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let err = v
+        .on_signal("home", "v1", "cam", sig(CAM_SESSION, "v1session", answer()))
+        .unwrap_err();
+    assert_eq!(err, DropReason::UnexpectedAnswer);
+}
+
+#[test]
+fn bye_closes_the_pair_and_ends_the_session() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let acts = cam
+        .on_signal(
+            "home",
+            "cam",
+            "v1",
+            sig(
+                "v1session",
+                CAM_SESSION,
+                SignalBody::Bye {
+                    reason: "leaving".into(),
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(acts, vec![Action::Close { link }]);
+    assert_eq!(cam.viewer_count(), 0);
+    // No offer again to that session, even after a failure timer would fire.
+    let t0 = Instant::now();
+    assert!(cam.on_tick(t0 + Duration::from_secs(60)).is_empty());
+    // A new session of the same peer is offered to.
+    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    assert_eq!(connects(&acts).len(), 1);
+}
+
+#[test]
+fn max_viewers_answers_bye_full() {
+    let mut cam = joined(camera(), CAM_SESSION);
+    for id in ["v1", "v2"] {
+        let acts = cam.on_presence(
+            "home",
+            id,
+            presence(id, &format!("{id}session"), Role::Viewer),
+        );
+        assert_eq!(connects(&acts).len(), 1);
+    }
+    let acts = cam.on_presence("home", "v3", presence("v3", "v3session", Role::Viewer));
+    assert!(connects(&acts).is_empty());
+    assert_eq!(
+        sent_byes(&acts),
+        vec![("v3".to_string(), "full".to_string())]
+    );
+    assert_eq!(cam.viewer_count(), 2);
+    // A leave frees a slot, but the refused session is not offered to.
+    cam.on_presence("home", "v1", None);
+    assert!(
+        cam.on_tick(Instant::now() + Duration::from_secs(60))
+            .is_empty()
+    );
+    // It may try again with a new session.
+    let acts = cam.on_presence("home", "v3", presence("v3", "v3session2", Role::Viewer));
+    assert_eq!(connects(&acts).len(), 1);
+}
+
+#[test]
+fn a_leave_closes_the_connection() {
+    let (mut cam, link) = camera_offering_to_v1();
+    assert_eq!(cam.viewer_count(), 1);
+    assert_eq!(
+        cam.on_presence("home", "v1", None),
+        vec![Action::Close { link }]
+    );
+    assert_eq!(cam.viewer_count(), 0);
+    // Signals from the departed peer are dropped now.
+    let late = cam.on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()));
+    assert_eq!(late.unwrap_err(), DropReason::UnknownSender);
+}
+
+#[test]
+fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let Some(Action::Send { to, signal, .. }) =
+        cam.outgoing(link, SignalBody::Offer { sdp: "o".into() })
+    else {
+        panic!("current link must produce a signal");
+    };
+    assert_eq!(to, "v1");
+    assert_eq!(signal.session, CAM_SESSION);
+    assert_eq!(signal.to_session, "v1session");
+    cam.on_presence("home", "v1", None);
+    assert_eq!(
+        cam.outgoing(link, SignalBody::Offer { sdp: "o".into() }),
+        None
+    );
+}
+
+#[test]
+fn leaving_says_bye_to_everyone_and_clears_presence() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let acts = cam.leave("home", "leaving");
+    assert_eq!(
+        sent_byes(&acts),
+        vec![("v1".to_string(), "leaving".to_string())]
+    );
+    assert!(acts.contains(&Action::Close { link }));
+    assert!(acts.contains(&Action::ClearPresence {
+        room: "home".into()
+    }));
+    assert!(!cam.is_in("home"));
+}
+
+// ── Failures and retries ───────────────────────────────────────────────────
+
+#[test]
+fn disconnected_tries_an_ice_restart_once() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = Instant::now();
+    cam.on_link_state(link, LinkState::Connected, t0);
+    assert_eq!(
+        cam.on_link_state(link, LinkState::Disconnected, t0),
+        vec![Action::RestartIce { link }]
+    );
+    assert!(
+        cam.on_link_state(link, LinkState::Disconnected, t0)
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_failed_pair_is_offered_again_with_backoff() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = Instant::now();
+    assert_eq!(
+        cam.on_link_state(link, LinkState::Failed, t0),
+        vec![Action::Close { link }]
+    );
+    assert_eq!(cam.next_deadline(), Some(t0 + Duration::from_secs(1)));
+    assert!(cam.on_tick(t0 + Duration::from_millis(999)).is_empty());
+    let acts = cam.on_tick(t0 + Duration::from_secs(1));
+    let second = connects(&acts)[0].0;
+    assert_ne!(second, link);
+    // Events of the replaced link are ignored.
+    assert!(cam.on_link_state(link, LinkState::Failed, t0).is_empty());
+    // The next failure waits twice as long; the cap is 30 s.
+    let t1 = t0 + Duration::from_secs(1);
+    cam.on_link_state(second, LinkState::Failed, t1);
+    assert_eq!(cam.next_deadline(), Some(t1 + Duration::from_secs(2)));
+    assert_eq!(retry_backoff(10), MAX_RETRY_BACKOFF);
+}
+
+#[test]
+fn the_answerer_does_not_retry() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let acts = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Offer { sdp: "o".into() },
+            ),
+        )
+        .unwrap();
+    let link = connects(&acts)[0].0;
+    let t0 = Instant::now();
+    assert_eq!(
+        v.on_link_state(link, LinkState::Failed, t0),
+        vec![Action::Close { link }]
+    );
+    assert_eq!(v.next_deadline(), None);
+}
+
+#[test]
+fn a_reconnect_keeps_connections_and_republishes_the_same_presence() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = Instant::now();
+    cam.on_link_state(link, LinkState::Connected, t0);
+    let acts = cam.broker_connected(t0);
+    assert_eq!(
+        acts,
+        vec![Action::Subscribe {
+            room: "home".into()
+        }]
+    );
+    let acts = cam.subscribed("home");
+    let [Action::PublishPresence { presence, .. }] = &acts[..] else {
+        panic!("expected the presence again, got {acts:?}");
+    };
+    assert_eq!(presence.session, CAM_SESSION);
+    // The viewer's retained presence comes back: nothing changes.
+    assert!(cam.on_presence("home", "v1", presence_of_v1()).is_empty());
+    assert!(cam.on_tick(t0 + PRESENCE_CONFIRM_TIMEOUT).is_empty());
+    assert_eq!(cam.viewer_count(), 1);
+}
+
+fn presence_of_v1() -> Option<Presence> {
+    presence("v1", "v1session", Role::Viewer)
+}
+
+#[test]
+fn a_peer_whose_presence_does_not_come_back_is_gone() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = Instant::now();
+    cam.broker_connected(t0);
+    cam.subscribed("home");
+    assert_eq!(cam.next_deadline(), Some(t0 + PRESENCE_CONFIRM_TIMEOUT));
+    assert!(cam.on_tick(t0 + Duration::from_secs(9)).is_empty());
+    assert_eq!(
+        cam.on_tick(t0 + PRESENCE_CONFIRM_TIMEOUT),
+        vec![Action::Close { link }]
+    );
+}
+
+#[test]
+fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let acts = v
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(
+                CAM_SESSION,
+                "v1session",
+                SignalBody::Offer { sdp: "o".into() },
+            ),
+        )
+        .unwrap();
+    let link = connects(&acts)[0].0;
+    v.on_link_state(link, LinkState::Connected, Instant::now());
+    assert!(v.on_device_offline("cam").is_empty(), "ICE still connected");
+    v.on_link_state(link, LinkState::Disconnected, Instant::now());
+    assert_eq!(v.on_device_offline("cam"), vec![Action::Close { link }]);
+}
