@@ -5,5 +5,9 @@
 //! those rooms. `PROTOCOL.md` is the wire contract; [`room`] is its
 //! negotiation logic, free of I/O; [`daemon`] wires the parts together.
 
+pub mod config;
+pub mod media;
+pub mod mqtt;
 pub mod protocol;
 pub mod room;
+pub mod store;

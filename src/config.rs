@@ -1,0 +1,597 @@
+//! The typed configuration: defaults, then the TOML file, then `MESHCAM_*`
+//! environment variables (`MESHCAM_VIDEO__WIDTH=640`), then command-line
+//! flags. Validation names the offending key and what it accepts, so a
+//! device flashed with a typo says exactly what to fix.
+
+use std::path::{Path, PathBuf};
+
+use config::{Config as Layers, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::ids::{is_peer_id, is_room};
+
+/// Where the daemon looks for its file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshcam/meshcam.toml";
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0}")]
+    Load(String),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub device: DeviceConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub video: VideoConfig,
+    #[serde(default)]
+    pub webrtc: WebrtcConfig,
+    /// Where durable state (rooms joined, settings) is kept.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Rooms to join at start, besides those remembered in the state.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+    /// Seconds between two telemetry publishes.
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The peer id and MQTT client id; the host name when empty.
+    #[serde(default)]
+    pub id: String,
+    /// A human name for viewers; the id when empty.
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    #[serde(default = "default_mqtt_url")]
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: u64,
+}
+
+/// Where the picture comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum SourceKind {
+    /// A V4L2 device (`video.device`).
+    V4l2,
+    /// `libcamerasrc` (Raspberry Pi camera modules).
+    Libcamera,
+    /// `videotestsrc`: a moving pattern with a clock.
+    Test,
+    /// The user's own gst-launch description (`video.pipeline`).
+    Pipeline,
+}
+
+/// What a V4L2 camera (or a custom pipeline) delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum SourceFormat {
+    /// Let GStreamer pick and decode whatever the device offers.
+    Auto,
+    /// Raw video (YUYV, NV12, …).
+    Raw,
+    /// Motion JPEG, decoded before encoding.
+    Mjpeg,
+    /// H.264 from the camera itself, passed through without re-encoding.
+    H264,
+}
+
+impl TryFrom<String> for SourceKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "v4l2" => Ok(Self::V4l2),
+            "libcamera" => Ok(Self::Libcamera),
+            "test" => Ok(Self::Test),
+            "pipeline" => Ok(Self::Pipeline),
+            _ => Err(format!(
+                "{s:?} is not a source; accepted: v4l2, libcamera, test, pipeline"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for SourceFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "raw" => Ok(Self::Raw),
+            "mjpeg" => Ok(Self::Mjpeg),
+            "h264" => Ok(Self::H264),
+            _ => Err(format!(
+                "{s:?} is not a format; accepted: auto, raw, mjpeg, h264"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    #[serde(default = "default_source")]
+    pub source: SourceKind,
+    #[serde(default = "default_device_path")]
+    pub device: String,
+    #[serde(default = "default_format")]
+    pub format: SourceFormat,
+    /// For `source = "pipeline"`: a gst-launch description of the source.
+    #[serde(default)]
+    pub pipeline: String,
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    #[serde(default = "default_bitrate")]
+    pub bitrate_kbps: u32,
+    /// `auto` probes v4l2h264enc → x264enc → openh264enc.
+    #[serde(default = "default_encoder")]
+    pub encoder: String,
+    /// Longest time between two key frames.
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_interval_s: u32,
+    /// Key-frame requests closer together than this are merged.
+    #[serde(default = "default_keyframe_min_interval")]
+    pub keyframe_min_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebrtcConfig {
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+    /// The address media sockets bind; `0.0.0.0` means every interface.
+    #[serde(default = "default_bind")]
+    pub bind_address: String,
+    /// UDP ports for media, inclusive; both 0 means any free port.
+    #[serde(default)]
+    pub udp_port_min: u16,
+    #[serde(default)]
+    pub udp_port_max: u16,
+    #[serde(default = "default_max_viewers")]
+    pub max_viewers: usize,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/meshcam")
+}
+fn default_stats_interval() -> u64 {
+    10
+}
+fn default_mqtt_url() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+fn default_prefix() -> String {
+    "meshcam".into()
+}
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_source() -> SourceKind {
+    SourceKind::Test
+}
+fn default_device_path() -> String {
+    "/dev/video0".into()
+}
+fn default_format() -> SourceFormat {
+    SourceFormat::Auto
+}
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_fps() -> u32 {
+    30
+}
+fn default_bitrate() -> u32 {
+    2000
+}
+fn default_encoder() -> String {
+    "auto".into()
+}
+fn default_keyframe_interval() -> u32 {
+    2
+}
+fn default_keyframe_min_interval() -> u64 {
+    500
+}
+fn default_bind() -> String {
+    "0.0.0.0".into()
+}
+fn default_max_viewers() -> usize {
+    8
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: default_mqtt_url(),
+            username: None,
+            password: None,
+            prefix: default_prefix(),
+            keepalive_s: default_keepalive(),
+        }
+    }
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            source: default_source(),
+            device: default_device_path(),
+            format: default_format(),
+            pipeline: String::new(),
+            width: default_width(),
+            height: default_height(),
+            fps: default_fps(),
+            bitrate_kbps: default_bitrate(),
+            encoder: default_encoder(),
+            keyframe_interval_s: default_keyframe_interval(),
+            keyframe_min_interval_ms: default_keyframe_min_interval(),
+        }
+    }
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            bind_address: default_bind(),
+            udp_port_min: 0,
+            udp_port_max: 0,
+            max_viewers: default_max_viewers(),
+        }
+    }
+}
+
+/// The encoders `video.encoder` accepts besides `auto`.
+pub const ENCODERS: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
+
+/// Accepted ranges, shared with the `set` command.
+pub const WIDTH_RANGE: (u32, u32) = (160, 3840);
+pub const HEIGHT_RANGE: (u32, u32) = (120, 2160);
+pub const FPS_RANGE: (u32, u32) = (1, 60);
+pub const BITRATE_RANGE: (u32, u32) = (100, 20_000);
+pub const MAX_VIEWERS_RANGE: (usize, usize) = (1, 64);
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    (min, max): (T, T),
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("{value} is out of range; accepted: {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The host name, made into a valid peer id.
+fn host_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "meshcam".into() } else { id }
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub device_id: Option<String>,
+    pub mqtt_url: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub rooms: Vec<String>,
+    pub source: Option<String>,
+}
+
+impl Config {
+    /// Loads `path` (or the default path when it exists), the environment and
+    /// `overrides`, then validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut layers = Layers::builder();
+        match path {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Load(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                layers = layers.add_source(File::from(path).format(FileFormat::Toml));
+            }
+            None => {
+                layers = layers.add_source(
+                    File::with_name(DEFAULT_CONFIG_PATH)
+                        .format(FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        layers = layers.add_source(
+            Environment::with_prefix("MESHCAM")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("rooms")
+                .try_parsing(true),
+        );
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+                   key: &str,
+                   value: Option<&str>| match value {
+            Some(v) => b.set_override(key, v),
+            None => Ok(b),
+        };
+        let err = |e: config::ConfigError| ConfigError::Load(e.to_string());
+        layers = set(layers, "device.id", overrides.device_id.as_deref()).map_err(err)?;
+        layers = set(layers, "mqtt.url", overrides.mqtt_url.as_deref()).map_err(err)?;
+        layers = set(
+            layers,
+            "state_dir",
+            overrides.state_dir.as_deref().and_then(Path::to_str),
+        )
+        .map_err(err)?;
+        layers = set(layers, "video.source", overrides.source.as_deref()).map_err(err)?;
+        if !overrides.rooms.is_empty() {
+            layers = layers
+                .set_override("rooms", overrides.rooms.clone())
+                .map_err(err)?;
+        }
+        let mut config: Config = layers
+            .build()
+            .map_err(err)?
+            .try_deserialize()
+            .map_err(err)?;
+        config.fill_in();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML text on its own (no environment), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = Layers::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+            .and_then(Layers::try_deserialize)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.fill_in();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn fill_in(&mut self) {
+        if self.device.id.is_empty() {
+            self.device.id = host_id();
+        }
+        if self.device.name.is_empty() {
+            self.device.name = self.device.id.clone();
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_peer_id(&self.device.id) {
+            return Err(invalid(
+                "device.id",
+                format!("{:?} must match [A-Za-z0-9_-]{{1,64}}", self.device.id),
+            ));
+        }
+        if self.device.name.len() > 128 {
+            return Err(invalid("device.name", "at most 128 bytes"));
+        }
+        let scheme = self.mqtt.url.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "mqtt" | "mqtts") || !self.mqtt.url.contains("://") {
+            return Err(invalid(
+                "mqtt.url",
+                format!(
+                    "{:?} is not supported; accepted: mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
+                    self.mqtt.url
+                ),
+            ));
+        }
+        crate::mqtt::BrokerAddress::parse(&self.mqtt.url)
+            .map_err(|message| invalid("mqtt.url", message))?;
+        if self.mqtt.prefix.is_empty()
+            || self.mqtt.prefix.contains(['+', '#'])
+            || self.mqtt.prefix.starts_with('/')
+            || self.mqtt.prefix.ends_with('/')
+        {
+            return Err(invalid(
+                "mqtt.prefix",
+                "must be a topic prefix without wildcards or leading/trailing '/'",
+            ));
+        }
+        check_range("mqtt.keepalive_s", self.mqtt.keepalive_s, (5, 3600))?;
+        let v = &self.video;
+        check_range("video.width", v.width, WIDTH_RANGE)?;
+        check_range("video.height", v.height, HEIGHT_RANGE)?;
+        check_range("video.fps", v.fps, FPS_RANGE)?;
+        check_range("video.bitrate_kbps", v.bitrate_kbps, BITRATE_RANGE)?;
+        check_range("video.keyframe_interval_s", v.keyframe_interval_s, (1, 60))?;
+        check_range(
+            "video.keyframe_min_interval_ms",
+            v.keyframe_min_interval_ms,
+            (0, 10_000),
+        )?;
+        if v.encoder != "auto" && !ENCODERS.contains(&v.encoder.as_str()) {
+            return Err(invalid(
+                "video.encoder",
+                format!(
+                    "{:?} is not supported; accepted: auto, {}",
+                    v.encoder,
+                    ENCODERS.join(", ")
+                ),
+            ));
+        }
+        if v.source == SourceKind::Pipeline && v.pipeline.trim().is_empty() {
+            return Err(invalid(
+                "video.pipeline",
+                "source = \"pipeline\" needs a gst-launch description of the source",
+            ));
+        }
+        if !v.device.starts_with('/') || v.device.contains(['"', '!', ' ']) {
+            return Err(invalid(
+                "video.device",
+                "must be an absolute device path without quotes, spaces or '!'",
+            ));
+        }
+        let w = &self.webrtc;
+        check_range("webrtc.max_viewers", w.max_viewers, MAX_VIEWERS_RANGE)?;
+        if w.bind_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "webrtc.bind_address",
+                format!("{:?} is not an IP address", w.bind_address),
+            ));
+        }
+        if (w.udp_port_min == 0) != (w.udp_port_max == 0) || w.udp_port_min > w.udp_port_max {
+            return Err(invalid(
+                "webrtc.udp_port_min",
+                "give both udp_port_min and udp_port_max (min <= max), or neither",
+            ));
+        }
+        for (i, server) in w.ice_servers.iter().enumerate() {
+            for url in &server.urls {
+                let scheme = url.split(':').next().unwrap_or_default();
+                if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
+                    return Err(invalid(
+                        &format!("webrtc.ice_servers[{i}].urls"),
+                        format!("{url:?}: accepted schemes are stun:, stuns:, turn:, turns:"),
+                    ));
+                }
+            }
+        }
+        for room in &self.rooms {
+            if !is_room(room) {
+                return Err(invalid(
+                    "rooms",
+                    format!("{room:?} must match [A-Za-z0-9_-]{{1,64}}"),
+                ));
+            }
+        }
+        check_range("stats_interval_s", self.stats_interval_s, (1, 3600))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_file_is_valid_and_matches_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/meshcam.toml"))
+                .unwrap();
+        let documented = Config::from_toml(&text).unwrap();
+        let defaults = Config::from_toml("").unwrap();
+        assert_eq!(
+            serde_json::to_value(&documented).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_accepted_values() {
+        let e = error_of("[video]\nwidth = 5");
+        assert!(
+            e.contains("video.width") && e.contains("160 to 3840"),
+            "{e}"
+        );
+        let e = error_of("[video]\nencoder = \"nvenc\"");
+        assert!(e.contains("video.encoder") && e.contains("x264enc"), "{e}");
+        let e = error_of("[video]\nsource = \"webcam\"");
+        assert!(e.contains("source") && e.contains("v4l2"), "{e}");
+        let e = error_of("[mqtt]\nurl = \"http://x\"");
+        assert!(e.contains("mqtt.url") && e.contains("mqtts://"), "{e}");
+        let e = error_of("[device]\nid = \"a b\"");
+        assert!(e.contains("device.id"), "{e}");
+        let e = error_of("rooms = [\"ok\", \"not/ok\"]");
+        assert!(e.contains("rooms"), "{e}");
+        let e = error_of("[video]\nwidht = 640");
+        assert!(e.contains("widht"), "{e}");
+        let e = error_of("[webrtc]\nudp_port_min = 5000");
+        assert!(e.contains("udp_port_min"), "{e}");
+        let e = error_of("[video]\nsource = \"pipeline\"");
+        assert!(e.contains("video.pipeline"), "{e}");
+        let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
+        assert!(e.contains("ice_servers[0]"), "{e}");
+    }
+
+    #[test]
+    fn ice_servers_carry_turn_credentials() {
+        let c = Config::from_toml(
+            "[[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n\
+             [[webrtc.ice_servers]]\nurls = [\"turn:turn.example.org:3478?transport=udp\"]\n\
+             username = \"u\"\ncredential = \"p\"",
+        )
+        .unwrap();
+        assert_eq!(c.webrtc.ice_servers.len(), 2);
+        assert_eq!(c.webrtc.ice_servers[1].credential, "p");
+    }
+}

@@ -1,0 +1,270 @@
+//! The GStreamer pipeline as a gst-launch description, built from the video
+//! configuration; and the choice of H.264 encoder.
+//!
+//! Pure functions: the description for every source kind and encoder is
+//! covered by tests here, including the Pi's `v4l2h264enc` path, which only
+//! runs on the Pi itself.
+
+use crate::config::{SourceFormat, SourceKind, VideoConfig};
+
+/// Encoders in order of preference: the Pi's hardware encoder, then x264,
+/// then OpenH264.
+pub const ENCODER_PREFERENCE: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
+
+/// The parameters that shape the pipeline (the configuration, after `set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    pub keyframe_interval_s: u32,
+}
+
+impl VideoParams {
+    pub fn from_config(v: &VideoConfig) -> Self {
+        Self {
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+            bitrate_kbps: v.bitrate_kbps,
+            keyframe_interval_s: v.keyframe_interval_s,
+        }
+    }
+
+    fn raw_caps(&self) -> String {
+        format!(
+            "video/x-raw,width={},height={},framerate={}/1",
+            self.width, self.height, self.fps
+        )
+    }
+
+    fn gop(&self) -> u32 {
+        self.fps * self.keyframe_interval_s
+    }
+}
+
+/// Picks the encoder: `preference` is `auto` or an element name; `available`
+/// says whether the GStreamer registry has an element.
+pub fn choose_encoder(
+    preference: &str,
+    available: impl Fn(&str) -> bool,
+) -> Result<String, String> {
+    if preference != "auto" {
+        return if available(preference) {
+            Ok(preference.to_owned())
+        } else {
+            Err(format!(
+                "video.encoder = {preference:?}, but GStreamer has no such element \
+                 (install its plugin, or set encoder = \"auto\")"
+            ))
+        };
+    }
+    ENCODER_PREFERENCE
+        .iter()
+        .find(|name| available(name))
+        .map(|name| name.to_string())
+        .ok_or_else(|| {
+            format!(
+                "no H.264 encoder found; tried {} (install gstreamer1.0-plugins-ugly for x264enc)",
+                ENCODER_PREFERENCE.join(", ")
+            )
+        })
+}
+
+/// The source part of the pipeline and whether it already delivers H.264.
+pub fn source_description(v: &VideoConfig, p: &VideoParams) -> (String, bool) {
+    let caps = |media: &str| {
+        format!(
+            "{media},width={},height={},framerate={}/1",
+            p.width, p.height, p.fps
+        )
+    };
+    match v.source {
+        SourceKind::Test => (
+            format!(
+                "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! {} ! \
+                 clockoverlay time-format=\"%H:%M:%S\" font-desc=\"Sans 24\"",
+                p.raw_caps()
+            ),
+            false,
+        ),
+        SourceKind::Libcamera => (format!("libcamerasrc ! {}", p.raw_caps()), false),
+        SourceKind::V4l2 => {
+            let src = format!("v4l2src device=\"{}\"", v.device);
+            match v.format {
+                SourceFormat::Auto => (format!("{src} ! decodebin"), false),
+                SourceFormat::Raw => (format!("{src} ! {}", caps("video/x-raw")), false),
+                SourceFormat::Mjpeg => (format!("{src} ! {} ! jpegdec", caps("image/jpeg")), false),
+                SourceFormat::H264 => (format!("{src} ! {}", caps("video/x-h264")), true),
+            }
+        }
+        SourceKind::Pipeline => (v.pipeline.trim().to_owned(), v.format == SourceFormat::H264),
+    }
+}
+
+/// The encoder element with its rate control, GOP and profile.
+pub fn encoder_description(encoder: &str, p: &VideoParams) -> String {
+    let element = match encoder {
+        "v4l2h264enc" => format!(
+            "v4l2h264enc name=encoder extra-controls=\"controls,video_bitrate={},\
+             h264_i_frame_period={},repeat_sequence_header=1\" ! video/x-h264,level=(string)4",
+            p.bitrate_kbps * 1000,
+            p.gop()
+        ),
+        "x264enc" => format!(
+            "x264enc name=encoder tune=zerolatency speed-preset=ultrafast bitrate={} \
+             key-int-max={} bframes=0 byte-stream=true",
+            p.bitrate_kbps,
+            p.gop()
+        ),
+        "openh264enc" => format!(
+            "openh264enc name=encoder bitrate={} rate-control=bitrate complexity=low gop-size={}",
+            p.bitrate_kbps * 1000,
+            p.gop()
+        ),
+        other => format!("{other} name=encoder"),
+    };
+    format!("{element} ! video/x-h264,profile=constrained-baseline")
+}
+
+/// The whole pipeline: source, (scale and encode,) one appsink named `sink`
+/// that receives one byte-stream access unit per buffer.
+pub fn pipeline_description(v: &VideoConfig, p: &VideoParams, encoder: Option<&str>) -> String {
+    let (source, encoded) = source_description(v, p);
+    let sink = "h264parse config-interval=-1 ! \
+                video/x-h264,stream-format=byte-stream,alignment=au ! \
+                appsink name=sink max-buffers=4 drop=true sync=false";
+    match (encoded, encoder) {
+        (true, _) | (false, None) => format!("{source} ! {sink}"),
+        (false, Some(encoder)) => format!(
+            "{source} ! videoconvert ! videoscale ! videorate ! {},format=I420 ! \
+             queue max-size-buffers=2 leaky=downstream ! {} ! {sink}",
+            p.raw_caps(),
+            encoder_description(encoder, p)
+        ),
+    }
+}
+
+/// Whether the pipeline needs an encoder at all.
+pub fn needs_encoder(v: &VideoConfig) -> bool {
+    let p = VideoParams::from_config(v);
+    !source_description(v, &p).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(source: SourceKind, format: SourceFormat) -> VideoConfig {
+        VideoConfig {
+            source,
+            format,
+            pipeline: "videotestsrc ! video/x-raw".into(),
+            ..VideoConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_hardware_encoder_wins_when_present() {
+        assert_eq!(choose_encoder("auto", |_| true).unwrap(), "v4l2h264enc");
+        assert_eq!(
+            choose_encoder("auto", |n| n != "v4l2h264enc").unwrap(),
+            "x264enc"
+        );
+        assert_eq!(
+            choose_encoder("auto", |n| n == "openh264enc").unwrap(),
+            "openh264enc"
+        );
+        let none = choose_encoder("auto", |_| false).unwrap_err();
+        assert!(none.contains("x264enc"), "{none}");
+    }
+
+    #[test]
+    fn an_explicit_encoder_must_exist() {
+        assert_eq!(choose_encoder("x264enc", |_| true).unwrap(), "x264enc");
+        let e = choose_encoder("v4l2h264enc", |n| n == "x264enc").unwrap_err();
+        assert!(e.contains("v4l2h264enc"), "{e}");
+    }
+
+    #[test]
+    fn every_encoder_yields_constrained_baseline_with_the_bitrate() {
+        let p = VideoParams::from_config(&VideoConfig::default());
+        let pi = encoder_description("v4l2h264enc", &p);
+        assert!(pi.contains("video_bitrate=2000000"), "{pi}");
+        assert!(pi.contains("h264_i_frame_period=60"), "{pi}");
+        assert!(pi.contains("repeat_sequence_header=1"), "{pi}");
+        let x264 = encoder_description("x264enc", &p);
+        assert!(
+            x264.contains("bitrate=2000 ") && x264.contains("tune=zerolatency"),
+            "{x264}"
+        );
+        let open = encoder_description("openh264enc", &p);
+        assert!(open.contains("bitrate=2000000"), "{open}");
+        for d in [pi, x264, open] {
+            assert!(d.contains("name=encoder"));
+            assert!(d.ends_with("profile=constrained-baseline"), "{d}");
+        }
+    }
+
+    #[test]
+    fn sources_map_to_their_elements() {
+        let p = VideoParams::from_config(&VideoConfig::default());
+        let (test, encoded) = source_description(&video(SourceKind::Test, SourceFormat::Auto), &p);
+        assert!(test.contains("videotestsrc") && test.contains("clockoverlay") && !encoded);
+        let (cam, _) = source_description(&video(SourceKind::Libcamera, SourceFormat::Auto), &p);
+        assert!(cam.starts_with("libcamerasrc"));
+        let (mjpeg, _) = source_description(&video(SourceKind::V4l2, SourceFormat::Mjpeg), &p);
+        assert!(
+            mjpeg.contains("image/jpeg") && mjpeg.contains("jpegdec"),
+            "{mjpeg}"
+        );
+        let (h264, encoded) = source_description(&video(SourceKind::V4l2, SourceFormat::H264), &p);
+        assert!(h264.contains("video/x-h264") && encoded);
+        let (raw, _) = source_description(&video(SourceKind::V4l2, SourceFormat::Raw), &p);
+        assert!(
+            raw.contains("v4l2src device=\"/dev/video0\" ! video/x-raw"),
+            "{raw}"
+        );
+    }
+
+    #[test]
+    fn h264_sources_pass_through_without_an_encoder() {
+        let v = video(SourceKind::V4l2, SourceFormat::H264);
+        assert!(!needs_encoder(&v));
+        let p = VideoParams::from_config(&v);
+        let d = pipeline_description(&v, &p, Some("x264enc"));
+        assert!(!d.contains("x264enc"), "{d}");
+        assert!(d.ends_with("appsink name=sink max-buffers=4 drop=true sync=false"));
+    }
+
+    #[test]
+    fn raw_sources_are_scaled_and_encoded_once() {
+        let v = video(SourceKind::Test, SourceFormat::Auto);
+        let p = VideoParams::from_config(&v);
+        let d = pipeline_description(&v, &p, Some("x264enc"));
+        assert_eq!(d.matches("x264enc").count(), 1);
+        assert_eq!(d.matches("appsink").count(), 1);
+        assert!(
+            d.contains("width=1280,height=720,framerate=30/1,format=I420"),
+            "{d}"
+        );
+        assert!(d.contains("stream-format=byte-stream,alignment=au"));
+    }
+
+    #[test]
+    fn every_description_parses_in_gstreamer() {
+        gstreamer::init().unwrap();
+        let p = VideoParams::from_config(&VideoConfig::default());
+        for (kind, format) in [
+            (SourceKind::Test, SourceFormat::Auto),
+            (SourceKind::V4l2, SourceFormat::Raw),
+            (SourceKind::V4l2, SourceFormat::Mjpeg),
+            (SourceKind::V4l2, SourceFormat::H264),
+            (SourceKind::V4l2, SourceFormat::Auto),
+        ] {
+            let d = pipeline_description(&video(kind, format), &p, Some("x264enc"));
+            gstreamer::parse::launch(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+        }
+    }
+}

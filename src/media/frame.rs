@@ -1,0 +1,84 @@
+//! An encoded access unit, packetized once and shared by every viewer.
+//!
+//! Packetizing is the last step that is the same for all viewers: the RTP
+//! payloads (single NAL units, STAP-A, FU-A) depend only on the frame. What
+//! differs per viewer (SSRC, sequence numbers, payload type, timestamp base)
+//! is a 12-byte header that each viewer's sender writes itself, so a frame is
+//! never copied per viewer: the payloads are reference-counted [`Bytes`].
+
+use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
+
+/// RTP payload size; leaves room for RTP, SRTP, UDP and IP headers under a
+/// 1280-byte path MTU, the same budget browsers use.
+pub const RTP_PAYLOAD_MTU: usize = 1200;
+
+/// One access unit, ready to be sent.
+#[derive(Debug)]
+pub struct EncodedFrame {
+    /// RTP payloads in order; the last one carries the marker bit.
+    pub payloads: Vec<Bytes>,
+    /// Presentation time on the 90 kHz RTP clock.
+    pub rtp_timestamp: u32,
+    /// An IDR frame, where a new or recovering viewer can start decoding.
+    pub keyframe: bool,
+    /// Size of the encoded access unit in bytes.
+    pub size: usize,
+}
+
+/// Splits access units into RTP payloads. Remembers SPS/PPS so that every
+/// key frame carries them (in a STAP-A) for viewers that join late.
+#[derive(Debug, Default)]
+pub struct FramePacketizer {
+    payloader: H264Payloader,
+}
+
+/// Nanoseconds of presentation time to the 90 kHz RTP clock (wrapping).
+pub fn rtp_timestamp_from_ns(ns: u64) -> u32 {
+    ((ns as u128 * 90_000 / 1_000_000_000) & 0xffff_ffff) as u32
+}
+
+impl FramePacketizer {
+    /// Packetizes one Annex-B access unit.
+    pub fn packetize(
+        &mut self,
+        access_unit: &Bytes,
+        pts_ns: u64,
+        keyframe: bool,
+    ) -> Result<EncodedFrame, rtc::shared::error::Error> {
+        let payloads = self.payloader.payload(RTP_PAYLOAD_MTU, access_unit)?;
+        Ok(EncodedFrame {
+            payloads,
+            rtp_timestamp: rtp_timestamp_from_ns(pts_ns),
+            keyframe,
+            size: access_unit.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_nal_units_are_fragmented_under_the_mtu() {
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.extend(std::iter::repeat_n(0xAB, 5000));
+        let frame = FramePacketizer::default()
+            .packetize(&Bytes::from(au), 1_000_000_000, true)
+            .unwrap();
+        assert!(frame.payloads.len() >= 5);
+        assert!(frame.payloads.iter().all(|p| p.len() <= RTP_PAYLOAD_MTU));
+        assert_eq!(frame.rtp_timestamp, 90_000);
+        // FU-A: type 28 with the original NAL type in the FU header.
+        assert_eq!(frame.payloads[0][0] & 0x1f, 28);
+        assert_eq!(frame.payloads[0][1] & 0x1f, 5);
+    }
+
+    #[test]
+    fn the_rtp_clock_wraps() {
+        let wrap_ns = (1u64 << 32) * 1_000_000_000 / 90_000;
+        assert!(rtp_timestamp_from_ns(wrap_ns + 1_000_000) < 100);
+    }
+}

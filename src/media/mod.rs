@@ -1,0 +1,286 @@
+//! Capture and encode once; fan the encoded frames out to every viewer.
+//!
+//! One GStreamer pipeline ends in one appsink. Its callback, on GStreamer's
+//! streaming thread, packetizes each access unit once ([`frame`]) and
+//! broadcasts it as an `Arc<EncodedFrame>` on a [`tokio::sync::broadcast`]
+//! channel. Each viewer's sender reads that channel at its own pace: a
+//! viewer that falls behind loses frames for itself alone (and then waits
+//! for a key frame), while the encoder and the other viewers never wait.
+
+pub mod description;
+pub mod frame;
+pub mod keyframe;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::VideoConfig;
+pub use description::VideoParams;
+pub use frame::EncodedFrame;
+pub use keyframe::KeyframeRequests;
+
+/// Frames kept for slow viewers before they lag (about 1 s at 30 fps).
+pub const FANOUT_DEPTH: usize = 32;
+
+/// What the pipeline reports to the supervisor.
+#[derive(Debug, Clone)]
+pub enum MediaEvent {
+    Playing,
+    Error(String),
+    EndOfStream,
+}
+
+/// Counters of the encoded stream, read by telemetry.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub packetize_errors: AtomicU64,
+}
+
+/// The shared end of the fan-out: subscribe to get encoded frames.
+#[derive(Clone)]
+pub struct VideoFeed {
+    frames: broadcast::Sender<Arc<EncodedFrame>>,
+    pub keyframes: KeyframeRequests,
+    pub counters: Arc<MediaCounters>,
+}
+
+impl VideoFeed {
+    pub fn new() -> Self {
+        Self {
+            frames: broadcast::channel(FANOUT_DEPTH).0,
+            keyframes: KeyframeRequests::new(),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
+        self.frames.subscribe()
+    }
+
+    /// Publishes a frame to whoever listens; no listener is fine.
+    pub fn publish(&self, frame: EncodedFrame) {
+        let c = &self.counters;
+        c.frames.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(frame.size as u64, Ordering::Relaxed);
+        if frame.keyframe {
+            c.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self.frames.send(Arc::new(frame));
+    }
+}
+
+impl Default for VideoFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether GStreamer has an element factory of that name.
+pub fn has_element(name: &str) -> bool {
+    gst::ElementFactory::find(name).is_some()
+}
+
+/// A running capture pipeline.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    bus_thread: Option<std::thread::JoinHandle<()>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The encoder chosen, `None` when the source delivers H.264 itself.
+    pub encoder: Option<String>,
+    pub description: String,
+}
+
+/// The sink that key-frame requests go to; replaced on pipeline rebuilds.
+#[derive(Clone, Default)]
+pub struct KeyframeTarget(Arc<Mutex<Option<gst_app::AppSink>>>);
+
+impl KeyframeTarget {
+    /// Sends a force-key-unit event upstream from the appsink to the encoder.
+    pub fn force(&self) {
+        let sink = self
+            .0
+            .lock()
+            .expect("key-frame target lock is never poisoned")
+            .clone();
+        if let Some(sink) = sink {
+            let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            if !sink.send_event(event) {
+                tracing::debug!("force-key-unit event was not handled");
+            }
+        }
+    }
+
+    fn set(&self, sink: Option<gst_app::AppSink>) {
+        *self
+            .0
+            .lock()
+            .expect("key-frame target lock is never poisoned") = sink;
+    }
+}
+
+impl Capture {
+    /// Builds and starts the pipeline; frames go to `feed`, bus news to `events`.
+    pub fn start(
+        video: &VideoConfig,
+        params: &VideoParams,
+        feed: &VideoFeed,
+        target: &KeyframeTarget,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> anyhow::Result<Self> {
+        gst::init().context("GStreamer failed to initialise")?;
+        let encoder = if description::needs_encoder(video) {
+            Some(description::choose_encoder(&video.encoder, has_element).map_err(|e| anyhow!(e))?)
+        } else {
+            None
+        };
+        let desc = description::pipeline_description(video, params, encoder.as_deref());
+        tracing::info!(pipeline = %desc, "starting capture");
+        let pipeline = gst::parse::launch(&desc)
+            .with_context(|| format!("pipeline does not parse: {desc}"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow!("the description did not make a pipeline"))?;
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| anyhow!("the pipeline has no appsink named sink"))?;
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(on_sample(feed.clone()))
+                .build(),
+        );
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| anyhow!("pipeline has no bus"))?;
+        let bus_thread = std::thread::Builder::new()
+            .name("gst-bus".into())
+            .spawn({
+                let stopping = stopping.clone();
+                let pipeline = pipeline.downgrade();
+                move || watch_bus(bus, pipeline, stopping, events)
+            })
+            .context("spawning the bus thread")?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow!("the pipeline refused to play: {desc}"))?;
+        target.set(Some(sink.clone()));
+        Ok(Self {
+            pipeline,
+            sink,
+            bus_thread: Some(bus_thread),
+            stopping,
+            encoder,
+            description: desc,
+        })
+    }
+
+    /// The encoder element, for run-time changes such as the bitrate.
+    pub fn encoder_element(&self) -> Option<gst::Element> {
+        self.pipeline.by_name("encoder")
+    }
+
+    /// Stops the pipeline and its bus thread.
+    pub fn stop(mut self, target: &KeyframeTarget) {
+        target.set(None);
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.pipeline.set_state(gst::State::Null);
+        if let Some(thread) = self.bus_thread.take() {
+            let _ = thread.join();
+        }
+        let _ = &self.sink;
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The appsink callback: one access unit in, one packetized frame out.
+fn on_sample(
+    feed: VideoFeed,
+) -> impl FnMut(&gst_app::AppSink) -> Result<gst::FlowSuccess, gst::FlowError> + Send + 'static {
+    let mut packetizer = frame::FramePacketizer::default();
+    move |sink| {
+        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+        let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or_default();
+        let mapped = buffer
+            .into_mapped_buffer_readable()
+            .map_err(|_| gst::FlowError::Error)?;
+        // The mapped buffer becomes the Bytes' owner: no copy of the frame.
+        let data = Bytes::from_owner(mapped);
+        match packetizer.packetize(&data, pts, keyframe) {
+            Ok(frame) => feed.publish(frame),
+            Err(e) => {
+                feed.counters
+                    .packetize_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "could not packetize an access unit");
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+fn watch_bus(
+    bus: gst::Bus,
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) {
+    use gst::MessageView;
+    while !stopping.load(Ordering::SeqCst) {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            continue;
+        };
+        let event = match msg.view() {
+            MessageView::Error(err) => Some(MediaEvent::Error(format!(
+                "{} ({})",
+                err.error(),
+                err.debug().map(|d| d.to_string()).unwrap_or_default()
+            ))),
+            MessageView::Eos(_) => Some(MediaEvent::EndOfStream),
+            MessageView::StateChanged(s)
+                if s.current() == gst::State::Playing
+                    && msg.src().map(|src| src.name()) == pipeline.upgrade().map(|p| p.name()) =>
+            {
+                Some(MediaEvent::Playing)
+            }
+            _ => None,
+        };
+        if let Some(event) = event
+            && events.send(event).is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Waits up to `timeout` for the first encoded frame; for probes and tests.
+pub async fn first_frame(
+    rx: &mut broadcast::Receiver<Arc<EncodedFrame>>,
+    timeout: Duration,
+) -> Option<Arc<EncodedFrame>> {
+    tokio::time::timeout(timeout, rx.recv()).await.ok()?.ok()
+}
