@@ -6,8 +6,15 @@
 //! negotiation logic, free of I/O; [`daemon`] wires the parts together.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod media;
 pub mod mqtt;
+pub mod participant;
+pub mod peer;
+pub mod procstat;
 pub mod protocol;
 pub mod room;
 pub mod store;
+pub mod telemetry;
+pub mod view;

@@ -1,1 +1,171 @@
-fn main() {}
+//! The `meshcam` command: the camera daemon, and the tools around it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use meshcam::config::{Config, ConfigError, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "meshcam",
+    version,
+    about = "WebRTC camera agent: one encode, a mesh of viewers, MQTT signaling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Configuration file [default: /etc/meshcam/meshcam.toml when present]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Device id (peer id and MQTT client id)
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Broker URL, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]
+    #[arg(long)]
+    mqtt_url: Option<String>,
+    /// A room to join at start (repeatable)
+    #[arg(long = "room")]
+    rooms: Vec<String>,
+    /// Directory for durable state
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Video source: v4l2, libcamera, test or pipeline
+    #[arg(long)]
+    source: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the camera daemon (the default)
+    Run,
+    /// Join a room as a headless viewer and report what arrives
+    View(ViewArgs),
+}
+
+#[derive(clap::Args)]
+struct ViewArgs {
+    /// Broker URL
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Topic prefix
+    #[arg(long, default_value = "meshcam")]
+    prefix: String,
+    /// Room to join
+    #[arg(long)]
+    room: String,
+    /// Peer id (random when not given)
+    #[arg(long)]
+    id: Option<String>,
+    /// Number of viewers to run in this process
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Decode the video with avdec_h264
+    #[arg(long)]
+    decode: bool,
+    /// Stop once every viewer has this many frames (decoded frames with --decode)
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this many seconds
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds between two report lines
+    #[arg(long, default_value_t = 1.0)]
+    report_interval: f64,
+    /// Address for media sockets
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MESHCAM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error"));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshcam: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None | Some(Command::Run) => run_daemon(&runtime, cli.run),
+        Some(Command::View(args)) => run_view(&runtime, args),
+    }
+}
+
+fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
+    let overrides = Overrides {
+        device_id: args.device_id,
+        mqtt_url: args.mqtt_url,
+        state_dir: args.state_dir,
+        rooms: args.rooms,
+        source: args.source,
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            let kind = match e {
+                ConfigError::Invalid { .. } => "invalid configuration",
+                ConfigError::Load(_) => "configuration",
+            };
+            eprintln!("meshcam: {kind}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(meshcam::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshcam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_view(runtime: &tokio::runtime::Runtime, args: ViewArgs) -> ExitCode {
+    let options = meshcam::view::ViewOptions {
+        broker: args.broker,
+        username: args.username,
+        password: args.password,
+        prefix: args.prefix,
+        room: args.room,
+        id: args.id,
+        count: args.count.max(1),
+        decode: args.decode,
+        frames: args.frames,
+        duration: args.duration.map(Duration::from_secs_f64),
+        report_interval: Duration::from_secs_f64(args.report_interval.max(0.05)),
+        bind: args.bind,
+    };
+    match runtime.block_on(meshcam::view::run(options)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshcam view: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

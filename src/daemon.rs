@@ -1,0 +1,532 @@
+//! The camera daemon: one supervisor loop that feeds broker messages, peer
+//! events, pipeline news and the time to the room logic, carries out what it
+//! decides, answers commands, keeps status and telemetry current, and shuts
+//! down in order.
+//!
+//! Start-up: load state, start the pipeline, generate the DTLS certificate,
+//! connect to the broker with an `offline` will, rejoin rooms.
+//! Shutdown (SIGTERM/SIGINT): `bye` to every viewer, clear every presence,
+//! publish `offline`, flush the broker link, stop the pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::control::{self, Request};
+use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
+use crate::mqtt::{self, BrokerAddress, MqttEvent, MqttLink, SessionOptions};
+use crate::participant::Participant;
+use crate::peer::{PeerEvent, PeerFactory};
+use crate::protocol::{Command, DeviceStatus, Reply, Role, Topic, Topics, VideoInfo};
+use crate::room::Me;
+use crate::store::{State, Store};
+use crate::telemetry::{self, Sample};
+
+/// Status is republished at most this often when rooms or viewers change.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The supervisor's heartbeat for timers (retries, status, telemetry).
+const TICK: Duration = Duration::from_millis(250);
+/// How long shutdown waits for the broker link to flush.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between two pipeline restarts.
+const MAX_PIPELINE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(config).await?;
+    daemon.run().await
+}
+
+struct Pipeline {
+    capture: Option<Capture>,
+    state: &'static str,
+    error: Option<String>,
+    restarts: u64,
+    /// A failed pipeline is rebuilt at this time.
+    restart_at: Option<Instant>,
+}
+
+struct Daemon {
+    config: Config,
+    store: Store,
+    state: State,
+    topics: Topics,
+    mqtt: MqttLink,
+    mqtt_events: mpsc::Receiver<MqttEvent>,
+    participant: Participant,
+    peer_events: mpsc::UnboundedReceiver<PeerEvent>,
+    feed: VideoFeed,
+    target: KeyframeTarget,
+    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    media_events: mpsc::UnboundedReceiver<MediaEvent>,
+    pipeline: Pipeline,
+    started_at: SystemTime,
+    started: Instant,
+    command_token: u64,
+    commands_received: u64,
+    command_errors: u64,
+    status_dirty: bool,
+    status_sent_at: Option<Instant>,
+    last_viewers: usize,
+    last_sample: Sample,
+    next_stats: Instant,
+    keyframe_server: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    async fn start(mut config: Config) -> anyhow::Result<Self> {
+        let store = Store::new(&config.state_dir);
+        let state = store
+            .load()
+            .with_context(|| format!("reading state from {}", store.path().display()))?;
+        apply_settings(&mut config, &state);
+        let topics = Topics::new(config.mqtt.prefix.clone());
+        let id = config.device.id.clone();
+
+        let feed = VideoFeed::new();
+        let target = KeyframeTarget::default();
+        let (media_tx, media_events) = mpsc::unbounded_channel();
+        let capture = Capture::start(
+            &config.video,
+            &VideoParams::from_config(&config.video),
+            &feed,
+            &target,
+            media_tx.clone(),
+        )?;
+        tracing::info!(encoder = ?capture.encoder, "capture started");
+        let keyframe_server = tokio::spawn({
+            let target = target.clone();
+            feed.keyframes.clone().serve(
+                Duration::from_millis(config.video.keyframe_min_interval_ms),
+                move || target.force(),
+            )
+        });
+
+        let factory = Arc::new(
+            tokio::task::spawn_blocking({
+                let webrtc = config.webrtc.clone();
+                move || PeerFactory::new(&webrtc)
+            })
+            .await
+            .context("certificate task")??,
+        );
+
+        let (mqtt, mqtt_events) = mqtt::start(SessionOptions {
+            client_id: id.clone(),
+            address: BrokerAddress::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
+            username: config.mqtt.username.clone(),
+            password: config.mqtt.password.clone(),
+            keepalive: Duration::from_secs(config.mqtt.keepalive_s),
+            will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
+        });
+        let (peer_tx, peer_events) = mpsc::unbounded_channel();
+        let mut participant = Participant::new(
+            Me {
+                id: id.clone(),
+                role: Role::Camera,
+                name: config.device.name.clone(),
+            },
+            config.webrtc.max_viewers,
+            topics.clone(),
+            mqtt.clone(),
+            factory,
+            Some(feed.clone()),
+            peer_tx,
+        );
+        let mut rooms = config.rooms.clone();
+        for room in &state.rooms {
+            if !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+        }
+        for room in &rooms {
+            participant.join(room);
+        }
+        let command_token = participant.subscription_token();
+        let now = Instant::now();
+        Ok(Self {
+            last_sample: Sample::take(now, &feed.counters),
+            next_stats: now + Duration::from_secs(config.stats_interval_s),
+            config,
+            store,
+            state,
+            topics,
+            mqtt,
+            mqtt_events,
+            participant,
+            peer_events,
+            feed,
+            target,
+            media_tx,
+            media_events,
+            pipeline: Pipeline {
+                capture: Some(capture),
+                state: "starting",
+                error: None,
+                restarts: 0,
+                restart_at: None,
+            },
+            started_at: SystemTime::now(),
+            started: now,
+            command_token,
+            commands_received: 0,
+            command_errors: 0,
+            status_dirty: false,
+            status_sent_at: None,
+            last_viewers: 0,
+            keyframe_server,
+        })
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                event = self.mqtt_events.recv() => match event {
+                    Some(event) => self.on_mqtt(event),
+                    None => anyhow::bail!("the broker session ended unexpectedly"),
+                },
+                Some(event) = self.peer_events.recv() => {
+                    if let Some(PeerEvent::KeyframeRequest(link)) =
+                        self.participant.on_peer_event(event, Instant::now())
+                    {
+                        tracing::debug!(link, "key frame requested by viewer");
+                    }
+                }
+                Some(event) = self.media_events.recv() => self.on_media(event),
+                _ = tick.tick() => self.on_tick(Instant::now()),
+            }
+            self.note_viewer_changes();
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn on_mqtt(&mut self, event: MqttEvent) {
+        match event {
+            MqttEvent::Connected => {
+                tracing::info!(broker = %self.config.mqtt.url, "connected to the broker");
+                let id = self.config.device.id.clone();
+                self.mqtt
+                    .subscribe(&[self.topics.command(&id)], self.command_token);
+                self.publish_status(Instant::now());
+                self.participant.broker_connected(Instant::now());
+            }
+            MqttEvent::Disconnected(reason) => {
+                tracing::warn!(%reason, "disconnected from the broker");
+                self.participant.broker_disconnected();
+            }
+            MqttEvent::Subscribed(token) => {
+                self.participant.subscribed(token);
+            }
+            MqttEvent::Message { topic, payload } => self.on_message(&topic, payload),
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: Bytes) {
+        let Some(parsed) = self.topics.parse(topic) else {
+            tracing::debug!(%topic, "message on an unexpected topic");
+            return;
+        };
+        match &parsed {
+            Topic::DeviceCommand { device } if *device == self.config.device.id => {
+                self.on_command(&payload);
+            }
+            _ => {
+                if !self.participant.on_message(&parsed, &payload) {
+                    tracing::debug!(%topic, "message ignored");
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, reply_to: Option<&str>, reply: Reply) {
+        if !reply.ok {
+            self.command_errors += 1;
+        }
+        let topic = reply_to
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.topics.reply(&self.config.device.id));
+        self.mqtt.publish(topic, reply.encode(), false);
+    }
+
+    fn on_command(&mut self, payload: &[u8]) {
+        self.commands_received += 1;
+        let command = match Command::decode(payload) {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::warn!(error = %e.error, "command refused");
+                self.reply(None, Reply::for_decode_error(&e));
+                return;
+            }
+        };
+        let (request, reply_to) = match control::interpret(&command, &self.topics) {
+            Ok(ok) => ok,
+            Err(refusal) => {
+                tracing::warn!(cmd = %command.cmd, "command refused");
+                self.reply(refusal.reply_to.as_deref(), refusal.reply);
+                return;
+            }
+        };
+        tracing::info!(cmd = %command.cmd, id = %command.id, "command");
+        let reply = self.carry_out(request, &command.id);
+        self.reply(reply_to.as_deref(), reply);
+    }
+
+    fn carry_out(&mut self, request: Request, id: &str) -> Reply {
+        use crate::protocol::ErrorCode;
+        match request {
+            Request::Join(room) => {
+                self.participant.join(&room);
+                if !self.state.rooms.contains(&room) {
+                    self.state.rooms.push(room);
+                }
+                if let Err(e) = self.store.save(&self.state) {
+                    return Reply::error(
+                        Some(id),
+                        ErrorCode::Internal,
+                        format!("state not saved: {e}"),
+                    );
+                }
+                self.status_dirty = true;
+                Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
+            }
+            Request::Leave(room) => {
+                if !self.participant.mesh.is_in(&room) {
+                    return Reply::error(
+                        Some(id),
+                        ErrorCode::NotFound,
+                        format!("not in room {room:?}"),
+                    );
+                }
+                self.participant.leave(&room, "leaving");
+                self.state.rooms.retain(|r| *r != room);
+                if let Err(e) = self.store.save(&self.state) {
+                    return Reply::error(
+                        Some(id),
+                        ErrorCode::Internal,
+                        format!("state not saved: {e}"),
+                    );
+                }
+                self.status_dirty = true;
+                Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
+            }
+            Request::Status => Reply::ok(
+                id,
+                serde_json::to_value(self.status()).expect("status serialises"),
+            ),
+        }
+    }
+
+    fn status(&self) -> DeviceStatus {
+        let v = &self.config.video;
+        let mut status = DeviceStatus::offline(&self.config.device.id);
+        status.state = if self.pipeline.state == "error" {
+            "error"
+        } else {
+            "online"
+        }
+        .into();
+        status.name = Some(self.config.device.name.clone());
+        status.version = Some(env!("CARGO_PKG_VERSION").into());
+        status.rooms = Some(self.participant.mesh.rooms());
+        status.viewers = Some(self.participant.mesh.viewer_count());
+        status.max_viewers = Some(self.participant.mesh.max_viewers());
+        status.video = Some(VideoInfo {
+            codec: "H264".into(),
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+        });
+        status.started_at = Some(humantime::format_rfc3339_seconds(self.started_at).to_string());
+        status.error = self.pipeline.error.clone();
+        status
+    }
+
+    fn publish_status(&mut self, now: Instant) {
+        let status = self.status();
+        self.mqtt.publish(
+            self.topics.status(&self.config.device.id),
+            status.encode(),
+            true,
+        );
+        self.status_dirty = false;
+        self.status_sent_at = Some(now);
+    }
+
+    fn note_viewer_changes(&mut self) {
+        let viewers = self.participant.mesh.viewer_count();
+        if viewers != self.last_viewers {
+            self.last_viewers = viewers;
+            self.status_dirty = true;
+        }
+    }
+
+    fn on_media(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::Playing => {
+                tracing::info!("pipeline playing");
+                self.pipeline.state = "playing";
+                if self.pipeline.error.take().is_some() {
+                    self.status_dirty = true;
+                }
+            }
+            MediaEvent::Error(error) => self.pipeline_failed(error),
+            MediaEvent::EndOfStream => self.pipeline_failed("end of stream".into()),
+        }
+    }
+
+    fn pipeline_failed(&mut self, error: String) {
+        tracing::error!(%error, restarts = self.pipeline.restarts, "pipeline failed");
+        if let Some(capture) = self.pipeline.capture.take() {
+            capture.stop(&self.target);
+        }
+        let backoff =
+            Duration::from_secs(1u64 << self.pipeline.restarts.min(5)).min(MAX_PIPELINE_BACKOFF);
+        self.pipeline.state = "error";
+        self.pipeline.error = Some(error);
+        self.pipeline.restart_at = Some(Instant::now() + backoff);
+        self.status_dirty = true;
+    }
+
+    fn restart_pipeline(&mut self) {
+        self.pipeline.restart_at = None;
+        self.pipeline.restarts += 1;
+        match Capture::start(
+            &self.config.video,
+            &VideoParams::from_config(&self.config.video),
+            &self.feed,
+            &self.target,
+            self.media_tx.clone(),
+        ) {
+            Ok(capture) => {
+                self.pipeline.capture = Some(capture);
+                self.pipeline.state = "starting";
+                self.feed.keyframes.request();
+            }
+            Err(e) => self.pipeline_failed(format!("{e:#}")),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.participant.tick(now);
+        if self.pipeline.restart_at.is_some_and(|at| now >= at) {
+            self.restart_pipeline();
+        }
+        let rate_ok = self
+            .status_sent_at
+            .is_none_or(|at| now >= at + STATUS_MIN_INTERVAL);
+        if self.status_dirty && rate_ok {
+            self.publish_status(now);
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + Duration::from_secs(self.config.stats_interval_s);
+            let stats = self.stats(now);
+            self.mqtt.publish(
+                self.topics.stats(&self.config.device.id),
+                serde_json::to_vec(&stats).expect("stats serialise"),
+                false,
+            );
+        }
+    }
+
+    fn stats(&mut self, now: Instant) -> serde_json::Value {
+        let sample = Sample::take(now, &self.feed.counters);
+        let rates = telemetry::rates(&self.last_sample, &sample);
+        self.last_sample = sample;
+        let connections: Vec<serde_json::Value> = self
+            .participant
+            .mesh
+            .links()
+            .into_iter()
+            .map(|(room, peer, link, connected)| {
+                let c = self.participant.peer(link).map(|p| p.counters.clone());
+                let load =
+                    |f: fn(&crate::peer::SenderCounters) -> &std::sync::atomic::AtomicU64| {
+                        c.as_ref()
+                            .map(|c| f(c).load(Ordering::Relaxed))
+                            .unwrap_or(0)
+                    };
+                json!({
+                    "room": room,
+                    "peer": peer,
+                    "state": if connected { "connected" } else { "connecting" },
+                    "packets_sent": load(|c| &c.packets_sent),
+                    "bytes_sent": load(|c| &c.bytes_sent),
+                    "frames_dropped": load(|c| &c.frames_dropped),
+                    "plis": load(|c| &c.keyframe_requests),
+                })
+            })
+            .collect();
+        let counters = &self.feed.counters;
+        json!({
+            "v": 1,
+            "id": self.config.device.id,
+            "uptime_s": now.duration_since(self.started).as_secs(),
+            "cpu_percent": telemetry::round1(rates.cpu_percent),
+            "rss_bytes": sample.usage.rss_bytes,
+            "pipeline": {
+                "state": self.pipeline.state,
+                "fps": telemetry::round1(rates.fps),
+                "bitrate_kbps": rates.bitrate_kbps.round(),
+                "keyframes": counters.keyframes.load(Ordering::Relaxed),
+                "restarts": self.pipeline.restarts,
+            },
+            "connections": connections,
+            "signal": {
+                "received": self.participant.signals.received,
+                "dropped": self.participant.signals.dropped,
+            },
+            "commands": {
+                "received": self.commands_received,
+                "errors": self.command_errors,
+            },
+        })
+    }
+
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down");
+        self.participant.leave_all("shutdown");
+        let id = self.config.device.id.clone();
+        self.mqtt.publish(
+            self.topics.status(&id),
+            DeviceStatus::offline(&id).encode(),
+            true,
+        );
+        self.mqtt.disconnect().await;
+        let flushed = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            while self.mqtt_events.recv().await.is_some() {}
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!("the broker link did not flush in time");
+        }
+        self.keyframe_server.abort();
+        if let Some(capture) = self.pipeline.capture.take() {
+            capture.stop(&self.target);
+        }
+    }
+}
+
+/// Settings changed at run time (`set`) win over the configuration file.
+fn apply_settings(config: &mut Config, state: &State) {
+    let s = &state.settings;
+    let v = &mut config.video;
+    v.bitrate_kbps = s.bitrate_kbps.unwrap_or(v.bitrate_kbps);
+    v.fps = s.fps.unwrap_or(v.fps);
+    v.width = s.width.unwrap_or(v.width);
+    v.height = s.height.unwrap_or(v.height);
+    config.webrtc.max_viewers = s.max_viewers.unwrap_or(config.webrtc.max_viewers);
+}

@@ -1,0 +1,169 @@
+//! Builds peer connections that share one DTLS certificate and one
+//! configuration.
+//!
+//! Generating a certificate takes seconds on a low-end board, so it is made
+//! once per process. Every connection offers exactly one video codec, H.264
+//! constrained baseline with packetization mode 1 (`42e01f`), which every
+//! browser decodes, usually in hardware.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rtc::crypto::{self, SignatureScheme};
+use rtc::interceptor::Slot;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+use super::feedback::{KeyframeRequestForwarder, SLOT};
+use crate::config::WebrtcConfig;
+
+/// The payload type we offer H.264 on.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// The fmtp line of the one codec we offer.
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// ICE gives up on a silent peer after `DISCONNECTED + FAILED`: fast enough
+/// to free a vanished viewer's resources within seconds, slow enough for a
+/// brief Wi-Fi hiccup (an ICE restart is tried at `disconnected`).
+pub const ICE_DISCONNECTED: Duration = Duration::from_secs(3);
+pub const ICE_FAILED: Duration = Duration::from_secs(5);
+pub const ICE_KEEPALIVE: Duration = Duration::from_millis(1000);
+
+/// The H.264 codec every connection negotiates.
+pub fn h264_codec() -> RTCRtpCodec {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![
+            feedback("goog-remb", ""),
+            feedback("ccm", "fir"),
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+        ],
+    }
+}
+
+/// Makes peer connections; one per process.
+pub struct PeerFactory {
+    certificate: RTCCertificate,
+    ice_servers: Vec<RTCIceServer>,
+    bind: IpAddr,
+    ports: Option<(u16, u16)>,
+    next_port: AtomicU32,
+}
+
+impl PeerFactory {
+    /// Generates the process's DTLS certificate.
+    pub fn new(config: &WebrtcConfig) -> anyhow::Result<Self> {
+        let provider = crypto::default_provider().context("no crypto provider")?;
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            SignatureScheme::EcdsaP256Sha256,
+            CertificateParams::new(vec!["meshcam".to_owned()]).context("certificate parameters")?,
+        )
+        .context("generating the DTLS certificate")?;
+        let ice_servers = config
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect();
+        let bind: IpAddr = config
+            .bind_address
+            .parse()
+            .context("webrtc.bind_address is not an IP address")?;
+        let ports =
+            (config.udp_port_min != 0).then_some((config.udp_port_min, config.udp_port_max));
+        Ok(Self {
+            certificate,
+            ice_servers,
+            bind,
+            ports,
+            next_port: AtomicU32::new(0),
+        })
+    }
+
+    /// Builds one connection. With a port range, tries its ports in turn.
+    pub async fn build(
+        &self,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+        let Some((min, max)) = self.ports else {
+            return self.build_on(0, handler).await;
+        };
+        let span = u32::from(max - min) + 1;
+        let mut last_error = None;
+        for _ in 0..span {
+            let offset = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
+            let port = min + offset as u16;
+            match self.build_on(port, handler.clone()).await {
+                Ok(pc) => return Ok(pc),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| anyhow::anyhow!("empty port range"))
+            .context(format!("no free UDP port in {min}-{max}")))
+    }
+
+    async fn build_on(
+        &self,
+        port: u16,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+    ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+        let mut media = MediaEngine::default();
+        media.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?
+            .with(Slot::from(SLOT), KeyframeRequestForwarder::default());
+        let configuration = RTCConfigurationBuilder::new()
+            .with_ice_servers(self.ice_servers.clone())
+            .with_certificates(vec![self.certificate.clone()])
+            .build();
+        let settings = SettingEngineBuilder::new()
+            .with_include_loopback_candidate(self.bind.is_loopback())
+            .with_ice_timeouts(
+                Some(ICE_DISCONNECTED),
+                Some(ICE_FAILED),
+                Some(ICE_KEEPALIVE),
+            )
+            .build();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(configuration)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .with_handler(handler)
+            .with_udp_addrs(vec![std::net::SocketAddr::new(self.bind, port)])
+            .build()
+            .await?;
+        Ok(Arc::new(pc))
+    }
+}

@@ -1,0 +1,415 @@
+//! One WebRTC connection to one remote participant, run as its own task.
+//!
+//! The supervisor never awaits a peer connection: it sends [`PeerCommand`]s
+//! (descriptions, candidates, ICE restart, close) and receives
+//! [`PeerEvent`]s (our descriptions and candidates to signal, state changes,
+//! key-frame requests, remote tracks). Our own candidates are held back until
+//! our description has been handed out, so the other side never sees a
+//! candidate before the offer or answer it belongs to.
+//!
+//! A sending peer (the camera) gets its own track and its own sender task on
+//! the shared frame feed (webrtc 0.21 binds a local track to one connection
+//! only). A receiving peer (a viewer) reports the remote track instead.
+
+pub mod factory;
+pub mod feedback;
+pub mod sender;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::media::VideoFeed;
+use crate::protocol::{Candidate, SignalBody};
+use crate::room::{LinkId, LinkState};
+pub use factory::PeerFactory;
+pub use sender::SenderCounters;
+
+/// What the supervisor asks of a peer.
+#[derive(Debug)]
+pub enum PeerCommand {
+    ApplyOffer(String),
+    ApplyAnswer(String),
+    AddCandidate(Option<Candidate>),
+    RestartIce,
+}
+
+/// What a peer reports, tagged with its link.
+pub enum PeerEvent {
+    /// An offer, answer or candidate to signal to the remote side.
+    Signal(LinkId, SignalBody),
+    State(LinkId, LinkState),
+    /// The remote side asked for a key frame (PLI or FIR).
+    KeyframeRequest(LinkId),
+    /// A remote track arrived (receiving peers).
+    Track(LinkId, Arc<dyn TrackRemote>),
+    /// The connection could not be set up or negotiated.
+    Error(LinkId, String),
+}
+
+/// The supervisor's handle on a running peer. Dropping it closes the peer.
+pub struct PeerHandle {
+    commands: mpsc::UnboundedSender<PeerCommand>,
+    task: JoinHandle<()>,
+    pub counters: Arc<SenderCounters>,
+}
+
+impl PeerHandle {
+    pub fn send(&self, command: PeerCommand) {
+        // A peer that already ended has reported why; nothing to add.
+        let _ = self.commands.send(command);
+    }
+
+    /// Closes the connection and frees what it holds.
+    pub fn close(self) {
+        drop(self.commands);
+        // The task sees the closed command channel, closes the connection
+        // and ends; it is detached so the supervisor does not wait for it.
+        drop(self.task);
+    }
+}
+
+/// How one peer is set up.
+pub struct PeerSpec {
+    pub link: LinkId,
+    pub offerer: bool,
+    /// Send this video (cameras); `None` receives video instead (viewers).
+    pub video: Option<VideoFeed>,
+}
+
+/// Starts a peer task.
+pub fn spawn(
+    factory: Arc<PeerFactory>,
+    spec: PeerSpec,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) -> PeerHandle {
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let counters = Arc::new(SenderCounters::default());
+    let task = tokio::spawn(run(factory, spec, command_rx, events, counters.clone()));
+    PeerHandle {
+        commands,
+        task,
+        counters,
+    }
+}
+
+/// Events from the connection's own callbacks, before ordering.
+enum Callback {
+    Candidate(Option<Candidate>),
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Handler(mpsc::UnboundedSender<Callback>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.send(Callback::Candidate(Some(Candidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+                username_fragment: init.username_fragment,
+            })));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.send(Callback::Candidate(None));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(Callback::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(Callback::Track(track));
+    }
+}
+
+/// The local half of a sending peer.
+struct Outbound {
+    feed: VideoFeed,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn add_video_track(
+    pc: &Arc<dyn PeerConnection>,
+    feed: VideoFeed,
+) -> anyhow::Result<Outbound> {
+    let ssrc: u32 = rand::random();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "meshcam".to_owned(),
+        format!("video-{ssrc:08x}"),
+        "video".to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: factory::h264_codec(),
+            ..Default::default()
+        }],
+    )));
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .context("adding the video track")?;
+    Ok(Outbound {
+        feed,
+        track,
+        sender,
+        ssrc,
+        tasks: Vec::new(),
+    })
+}
+
+impl Outbound {
+    /// Starts the sender and the key-frame request reader once connected.
+    async fn start(
+        &mut self,
+        link: LinkId,
+        counters: Arc<SenderCounters>,
+        events: &mpsc::UnboundedSender<PeerEvent>,
+    ) {
+        if !self.tasks.is_empty() {
+            return;
+        }
+        let payload_type = match self.sender.get_parameters().await {
+            Ok(p) => p
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type)
+                .unwrap_or(factory::H264_PAYLOAD_TYPE),
+            Err(_) => factory::H264_PAYLOAD_TYPE,
+        };
+        let stream = sender::RtpStream {
+            ssrc: self.ssrc,
+            payload_type,
+        };
+        self.tasks.push(tokio::spawn(sender::send_video(
+            self.track.clone(),
+            stream,
+            self.feed.subscribe(),
+            self.feed.keyframes.clone(),
+            counters.clone(),
+        )));
+        let track = self.track.clone();
+        let keyframes = self.feed.keyframes.clone();
+        let events = events.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets
+                    .iter()
+                    .any(|p| feedback::is_keyframe_request(p.as_ref()))
+                {
+                    counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    keyframes.request();
+                    let _ = events.send(PeerEvent::KeyframeRequest(link));
+                }
+            }
+        }));
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn link_state(state: RTCPeerConnectionState) -> Option<LinkState> {
+    match state {
+        RTCPeerConnectionState::Connected => Some(LinkState::Connected),
+        RTCPeerConnectionState::Disconnected => Some(LinkState::Disconnected),
+        RTCPeerConnectionState::Failed => Some(LinkState::Failed),
+        RTCPeerConnectionState::Closed => Some(LinkState::Closed),
+        _ => None,
+    }
+}
+
+async fn offer(pc: &Arc<dyn PeerConnection>, ice_restart: bool) -> anyhow::Result<SignalBody> {
+    let options = ice_restart.then(|| RTCOfferOptions {
+        ice_restart: true,
+        ..Default::default()
+    });
+    let offer = pc
+        .create_offer(options)
+        .await
+        .context("creating the offer")?;
+    let sdp = offer.sdp.clone();
+    pc.set_local_description(offer)
+        .await
+        .context("setting our offer")?;
+    Ok(SignalBody::Offer { sdp })
+}
+
+async fn answer(pc: &Arc<dyn PeerConnection>, offer_sdp: String) -> anyhow::Result<SignalBody> {
+    let offer = RTCSessionDescription::offer(offer_sdp).context("the offer is not valid SDP")?;
+    pc.set_remote_description(offer)
+        .await
+        .context("the offer cannot be applied")?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .context("creating the answer")?;
+    let sdp = answer.sdp.clone();
+    pc.set_local_description(answer)
+        .await
+        .context("setting our answer")?;
+    Ok(SignalBody::Answer { sdp })
+}
+
+async fn run(
+    factory: Arc<PeerFactory>,
+    spec: PeerSpec,
+    mut commands: mpsc::UnboundedReceiver<PeerCommand>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    counters: Arc<SenderCounters>,
+) {
+    let link = spec.link;
+    let (callback_tx, mut callbacks) = mpsc::unbounded_channel();
+    let pc = match factory.build(Arc::new(Handler(callback_tx))).await {
+        Ok(pc) => pc,
+        Err(e) => {
+            let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
+            return;
+        }
+    };
+    let result = negotiate(&pc, spec, &mut commands, &mut callbacks, &events, counters).await;
+    if let Err(e) = result {
+        let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
+    }
+    if let Err(e) = pc.close().await {
+        tracing::debug!(link, error = %e, "closing the peer connection");
+    }
+}
+
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    spec: PeerSpec,
+    commands: &mut mpsc::UnboundedReceiver<PeerCommand>,
+    callbacks: &mut mpsc::UnboundedReceiver<Callback>,
+    events: &mpsc::UnboundedSender<PeerEvent>,
+    counters: Arc<SenderCounters>,
+) -> anyhow::Result<()> {
+    let link = spec.link;
+    let mut outbound = match spec.video {
+        Some(feed) => Some(add_video_track(pc, feed).await?),
+        None => {
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .context("adding the receiving transceiver")?;
+            None
+        }
+    };
+    // Our candidates wait until our description is out.
+    let mut description_sent = false;
+    let mut held: Vec<Option<Candidate>> = Vec::new();
+    let signal = |body| {
+        let _ = events.send(PeerEvent::Signal(link, body));
+    };
+    if spec.offerer {
+        signal(offer(pc, false).await?);
+        description_sent = true;
+    }
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return Ok(()) };
+                match command {
+                    PeerCommand::ApplyOffer(sdp) => {
+                        signal(answer(pc, sdp).await?);
+                        description_sent = true;
+                        for candidate in held.drain(..) {
+                            signal(SignalBody::Candidate { candidate });
+                        }
+                    }
+                    PeerCommand::ApplyAnswer(sdp) => {
+                        let answer = RTCSessionDescription::answer(sdp)
+                            .context("the answer is not valid SDP")?;
+                        pc.set_remote_description(answer)
+                            .await
+                            .context("the answer cannot be applied")?;
+                    }
+                    PeerCommand::AddCandidate(Some(c)) => {
+                        let init = RTCIceCandidateInit {
+                            candidate: c.candidate,
+                            sdp_mid: c.sdp_mid,
+                            sdp_mline_index: c.sdp_mline_index,
+                            username_fragment: c.username_fragment,
+                            ..Default::default()
+                        };
+                        if let Err(e) = pc.add_ice_candidate(init).await {
+                            tracing::debug!(link, error = %e, "remote candidate refused");
+                        }
+                    }
+                    PeerCommand::AddCandidate(None) => {}
+                    PeerCommand::RestartIce => {
+                        if spec.offerer {
+                            signal(offer(pc, true).await?);
+                        }
+                    }
+                }
+            }
+            callback = callbacks.recv() => {
+                let Some(callback) = callback else { return Ok(()) };
+                match callback {
+                    Callback::Candidate(candidate) if description_sent => {
+                        signal(SignalBody::Candidate { candidate });
+                    }
+                    Callback::Candidate(candidate) => held.push(candidate),
+                    Callback::State(state) => {
+                        if state == RTCPeerConnectionState::Connected
+                            && let Some(out) = outbound.as_mut()
+                        {
+                            out.start(link, counters.clone(), events).await;
+                        }
+                        if let Some(state) = link_state(state) {
+                            let _ = events.send(PeerEvent::State(link, state));
+                        }
+                    }
+                    Callback::Track(track) => {
+                        let _ = events.send(PeerEvent::Track(link, track));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! `meshcam view`: a headless viewer for diagnostics and load.
+//!
+//! It joins a room as a viewer (the same room logic and peer code as the
+//! camera, from the other side), receives the camera's video, reassembles
+//! H.264 access units, and reports time to first frame, frame rate and
+//! bitrate as JSON lines on stdout. With `--decode` every access unit also
+//! goes through GStreamer's `avdec_h264`, proving the frames decode.
+//! `--count N` runs N independent viewers in one process, for benchmarks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::config::WebrtcConfig;
+use crate::mqtt::{self, BrokerAddress, MqttEvent, SessionOptions};
+use crate::participant::Participant;
+use crate::peer::{PeerEvent, PeerFactory};
+use crate::protocol::{Role, Topics, ids};
+use crate::room::Me;
+
+/// What `meshcam view` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ViewOptions {
+    pub broker: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub prefix: String,
+    pub room: String,
+    /// Peer id; with `count > 1`, a suffix `-N` is added. Random when empty.
+    pub id: Option<String>,
+    pub count: usize,
+    pub decode: bool,
+    /// Stop once every viewer has this many frames (decoded, with `decode`).
+    pub frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    pub report_interval: Duration,
+    /// Address for media sockets.
+    pub bind: String,
+}
+
+/// One viewer's counters.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    pub frames: AtomicU64,
+    pub keyframes: AtomicU64,
+    pub bytes: AtomicU64,
+    pub decoded: AtomicU64,
+    pub lost_packets: AtomicU64,
+    pub depacketize_errors: AtomicU64,
+    /// Microseconds from join (presence published) to the first frame.
+    pub first_frame_us: AtomicU64,
+    pub width: AtomicU32,
+    pub height: AtomicU32,
+    pub joined: AtomicBool,
+}
+
+struct Viewer {
+    id: String,
+    stats: Arc<ViewerStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the viewers; returns whether every one of them reached its goal
+/// (the frame target, or at least one frame).
+pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
+    if options.decode {
+        gst::init().context("GStreamer failed to initialise")?;
+        anyhow::ensure!(
+            crate::media::has_element("avdec_h264"),
+            "--decode needs avdec_h264 (Debian package gstreamer1.0-libav)"
+        );
+    }
+    let address = BrokerAddress::parse(&options.broker).map_err(anyhow::Error::msg)?;
+    let factory = Arc::new(PeerFactory::new(&WebrtcConfig {
+        bind_address: options.bind.clone(),
+        ..WebrtcConfig::default()
+    })?);
+    let base = options
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("view-{}", &ids::new_session()[..8]));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut viewers = Vec::new();
+    for n in 0..options.count {
+        let id = if options.count == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let stats = Arc::new(ViewerStats::default());
+        let task = tokio::spawn(run_viewer(
+            id.clone(),
+            options.clone(),
+            address.clone(),
+            factory.clone(),
+            stats.clone(),
+            stop_rx.clone(),
+        ));
+        viewers.push(Viewer { id, stats, task });
+    }
+    let started = Instant::now();
+    let mut report = tokio::time::interval(options.report_interval);
+    let mut previous: Vec<(u64, u64)> = vec![(0, 0); viewers.len()];
+    let mut announced = vec![false; viewers.len()];
+    let mut last_report = Instant::now();
+    let mut check = tokio::time::interval(Duration::from_millis(50));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = check.tick() => {}
+            _ = report.tick() => {
+                let now = Instant::now();
+                let wall = now.duration_since(last_report).as_secs_f64().max(1e-3);
+                last_report = now;
+                for (i, v) in viewers.iter().enumerate() {
+                    let frames = v.stats.frames.load(Ordering::Relaxed);
+                    let bytes = v.stats.bytes.load(Ordering::Relaxed);
+                    let (f0, b0) = previous[i];
+                    previous[i] = (frames, bytes);
+                    print_line(json!({
+                        "event": "report",
+                        "viewer": v.id,
+                        "frames": frames,
+                        "keyframes": v.stats.keyframes.load(Ordering::Relaxed),
+                        "decoded": v.stats.decoded.load(Ordering::Relaxed),
+                        "fps": ((frames - f0) as f64 / wall * 10.0).round() / 10.0,
+                        "kbps": ((bytes - b0) as f64 * 8.0 / 1000.0 / wall).round(),
+                        "lost_packets": v.stats.lost_packets.load(Ordering::Relaxed),
+                        "width": v.stats.width.load(Ordering::Relaxed),
+                        "height": v.stats.height.load(Ordering::Relaxed),
+                    }));
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+        for (i, v) in viewers.iter().enumerate() {
+            let us = v.stats.first_frame_us.load(Ordering::Relaxed);
+            if us > 0 && !announced[i] {
+                announced[i] = true;
+                print_line(json!({
+                    "event": "first_frame",
+                    "viewer": v.id,
+                    "ms": us as f64 / 1000.0,
+                }));
+            }
+        }
+        if let Some(target) = options.frames
+            && viewers
+                .iter()
+                .all(|v| progress(&v.stats, options.decode) >= target)
+        {
+            break;
+        }
+        if options.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    for v in &mut viewers {
+        let _ = tokio::time::timeout(Duration::from_secs(3), &mut v.task).await;
+    }
+    let goal = options.frames.unwrap_or(1);
+    let mut first_ms: Vec<f64> = viewers
+        .iter()
+        .map(|v| v.stats.first_frame_us.load(Ordering::Relaxed))
+        .filter(|us| *us > 0)
+        .map(|us| us as f64 / 1000.0)
+        .collect();
+    first_ms.sort_by(f64::total_cmp);
+    let ok = viewers
+        .iter()
+        .all(|v| progress(&v.stats, options.decode) >= goal);
+    print_line(json!({
+        "event": "summary",
+        "viewers": viewers.len(),
+        "ok": ok,
+        "frames": viewers.iter().map(|v| v.stats.frames.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+        "decoded": viewers.iter().map(|v| v.stats.decoded.load(Ordering::Relaxed)).collect::<Vec<_>>(),
+        "first_frame_ms": {
+            "median": first_ms.get(first_ms.len() / 2),
+            "max": first_ms.last(),
+        },
+    }));
+    Ok(ok)
+}
+
+fn progress(stats: &ViewerStats, decode: bool) -> u64 {
+    if decode {
+        stats.decoded.load(Ordering::Relaxed)
+    } else {
+        stats.frames.load(Ordering::Relaxed)
+    }
+}
+
+fn print_line(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn run_viewer(
+    id: String,
+    options: ViewOptions,
+    address: BrokerAddress,
+    factory: Arc<PeerFactory>,
+    stats: Arc<ViewerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let topics = Topics::new(options.prefix.clone());
+    let (mqtt, mut mqtt_events) = mqtt::start(SessionOptions {
+        client_id: id.clone(),
+        address,
+        username: options.username.clone(),
+        password: options.password.clone(),
+        keepalive: Duration::from_secs(10),
+        // A vanished viewer leaves: its will clears its presence.
+        will: Some((topics.presence(&options.room, &id), Vec::new())),
+    });
+    let (peer_tx, mut peer_events) = mpsc::unbounded_channel();
+    let mut participant = Participant::new(
+        Me {
+            id: id.clone(),
+            role: Role::Viewer,
+            name: id.clone(),
+        },
+        1,
+        topics.clone(),
+        mqtt.clone(),
+        factory,
+        None,
+        peer_tx,
+    );
+    participant.join(&options.room);
+    let mut joined_at = Instant::now();
+    let mut receivers = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            event = mqtt_events.recv() => match event {
+                Some(MqttEvent::Connected) => participant.broker_connected(Instant::now()),
+                Some(MqttEvent::Disconnected(_)) => participant.broker_disconnected(),
+                Some(MqttEvent::Subscribed(token)) => {
+                    if participant.subscribed(token) && !stats.joined.swap(true, Ordering::Relaxed) {
+                        joined_at = Instant::now();
+                    }
+                }
+                Some(MqttEvent::Message { topic, payload }) => {
+                    if let Some(topic) = topics.parse(&topic) {
+                        participant.on_message(&topic, &payload);
+                    }
+                }
+                None => break,
+            },
+            Some(event) = peer_events.recv() => {
+                if let Some(PeerEvent::Track(_, track)) = participant.on_peer_event(event, Instant::now()) {
+                    let decoder = if options.decode {
+                        match Decoder::start(stats.clone()) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                tracing::error!(error = %e, "decoder did not start");
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    receivers.push(tokio::spawn(receive(track, stats.clone(), joined_at, decoder)));
+                }
+            }
+            _ = tick.tick() => participant.tick(Instant::now()),
+        }
+    }
+    participant.leave_all("leaving");
+    mqtt.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while mqtt_events.recv().await.is_some() {}
+    })
+    .await;
+    for r in receivers {
+        r.abort();
+    }
+}
+
+/// Whether an Annex-B access unit holds an IDR slice.
+pub fn is_keyframe(access_unit: &[u8]) -> bool {
+    access_unit
+        .windows(4)
+        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
+}
+
+/// Reassembles access units from RTP and counts them.
+async fn receive(
+    track: Arc<dyn TrackRemote>,
+    stats: Arc<ViewerStats>,
+    joined_at: Instant,
+    decoder: Option<Decoder>,
+) {
+    let mut depacketizer = H264Packet::default();
+    let mut access_unit = BytesMut::new();
+    let mut last_sequence: Option<u16> = None;
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            continue;
+        };
+        let seq = packet.header.sequence_number;
+        if let Some(last) = last_sequence {
+            let gap = seq.wrapping_sub(last).wrapping_sub(1);
+            if gap > 0 && gap < 1000 {
+                stats
+                    .lost_packets
+                    .fetch_add(u64::from(gap), Ordering::Relaxed);
+            }
+        }
+        last_sequence = Some(seq);
+        stats
+            .bytes
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        match depacketizer.depacketize(&packet.payload) {
+            Ok(data) => access_unit.extend_from_slice(&data),
+            Err(_) => {
+                stats.depacketize_errors.fetch_add(1, Ordering::Relaxed);
+                access_unit.clear();
+                continue;
+            }
+        }
+        if !packet.header.marker || access_unit.is_empty() {
+            continue;
+        }
+        let frame = access_unit.split().freeze();
+        if is_keyframe(&frame) {
+            stats.keyframes.fetch_add(1, Ordering::Relaxed);
+        }
+        if stats.frames.fetch_add(1, Ordering::Relaxed) == 0 {
+            let us = joined_at.elapsed().as_micros().max(1) as u64;
+            stats.first_frame_us.store(us, Ordering::Relaxed);
+        }
+        if let Some(decoder) = &decoder {
+            decoder.push(frame);
+        }
+    }
+}
+
+/// `appsrc ! h264parse ! avdec_h264 ! appsink`, counting decoded pictures.
+struct Decoder {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+}
+
+impl Decoder {
+    fn start(stats: Arc<ViewerStats>) -> anyhow::Result<Self> {
+        let pipeline = gst::parse::launch(
+            "appsrc name=src is-live=true do-timestamp=true format=time \
+             caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
+             h264parse ! avdec_h264 ! appsink name=out sync=false max-buffers=2 drop=true",
+        )?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .context("no appsrc")?;
+        let sink = pipeline
+            .by_name("out")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .context("no appsink")?;
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(s) = sample.caps().and_then(|c| c.structure(0)) {
+                        let w = s.get::<i32>("width").unwrap_or(0);
+                        let h = s.get::<i32>("height").unwrap_or(0);
+                        stats.width.store(w as u32, Ordering::Relaxed);
+                        stats.height.store(h as u32, Ordering::Relaxed);
+                    }
+                    stats.decoded.fetch_add(1, Ordering::Relaxed);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| anyhow::anyhow!("decoder refused to play"))?;
+        Ok(Self { pipeline, src })
+    }
+
+    fn push(&self, frame: Bytes) {
+        let _ = self.src.push_buffer(gst::Buffer::from_slice(frame));
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idr_slices_mark_key_frames() {
+        assert!(is_keyframe(&[0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x65, 9]));
+        assert!(!is_keyframe(&[0, 0, 0, 1, 0x41, 9, 9]));
+    }
+}
