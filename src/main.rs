@@ -90,7 +90,7 @@ struct ViewArgs {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MESHCAM_LOG")
+    let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     tracing_subscriber::fmt()

@@ -1,0 +1,365 @@
+//! The camera daemon against real parts: Mosquitto, the GStreamer pipeline
+//! on videotestsrc, and `meshcam view` processes as WebRTC viewers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn status_where(obs: &mut Observer, cam: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    obs.wait_json(&status_topic(cam), what, pred)
+}
+
+fn viewers_is(n: u64) -> impl Fn(&Value) -> bool {
+    move |v| v["state"] == "online" && v["viewers"] == n
+}
+
+#[test]
+fn three_viewers_each_decode_frames() {
+    let broker = Mosquitto::start();
+    let _cam = Camera::start(
+        &broker,
+        "cam-three",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut viewers = Viewer::start(
+        &broker,
+        "home",
+        &["--count", "3", "--decode", "--frames", "30"],
+    );
+    let summary = viewers.wait_for("summary", |v| v["event"] == "summary");
+    assert_eq!(summary["ok"], true, "{summary}");
+    let decoded = summary["decoded"].as_array().unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(
+        decoded.iter().all(|d| d.as_u64().unwrap() >= 30),
+        "{summary}"
+    );
+    let sizes: Vec<&Value> = viewers
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "report" && v["decoded"].as_u64() > Some(0))
+        .collect();
+    assert!(
+        sizes
+            .iter()
+            .all(|v| v["width"] == 320 && v["height"] == 240)
+    );
+    assert_eq!(viewers.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_leaving_viewer_is_torn_down_and_the_others_keep_receiving() {
+    let broker = Mosquitto::start();
+    let cam = Camera::start(
+        &broker,
+        "cam-leave",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(&broker, "obs-leave", &[&status_topic(&cam.id)]);
+    let mut stays = Viewer::start(&broker, "home", &["--id", "stays"]);
+    let mut leaves = Viewer::start(&broker, "home", &["--id", "leaves"]);
+    stays.wait_frames(Some("stays"), 10);
+    leaves.wait_frames(Some("leaves"), 10);
+    status_where(&mut obs, &cam.id, "two viewers", viewers_is(2));
+
+    kill(&leaves.child, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut leaves.child, DEADLINE).and_then(|s| s.code()),
+        Some(0)
+    );
+    status_where(
+        &mut obs,
+        &cam.id,
+        "one viewer after the leave",
+        viewers_is(1),
+    );
+    let before = stays.frames_of("stays");
+    stays.wait_frames(Some("stays"), before + 30);
+    assert!(cam.log().contains("closing connection"));
+}
+
+#[test]
+fn a_killed_viewer_is_cleaned_up_when_its_will_fires() {
+    let broker = Mosquitto::start();
+    let cam = Camera::start(
+        &broker,
+        "cam-kill",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(&broker, "obs-kill", &[&status_topic(&cam.id)]);
+    let mut stays = Viewer::start(&broker, "home", &["--id", "stays"]);
+    let mut victim = Viewer::start(&broker, "home", &["--id", "victim"]);
+    victim.wait_frames(Some("victim"), 10);
+    stays.wait_frames(Some("stays"), 10);
+    status_where(&mut obs, &cam.id, "two viewers", viewers_is(2));
+    kill(&victim.child, libc::SIGKILL);
+    status_where(&mut obs, &cam.id, "the killed viewer gone", viewers_is(1));
+    let before = stays.frames_of("stays");
+    stays.wait_frames(Some("stays"), before + 30);
+}
+
+#[test]
+fn a_viewer_rejoining_with_a_new_session_gets_a_fresh_connection() {
+    let broker = Mosquitto::start();
+    let cam = Camera::start(
+        &broker,
+        "cam-rejoin",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-rejoin",
+        &[
+            &status_topic(&cam.id),
+            "meshcam/rooms/home/peers/+",
+            "meshcam/devices/cam-rejoin/stats",
+        ],
+    );
+    let mut first = Viewer::start(&broker, "home", &["--id", "again"]);
+    first.wait_frames(Some("again"), 10);
+    let first_session = obs.wait_json("meshcam/rooms/home/peers/again", "first presence", |_| true)
+        ["session"]
+        .clone();
+    kill(&first.child, libc::SIGKILL);
+    let mut second = Viewer::start(&broker, "home", &["--id", "again"]);
+    let second_presence = obs.wait_json("meshcam/rooms/home/peers/again", "second presence", |v| {
+        v["session"] != first_session
+    });
+    assert_ne!(second_presence["session"], first_session);
+    second.wait_frames(Some("again"), 20);
+    let status = status_where(&mut obs, &cam.id, "one viewer", viewers_is(1));
+    assert_eq!(
+        status["viewers"], 1,
+        "the old connection was replaced, not kept"
+    );
+    // The camera's telemetry lists exactly one connection for that peer.
+    let stats = obs.wait_json(
+        &format!("meshcam/devices/{}/stats", cam.id),
+        "stats with one connection",
+        |v| v["connections"].as_array().is_some_and(|c| c.len() == 1),
+    );
+    assert_eq!(stats["connections"][0]["peer"], "again");
+}
+
+#[test]
+fn max_viewers_is_enforced_with_bye_full() {
+    let broker = Mosquitto::start();
+    let cam = Camera::start(
+        &broker,
+        "cam-full",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}[webrtc]\nmax_viewers = 2\n"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-full",
+        &[
+            &status_topic(&cam.id),
+            "meshcam/rooms/home/signal/+/cam-full",
+            "meshcam/clients/obs-full/#",
+        ],
+    );
+    let mut a = Viewer::start(&broker, "home", &["--id", "a"]);
+    let mut b = Viewer::start(&broker, "home", &["--id", "b"]);
+    a.wait_frames(Some("a"), 5);
+    b.wait_frames(Some("b"), 5);
+    status_where(&mut obs, &cam.id, "two of two", |v| v["viewers"] == 2);
+    let mut c = Viewer::start(&broker, "home", &["--id", "c"]);
+    let (_, bye) = obs.wait_for("bye full to c", |topic, payload| {
+        topic == "meshcam/rooms/home/signal/c/cam-full"
+            && serde_json::from_slice::<Value>(payload)
+                .is_ok_and(|v| v["type"] == "bye" && v["reason"] == "full")
+    });
+    assert!(!bye.is_empty());
+    // The served viewers keep receiving; the refused one gets nothing.
+    let before = a.frames_of("a");
+    a.wait_frames(Some("a"), before + 15);
+    c.wait_for("a report from c", |v| {
+        v["event"] == "report" && v["viewer"] == "c"
+    });
+    assert_eq!(c.frames_of("c"), 0);
+    let status = obs.command(&cam.id, json!({"cmd": "status"}));
+    assert_eq!(status["result"]["viewers"], 2);
+    assert_eq!(status["result"]["max_viewers"], 2);
+}
+
+#[test]
+fn malformed_and_stale_signaling_is_dropped_and_counted_while_video_flows() {
+    let broker = Mosquitto::start();
+    let cam = Camera::start(
+        &broker,
+        "cam-junk",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let stats_topic = format!("meshcam/devices/{}/stats", cam.id);
+    let mut obs = Observer::connect(&broker, "obs-junk", &[&stats_topic, &status_topic(&cam.id)]);
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "victim"]);
+    viewer.wait_frames(Some("victim"), 10);
+    let inbox = "meshcam/rooms/home/signal/cam-junk/victim";
+    let junk: Vec<Vec<u8>> = vec![
+        b"not json".to_vec(),
+        b"{\"v\":2,\"type\":\"bye\",\"session\":\"aaaaaaaa\",\"to_session\":\"bbbbbbbb\"}".to_vec(),
+        // Stale: sessions that are not the current ones; a bye would end the pair.
+        json!({"v":1,"type":"bye","session":"stalestale","to_session":"stalestale","reason":"x"})
+            .to_string()
+            .into_bytes(),
+        json!({"v":1,"type":"candidate","session":"stalestale","to_session":"stalestale","candidate":null})
+            .to_string()
+            .into_bytes(),
+        vec![b'x'; 70 * 1024],
+    ];
+    for payload in &junk {
+        obs.publish(inbox, payload.clone(), false);
+    }
+    // A stranger (not a peer of the room) speaking.
+    obs.publish(
+        "meshcam/rooms/home/signal/cam-junk/mallory",
+        json!({"v":1,"type":"bye","session":"stalestale","to_session":"stalestale"}).to_string(),
+        false,
+    );
+    let stats = obs.wait_json(&stats_topic, "six dropped signals", |v| {
+        v["signal"]["dropped"].as_u64() >= Some(6)
+    });
+    assert_eq!(stats["signal"]["dropped"], 6, "{stats}");
+    assert_eq!(stats["connections"].as_array().unwrap().len(), 1);
+    let before = viewer.frames_of("victim");
+    viewer.wait_frames(Some("victim"), before + 30);
+    let later = obs.wait_json(&stats_topic, "later stats", |v| {
+        v["uptime_s"].as_u64() > stats["uptime_s"].as_u64()
+    });
+    assert_eq!(later["connections"][0]["state"], "connected", "{later}");
+    assert_eq!(later["signal"]["dropped"], 6, "nothing else was dropped");
+}
+
+#[test]
+fn sigterm_says_bye_clears_presence_and_publishes_offline() {
+    let broker = Mosquitto::start();
+    let mut cam = Camera::start(
+        &broker,
+        "cam-term",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-term",
+        &[
+            &status_topic("cam-term"),
+            "meshcam/rooms/home/peers/cam-term",
+            "meshcam/rooms/home/signal/+/cam-term",
+        ],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "watcher"]);
+    viewer.wait_frames(Some("watcher"), 5);
+    status_where(&mut obs, "cam-term", "online", viewers_is(1));
+    let status = cam
+        .terminate(Duration::from_secs(5))
+        .expect("exits within 5 s");
+    assert_eq!(status.code(), Some(0), "{}", cam.log());
+    obs.wait_for("bye shutdown", |t, p| {
+        t == "meshcam/rooms/home/signal/watcher/cam-term"
+            && serde_json::from_slice::<Value>(p).is_ok_and(|v| v["reason"] == "shutdown")
+    });
+    obs.wait_for("presence cleared", |t, p| {
+        t == "meshcam/rooms/home/peers/cam-term" && p.is_empty()
+    });
+    status_where(&mut obs, "cam-term", "offline", |v| v["state"] == "offline");
+}
+
+#[test]
+fn joined_rooms_survive_a_restart() {
+    let broker = Mosquitto::start();
+    let dir = temp_dir("cam-durable");
+    let mut cam = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.clone());
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-1",
+        &[&status_topic("cam-durable"), "meshcam/clients/ctl-1/#"],
+    );
+    status_where(&mut obs, "cam-durable", "online", |v| {
+        v["state"] == "online"
+    });
+    let reply = obs.command("cam-durable", json!({"cmd": "join", "room": "garage"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["rooms"], json!(["garage"]));
+    assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
+    drop(cam);
+
+    let _again = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.clone());
+    let mut obs2 = Observer::connect(
+        &broker,
+        "ctl-2",
+        &[
+            &status_topic("cam-durable"),
+            "meshcam/rooms/garage/peers/cam-durable",
+        ],
+    );
+    status_where(&mut obs2, "cam-durable", "back in garage", |v| {
+        v["state"] == "online" && v["rooms"] == json!(["garage"])
+    });
+    obs2.wait_for("presence in garage", |t, p| {
+        t == "meshcam/rooms/garage/peers/cam-durable" && !p.is_empty()
+    });
+    let mut viewer = Viewer::start(&broker, "garage", &["--frames", "10"]);
+    viewer.wait_for("summary", |v| v["event"] == "summary" && v["ok"] == true);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn commands_get_exactly_one_reply_with_the_spec_error_codes() {
+    let broker = Mosquitto::start();
+    let _cam = Camera::start(&broker, "cam-cmd", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-cmd",
+        &[
+            &status_topic("cam-cmd"),
+            "meshcam/clients/ctl-cmd/#",
+            "meshcam/devices/cam-cmd/reply",
+        ],
+    );
+    status_where(&mut obs, "cam-cmd", "online", |v| v["state"] == "online");
+    let status = obs.command("cam-cmd", json!({"cmd": "status"}));
+    assert_eq!(status["result"]["id"], "cam-cmd");
+    assert_eq!(status["result"]["video"]["width"], 320);
+    let bad = obs.command("cam-cmd", json!({"cmd": "join", "room": "a/b"}));
+    assert_eq!(bad["error"]["code"], "bad_request");
+    let missing = obs.command("cam-cmd", json!({"cmd": "leave", "room": "nowhere"}));
+    assert_eq!(missing["error"]["code"], "not_found");
+    let unknown = obs.command("cam-cmd", json!({"cmd": "fly"}));
+    assert_eq!(unknown["error"]["code"], "unknown_command");
+    obs.publish("meshcam/devices/cam-cmd/cmd", "{nope", false);
+    let reply = obs.wait_json("meshcam/devices/cam-cmd/reply", "null-id reply", |v| {
+        v["id"].is_null()
+    });
+    assert_eq!(reply["error"]["code"], "bad_request");
+    obs.publish(
+        "meshcam/devices/cam-cmd/cmd",
+        vec![b' '; 65 * 1024 + 1],
+        false,
+    );
+    let reply = obs.wait_json("meshcam/devices/cam-cmd/reply", "too_large reply", |v| {
+        v["error"]["code"] == "too_large"
+    });
+    assert!(reply["id"].is_null());
+}
+
+#[test]
+fn an_invalid_configuration_exits_2_naming_the_key() {
+    let dir = temp_dir("badconf");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[video]\nfps = 500\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("video.fps") && stderr.contains("1 to 60"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

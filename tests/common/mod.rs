@@ -1,0 +1,379 @@
+//! Real parts for the integration tests: a Mosquitto broker on a free port,
+//! the `meshcam` binary as camera and as viewers, and an MQTT observer.
+//! Every wait has a deadline and fails with what was seen instead.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
+
+/// Generous bounds for events that normally take a second or two; they only
+/// turn a hang into a failure with a message.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "meshcam-test-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn rand_suffix() -> String {
+    meshcam::protocol::ids::new_session()[..8].to_string()
+}
+
+/// Sends a signal to a child process.
+pub fn kill(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a pid we own; no memory is involved.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// Waits for a child to exit, up to `deadline`.
+pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts Mosquitto on a free loopback port with `extra` configuration.
+    pub fn start_with(extra: &str) -> Self {
+        let dir = temp_dir("mosquitto");
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto)");
+        let end = Instant::now() + DEADLINE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto did not start on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The camera daemon, on the test picture, bound to loopback.
+pub struct Camera {
+    pub child: Child,
+    pub id: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    /// Remove `dir` on drop (not for a directory a restart will reuse).
+    owns_dir: bool,
+}
+
+/// A small, cheap picture so several cameras and viewers fit on two cores.
+pub const SMALL_VIDEO: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 500\n";
+
+impl Camera {
+    pub fn start(broker: &Mosquitto, id: &str, toml: &str) -> Self {
+        let mut camera = Self::start_in(broker, id, toml, temp_dir(id));
+        camera.owns_dir = true;
+        camera
+    }
+
+    /// Starts a camera on an existing state directory (for restarts).
+    pub fn start_in(broker: &Mosquitto, id: &str, toml: &str, dir: PathBuf) -> Self {
+        let config = dir.join("meshcam.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\nstats_interval_s = 1\n{toml}\n\
+                 [device]\nid = \"{id}\"\n[mqtt]\nurl = \"{}\"\n",
+                dir.join("state").display(),
+                broker.url()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("camera-{}.log", rand_suffix()));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .env("MESHCAM_WEBRTC__BIND_ADDRESS", "127.0.0.1")
+            .env("RUST_LOG", "info,rtc=warn,rtc_ice=error,webrtc=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the meshcam binary runs");
+        Self {
+            child,
+            id: id.to_owned(),
+            dir,
+            log,
+            owns_dir: false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status within `deadline`.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        kill(&self.child, libc::SIGTERM);
+        wait_exit(&mut self.child, deadline)
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            if self.owns_dir {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        } else {
+            eprintln!("camera log:\n{}", self.log());
+        }
+    }
+}
+
+/// `meshcam view` as a separate process; its JSON lines are collected.
+pub struct Viewer {
+    pub child: Child,
+    lines: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Viewer {
+    pub fn start(broker: &Mosquitto, room: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "view",
+                "--broker",
+                &broker.url(),
+                "--room",
+                room,
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--report-interval", "0.25"])
+            .args(args)
+            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the meshcam binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `pred`; panics with the last lines seen.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "viewer: no {what} within {DEADLINE:?}; last lines: {:?}",
+                    self.seen.iter().rev().take(3).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits until report lines of `viewer` (any when `None`) show `frames`.
+    pub fn wait_frames(&mut self, viewer: Option<&str>, frames: u64) -> Value {
+        self.wait_for(&format!("{frames} frames"), |v| {
+            v["event"] == "report"
+                && viewer.is_none_or(|id| v["viewer"] == id)
+                && v["frames"].as_u64().unwrap_or(0) >= frames
+        })
+    }
+
+    /// The latest frame count reported for `viewer`.
+    pub fn frames_of(&self, viewer: &str) -> u64 {
+        self.seen
+            .iter()
+            .rev()
+            .find(|v| v["event"] == "report" && v["viewer"] == viewer)
+            .and_then(|v| v["frames"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An MQTT client that records every message on the topics it watches.
+pub struct Observer {
+    client: rumqttc::Client,
+    messages: mpsc::Receiver<(String, Vec<u8>)>,
+    pub id: String,
+    pub seen: Vec<(String, Vec<u8>)>,
+}
+
+impl Observer {
+    pub fn connect(broker: &Mosquitto, id: &str, filters: &[&str]) -> Self {
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = rumqttc::Client::new(options, 64);
+        for f in filters {
+            client.subscribe(*f, rumqttc::QoS::AtLeastOnce).unwrap();
+        }
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        Self {
+            client,
+            messages,
+            id: id.to_owned(),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.into())
+            .unwrap();
+    }
+
+    /// Waits for a message whose topic and payload match.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&str, &[u8]) -> bool,
+    ) -> (String, Vec<u8>) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok((topic, payload)) => {
+                    self.seen.push((topic.clone(), payload.clone()));
+                    if pred(&topic, &payload) {
+                        return (topic, payload);
+                    }
+                }
+                Err(_) => panic!(
+                    "observer: no {what} within {DEADLINE:?}; seen, newest first: {:?}",
+                    self.seen
+                        .iter()
+                        .rev()
+                        .map(|(t, p)| (t.clone(), String::from_utf8_lossy(p).into_owned()))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a JSON message on exactly `topic` satisfying `pred`.
+    pub fn wait_json(&mut self, topic: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let (_, payload) = self.wait_for(what, |t, p| {
+            t == topic && serde_json::from_slice::<Value>(p).is_ok_and(|v| pred(&v))
+        });
+        serde_json::from_slice(&payload).unwrap()
+    }
+
+    /// Sends a command to `device` and waits for its reply on our inbox.
+    pub fn command(&mut self, device: &str, mut command: Value) -> Value {
+        let inbox = format!("meshcam/clients/{}/replies", self.id);
+        let id = format!("c-{}", rand_suffix());
+        command["v"] = 1.into();
+        command["id"] = id.clone().into();
+        command["reply_to"] = inbox.clone().into();
+        self.publish(
+            &format!("meshcam/devices/{device}/cmd"),
+            command.to_string(),
+            false,
+        );
+        self.wait_json(&inbox, "command reply", |v| v["id"] == id.as_str())
+    }
+}
+
+pub fn status_topic(device: &str) -> String {
+    format!("meshcam/devices/{device}/status")
+}
