@@ -51,7 +51,7 @@ pub struct Config {
     pub stats_interval_s: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// The peer id and MQTT client id; the host name when empty.
@@ -243,15 +243,6 @@ fn default_bind() -> String {
 }
 fn default_max_viewers() -> usize {
     8
-}
-
-impl Default for DeviceConfig {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            name: String::new(),
-        }
-    }
 }
 
 impl Default for MqttConfig {

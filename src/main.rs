@@ -47,7 +47,7 @@ enum Command {
     /// Run the camera daemon (the default)
     Run,
     /// Join a room as a headless viewer and report what arrives
-    View(ViewArgs),
+    View(Box<ViewArgs>),
 }
 
 #[derive(clap::Args)]
@@ -145,7 +145,7 @@ fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
     }
 }
 
-fn run_view(runtime: &tokio::runtime::Runtime, args: ViewArgs) -> ExitCode {
+fn run_view(runtime: &tokio::runtime::Runtime, args: Box<ViewArgs>) -> ExitCode {
     let options = meshcam::view::ViewOptions {
         broker: args.broker,
         username: args.username,

@@ -259,10 +259,7 @@ fn link_state(state: RTCPeerConnectionState) -> Option<LinkState> {
 }
 
 async fn offer(pc: &Arc<dyn PeerConnection>, ice_restart: bool) -> anyhow::Result<SignalBody> {
-    let options = ice_restart.then(|| RTCOfferOptions {
-        ice_restart: true,
-        ..Default::default()
-    });
+    let options = ice_restart.then_some(RTCOfferOptions { ice_restart: true });
     let offer = pc
         .create_offer(options)
         .await
