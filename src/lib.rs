@@ -5,6 +5,7 @@
 //! those rooms. `PROTOCOL.md` is the wire contract; [`room`] is its
 //! negotiation logic, free of I/O; [`daemon`] wires the parts together.
 
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -17,4 +18,5 @@ pub mod protocol;
 pub mod room;
 pub mod store;
 pub mod telemetry;
+pub mod testbed;
 pub mod view;

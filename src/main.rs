@@ -48,6 +48,32 @@ enum Command {
     Run,
     /// Join a room as a headless viewer and report what arrives
     View(Box<ViewArgs>),
+    /// Measure the camera's cost per viewer (starts its own broker and camera)
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Viewer counts to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8,16")]
+    viewers: Vec<usize>,
+    /// Seconds to settle after the first frames
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds to measure each round
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    #[arg(long, default_value_t = 2000)]
+    bitrate_kbps: u32,
+    /// Skip the round with a frozen and a never-answering viewer
+    #[arg(long)]
+    no_stall: bool,
 }
 
 #[derive(clap::Args)]
@@ -114,6 +140,34 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run_daemon(&runtime, cli.run),
         Some(Command::View(args)) => run_view(&runtime, args),
+        Some(Command::Bench(args)) => run_bench(args),
+    }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let bin = match std::env::current_exe() {
+        Ok(bin) => bin,
+        Err(e) => {
+            eprintln!("meshcam bench: cannot find this binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = meshcam::bench::BenchOptions {
+        viewers: args.viewers,
+        warmup: Duration::from_secs_f64(args.warmup),
+        window: Duration::from_secs_f64(args.window),
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        bitrate_kbps: args.bitrate_kbps,
+        stall: !args.no_stall,
+    };
+    match meshcam::bench::run(&bin, options) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshcam bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

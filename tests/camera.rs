@@ -18,7 +18,7 @@ fn viewers_is(n: u64) -> impl Fn(&Value) -> bool {
 
 #[test]
 fn three_viewers_each_decode_frames() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let _cam = Camera::start(
         &broker,
         "cam-three",
@@ -47,12 +47,12 @@ fn three_viewers_each_decode_frames() {
             .iter()
             .all(|v| v["width"] == 320 && v["height"] == 240)
     );
-    assert_eq!(viewers.child.wait().unwrap().code(), Some(0));
+    assert_eq!(viewers.child().wait().unwrap().code(), Some(0));
 }
 
 #[test]
 fn a_leaving_viewer_is_torn_down_and_the_others_keep_receiving() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let cam = Camera::start(
         &broker,
         "cam-leave",
@@ -65,9 +65,9 @@ fn a_leaving_viewer_is_torn_down_and_the_others_keep_receiving() {
     leaves.wait_frames(Some("leaves"), 10);
     status_where(&mut obs, &cam.id, "two viewers", viewers_is(2));
 
-    kill(&leaves.child, libc::SIGTERM);
+    kill(leaves.child(), libc::SIGTERM);
     assert_eq!(
-        wait_exit(&mut leaves.child, DEADLINE).and_then(|s| s.code()),
+        wait_exit(leaves.child(), DEADLINE).and_then(|s| s.code()),
         Some(0)
     );
     status_where(
@@ -83,7 +83,7 @@ fn a_leaving_viewer_is_torn_down_and_the_others_keep_receiving() {
 
 #[test]
 fn a_killed_viewer_is_cleaned_up_when_its_will_fires() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let cam = Camera::start(
         &broker,
         "cam-kill",
@@ -95,7 +95,7 @@ fn a_killed_viewer_is_cleaned_up_when_its_will_fires() {
     victim.wait_frames(Some("victim"), 10);
     stays.wait_frames(Some("stays"), 10);
     status_where(&mut obs, &cam.id, "two viewers", viewers_is(2));
-    kill(&victim.child, libc::SIGKILL);
+    kill(victim.child(), libc::SIGKILL);
     status_where(&mut obs, &cam.id, "the killed viewer gone", viewers_is(1));
     let before = stays.frames_of("stays");
     stays.wait_frames(Some("stays"), before + 30);
@@ -103,7 +103,7 @@ fn a_killed_viewer_is_cleaned_up_when_its_will_fires() {
 
 #[test]
 fn a_viewer_rejoining_with_a_new_session_gets_a_fresh_connection() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let cam = Camera::start(
         &broker,
         "cam-rejoin",
@@ -123,7 +123,7 @@ fn a_viewer_rejoining_with_a_new_session_gets_a_fresh_connection() {
     let first_session = obs.wait_json("meshcam/rooms/home/peers/again", "first presence", |_| true)
         ["session"]
         .clone();
-    kill(&first.child, libc::SIGKILL);
+    kill(first.child(), libc::SIGKILL);
     let mut second = Viewer::start(&broker, "home", &["--id", "again"]);
     let second_presence = obs.wait_json("meshcam/rooms/home/peers/again", "second presence", |v| {
         v["session"] != first_session
@@ -146,7 +146,7 @@ fn a_viewer_rejoining_with_a_new_session_gets_a_fresh_connection() {
 
 #[test]
 fn max_viewers_is_enforced_with_bye_full() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let cam = Camera::start(
         &broker,
         "cam-full",
@@ -187,7 +187,7 @@ fn max_viewers_is_enforced_with_bye_full() {
 
 #[test]
 fn malformed_and_stale_signaling_is_dropped_and_counted_while_video_flows() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let cam = Camera::start(
         &broker,
         "cam-junk",
@@ -235,7 +235,7 @@ fn malformed_and_stale_signaling_is_dropped_and_counted_while_video_flows() {
 
 #[test]
 fn sigterm_says_bye_clears_presence_and_publishes_offline() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let mut cam = Camera::start(
         &broker,
         "cam-term",
@@ -269,7 +269,7 @@ fn sigterm_says_bye_clears_presence_and_publishes_offline() {
 
 #[test]
 fn joined_rooms_survive_a_restart() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let dir = temp_dir("cam-durable");
     let mut cam = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.clone());
     let mut obs = Observer::connect(
@@ -308,7 +308,7 @@ fn joined_rooms_survive_a_restart() {
 
 #[test]
 fn commands_get_exactly_one_reply_with_the_spec_error_codes() {
-    let broker = Mosquitto::start();
+    let broker = broker();
     let _cam = Camera::start(&broker, "cam-cmd", SMALL_VIDEO);
     let mut obs = Observer::connect(
         &broker,

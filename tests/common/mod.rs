@@ -3,13 +3,12 @@
 //! Every wait has a deadline and fails with what was seen instead.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use meshcam::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
@@ -18,21 +17,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 /// turn a hang into a failure with a message.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use meshcam::testbed::Mosquitto;
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "meshcam-test-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    meshcam::testbed::temp_dir(name).expect("temp dir")
 }
 
 fn rand_suffix() -> String {
@@ -41,10 +29,7 @@ fn rand_suffix() -> String {
 
 /// Sends a signal to a child process.
 pub fn kill(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on a pid we own; no memory is involved.
-    unsafe {
-        libc::kill(child.id() as i32, signal);
-    }
+    meshcam::testbed::signal(child, signal);
 }
 
 /// Waits for a child to exit, up to `deadline`.
@@ -59,63 +44,16 @@ pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     None
 }
 
-pub struct Mosquitto {
-    child: Child,
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    pub fn start() -> Self {
-        Self::start_with("")
-    }
-
-    /// Starts Mosquitto on a free loopback port with `extra` configuration.
-    pub fn start_with(extra: &str) -> Self {
-        let dir = temp_dir("mosquitto");
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto must be installed (apt-get install mosquitto)");
-        let end = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "mosquitto did not start on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Starts a broker for one test.
+pub fn broker() -> Mosquitto {
+    Mosquitto::start("").expect("mosquitto starts (apt-get install mosquitto)")
 }
 
 /// The camera daemon, on the test picture, bound to loopback.
 pub struct Camera {
-    pub child: Child,
+    process: CameraProcess,
     pub id: String,
     pub dir: PathBuf,
-    pub log: PathBuf,
     /// Remove `dir` on drop (not for a directory a restart will reuse).
     owns_dir: bool,
 }
@@ -132,103 +70,58 @@ impl Camera {
 
     /// Starts a camera on an existing state directory (for restarts).
     pub fn start_in(broker: &Mosquitto, id: &str, toml: &str, dir: PathBuf) -> Self {
-        let config = dir.join("meshcam.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{}\"\nstats_interval_s = 1\n{toml}\n\
-                 [device]\nid = \"{id}\"\n[mqtt]\nurl = \"{}\"\n",
-                dir.join("state").display(),
-                broker.url()
-            ),
-        )
-        .unwrap();
-        let log = dir.join(format!("camera-{}.log", rand_suffix()));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .env("MESHCAM_WEBRTC__BIND_ADDRESS", "127.0.0.1")
-            .env("RUST_LOG", "info,rtc=warn,rtc_ice=error,webrtc=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
+        let toml = format!("stats_interval_s = 1\n{toml}");
+        let process = CameraProcess::spawn(Path::new(BIN), &broker.url(), id, &toml, &dir)
             .expect("the meshcam binary runs");
         Self {
-            child,
+            process,
             id: id.to_owned(),
             dir,
-            log,
             owns_dir: false,
         }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGTERM, then the exit status within `deadline`.
     pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        kill(&self.child, libc::SIGTERM);
-        wait_exit(&mut self.child, deadline)
+        kill(&self.process.child, libc::SIGTERM);
+        wait_exit(&mut self.process.child, deadline)
     }
 }
 
 impl Drop for Camera {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            if self.owns_dir {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
-        } else {
-            eprintln!("camera log:\n{}", self.log());
+        if std::thread::panicking() {
+            eprintln!("camera {} log:\n{}", self.id, self.log());
+        } else if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
 
 /// `meshcam view` as a separate process; its JSON lines are collected.
 pub struct Viewer {
-    pub child: Child,
-    lines: mpsc::Receiver<Value>,
+    process: ViewerProcess,
     pub seen: Vec<Value>,
 }
 
 impl Viewer {
     pub fn start(broker: &Mosquitto, room: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "view",
-                "--broker",
-                &broker.url(),
-                "--room",
-                room,
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args(["--report-interval", "0.25"])
-            .args(args)
-            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let mut all = vec!["--report-interval", "0.25"];
+        all.extend_from_slice(args);
+        let process = ViewerProcess::spawn(Path::new(BIN), &broker.url(), room, &all)
             .expect("the meshcam binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-            }
-        });
         Self {
-            child,
-            lines,
+            process,
             seen: Vec::new(),
         }
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.process.child
     }
 
     /// Waits for a line matching `pred`; panics with the last lines seen.
@@ -236,14 +129,14 @@ impl Viewer {
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(v) => {
+            match self.process.next_line(left) {
+                Some(v) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
                     }
                 }
-                Err(_) => panic!(
+                None => panic!(
                     "viewer: no {what} within {DEADLINE:?}; last lines: {:?}",
                     self.seen.iter().rev().take(3).collect::<Vec<_>>()
                 ),
@@ -268,13 +161,6 @@ impl Viewer {
             .find(|v| v["event"] == "report" && v["viewer"] == viewer)
             .and_then(|v| v["frames"].as_u64())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Viewer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,323 @@
+//! `meshcam bench`: what one more viewer costs, measured on real processes.
+//!
+//! It starts Mosquitto and the camera daemon (this same binary) on the test
+//! picture, then for each viewer count N runs `meshcam view --count N` in a
+//! separate process, waits for every first frame, and reads the camera's
+//! CPU time and RSS from `/proc` over a measuring window. A last round adds
+//! a viewer that never completes its handshake and one whose process is
+//! frozen (SIGSTOP) after its first frame, and checks that the healthy
+//! viewers keep their frame rate.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::procstat::{self, Usage};
+use crate::protocol::{Presence, Role, Topics, encode_presence, ids};
+use crate::testbed::{CameraProcess, Mosquitto, ViewerProcess, signal, temp_dir};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub viewers: Vec<usize>,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Also run the round with a stalled and a never-answering viewer.
+    pub stall: bool,
+}
+
+/// One measured round.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub label: String,
+    pub viewers: usize,
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub first_frame_ms: Vec<f64>,
+    /// Frame rate of the slowest healthy viewer over the window.
+    pub min_viewer_fps: Option<f64>,
+}
+
+const ROOM: &str = "bench";
+const CAMERA: &str = "bench-cam";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The latest retained status of the camera, kept by a background client.
+struct StatusWatch {
+    latest: Arc<Mutex<Option<Value>>>,
+    client: rumqttc::Client,
+}
+
+impl StatusWatch {
+    fn connect(broker: &Mosquitto, topics: &Topics) -> anyhow::Result<Self> {
+        let options = rumqttc::MqttOptions::new(
+            format!("bench-{}", &ids::new_session()[..6]),
+            "127.0.0.1",
+            broker.port,
+        );
+        let (client, mut connection) = rumqttc::Client::new(options, 64);
+        client.subscribe(topics.status(CAMERA), rumqttc::QoS::AtLeastOnce)?;
+        let latest = Arc::new(Mutex::new(None));
+        let sink = latest.clone();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event
+                    && let Ok(v) = serde_json::from_slice::<Value>(&p.payload)
+                {
+                    *sink.lock().expect("status lock") = Some(v);
+                }
+            }
+        });
+        Ok(Self { latest, client })
+    }
+
+    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if self
+                .latest
+                .lock()
+                .expect("status lock")
+                .as_ref()
+                .is_some_and(&pred)
+            {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("camera status never showed {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Per-viewer frame counts from report lines.
+fn frame_counts(
+    view: &ViewerProcess,
+    counts: &mut HashMap<String, u64>,
+    first: &mut Vec<f64>,
+    wait: Duration,
+) {
+    let end = Instant::now() + wait;
+    while let Some(line) = view.next_line(end.saturating_duration_since(Instant::now())) {
+        match line["event"].as_str() {
+            Some("report") => {
+                if let (Some(id), Some(frames)) = (line["viewer"].as_str(), line["frames"].as_u64())
+                {
+                    counts.insert(id.to_owned(), frames);
+                }
+            }
+            Some("first_frame") => first.push(line["ms"].as_f64().unwrap_or(0.0)),
+            _ => {}
+        }
+        if Instant::now() >= end {
+            break;
+        }
+    }
+}
+
+fn usage(camera: &CameraProcess) -> anyhow::Result<Usage> {
+    procstat::read(&camera.child.id().to_string()).context("reading the camera's /proc")
+}
+
+struct Bench<'a> {
+    bin: PathBuf,
+    broker: &'a Mosquitto,
+    camera: CameraProcess,
+    status: StatusWatch,
+    options: BenchOptions,
+}
+
+impl Bench<'_> {
+    /// Starts `count` viewers, waits for their first frames, measures.
+    fn round(
+        &self,
+        label: &str,
+        count: usize,
+        extra: impl FnOnce() -> anyhow::Result<Vec<ViewerProcess>>,
+    ) -> anyhow::Result<Round> {
+        let mut counts = HashMap::new();
+        let mut first = Vec::new();
+        let view = if count > 0 {
+            let n = count.to_string();
+            Some(ViewerProcess::spawn(
+                &self.bin,
+                &self.broker.url(),
+                ROOM,
+                &["--count", &n, "--report-interval", "0.5"],
+            )?)
+        } else {
+            None
+        };
+        if let Some(view) = &view {
+            let end = Instant::now() + DEADLINE;
+            while first.len() < count {
+                if Instant::now() > end {
+                    bail!(
+                        "{label}: only {} of {count} viewers got a first frame",
+                        first.len()
+                    );
+                }
+                frame_counts(view, &mut counts, &mut first, Duration::from_millis(200));
+            }
+        }
+        let _disturbers = extra()?;
+        std::thread::sleep(self.options.warmup);
+        if let Some(view) = &view {
+            frame_counts(view, &mut counts, &mut first, Duration::from_millis(600));
+        }
+        let before_counts = counts.clone();
+        let (t0, u0) = (Instant::now(), usage(&self.camera)?);
+        match &view {
+            Some(view) => frame_counts(view, &mut counts, &mut first, self.options.window),
+            None => std::thread::sleep(self.options.window),
+        }
+        let (t1, u1) = (Instant::now(), usage(&self.camera)?);
+        let wall = t1 - t0;
+        let min_viewer_fps = view.as_ref().map(|_| {
+            counts
+                .iter()
+                .map(|(id, f)| {
+                    (f - before_counts.get(id).copied().unwrap_or(0)) as f64 / wall.as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        });
+        if let Some(mut view) = view {
+            signal(&view.child, libc::SIGTERM);
+            let _ = view.child.wait();
+        }
+        Ok(Round {
+            label: label.to_owned(),
+            viewers: count,
+            cpu_percent: procstat::cpu_percent(&u0, &u1, wall),
+            rss_bytes: u1.rss_bytes,
+            first_frame_ms: first,
+            min_viewer_fps,
+        })
+    }
+
+    /// A viewer that announces itself and never answers the offer.
+    fn ghost(&self) -> anyhow::Result<()> {
+        let id = "ghost";
+        let topics = Topics::new("meshcam");
+        let presence = Presence::new(id, &ids::new_session(), Role::Viewer, id);
+        self.status.client.publish(
+            topics.presence(ROOM, id),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            encode_presence(&presence),
+        )?;
+        Ok(())
+    }
+
+    /// A viewer process that is frozen after its first frame.
+    fn frozen(&self) -> anyhow::Result<ViewerProcess> {
+        let view = ViewerProcess::spawn(
+            &self.bin,
+            &self.broker.url(),
+            ROOM,
+            &["--id", "frozen", "--report-interval", "0.5"],
+        )?;
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match view.next_line(Duration::from_millis(200)) {
+                Some(line) if line["event"] == "first_frame" => break,
+                _ if Instant::now() > end => bail!("the frozen viewer never got a frame"),
+                _ => {}
+            }
+        }
+        signal(&view.child, libc::SIGSTOP);
+        Ok(view)
+    }
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
+    let broker = Mosquitto::start("")?;
+    let dir = temp_dir("bench")?;
+    let toml = format!(
+        "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n[webrtc]\nmax_viewers = 64\n",
+        options.width, options.height, options.fps, options.bitrate_kbps
+    );
+    let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir)?;
+    let topics = Topics::new("meshcam");
+    let status = StatusWatch::connect(&broker, &topics)?;
+    status.wait("online", |v| v["state"] == "online")?;
+    let bench = Bench {
+        bin: bin.to_owned(),
+        broker: &broker,
+        camera,
+        status,
+        options: options.clone(),
+    };
+    let mut rounds = Vec::new();
+    for &n in &options.viewers {
+        let round = bench.round(&format!("{n} viewers"), n, || Ok(Vec::new()))?;
+        print_round(&round, rounds.first());
+        rounds.push(round);
+        bench.status.wait("no viewers", |v| v["viewers"] == 0)?;
+    }
+    if options.stall {
+        let round = bench.round("8 viewers + 1 frozen + 1 never answering", 8, || {
+            bench.ghost()?;
+            Ok(vec![bench.frozen()?])
+        })?;
+        print_round(&round, rounds.first());
+        rounds.push(round);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rounds)
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+fn print_round(round: &Round, idle: Option<&Round>) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let (marginal_cpu, marginal_rss) = match idle {
+        Some(idle) if round.viewers > 0 => (
+            format!(
+                "{:.2}",
+                (round.cpu_percent - idle.cpu_percent) / round.viewers as f64
+            ),
+            format!(
+                "{:.2}",
+                (mib(round.rss_bytes) - mib(idle.rss_bytes)) / round.viewers as f64
+            ),
+        ),
+        _ => ("-".into(), "-".into()),
+    };
+    let ms = |x: Option<f64>| x.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
+    let max = round.first_frame_ms.iter().copied().reduce(f64::max);
+    if idle.is_none() {
+        println!(
+            "| round | camera CPU % of a core | camera RSS MiB | marginal CPU %/viewer | marginal RSS MiB/viewer | join→first frame median ms | max ms | slowest viewer fps |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+    }
+    println!(
+        "| {} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
+        round.label,
+        round.cpu_percent,
+        mib(round.rss_bytes),
+        marginal_cpu,
+        marginal_rss,
+        ms(median(&round.first_frame_ms)),
+        ms(max),
+        round
+            .min_viewer_fps
+            .map(|f| format!("{f:.1}"))
+            .unwrap_or_else(|| "-".into()),
+    );
+}

@@ -1,0 +1,63 @@
+//! The camera daemon as a child process, configured from a TOML snippet,
+//! with media on loopback and its log in a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct CameraProcess {
+    pub child: Child,
+    pub id: String,
+    /// Holds the configuration, the state (`state/`) and the log.
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl CameraProcess {
+    /// Starts `{bin} --config {dir}/meshcam.toml` with `toml` plus the
+    /// device id, the broker and a state directory inside `dir`.
+    pub fn spawn(
+        bin: &Path,
+        broker: &str,
+        id: &str,
+        toml: &str,
+        dir: &Path,
+    ) -> std::io::Result<Self> {
+        let config = dir.join("meshcam.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\n{toml}\n[device]\nid = \"{id}\"\n[mqtt]\nurl = \"{broker}\"\n",
+                dir.join("state").display(),
+            ),
+        )?;
+        let log = dir.join(format!(
+            "camera-{}.log",
+            &crate::protocol::ids::new_session()[..8]
+        ));
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .env("MESHCAM_WEBRTC__BIND_ADDRESS", "127.0.0.1")
+            .env("RUST_LOG", "info,rtc=warn,rtc_ice=error,webrtc=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Ok(Self {
+            child,
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            log,
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CameraProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

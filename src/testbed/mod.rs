@@ -1,0 +1,37 @@
+//! Real processes for the benchmark and the integration tests: a Mosquitto
+//! broker on a free loopback port, the camera daemon, and `meshcam view`
+//! as a child process whose JSON report lines are collected.
+
+mod camera;
+mod mosquitto;
+mod viewer;
+
+pub use camera::CameraProcess;
+pub use mosquitto::Mosquitto;
+pub use viewer::ViewerProcess;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "meshcam-{name}-{}-{}",
+        std::process::id(),
+        &crate::protocol::ids::new_session()[..8]
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of a child we own; no memory is involved.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}

@@ -1,0 +1,62 @@
+//! `meshcam view` as a child process, with its JSON lines on a channel.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct ViewerProcess {
+    pub child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl ViewerProcess {
+    /// Runs `{bin} view --broker {broker} --room {room} --bind 127.0.0.1 {args}`.
+    pub fn spawn(bin: &Path, broker: &str, room: &str, args: &[&str]) -> std::io::Result<Self> {
+        let mut child = Command::new(bin)
+            .args([
+                "view",
+                "--broker",
+                broker,
+                "--room",
+                room,
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The next JSON line, or `None` after `timeout` or at end of output.
+    pub fn next_line(&self, timeout: Duration) -> Option<Value> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for ViewerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
