@@ -119,12 +119,18 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journald {
+        // journald stamps every line itself.
+        builder.without_time().init();
+    } else {
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .init();
+    }
 }
 
 fn main() -> ExitCode {

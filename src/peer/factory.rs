@@ -40,6 +40,11 @@ pub const H264_FMTP: &str =
 pub const ICE_DISCONNECTED: Duration = Duration::from_secs(3);
 pub const ICE_FAILED: Duration = Duration::from_secs(5);
 pub const ICE_KEEPALIVE: Duration = Duration::from_millis(1000);
+/// Connectivity checks every 50 ms instead of 200 ms: a viewer's first frame
+/// waits for ICE, and on a LAN the first check already succeeds. 28 attempts
+/// keep the default 1.4 s per candidate pair.
+pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+pub const ICE_MAX_BINDING_REQUESTS: u16 = 28;
 
 /// The H.264 codec every connection negotiates.
 pub fn h264_codec() -> RTCRtpCodec {
@@ -153,6 +158,7 @@ impl PeerFactory {
                 Some(ICE_FAILED),
                 Some(ICE_KEEPALIVE),
             )
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
             .build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)
