@@ -34,7 +34,8 @@ pub struct Participant {
     factory: Arc<PeerFactory>,
     /// The frames to send, for a camera.
     video: Option<VideoFeed>,
-    peers: HashMap<LinkId, PeerHandle>,
+    /// Running peers, with their room and peer id for the logs.
+    peers: HashMap<LinkId, (String, String, PeerHandle)>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     connected: bool,
     /// Subscription tokens of rooms waiting for their SUBACK.
@@ -77,7 +78,7 @@ impl Participant {
     }
 
     pub fn peer(&self, link: LinkId) -> Option<&PeerHandle> {
-        self.peers.get(&link)
+        self.peers.get(&link).map(|(_, _, handle)| handle)
     }
 
     /// A token for a subscription that is not a room's (the caller's own).
@@ -118,7 +119,7 @@ impl Participant {
         let Some(room) = self.pending_subscriptions.remove(&token) else {
             return false;
         };
-        let actions = self.mesh.subscribed(&room);
+        let actions = self.mesh.subscribed(&room, Instant::now());
         self.execute(actions);
         true
     }
@@ -135,7 +136,7 @@ impl Participant {
             Topic::Presence { room, peer } => {
                 match Presence::decode(payload, peer) {
                     Ok(presence) => {
-                        let actions = self.mesh.on_presence(room, peer, presence);
+                        let actions = self.mesh.on_presence(room, peer, presence, Instant::now());
                         self.execute(actions);
                     }
                     Err(e) => {
@@ -156,7 +157,7 @@ impl Participant {
                     }
                 };
                 let kind = signal.body.kind();
-                match self.mesh.on_signal(room, to, from, signal) {
+                match self.mesh.on_signal(room, to, from, signal, Instant::now()) {
                     Ok(actions) => self.execute(actions),
                     Err(reason) => {
                         self.signals.dropped += 1;
@@ -260,7 +261,7 @@ impl Participant {
                     video: self.video.clone(),
                 };
                 let handle = peer::spawn(self.factory.clone(), spec, self.peer_events.clone());
-                self.peers.insert(link, handle);
+                self.peers.insert(link, (room, peer, handle));
             }
             Action::ApplyOffer { link, sdp } => self.command(link, PeerCommand::ApplyOffer(sdp)),
             Action::ApplyAnswer { link, sdp } => self.command(link, PeerCommand::ApplyAnswer(sdp)),
@@ -269,8 +270,8 @@ impl Participant {
             }
             Action::RestartIce { link } => self.command(link, PeerCommand::RestartIce),
             Action::Close { link } => {
-                if let Some(handle) = self.peers.remove(&link) {
-                    tracing::info!(link, "closing connection");
+                if let Some((room, peer, handle)) = self.peers.remove(&link) {
+                    tracing::info!(link, %room, %peer, "closing connection");
                     handle.close();
                 }
             }
@@ -285,7 +286,7 @@ impl Participant {
     }
 
     fn command(&self, link: LinkId, command: PeerCommand) {
-        if let Some(handle) = self.peers.get(&link) {
+        if let Some((_, _, handle)) = self.peers.get(&link) {
             handle.send(command);
         }
     }

@@ -102,6 +102,28 @@ fn a_killed_viewer_is_cleaned_up_when_its_will_fires() {
 }
 
 #[test]
+fn a_viewer_that_stops_answering_is_torn_down_when_ice_fails() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-stall",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut stays = Viewer::start(&broker, "home", &["--id", "stays"]);
+    let mut frozen = Viewer::start(&broker, "home", &["--id", "frozen"]);
+    frozen.wait_frames(Some("frozen"), 10);
+    stays.wait_frames(Some("stays"), 10);
+    kill(frozen.child(), libc::SIGSTOP);
+    // Its broker session is still alive (keepalive 10 s), so only ICE can
+    // tell: disconnected, an ICE restart that is never answered, teardown.
+    cam.wait_log(&["state=Disconnected", r#"("home", "frozen")"#]);
+    cam.wait_log(&["closing connection", "peer=frozen"]);
+    let before = stays.frames_of("stays");
+    stays.wait_frames(Some("stays"), before + 30);
+    kill(frozen.child(), libc::SIGKILL);
+}
+
+#[test]
 fn a_viewer_rejoining_with_a_new_session_gets_a_fresh_connection() {
     let broker = broker();
     let cam = Camera::start(
@@ -362,4 +384,43 @@ fn an_invalid_configuration_exits_2_naming_the_key() {
         "{stderr}"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_broker_restart_keeps_the_stream_and_the_session() {
+    let mut broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-outage",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "loyal"]);
+    viewer.wait_frames(Some("loyal"), 10);
+    let presence_topic = "meshcam/rooms/home/peers/cam-outage";
+    let session = {
+        let mut obs = Observer::connect(&broker, "obs-outage-1", &[presence_topic]);
+        obs.wait_json(presence_topic, "presence", |_| true)["session"].clone()
+    };
+    broker.stop();
+    // Media is peer to peer: frames keep coming while the broker is down.
+    let before = viewer.frames_of("loyal");
+    viewer.wait_frames(Some("loyal"), before + 30);
+    broker.restart().unwrap();
+    // The camera reconnects and republishes the same presence (retained
+    // messages were lost with the broker).
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-outage-2",
+        &[presence_topic, &status_topic(&cam.id)],
+    );
+    let again = obs.wait_json(presence_topic, "presence again", |_| true);
+    assert_eq!(again["session"], session, "the same session resumes");
+    obs.seen_or_wait_json(&status_topic(&cam.id), "online again", |v| {
+        v["state"] == "online"
+    });
+    let before = viewer.frames_of("loyal");
+    viewer.wait_frames(Some("loyal"), before + 30);
+    // A viewer arriving after the outage is served.
+    let mut late = Viewer::start(&broker, "home", &["--frames", "10"]);
+    late.wait_for("summary", |v| v["event"] == "summary" && v["ok"] == true);
 }

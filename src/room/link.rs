@@ -1,6 +1,8 @@
 //! One pair's connection as the room logic sees it: which peer connection
 //! stands for it, who offered, and the candidates waiting for a description.
 
+use std::time::Instant;
+
 use crate::protocol::{Candidate, Role};
 
 /// Identifies one peer connection. A new connection to the same peer gets a
@@ -28,6 +30,9 @@ pub(super) struct Link {
     pub restart_tried: bool,
     /// Failures of this pair in a row, for the retry backoff.
     pub attempt: u32,
+    /// A connection not established by then has failed (a peer that never
+    /// answers, or a handshake that never completes).
+    pub deadline: Option<Instant>,
 }
 
 impl Link {
@@ -43,6 +48,7 @@ impl Link {
             connected: false,
             restart_tried: false,
             attempt,
+            deadline: None,
         }
     }
 

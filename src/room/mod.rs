@@ -24,6 +24,11 @@ use crate::protocol::{Presence, Role, Signal, SignalBody};
 pub const PRESENCE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two offers to the same failed pair.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// A connection that is not up this long after it was started has failed.
+pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connection that lost ICE and is not back this long after has failed,
+/// even if an ICE restart is still waiting for an answer.
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who we are in every room.
 #[derive(Debug, Clone)]
@@ -314,7 +319,7 @@ impl Mesh {
 
     /// The broker acknowledged the room's subscription: announce ourselves,
     /// then offer to the peers already known.
-    pub fn subscribed(&mut self, room: &str) -> Vec<Action> {
+    pub fn subscribed(&mut self, room: &str, now: Instant) -> Vec<Action> {
         let Some(presence) = self.presence_of(room) else {
             return Vec::new();
         };
@@ -332,7 +337,7 @@ impl Mesh {
         }];
         let peers: Vec<String> = r.peers.keys().cloned().collect();
         for peer in peers {
-            actions.extend(self.offer_if_needed(room, &peer));
+            actions.extend(self.offer_if_needed(room, &peer, now));
         }
         actions
     }
@@ -343,6 +348,7 @@ impl Mesh {
         room: &str,
         peer: &str,
         presence: Option<Presence>,
+        now: Instant,
     ) -> Vec<Action> {
         if peer == self.me.id {
             return Vec::new();
@@ -375,7 +381,7 @@ impl Mesh {
         }
         // A new session: whatever we held with the earlier one is gone.
         actions.extend(self.drop_link(room, peer));
-        actions.extend(self.offer_if_needed(room, peer));
+        actions.extend(self.offer_if_needed(room, peer, now));
         actions
     }
 
@@ -429,7 +435,7 @@ impl Mesh {
 
     /// Offers to `peer` if we are the offerer, are announced, hold nothing
     /// with it, and its session has not ended; `bye "full"` when at capacity.
-    fn offer_if_needed(&mut self, room: &str, peer: &str) -> Vec<Action> {
+    fn offer_if_needed(&mut self, room: &str, peer: &str, now: Instant) -> Vec<Action> {
         let Some(r) = self.rooms.get(room) else {
             return Vec::new();
         };
@@ -462,7 +468,7 @@ impl Mesh {
                 signal,
             }];
         }
-        self.connect(room, peer, true, 0, role)
+        self.connect(room, peer, true, 0, role, now)
     }
 
     fn connect(
@@ -472,9 +478,11 @@ impl Mesh {
         offerer: bool,
         attempt: u32,
         role: Role,
+        now: Instant,
     ) -> Vec<Action> {
         let link = self.new_link(room, peer, offerer, attempt);
         link.created = true;
+        link.deadline = Some(now + NEGOTIATION_TIMEOUT);
         vec![Action::Connect {
             link: link.id,
             room: room.to_owned(),
@@ -504,6 +512,7 @@ impl Mesh {
         to: &str,
         from: &str,
         signal: Signal,
+        now: Instant,
     ) -> Result<Vec<Action>, DropReason> {
         if to != self.me.id {
             return Err(DropReason::NotForMe);
@@ -533,7 +542,9 @@ impl Mesh {
                 let link_id = match existing {
                     Some((id, true)) => id,
                     Some((id, false)) => {
-                        r.links.get_mut(from).expect("just found").created = true;
+                        let link = r.links.get_mut(from).expect("just found");
+                        link.created = true;
+                        link.deadline = Some(now + NEGOTIATION_TIMEOUT);
                         actions.push(Action::Connect {
                             link: id,
                             room: room.to_owned(),
@@ -544,7 +555,7 @@ impl Mesh {
                         id
                     }
                     None => {
-                        let acts = self.connect(room, from, false, 0, role);
+                        let acts = self.connect(room, from, false, 0, role, now);
                         let Some(Action::Connect { link, .. }) = acts.first() else {
                             unreachable!("connect returns one Connect action")
                         };
@@ -620,12 +631,14 @@ impl Mesh {
         match state {
             LinkState::Connected => {
                 l.connected = true;
+                l.deadline = None;
                 l.restart_tried = false;
                 l.attempt = 0;
                 Vec::new()
             }
             LinkState::Disconnected => {
                 l.connected = false;
+                l.deadline = Some(now + RECONNECT_TIMEOUT);
                 if l.offerer && !l.restart_tried {
                     l.restart_tried = true;
                     vec![Action::RestartIce { link }]
@@ -660,13 +673,30 @@ impl Mesh {
                 ]
             })
             .flatten()
+            .chain(
+                self.rooms
+                    .values()
+                    .flat_map(|r| r.links.values())
+                    .filter_map(|l| l.deadline),
+            )
             .min()
     }
 
-    /// Time passed: offer again to failed pairs that are due, and forget peers
-    /// whose presence did not come back after our reconnect.
+    /// Time passed: fail connections that never came up, offer again to
+    /// failed pairs that are due, and forget peers whose presence did not come
+    /// back after our reconnect.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        let stuck: Vec<LinkId> = self
+            .rooms
+            .values()
+            .flat_map(|r| r.links.values())
+            .filter(|l| l.deadline.is_some_and(|d| now >= d))
+            .map(|l| l.id)
+            .collect();
+        for link in stuck {
+            actions.extend(self.on_link_state(link, LinkState::Failed, now));
+        }
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
             let r = &self.rooms[&room];
@@ -706,7 +736,7 @@ impl Mesh {
                 if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
                     continue;
                 }
-                actions.extend(self.connect(&room, &peer, true, attempt, role));
+                actions.extend(self.connect(&room, &peer, true, attempt, role, now));
             }
         }
         actions

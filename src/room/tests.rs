@@ -6,6 +6,12 @@ use crate::protocol::Candidate;
 
 const CAM_SESSION: &str = "camsession1";
 
+/// The start of every test's timeline.
+fn t() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 fn camera() -> Mesh {
     Mesh::new(
         Me {
@@ -40,7 +46,7 @@ fn joined(mut mesh: Mesh, session: &str) -> Mesh {
             room: "home".into()
         }]
     );
-    let actions = mesh.subscribed("home");
+    let actions = mesh.subscribed("home", t());
     assert!(matches!(&actions[..], [Action::PublishPresence { .. }]));
     mesh
 }
@@ -98,7 +104,7 @@ fn answer() -> SignalBody {
 /// Camera that offered to viewer `v1` (session `v1session`); returns the link.
 fn camera_offering_to_v1() -> (Mesh, LinkId) {
     let mut cam = joined(camera(), CAM_SESSION);
-    let actions = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer));
+    let actions = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer), t());
     let c = connects(&actions);
     assert_eq!(c.len(), 1);
     assert!(c[0].2, "the camera offers to a viewer");
@@ -115,7 +121,12 @@ fn camera_offers_to_viewer() {
 #[test]
 fn viewer_waits_for_the_camera_offer() {
     let mut v = joined(viewer("v1"), "v1session");
-    let actions = v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    let actions = v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     assert!(connects(&actions).is_empty());
     let actions = v
         .on_signal(
@@ -127,6 +138,7 @@ fn viewer_waits_for_the_camera_offer() {
                 "v1session",
                 SignalBody::Offer { sdp: "v=0".into() },
             ),
+            t(),
         )
         .unwrap();
     let c = connects(&actions);
@@ -139,17 +151,23 @@ fn viewer_waits_for_the_camera_offer() {
 fn between_viewers_the_smaller_id_offers() {
     let mut a = joined(viewer("alice"), "alicesession");
     let mut b = joined(viewer("bob"), "bobsession");
-    let to_bob = a.on_presence("home", "bob", presence("bob", "bobsession", Role::Viewer));
+    let to_bob = a.on_presence(
+        "home",
+        "bob",
+        presence("bob", "bobsession", Role::Viewer),
+        t(),
+    );
     let to_alice = b.on_presence(
         "home",
         "alice",
         presence("alice", "alicesession", Role::Viewer),
+        t(),
     );
     assert_eq!(connects(&to_bob).len(), 1);
     assert!(connects(&to_alice).is_empty());
     // Byte-wise: "B" (0x42) sorts before "a" (0x61).
     let mut upper = joined(viewer("B"), "uppersession");
-    let acts = upper.on_presence("home", "a", presence("a", "asession1", Role::Viewer));
+    let acts = upper.on_presence("home", "a", presence("a", "asession1", Role::Viewer), t());
     assert_eq!(connects(&acts).len(), 1);
 }
 
@@ -160,6 +178,7 @@ fn cameras_do_not_connect_to_cameras() {
         "home",
         "cam2",
         presence("cam2", "cam2session", Role::Camera),
+        t(),
     );
     assert!(acts.is_empty());
     let err = cam
@@ -172,6 +191,7 @@ fn cameras_do_not_connect_to_cameras() {
                 CAM_SESSION,
                 SignalBody::Offer { sdp: "v=0".into() },
             ),
+            t(),
         )
         .unwrap_err();
     assert_eq!(err, DropReason::UnexpectedOffer);
@@ -181,9 +201,9 @@ fn cameras_do_not_connect_to_cameras() {
 fn offers_wait_until_our_presence_is_announced() {
     let mut cam = camera();
     cam.join("home", CAM_SESSION);
-    let acts = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer));
+    let acts = cam.on_presence("home", "v1", presence("v1", "v1session", Role::Viewer), t());
     assert!(connects(&acts).is_empty(), "not announced yet");
-    let acts = cam.subscribed("home");
+    let acts = cam.subscribed("home", t());
     assert!(matches!(acts[0], Action::PublishPresence { .. }));
     assert_eq!(connects(&acts).len(), 1, "offer right after the presence");
 }
@@ -191,20 +211,35 @@ fn offers_wait_until_our_presence_is_announced() {
 #[test]
 fn a_new_session_replaces_the_old_connection() {
     let (mut cam, old) = camera_offering_to_v1();
-    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    let acts = cam.on_presence(
+        "home",
+        "v1",
+        presence("v1", "v1session2", Role::Viewer),
+        t(),
+    );
     assert_eq!(acts[0], Action::Close { link: old });
     let c = connects(&acts);
     assert_eq!(c.len(), 1);
     assert_ne!(c[0].0, old);
     // The same session again (a re-announce after reconnect) changes nothing.
-    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    let acts = cam.on_presence(
+        "home",
+        "v1",
+        presence("v1", "v1session2", Role::Viewer),
+        t(),
+    );
     assert!(acts.is_empty());
 }
 
 #[test]
 fn the_answerer_drops_its_link_when_the_offerer_rejoins() {
     let mut v = joined(viewer("v1"), "v1session");
-    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     let acts = v
         .on_signal(
             "home",
@@ -215,10 +250,16 @@ fn the_answerer_drops_its_link_when_the_offerer_rejoins() {
                 "v1session",
                 SignalBody::Offer { sdp: "o".into() },
             ),
+            t(),
         )
         .unwrap();
     let link = connects(&acts)[0].0;
-    let acts = v.on_presence("home", "cam", presence("cam", "camsession2", Role::Camera));
+    let acts = v.on_presence(
+        "home",
+        "cam",
+        presence("cam", "camsession2", Role::Camera),
+        t(),
+    );
     assert_eq!(acts, vec![Action::Close { link }]);
 }
 
@@ -232,11 +273,24 @@ fn stale_sessions_are_dropped() {
         "cam",
         "v1",
         sig("v1session", "oldcamsess", answer()),
+        t(),
     );
     assert_eq!(wrong_to.unwrap_err(), DropReason::StaleToSession);
-    let wrong_from = cam.on_signal("home", "cam", "v1", sig("v1oldsess", CAM_SESSION, answer()));
+    let wrong_from = cam.on_signal(
+        "home",
+        "cam",
+        "v1",
+        sig("v1oldsess", CAM_SESSION, answer()),
+        t(),
+    );
     assert_eq!(wrong_from.unwrap_err(), DropReason::StaleSession);
-    let ok = cam.on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()));
+    let ok = cam.on_signal(
+        "home",
+        "cam",
+        "v1",
+        sig("v1session", CAM_SESSION, answer()),
+        t(),
+    );
     assert!(matches!(&ok.unwrap()[..], [Action::ApplyAnswer { .. }]));
 }
 
@@ -248,6 +302,7 @@ fn signals_from_strangers_are_dropped() {
         "cam",
         "mallory",
         sig("mallorysess", CAM_SESSION, answer()),
+        t(),
     );
     assert_eq!(spoof.unwrap_err(), DropReason::UnknownSender);
     let other_room = cam.on_signal(
@@ -255,6 +310,7 @@ fn signals_from_strangers_are_dropped() {
         "cam",
         "v1",
         sig("v1session", CAM_SESSION, answer()),
+        t(),
     );
     assert_eq!(other_room.unwrap_err(), DropReason::UnknownRoom);
     let not_me = cam.on_signal(
@@ -262,6 +318,7 @@ fn signals_from_strangers_are_dropped() {
         "cam2",
         "v1",
         sig("v1session", CAM_SESSION, answer()),
+        t(),
     );
     assert_eq!(not_me.unwrap_err(), DropReason::NotForMe);
 }
@@ -280,12 +337,19 @@ fn early_candidates_are_queued_until_the_description() {
                     CAM_SESSION,
                     SignalBody::Candidate { candidate: cand(n) },
                 ),
+                t(),
             )
             .unwrap();
         assert!(acts.is_empty(), "queued, not applied");
     }
     let acts = cam
-        .on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()))
+        .on_signal(
+            "home",
+            "cam",
+            "v1",
+            sig("v1session", CAM_SESSION, answer()),
+            t(),
+        )
         .unwrap();
     assert_eq!(
         acts,
@@ -315,6 +379,7 @@ fn early_candidates_are_queued_until_the_description() {
                 CAM_SESSION,
                 SignalBody::Candidate { candidate: None },
             ),
+            t(),
         )
         .unwrap();
     assert_eq!(
@@ -329,7 +394,12 @@ fn early_candidates_are_queued_until_the_description() {
 #[test]
 fn the_answerer_queues_candidates_that_beat_the_offer() {
     let mut v = joined(viewer("v1"), "v1session");
-    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     let acts = v
         .on_signal(
             "home",
@@ -340,6 +410,7 @@ fn the_answerer_queues_candidates_that_beat_the_offer() {
                 "v1session",
                 SignalBody::Candidate { candidate: cand(7) },
             ),
+            t(),
         )
         .unwrap();
     assert!(acts.is_empty());
@@ -353,6 +424,7 @@ fn the_answerer_queues_candidates_that_beat_the_offer() {
                 "v1session",
                 SignalBody::Offer { sdp: "o".into() },
             ),
+            t(),
         )
         .unwrap();
     let link = connects(&acts)[0].0;
@@ -384,6 +456,7 @@ fn the_candidate_queue_is_bounded() {
                 CAM_SESSION,
                 SignalBody::Candidate { candidate: cand(n) },
             ),
+            t(),
         )
         .unwrap();
     }
@@ -398,6 +471,7 @@ fn the_candidate_queue_is_bounded() {
                 candidate: cand(999),
             },
         ),
+        t(),
     );
     assert_eq!(over.unwrap_err(), DropReason::CandidateQueueFull);
 }
@@ -405,9 +479,20 @@ fn the_candidate_queue_is_bounded() {
 #[test]
 fn an_answer_without_an_offer_is_dropped() {
     let mut v = joined(viewer("v1"), "v1session");
-    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     let err = v
-        .on_signal("home", "v1", "cam", sig(CAM_SESSION, "v1session", answer()))
+        .on_signal(
+            "home",
+            "v1",
+            "cam",
+            sig(CAM_SESSION, "v1session", answer()),
+            t(),
+        )
         .unwrap_err();
     assert_eq!(err, DropReason::UnexpectedAnswer);
 }
@@ -427,6 +512,7 @@ fn bye_closes_the_pair_and_ends_the_session() {
                     reason: "leaving".into(),
                 },
             ),
+            t(),
         )
         .unwrap();
     assert_eq!(acts, vec![Action::Close { link }]);
@@ -435,7 +521,12 @@ fn bye_closes_the_pair_and_ends_the_session() {
     let t0 = Instant::now();
     assert!(cam.on_tick(t0 + Duration::from_secs(60)).is_empty());
     // A new session of the same peer is offered to.
-    let acts = cam.on_presence("home", "v1", presence("v1", "v1session2", Role::Viewer));
+    let acts = cam.on_presence(
+        "home",
+        "v1",
+        presence("v1", "v1session2", Role::Viewer),
+        t(),
+    );
     assert_eq!(connects(&acts).len(), 1);
 }
 
@@ -447,10 +538,11 @@ fn max_viewers_answers_bye_full() {
             "home",
             id,
             presence(id, &format!("{id}session"), Role::Viewer),
+            t(),
         );
         assert_eq!(connects(&acts).len(), 1);
     }
-    let acts = cam.on_presence("home", "v3", presence("v3", "v3session", Role::Viewer));
+    let acts = cam.on_presence("home", "v3", presence("v3", "v3session", Role::Viewer), t());
     assert!(connects(&acts).is_empty());
     assert_eq!(
         sent_byes(&acts),
@@ -458,13 +550,15 @@ fn max_viewers_answers_bye_full() {
     );
     assert_eq!(cam.viewer_count(), 2);
     // A leave frees a slot, but the refused session is not offered to.
-    cam.on_presence("home", "v1", None);
-    assert!(
-        cam.on_tick(Instant::now() + Duration::from_secs(60))
-            .is_empty()
-    );
+    cam.on_presence("home", "v1", None, t());
+    assert!(cam.on_tick(t() + Duration::from_secs(5)).is_empty());
     // It may try again with a new session.
-    let acts = cam.on_presence("home", "v3", presence("v3", "v3session2", Role::Viewer));
+    let acts = cam.on_presence(
+        "home",
+        "v3",
+        presence("v3", "v3session2", Role::Viewer),
+        t(),
+    );
     assert_eq!(connects(&acts).len(), 1);
 }
 
@@ -473,12 +567,18 @@ fn a_leave_closes_the_connection() {
     let (mut cam, link) = camera_offering_to_v1();
     assert_eq!(cam.viewer_count(), 1);
     assert_eq!(
-        cam.on_presence("home", "v1", None),
+        cam.on_presence("home", "v1", None, t()),
         vec![Action::Close { link }]
     );
     assert_eq!(cam.viewer_count(), 0);
     // Signals from the departed peer are dropped now.
-    let late = cam.on_signal("home", "cam", "v1", sig("v1session", CAM_SESSION, answer()));
+    let late = cam.on_signal(
+        "home",
+        "cam",
+        "v1",
+        sig("v1session", CAM_SESSION, answer()),
+        t(),
+    );
     assert_eq!(late.unwrap_err(), DropReason::UnknownSender);
 }
 
@@ -493,7 +593,7 @@ fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
     assert_eq!(to, "v1");
     assert_eq!(signal.session, CAM_SESSION);
     assert_eq!(signal.to_session, "v1session");
-    cam.on_presence("home", "v1", None);
+    cam.on_presence("home", "v1", None, t());
     assert_eq!(
         cam.outgoing(link, SignalBody::Offer { sdp: "o".into() }),
         None
@@ -557,7 +657,12 @@ fn a_failed_pair_is_offered_again_with_backoff() {
 #[test]
 fn the_answerer_does_not_retry() {
     let mut v = joined(viewer("v1"), "v1session");
-    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     let acts = v
         .on_signal(
             "home",
@@ -568,6 +673,7 @@ fn the_answerer_does_not_retry() {
                 "v1session",
                 SignalBody::Offer { sdp: "o".into() },
             ),
+            t(),
         )
         .unwrap();
     let link = connects(&acts)[0].0;
@@ -591,13 +697,16 @@ fn a_reconnect_keeps_connections_and_republishes_the_same_presence() {
             room: "home".into()
         }]
     );
-    let acts = cam.subscribed("home");
+    let acts = cam.subscribed("home", t());
     let [Action::PublishPresence { presence, .. }] = &acts[..] else {
         panic!("expected the presence again, got {acts:?}");
     };
     assert_eq!(presence.session, CAM_SESSION);
     // The viewer's retained presence comes back: nothing changes.
-    assert!(cam.on_presence("home", "v1", presence_of_v1()).is_empty());
+    assert!(
+        cam.on_presence("home", "v1", presence_of_v1(), t())
+            .is_empty()
+    );
     assert!(cam.on_tick(t0 + PRESENCE_CONFIRM_TIMEOUT).is_empty());
     assert_eq!(cam.viewer_count(), 1);
 }
@@ -611,7 +720,7 @@ fn a_peer_whose_presence_does_not_come_back_is_gone() {
     let (mut cam, link) = camera_offering_to_v1();
     let t0 = Instant::now();
     cam.broker_connected(t0);
-    cam.subscribed("home");
+    cam.subscribed("home", t());
     assert_eq!(cam.next_deadline(), Some(t0 + PRESENCE_CONFIRM_TIMEOUT));
     assert!(cam.on_tick(t0 + Duration::from_secs(9)).is_empty());
     assert_eq!(
@@ -623,7 +732,12 @@ fn a_peer_whose_presence_does_not_come_back_is_gone() {
 #[test]
 fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
     let mut v = joined(viewer("v1"), "v1session");
-    v.on_presence("home", "cam", presence("cam", CAM_SESSION, Role::Camera));
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
     let acts = v
         .on_signal(
             "home",
@@ -634,6 +748,7 @@ fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
                 "v1session",
                 SignalBody::Offer { sdp: "o".into() },
             ),
+            t(),
         )
         .unwrap();
     let link = connects(&acts)[0].0;
@@ -641,4 +756,27 @@ fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
     assert!(v.on_device_offline("cam").is_empty(), "ICE still connected");
     v.on_link_state(link, LinkState::Disconnected, Instant::now());
     assert_eq!(v.on_device_offline("cam"), vec![Action::Close { link }]);
+}
+
+#[test]
+fn a_connection_that_never_comes_up_fails_and_is_offered_again() {
+    let (mut cam, link) = camera_offering_to_v1();
+    assert_eq!(cam.next_deadline(), Some(t() + NEGOTIATION_TIMEOUT));
+    assert!(
+        cam.on_tick(t() + NEGOTIATION_TIMEOUT - Duration::from_millis(1))
+            .is_empty()
+    );
+    let failed_at = t() + NEGOTIATION_TIMEOUT;
+    assert_eq!(cam.on_tick(failed_at), vec![Action::Close { link }]);
+    assert_eq!(cam.viewer_count(), 0, "the stuck connection frees its slot");
+    let again = cam.on_tick(failed_at + retry_backoff(0));
+    assert_eq!(connects(&again).len(), 1);
+}
+
+#[test]
+fn a_connected_link_has_no_negotiation_deadline() {
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Connected, t());
+    assert_eq!(cam.next_deadline(), None);
+    assert!(cam.on_tick(t() + Duration::from_secs(3600)).is_empty());
 }

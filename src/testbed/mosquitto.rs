@@ -11,6 +11,21 @@ pub struct Mosquitto {
     dir: PathBuf,
 }
 
+fn spawn(conf: &std::path::Path) -> std::io::Result<Child> {
+    Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("mosquitto (apt-get install mosquitto): {e}"),
+            )
+        })
+}
+
 impl Mosquitto {
     /// Starts Mosquitto with `extra` configuration lines and waits until it
     /// accepts connections.
@@ -24,29 +39,38 @@ impl Mosquitto {
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
             ),
         )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("mosquitto (apt-get install mosquitto): {e}"),
-                )
-            })?;
+        let child = spawn(&conf)?;
         let mut broker = Self { child, port, dir };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    fn wait_ready(&mut self) -> std::io::Result<()> {
         let end = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > end || broker.child.try_wait()?.is_some() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > end || self.child.try_wait()?.is_some() {
                 return Err(std::io::Error::other(format!(
-                    "mosquitto did not start on port {port}"
+                    "mosquitto did not start on port {}",
+                    self.port
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(broker)
+        Ok(())
+    }
+
+    /// Kills the broker (no clean shutdown: retained messages are lost, as
+    /// with `persistence false` after a crash).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.stop();
+        self.child = spawn(&self.dir.join("mosquitto.conf"))?;
+        self.wait_ready()
     }
 
     pub fn url(&self) -> String {

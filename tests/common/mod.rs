@@ -85,6 +85,23 @@ impl Camera {
         self.process.log()
     }
 
+    /// Waits until one line of the camera's log contains every needle.
+    pub fn wait_log(&self, needles: &[&str]) {
+        let end = Instant::now() + DEADLINE;
+        while !self
+            .log()
+            .lines()
+            .any(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            assert!(
+                Instant::now() < end,
+                "camera log never showed {needles:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then the exit status within `deadline`.
     pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
         kill(&self.process.child, libc::SIGTERM);
@@ -234,6 +251,21 @@ impl Observer {
                 ),
             }
         }
+    }
+
+    /// Like [`Observer::wait_json`], but a message already seen counts too.
+    pub fn seen_or_wait_json(
+        &mut self,
+        topic: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let seen = self.seen.iter().find_map(|(t, p)| {
+            serde_json::from_slice::<Value>(p)
+                .ok()
+                .filter(|v| t == topic && pred(v))
+        });
+        seen.unwrap_or_else(|| self.wait_json(topic, what, pred))
     }
 
     /// Waits for a JSON message on exactly `topic` satisfying `pred`.
