@@ -114,7 +114,7 @@ pub fn encoder_description(encoder: &str, p: &VideoParams) -> String {
         ),
         "x264enc" => format!(
             "x264enc name=encoder tune=zerolatency speed-preset=ultrafast bitrate={} \
-             key-int-max={} bframes=0 byte-stream=true",
+             key-int-max={} bframes=0 byte-stream=true trellis=false",
             p.bitrate_kbps,
             p.gop()
         ),

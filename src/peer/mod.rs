@@ -25,7 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -153,12 +153,15 @@ struct Outbound {
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
+    /// Tells the video sender the negotiated stream once connected.
+    ready: Option<oneshot::Sender<sender::RtpStream>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 async fn add_video_track(
     pc: &Arc<dyn PeerConnection>,
     feed: VideoFeed,
+    counters: Arc<SenderCounters>,
 ) -> anyhow::Result<Outbound> {
     let ssrc: u32 = rand::random();
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -179,26 +182,37 @@ async fn add_video_track(
         .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
         .context("adding the video track")?;
+    // The sender starts now, preloading from the next key frame while the
+    // connection is being set up.
+    let (ready, ready_rx) = oneshot::channel();
+    let video = tokio::spawn(sender::send_video(
+        track.clone(),
+        feed.subscribe(),
+        ready_rx,
+        feed.keyframes.clone(),
+        counters,
+    ));
     Ok(Outbound {
         feed,
         track,
         sender,
         ssrc,
-        tasks: Vec::new(),
+        ready: Some(ready),
+        tasks: vec![video],
     })
 }
 
 impl Outbound {
-    /// Starts the sender and the key-frame request reader once connected.
+    /// Once connected: lets the video flow and listens for PLI/FIR.
     async fn start(
         &mut self,
         link: LinkId,
         counters: Arc<SenderCounters>,
         events: &mpsc::UnboundedSender<PeerEvent>,
     ) {
-        if !self.tasks.is_empty() {
+        let Some(ready) = self.ready.take() else {
             return;
-        }
+        };
         let payload_type = match self.sender.get_parameters().await {
             Ok(p) => p
                 .rtp_parameters
@@ -208,17 +222,10 @@ impl Outbound {
                 .unwrap_or(factory::H264_PAYLOAD_TYPE),
             Err(_) => factory::H264_PAYLOAD_TYPE,
         };
-        let stream = sender::RtpStream {
+        let _ = ready.send(sender::RtpStream {
             ssrc: self.ssrc,
             payload_type,
-        };
-        self.tasks.push(tokio::spawn(sender::send_video(
-            self.track.clone(),
-            stream,
-            self.feed.subscribe(),
-            self.feed.keyframes.clone(),
-            counters.clone(),
-        )));
+        });
         let track = self.track.clone();
         let keyframes = self.feed.keyframes.clone();
         let events = events.clone();
@@ -322,7 +329,7 @@ async fn negotiate(
 ) -> anyhow::Result<()> {
     let link = spec.link;
     let mut outbound = match spec.video {
-        Some(feed) => Some(add_video_track(pc, feed).await?),
+        Some(feed) => Some(add_video_track(pc, feed, counters.clone()).await?),
         None => {
             pc.add_transceiver_from_kind(
                 RtpCodecKind::Video,
