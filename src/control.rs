@@ -8,12 +8,28 @@ use serde_json::Value;
 
 use crate::protocol::{Command, ErrorCode, Reply, Topics};
 
+/// Run-time settings a `set` command changes; `None` leaves one alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetRequest {
+    pub bitrate_kbps: Option<u32>,
+    pub fps: Option<u32>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub max_viewers: Option<usize>,
+}
+
 /// A command that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Join(String),
     Leave(String),
     Status,
+    Stats,
+    Keyframe,
+    Set(SetRequest),
+    Restart,
+    /// Publish a JPEG to this topic (`None`: the device's snapshot topic).
+    Snapshot(Option<String>),
 }
 
 /// Where and what to reply when a command is refused before it runs.
@@ -25,7 +41,43 @@ pub struct Refusal {
 }
 
 /// The commands this camera implements.
-pub const COMMANDS: [&str; 3] = ["join", "leave", "status"];
+pub const COMMANDS: [&str; 8] = [
+    "join", "leave", "status", "stats", "keyframe", "set", "restart", "snapshot",
+];
+
+/// Reads an optional integer argument within `range`.
+fn ranged<T>(command: &Command, key: &str, (min, max): (T, T)) -> Result<Option<T>, String>
+where
+    T: TryFrom<u64> + PartialOrd + Copy + std::fmt::Display,
+{
+    let Some(value) = command.args.get(key) else {
+        return Ok(None);
+    };
+    let out_of_range = || format!("{key} must be an integer from {min} to {max}");
+    let n = value.as_u64().ok_or_else(out_of_range)?;
+    let n = T::try_from(n).map_err(|_| out_of_range())?;
+    if n < min || n > max {
+        return Err(out_of_range());
+    }
+    Ok(Some(n))
+}
+
+fn set_request(command: &Command) -> Result<SetRequest, String> {
+    use crate::config::{BITRATE_RANGE, FPS_RANGE, HEIGHT_RANGE, MAX_VIEWERS_RANGE, WIDTH_RANGE};
+    let set = SetRequest {
+        bitrate_kbps: ranged(command, "bitrate_kbps", BITRATE_RANGE)?,
+        fps: ranged(command, "fps", FPS_RANGE)?,
+        width: ranged(command, "width", WIDTH_RANGE)?,
+        height: ranged(command, "height", HEIGHT_RANGE)?,
+        max_viewers: ranged(command, "max_viewers", MAX_VIEWERS_RANGE)?,
+    };
+    if set == SetRequest::default() {
+        return Err(
+            "set needs at least one of bitrate_kbps, fps, width, height, max_viewers".into(),
+        );
+    }
+    Ok(set)
+}
 
 /// Checks a decoded command. On success, returns the request and the topic
 /// to reply on (`None`: the default reply topic).
@@ -59,6 +111,28 @@ pub fn interpret(command: &Command, topics: &Topics) -> Result<(Request, Option<
                 .map_err(|m| refuse(reply_to.clone(), ErrorCode::BadRequest, m))?,
         ),
         "status" => Request::Status,
+        "stats" => Request::Stats,
+        "keyframe" => Request::Keyframe,
+        "restart" => Request::Restart,
+        "set" => Request::Set(
+            set_request(command).map_err(|m| refuse(reply_to.clone(), ErrorCode::BadRequest, m))?,
+        ),
+        "snapshot" => match command.args.get("topic") {
+            None | Some(Value::Null) => Request::Snapshot(None),
+            Some(Value::String(topic)) if topics.is_client_topic(topic) => {
+                Request::Snapshot(Some(topic.clone()))
+            }
+            Some(_) => {
+                return Err(refuse(
+                    reply_to,
+                    ErrorCode::BadRequest,
+                    format!(
+                        "topic must be a topic under {}/clients/{{client}}/ without wildcards",
+                        topics.prefix()
+                    ),
+                ));
+            }
+        },
         other => {
             return Err(refuse(
                 reply_to,
@@ -106,6 +180,58 @@ mod tests {
                 .0,
             Request::Status
         );
+    }
+
+    #[test]
+    fn set_takes_any_subset_within_range() {
+        let t = Topics::new("meshcam");
+        let (r, _) = interpret(
+            &cmd(r#"{"v":1,"id":"1","cmd":"set","bitrate_kbps":1500,"max_viewers":3}"#),
+            &t,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Set(SetRequest {
+                bitrate_kbps: Some(1500),
+                max_viewers: Some(3),
+                ..SetRequest::default()
+            })
+        );
+        for bad in [
+            r#"{"v":1,"id":"1","cmd":"set"}"#,
+            r#"{"v":1,"id":"1","cmd":"set","fps":0}"#,
+            r#"{"v":1,"id":"1","cmd":"set","fps":61}"#,
+            r#"{"v":1,"id":"1","cmd":"set","width":"wide"}"#,
+            r#"{"v":1,"id":"1","cmd":"set","bitrate_kbps":-5}"#,
+            r#"{"v":1,"id":"1","cmd":"set","max_viewers":99999999999}"#,
+        ] {
+            let refusal = interpret(&cmd(bad), &t).unwrap_err();
+            assert_eq!(
+                refusal.reply.error.unwrap().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_topics_must_be_a_client_inbox() {
+        let t = Topics::new("meshcam");
+        let (r, _) = interpret(&cmd(r#"{"v":1,"id":"1","cmd":"snapshot"}"#), &t).unwrap();
+        assert_eq!(r, Request::Snapshot(None));
+        let (r, _) = interpret(
+            &cmd(r#"{"v":1,"id":"1","cmd":"snapshot","topic":"meshcam/clients/c/snap"}"#),
+            &t,
+        )
+        .unwrap();
+        assert_eq!(r, Request::Snapshot(Some("meshcam/clients/c/snap".into())));
+        let refusal = interpret(
+            &cmd(r#"{"v":1,"id":"1","cmd":"snapshot","topic":"meshcam/devices/x/cmd"}"#),
+            &t,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.reply.error.unwrap().code, ErrorCode::BadRequest);
     }
 
     #[test]

@@ -78,6 +78,9 @@ struct Daemon {
     last_sample: Sample,
     next_stats: Instant,
     keyframe_server: tokio::task::JoinHandle<()>,
+    /// Replies of commands that finish in their own task (snapshots).
+    done_tx: mpsc::UnboundedSender<(Option<String>, Reply)>,
+    done: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
 }
 
 impl Daemon {
@@ -151,7 +154,10 @@ impl Daemon {
         }
         let command_token = participant.subscription_token();
         let now = Instant::now();
+        let (done_tx, done) = mpsc::unbounded_channel();
         Ok(Self {
+            done_tx,
+            done,
             last_sample: Sample::take(now, &feed.counters),
             next_stats: now + Duration::from_secs(config.stats_interval_s),
             config,
@@ -206,6 +212,7 @@ impl Daemon {
                     }
                 }
                 Some(event) = self.media_events.recv() => self.on_media(event),
+                Some((reply_to, reply)) = self.done.recv() => self.reply(reply_to.as_deref(), reply),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
             self.note_viewer_changes();
@@ -281,6 +288,10 @@ impl Daemon {
             }
         };
         tracing::info!(cmd = %command.cmd, id = %command.id, "command");
+        if let Request::Snapshot(topic) = request {
+            self.snapshot(topic, command.id, reply_to);
+            return;
+        }
         let reply = self.carry_out(request, &command.id);
         self.reply(reply_to.as_deref(), reply);
     }
@@ -327,7 +338,118 @@ impl Daemon {
                 id,
                 serde_json::to_value(self.status()).expect("status serialises"),
             ),
+            Request::Stats => {
+                let sample = Sample::take(Instant::now(), &self.feed.counters);
+                Reply::ok(id, self.stats(&sample))
+            }
+            Request::Keyframe => {
+                self.feed.keyframes.request();
+                Reply::ok(id, json!({}))
+            }
+            Request::Restart => {
+                self.rebuild_pipeline();
+                Reply::ok(id, json!({ "restarts": self.pipeline.restarts }))
+            }
+            Request::Set(set) => self.set(set, id),
+            Request::Snapshot(_) => unreachable!("snapshots run in their own task"),
         }
+    }
+
+    /// Applies and persists run-time settings.
+    fn set(&mut self, set: control::SetRequest, id: &str) -> Reply {
+        use crate::protocol::ErrorCode;
+        let v = &mut self.config.video;
+        let reshape = set.fps.is_some_and(|x| x != v.fps)
+            || set.width.is_some_and(|x| x != v.width)
+            || set.height.is_some_and(|x| x != v.height);
+        let settings = &mut self.state.settings;
+        if let Some(kbps) = set.bitrate_kbps {
+            v.bitrate_kbps = kbps;
+            settings.bitrate_kbps = Some(kbps);
+        }
+        if let Some(fps) = set.fps {
+            v.fps = fps;
+            settings.fps = Some(fps);
+        }
+        if let Some(width) = set.width {
+            v.width = width;
+            settings.width = Some(width);
+        }
+        if let Some(height) = set.height {
+            v.height = height;
+            settings.height = Some(height);
+        }
+        if let Some(max) = set.max_viewers {
+            self.config.webrtc.max_viewers = max;
+            settings.max_viewers = Some(max);
+            self.participant.mesh.set_max_viewers(max);
+        }
+        if let Err(e) = self.store.save(&self.state) {
+            return Reply::error(
+                Some(id),
+                ErrorCode::Internal,
+                format!("state not saved: {e}"),
+            );
+        }
+        if reshape {
+            // Size and rate shape the whole pipeline: rebuild it. Viewers
+            // stay connected and resume on the new pipeline's key frame.
+            self.rebuild_pipeline();
+        } else if let Some(kbps) = set.bitrate_kbps
+            && let Some(capture) = &self.pipeline.capture
+            && let Err(e) = capture.set_bitrate(kbps)
+        {
+            return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
+        }
+        self.status_dirty = true;
+        let v = &self.config.video;
+        Reply::ok(
+            id,
+            json!({
+                "bitrate_kbps": v.bitrate_kbps,
+                "fps": v.fps,
+                "width": v.width,
+                "height": v.height,
+                "max_viewers": self.config.webrtc.max_viewers,
+            }),
+        )
+    }
+
+    /// Publishes one JPEG in a task of its own; the reply comes back through
+    /// `done`.
+    fn snapshot(&mut self, topic: Option<String>, id: String, reply_to: Option<String>) {
+        let topic = topic.unwrap_or_else(|| self.topics.snapshot(&self.config.device.id));
+        let feed = self.feed.clone();
+        let mqtt = self.mqtt.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let frame =
+                    crate::media::snapshot::next_keyframe(&feed, Duration::from_secs(5)).await?;
+                let access_unit = frame.access_unit.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::media::snapshot::encode_jpeg(&access_unit)
+                })
+                .await?
+            }
+            .await;
+            let reply = match result {
+                Ok(jpeg) => {
+                    let size = jpeg.data.len();
+                    mqtt.publish(topic.clone(), jpeg.data, false);
+                    Reply::ok(
+                        &id,
+                        json!({ "topic": topic, "bytes": size, "width": jpeg.width, "height": jpeg.height }),
+                    )
+                }
+                Err(e) => Reply::error(
+                    Some(&id),
+                    crate::protocol::ErrorCode::Internal,
+                    format!("{e:#}"),
+                ),
+            };
+            let _ = done.send((reply_to, reply));
+        });
     }
 
     fn status(&self) -> DeviceStatus {
@@ -401,6 +523,15 @@ impl Daemon {
         self.status_dirty = true;
     }
 
+    /// Stops the pipeline if it runs and builds it again from the current
+    /// settings; viewers keep their connections.
+    fn rebuild_pipeline(&mut self) {
+        if let Some(capture) = self.pipeline.capture.take() {
+            capture.stop(&self.target);
+        }
+        self.restart_pipeline();
+    }
+
     fn restart_pipeline(&mut self) {
         self.pipeline.restart_at = None;
         self.pipeline.restarts += 1;
@@ -433,7 +564,9 @@ impl Daemon {
         }
         if now >= self.next_stats {
             self.next_stats = now + Duration::from_secs(self.config.stats_interval_s);
-            let stats = self.stats(now);
+            let sample = Sample::take(now, &self.feed.counters);
+            let stats = self.stats(&sample);
+            self.last_sample = sample;
             self.mqtt.publish(
                 self.topics.stats(&self.config.device.id),
                 serde_json::to_vec(&stats).expect("stats serialise"),
@@ -442,10 +575,10 @@ impl Daemon {
         }
     }
 
-    fn stats(&mut self, now: Instant) -> serde_json::Value {
-        let sample = Sample::take(now, &self.feed.counters);
-        let rates = telemetry::rates(&self.last_sample, &sample);
-        self.last_sample = sample;
+    /// Telemetry, with rates since the last periodic sample.
+    fn stats(&self, sample: &Sample) -> serde_json::Value {
+        let now = sample.at;
+        let rates = telemetry::rates(&self.last_sample, sample);
         let connections: Vec<serde_json::Value> = self
             .participant
             .mesh

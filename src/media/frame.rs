@@ -25,6 +25,9 @@ pub struct EncodedFrame {
     pub keyframe: bool,
     /// Size of the encoded access unit in bytes.
     pub size: usize,
+    /// The access unit itself (Annex B), shared with the payloads' owner;
+    /// for snapshots.
+    pub access_unit: Bytes,
 }
 
 /// Splits access units into RTP payloads. Remembers SPS/PPS so that every
@@ -40,19 +43,21 @@ pub fn rtp_timestamp_from_ns(ns: u64) -> u32 {
 }
 
 impl FramePacketizer {
-    /// Packetizes one Annex-B access unit.
+    /// Packetizes one Annex-B access unit captured `capture_ns` after the
+    /// feed's epoch.
     pub fn packetize(
         &mut self,
         access_unit: &Bytes,
-        pts_ns: u64,
+        capture_ns: u64,
         keyframe: bool,
     ) -> Result<EncodedFrame, rtc::shared::error::Error> {
         let payloads = self.payloader.payload(RTP_PAYLOAD_MTU, access_unit)?;
         Ok(EncodedFrame {
             payloads,
-            rtp_timestamp: rtp_timestamp_from_ns(pts_ns),
+            rtp_timestamp: rtp_timestamp_from_ns(capture_ns),
             keyframe,
             size: access_unit.len(),
+            access_unit: access_unit.clone(),
         })
     }
 }

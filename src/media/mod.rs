@@ -10,12 +10,13 @@
 pub mod description;
 pub mod frame;
 pub mod keyframe;
+pub mod snapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -53,6 +54,9 @@ pub struct VideoFeed {
     frames: broadcast::Sender<Arc<EncodedFrame>>,
     pub keyframes: KeyframeRequests,
     pub counters: Arc<MediaCounters>,
+    /// RTP time counts from here, so it keeps running across pipeline
+    /// rebuilds (a new pipeline's timestamps start again at zero).
+    epoch: Instant,
 }
 
 impl VideoFeed {
@@ -61,6 +65,7 @@ impl VideoFeed {
             frames: broadcast::channel(FANOUT_DEPTH).0,
             keyframes: KeyframeRequests::new(),
             counters: Arc::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -188,9 +193,21 @@ impl Capture {
         })
     }
 
-    /// The encoder element, for run-time changes such as the bitrate.
-    pub fn encoder_element(&self) -> Option<gst::Element> {
-        self.pipeline.by_name("encoder")
+    /// Changes the encoder's bitrate while it runs.
+    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+        let (Some(name), Some(encoder)) = (&self.encoder, self.pipeline.by_name("encoder")) else {
+            bail!("the source's own H.264 is passed through: there is no encoder to change");
+        };
+        match name.as_str() {
+            "x264enc" => encoder.set_property("bitrate", kbps),
+            "openh264enc" => encoder.set_property("bitrate", kbps * 1000),
+            "v4l2h264enc" => encoder.set_property_from_str(
+                "extra-controls",
+                &format!("controls,video_bitrate={}", kbps * 1000),
+            ),
+            other => bail!("cannot change the bitrate of {other}"),
+        }
+        Ok(())
     }
 
     /// Stops the pipeline and its bus thread.
@@ -224,13 +241,13 @@ fn on_sample(
         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
         let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or_default();
+        let captured = feed.epoch.elapsed().as_nanos() as u64;
         let mapped = buffer
             .into_mapped_buffer_readable()
             .map_err(|_| gst::FlowError::Error)?;
         // The mapped buffer becomes the Bytes' owner: no copy of the frame.
         let data = Bytes::from_owner(mapped);
-        match packetizer.packetize(&data, pts, keyframe) {
+        match packetizer.packetize(&data, captured, keyframe) {
             Ok(frame) => feed.publish(frame),
             Err(e) => {
                 feed.counters
@@ -275,12 +292,4 @@ fn watch_bus(
             return;
         }
     }
-}
-
-/// Waits up to `timeout` for the first encoded frame; for probes and tests.
-pub async fn first_frame(
-    rx: &mut broadcast::Receiver<Arc<EncodedFrame>>,
-    timeout: Duration,
-) -> Option<Arc<EncodedFrame>> {
-    tokio::time::timeout(timeout, rx.recv()).await.ok()?.ok()
 }

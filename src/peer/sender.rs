@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rtc::rtp;
-use tokio::sync::{broadcast, oneshot};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, oneshot};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
@@ -177,6 +177,7 @@ mod tests {
             rtp_timestamp: n,
             keyframe,
             size: 1,
+            access_unit: Bytes::from_static(b"x"),
         })
     }
 
@@ -184,7 +185,10 @@ mod tests {
     async fn preload_keeps_the_frames_since_the_latest_key_frame() {
         let (tx, mut rx) = broadcast::channel(64);
         let (ready_tx, ready) = oneshot::channel();
-        for (i, key) in [false, true, false, true, false, false].into_iter().enumerate() {
+        for (i, key) in [false, true, false, true, false, false]
+            .into_iter()
+            .enumerate()
+        {
             tx.send(frame(key, i as u32)).unwrap();
         }
         let task = tokio::spawn(async move { preload(&mut rx, ready).await });

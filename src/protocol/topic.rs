@@ -51,6 +51,10 @@ impl Topics {
         format!("{}/devices/{device}/reply", self.prefix)
     }
 
+    pub fn snapshot(&self, device: &str) -> String {
+        format!("{}/devices/{device}/snapshot", self.prefix)
+    }
+
     pub fn stats(&self, device: &str) -> String {
         format!("{}/devices/{device}/stats", self.prefix)
     }

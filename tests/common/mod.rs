@@ -253,6 +253,16 @@ impl Observer {
         }
     }
 
+    /// Like [`Observer::wait_for`], but a message already seen counts too.
+    pub fn seen_or_wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&str, &[u8]) -> bool,
+    ) -> (String, Vec<u8>) {
+        let seen = self.seen.iter().find(|(t, p)| pred(t, p)).cloned();
+        seen.unwrap_or_else(|| self.wait_for(what, pred))
+    }
+
     /// Like [`Observer::wait_json`], but a message already seen counts too.
     pub fn seen_or_wait_json(
         &mut self,

@@ -1,0 +1,297 @@
+//! The remote commands of PROTOCOL.md against a running camera.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn online(obs: &mut Observer, cam: &str) {
+    obs.seen_or_wait_json(&status_topic(cam), "online", |v| v["state"] == "online");
+}
+
+fn inbox(id: &str) -> String {
+    format!("meshcam/clients/{id}/#")
+}
+
+#[test]
+fn keyframe_forces_a_key_frame() {
+    let broker = broker();
+    // Natural key frames only every 60 s, so a new one is the command's.
+    let _cam = Camera::start(
+        &broker,
+        "cam-key",
+        &format!("{SMALL_VIDEO}keyframe_interval_s = 60\n"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-key",
+        &[&status_topic("cam-key"), &inbox("ctl-key")],
+    );
+    online(&mut obs, "cam-key");
+    let before = obs.command("cam-key", json!({"cmd": "stats"}));
+    let keyframes = before["result"]["pipeline"]["keyframes"].as_u64().unwrap();
+    let reply = obs.command("cam-key", json!({"cmd": "keyframe"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let now = obs.command("cam-key", json!({"cmd": "stats"}));
+        if now["result"]["pipeline"]["keyframes"].as_u64().unwrap() > keyframes {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no key frame after the command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stats_reply_follows_the_telemetry_shape() {
+    let broker = broker();
+    let _cam = Camera::start(&broker, "cam-stats", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-stats",
+        &[&status_topic("cam-stats"), &inbox("ctl-stats")],
+    );
+    online(&mut obs, "cam-stats");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let stats = loop {
+        let stats = obs.command("cam-stats", json!({"cmd": "stats"}))["result"].clone();
+        if stats["pipeline"]["state"] == "playing" {
+            break stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never playing: {stats}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(stats["v"], 1);
+    assert_eq!(stats["id"], "cam-stats");
+    for key in ["uptime_s", "cpu_percent", "rss_bytes"] {
+        assert!(stats[key].is_number(), "{key}: {stats}");
+    }
+    assert_eq!(stats["pipeline"]["state"], "playing");
+    assert!(stats["connections"].is_array());
+    assert!(stats["signal"]["received"].is_number());
+    assert!(stats["commands"]["received"].as_u64() >= Some(1));
+}
+
+#[test]
+fn set_changes_the_bitrate_live_and_the_size_with_a_rebuild() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-set",
+        "rooms = [\"home\"]\n[video]\nwidth = 640\nheight = 360\nfps = 15\nbitrate_kbps = 1500\n",
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-set",
+        &[&status_topic(&cam.id), &inbox("ctl-set")],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "watch", "--decode"]);
+    viewer.wait_for("640 wide pictures", |v| {
+        v["event"] == "report" && v["width"] == 640
+    });
+    viewer.wait_for("a high bitrate", |v| {
+        v["event"] == "report" && v["kbps"].as_f64() > Some(800.0)
+    });
+
+    let reply = obs.command(&cam.id, json!({"cmd": "set", "bitrate_kbps": 150}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["bitrate_kbps"], 150);
+    // The viewer's own measurement drops, on the same connection.
+    viewer.wait_for("a low bitrate", |v| {
+        v["event"] == "report" && v["kbps"].as_f64().is_some_and(|k| k > 0.0 && k < 400.0)
+    });
+
+    let reply = obs.command(&cam.id, json!({"cmd": "set", "width": 320, "height": 180}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    viewer.wait_for("320 wide pictures", |v| {
+        v["event"] == "report" && v["width"] == 320
+    });
+    assert_eq!(
+        cam.log().matches("connecting link").count(),
+        1,
+        "the viewer kept its connection"
+    );
+
+    let reply = obs.command(&cam.id, json!({"cmd": "set", "max_viewers": 3}));
+    assert_eq!(reply["result"]["max_viewers"], 3);
+    let status = obs.command(&cam.id, json!({"cmd": "status"}));
+    assert_eq!(status["result"]["max_viewers"], 3);
+    assert_eq!(status["result"]["video"]["width"], 320);
+
+    for bad in [
+        json!({"cmd": "set"}),
+        json!({"cmd": "set", "fps": 0}),
+        json!({"cmd": "set", "width": 100000}),
+        json!({"cmd": "set", "bitrate_kbps": "fast"}),
+    ] {
+        let reply = obs.command(&cam.id, bad.clone());
+        assert_eq!(reply["error"]["code"], "bad_request", "{bad} → {reply}");
+    }
+}
+
+#[test]
+fn set_values_are_durable() {
+    let broker = broker();
+    let dir = temp_dir("cam-setdur");
+    let mut cam = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.clone());
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-dur",
+        &[&status_topic("cam-setdur"), &inbox("ctl-dur")],
+    );
+    online(&mut obs, "cam-setdur");
+    let reply = obs.command(
+        "cam-setdur",
+        json!({"cmd": "set", "fps": 10, "max_viewers": 5}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
+    drop(cam);
+    let _again = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.clone());
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-dur2",
+        &[&status_topic("cam-setdur"), &inbox("ctl-dur2")],
+    );
+    let status = obs.seen_or_wait_json(&status_topic("cam-setdur"), "online after restart", |v| {
+        v["state"] == "online"
+    });
+    assert_eq!(status["video"]["fps"], 10);
+    assert_eq!(status["max_viewers"], 5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn restart_rebuilds_the_pipeline_and_keeps_viewers() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-restart",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-restart",
+        &[&status_topic(&cam.id), &inbox("ctl-restart")],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "stays", "--decode"]);
+    viewer.wait_frames(Some("stays"), 10);
+    let reply = obs.command(&cam.id, json!({"cmd": "restart"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["restarts"], 1);
+    let before = viewer.frames_of("stays");
+    viewer.wait_frames(Some("stays"), before + 30);
+    let stats = obs.command(&cam.id, json!({"cmd": "stats"}));
+    assert_eq!(stats["result"]["pipeline"]["restarts"], 1);
+    assert_eq!(stats["result"]["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(cam.log().matches("connecting link").count(), 1);
+}
+
+/// Decodes a JPEG with GStreamer and returns its size.
+fn jpeg_size(data: &[u8]) -> (i32, i32) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src caps=image/jpeg ! jpegdec ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
+        .unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink
+        .try_pull_sample(gst::ClockTime::from_seconds(10))
+        .expect("the JPEG decodes");
+    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    pipeline.set_state(gst::State::Null).unwrap();
+    (
+        s.get::<i32>("width").unwrap(),
+        s.get::<i32>("height").unwrap(),
+    )
+}
+
+#[test]
+fn snapshot_publishes_a_jpeg_of_the_configured_size() {
+    let broker = broker();
+    let _cam = Camera::start(&broker, "cam-snap", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-snap",
+        &[
+            &status_topic("cam-snap"),
+            &inbox("ctl-snap"),
+            "meshcam/devices/cam-snap/snapshot",
+        ],
+    );
+    online(&mut obs, "cam-snap");
+    let reply = obs.command(
+        "cam-snap",
+        json!({"cmd": "snapshot", "topic": "meshcam/clients/ctl-snap/snap"}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"]["width"], 320);
+    assert_eq!(reply["result"]["height"], 240);
+    let (_, jpeg) = obs.seen_or_wait_for("the JPEG", |t, _| t == "meshcam/clients/ctl-snap/snap");
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG start of image");
+    assert_eq!(reply["result"]["bytes"], jpeg.len());
+    assert_eq!(jpeg_size(&jpeg), (320, 240));
+
+    // Without a topic, the device's snapshot topic.
+    let reply = obs.command("cam-snap", json!({"cmd": "snapshot"}));
+    assert_eq!(
+        reply["result"]["topic"],
+        "meshcam/devices/cam-snap/snapshot"
+    );
+    let (_, jpeg) = obs.seen_or_wait_for("the default JPEG", |t, _| {
+        t == "meshcam/devices/cam-snap/snapshot"
+    });
+    assert_eq!(jpeg_size(&jpeg), (320, 240));
+
+    let bad = obs.command(
+        "cam-snap",
+        json!({"cmd": "snapshot", "topic": "meshcam/devices/x/cmd"}),
+    );
+    assert_eq!(bad["error"]["code"], "bad_request");
+}
+
+#[test]
+fn a_reply_to_outside_the_client_inboxes_is_refused_on_the_default_topic() {
+    let broker = broker();
+    let _cam = Camera::start(&broker, "cam-rt", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-rt",
+        &[&status_topic("cam-rt"), "meshcam/devices/cam-rt/reply"],
+    );
+    online(&mut obs, "cam-rt");
+    obs.publish(
+        "meshcam/devices/cam-rt/cmd",
+        json!({"v":1,"id":"x-1","cmd":"status","reply_to":"meshcam/devices/cam-rt/cmd"})
+            .to_string(),
+        false,
+    );
+    let reply: Value = obs.wait_json("meshcam/devices/cam-rt/reply", "refusal", |v| {
+        v["id"] == "x-1"
+    });
+    assert_eq!(reply["error"]["code"], "bad_request");
+}
