@@ -193,7 +193,7 @@ mod tests {
         }
         let task = tokio::spawn(async move { preload(&mut rx, ready).await });
         tokio::task::yield_now().await;
-        while tx.len() > 0 {
+        while !tx.is_empty() {
             tokio::task::yield_now().await;
         }
         ready_tx
@@ -216,7 +216,7 @@ mod tests {
             tx.send(frame(false, i)).unwrap();
         }
         let task = tokio::spawn(async move { preload(&mut rx, ready).await });
-        while tx.len() > 0 {
+        while !tx.is_empty() {
             tokio::task::yield_now().await;
         }
         ready_tx
