@@ -596,10 +596,15 @@ impl Daemon {
                     "room": room,
                     "peer": peer,
                     "state": if connected { "connected" } else { "connecting" },
+                    "rtt_ms": match load(|c| &c.rtt_us) {
+                        0 => serde_json::Value::Null,
+                        us => json!(telemetry::round1(us as f64 / 1000.0)),
+                    },
                     "packets_sent": load(|c| &c.packets_sent),
                     "bytes_sent": load(|c| &c.bytes_sent),
-                    "frames_dropped": load(|c| &c.frames_dropped),
+                    "nacks": load(|c| &c.nacks),
                     "plis": load(|c| &c.keyframe_requests),
+                    "frames_dropped": load(|c| &c.frames_dropped),
                 })
             })
             .collect();

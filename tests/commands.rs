@@ -49,17 +49,24 @@ fn keyframe_forces_a_key_frame() {
 #[test]
 fn stats_reply_follows_the_telemetry_shape() {
     let broker = broker();
-    let _cam = Camera::start(&broker, "cam-stats", SMALL_VIDEO);
+    let _cam = Camera::start(
+        &broker,
+        "cam-stats",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
     let mut obs = Observer::connect(
         &broker,
         "ctl-stats",
         &[&status_topic("cam-stats"), &inbox("ctl-stats")],
     );
     online(&mut obs, "cam-stats");
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "measured"]);
+    viewer.wait_frames(Some("measured"), 10);
     let deadline = std::time::Instant::now() + DEADLINE;
     let stats = loop {
         let stats = obs.command("cam-stats", json!({"cmd": "stats"}))["result"].clone();
-        if stats["pipeline"]["state"] == "playing" {
+        if stats["pipeline"]["state"] == "playing" && stats["connections"][0]["rtt_ms"].is_number()
+        {
             break stats;
         }
         assert!(
@@ -74,7 +81,13 @@ fn stats_reply_follows_the_telemetry_shape() {
         assert!(stats[key].is_number(), "{key}: {stats}");
     }
     assert_eq!(stats["pipeline"]["state"], "playing");
-    assert!(stats["connections"].is_array());
+    let connection = &stats["connections"][0];
+    assert_eq!(connection["peer"], "measured");
+    assert_eq!(connection["state"], "connected");
+    assert!(connection["rtt_ms"].as_f64().unwrap() >= 0.0);
+    assert!(connection["packets_sent"].as_u64().unwrap() > 0);
+    assert!(connection["bytes_sent"].as_u64().unwrap() > 0);
+    assert!(connection["nacks"].is_u64() && connection["plis"].is_u64());
     assert!(stats["signal"]["received"].is_number());
     assert!(stats["commands"]["received"].as_u64() >= Some(1));
 }

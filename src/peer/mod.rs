@@ -32,7 +32,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -255,6 +256,40 @@ impl Drop for Outbound {
     }
 }
 
+/// How often a connection's statistics (RTT, NACKs) are read.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Copies RTT and NACK counts from the connection's statistics.
+async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCounters) {
+    let report = pc
+        .get_stats(std::time::Instant::now(), StatsSelector::None)
+        .await;
+    let mut rtt = None;
+    let mut nacks = 0u64;
+    for entry in report.iter() {
+        match entry {
+            RTCStatsReportEntry::IceCandidatePair(pair)
+                if pair.nominated && pair.current_round_trip_time > 0.0 =>
+            {
+                rtt = Some(pair.current_round_trip_time);
+            }
+            RTCStatsReportEntry::RemoteInboundRtp(remote)
+                if rtt.is_none() && remote.round_trip_time > 0.0 =>
+            {
+                rtt = Some(remote.round_trip_time);
+            }
+            RTCStatsReportEntry::OutboundRtp(out) => nacks += u64::from(out.nack_count),
+            _ => {}
+        }
+    }
+    if let Some(rtt) = rtt {
+        counters
+            .rtt_us
+            .store((rtt * 1_000_000.0) as u64, Ordering::Relaxed);
+    }
+    counters.nacks.store(nacks, Ordering::Relaxed);
+}
+
 fn link_state(state: RTCPeerConnectionState) -> Option<LinkState> {
     match state {
         RTCPeerConnectionState::Connected => Some(LinkState::Connected),
@@ -353,8 +388,11 @@ async fn negotiate(
         signal(offer(pc, false).await?);
         description_sent = true;
     }
+    let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
+    stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = stats_timer.tick(), if outbound.is_some() => read_stats(pc, &counters).await,
             command = commands.recv() => {
                 let Some(command) = command else { return Ok(()) };
                 match command {

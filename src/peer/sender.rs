@@ -35,6 +35,11 @@ pub struct SenderCounters {
     /// Frames this viewer missed because it fell behind.
     pub frames_dropped: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// From the connection's statistics: NACKs received.
+    pub nacks: AtomicU64,
+    /// From the connection's statistics: round-trip time in microseconds
+    /// (0 until measured).
+    pub rtt_us: AtomicU64,
 }
 
 /// The per-viewer RTP stream identity, known once negotiation is done.
