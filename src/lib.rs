@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod media;
 pub mod mqtt;

@@ -50,6 +50,59 @@ enum Command {
     View(Box<ViewArgs>),
     /// Measure the camera's cost per viewer (starts its own broker and camera)
     Bench(BenchArgs),
+    /// Send a command to a camera, or list the cameras on a broker
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// Broker URL
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Topic prefix
+    #[arg(long, default_value = "meshcam")]
+    prefix: String,
+    /// The camera to command
+    #[arg(long)]
+    device: Option<String>,
+    /// Seconds to wait for the answer
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// List the cameras whose status the broker holds
+    Ls,
+    /// Join a room and remember it
+    Join { room: String },
+    /// Leave a room and forget it
+    Leave { room: String },
+    /// The device status
+    Status,
+    /// The telemetry object
+    Stats,
+    /// Force a key frame now
+    Keyframe,
+    /// Rebuild the capture pipeline (viewers stay connected)
+    Restart,
+    /// Change settings: bitrate_kbps=N fps=N width=N height=N max_viewers=N
+    Set {
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Take a JPEG of the current picture
+    Snapshot {
+        /// Write the JPEG here
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -147,6 +200,87 @@ fn main() -> ExitCode {
         None | Some(Command::Run) => run_daemon(&runtime, cli.run),
         Some(Command::View(args)) => run_view(&runtime, args),
         Some(Command::Bench(args)) => run_bench(args),
+        Some(Command::Ctl(args)) => runtime.block_on(run_ctl(args)),
+    }
+}
+
+async fn run_ctl(args: CtlArgs) -> ExitCode {
+    use meshcam::ctl;
+    use serde_json::{Map, Value, json};
+    let options = ctl::CtlOptions {
+        broker: args.broker,
+        username: args.username,
+        password: args.password,
+        prefix: args.prefix,
+        timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
+    };
+    let simple = |cmd: &str| {
+        let mut m = Map::new();
+        m.insert("cmd".into(), json!(cmd));
+        m
+    };
+    let with_room = |cmd: &str, room: String| {
+        let mut m = simple(cmd);
+        m.insert("room".into(), json!(room));
+        m
+    };
+    let mut out = None;
+    let command = match args.command {
+        CtlCommand::Ls => {
+            return match ctl::list(&options).await {
+                Ok(devices) => {
+                    for d in devices {
+                        println!("{d}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meshcam ctl: {}", e.message);
+                    ExitCode::from(e.code)
+                }
+            };
+        }
+        CtlCommand::Join { room } => with_room("join", room),
+        CtlCommand::Leave { room } => with_room("leave", room),
+        CtlCommand::Status => simple("status"),
+        CtlCommand::Stats => simple("stats"),
+        CtlCommand::Keyframe => simple("keyframe"),
+        CtlCommand::Restart => simple("restart"),
+        CtlCommand::Set { settings } => match ctl::set_arguments(&settings) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("meshcam ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        CtlCommand::Snapshot { out: path } => {
+            out = path;
+            simple("snapshot")
+        }
+    };
+    let Some(device) = args.device else {
+        eprintln!("meshcam ctl: --device is required for this command");
+        return ExitCode::from(2);
+    };
+    match ctl::command(&options, &device, command).await {
+        Ok((reply, jpeg)) => {
+            println!("{reply}");
+            if let (Some(path), Some(jpeg)) = (out, jpeg)
+                && let Err(e) = std::fs::write(&path, jpeg)
+            {
+                eprintln!("meshcam ctl: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            if reply["ok"] == Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(ctl::EXIT_ERROR_REPLY)
+            }
+        }
+        Err(e) => {
+            eprintln!("meshcam ctl: {}", e.message);
+            ExitCode::from(e.code)
+        }
     }
 }
 
