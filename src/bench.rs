@@ -247,7 +247,7 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
         "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n[webrtc]\nmax_viewers = 64\n",
         options.width, options.height, options.fps, options.bitrate_kbps
     );
-    let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir)?;
+    let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir, &[])?;
     let topics = Topics::new("meshcam");
     let status = StatusWatch::connect(&broker, &topics)?;
     status.wait("online", |v| v["state"] == "online")?;

@@ -51,7 +51,7 @@ pub struct Config {
     pub stats_interval_s: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     /// The peer id and MQTT client id; the host name when empty.
@@ -62,7 +62,7 @@ pub struct DeviceConfig {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     #[serde(default = "default_mqtt_url")]
@@ -135,7 +135,7 @@ impl TryFrom<String> for SourceFormat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VideoConfig {
     #[serde(default = "default_source")]
@@ -176,7 +176,7 @@ pub struct IceServer {
     pub credential: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebrtcConfig {
     #[serde(default)]

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, VideoConfig};
 use crate::control::{self, Request};
 use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
 use crate::mqtt::{self, BrokerAddress, MqttEvent, MqttLink, SessionOptions};
@@ -38,9 +38,19 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between two pipeline restarts.
 const MAX_PIPELINE_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut daemon = Daemon::start(config).await?;
+/// A stalled pipeline (playing, yet no frame for this long) is rebuilt.
+const PIPELINE_STALL: Duration = Duration::from_secs(10);
+
+/// Where the configuration came from, to read it again on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: Option<std::path::PathBuf>,
+    pub overrides: crate::config::Overrides,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(config, source).await?;
     daemon.run().await
 }
 
@@ -55,6 +65,11 @@ struct Pipeline {
 
 struct Daemon {
     config: Config,
+    source: ConfigSource,
+    service: crate::service::Service,
+    mqtt_connected: bool,
+    /// The frame count last seen to grow, and when.
+    progress: (u64, Instant),
     store: Store,
     state: State,
     topics: Topics,
@@ -84,7 +99,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn start(mut config: Config) -> anyhow::Result<Self> {
+    async fn start(mut config: Config, source: ConfigSource) -> anyhow::Result<Self> {
         let store = Store::new(&config.state_dir);
         let state = store
             .load()
@@ -156,6 +171,10 @@ impl Daemon {
         let now = Instant::now();
         let (done_tx, done) = mpsc::unbounded_channel();
         Ok(Self {
+            source,
+            service: crate::service::Service::from_env(),
+            mqtt_connected: false,
+            progress: (0, now),
             done_tx,
             done,
             last_sample: Sample::take(now, &feed.counters),
@@ -194,12 +213,14 @@ impl Daemon {
     async fn run(&mut self) -> anyhow::Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
+                _ = sighup.recv() => self.reload(),
                 event = self.mqtt_events.recv() => match event {
                     Some(event) => self.on_mqtt(event),
                     None => anyhow::bail!("the broker session ended unexpectedly"),
@@ -230,9 +251,12 @@ impl Daemon {
                     .subscribe(&[self.topics.command(&id)], self.command_token);
                 self.publish_status(Instant::now());
                 self.participant.broker_connected(Instant::now());
+                self.mqtt_connected = true;
+                self.ready_if_started();
             }
             MqttEvent::Disconnected(reason) => {
                 tracing::warn!(%reason, "disconnected from the broker");
+                self.mqtt_connected = false;
                 self.participant.broker_disconnected();
             }
             MqttEvent::Subscribed(token) => {
@@ -501,6 +525,7 @@ impl Daemon {
             MediaEvent::Playing => {
                 tracing::info!("pipeline playing");
                 self.pipeline.state = "playing";
+                self.ready_if_started();
                 if self.pipeline.error.take().is_some() {
                     self.status_dirty = true;
                 }
@@ -551,8 +576,102 @@ impl Daemon {
         }
     }
 
+    /// READY=1 once the broker is connected and the pipeline plays.
+    fn ready_if_started(&mut self) {
+        if self.mqtt_connected && self.pipeline.state == "playing" && !self.service.is_ready() {
+            tracing::info!("ready");
+            self.service.ready();
+        }
+    }
+
+    /// A playing pipeline whose frame count stopped growing is stuck.
+    fn pipeline_stalled(&mut self, now: Instant) -> bool {
+        let frames = self.feed.counters.frames.load(Ordering::Relaxed);
+        if frames != self.progress.0 || self.pipeline.state != "playing" {
+            self.progress = (frames, now);
+            return false;
+        }
+        now >= self.progress.1 + PIPELINE_STALL
+    }
+
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// while running, keeping every viewer connected.
+    fn reload(&mut self) {
+        self.service.reloading();
+        match Config::load(self.source.path.as_deref(), &self.source.overrides) {
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays")
+            }
+            Ok(mut new) => {
+                apply_settings(&mut new, &self.state);
+                self.apply_reload(new);
+            }
+        }
+        self.service.reloaded();
+    }
+
+    fn apply_reload(&mut self, new: Config) {
+        let old = &self.config;
+        if new.device != old.device
+            || new.mqtt != old.mqtt
+            || new.webrtc.ice_servers != old.webrtc.ice_servers
+            || new.webrtc.bind_address != old.webrtc.bind_address
+            || new.webrtc.udp_port_min != old.webrtc.udp_port_min
+            || new.webrtc.udp_port_max != old.webrtc.udp_port_max
+            || new.state_dir != old.state_dir
+        {
+            tracing::warn!(
+                "device, mqtt, state_dir and webrtc network settings change on the next restart"
+            );
+        }
+        for room in &new.rooms {
+            if !self.participant.mesh.is_in(room) {
+                self.participant.join(room);
+            }
+        }
+        for room in &old.rooms {
+            if !new.rooms.contains(room) && !self.state.rooms.contains(room) {
+                self.participant.leave(room, "leaving");
+            }
+        }
+        let bitrate_only = VideoConfig {
+            bitrate_kbps: old.video.bitrate_kbps,
+            ..new.video.clone()
+        } == old.video;
+        let video_changed = new.video != old.video;
+        self.participant
+            .mesh
+            .set_max_viewers(new.webrtc.max_viewers);
+        let mut next = new;
+        next.device = old.device.clone();
+        next.mqtt = old.mqtt.clone();
+        next.state_dir = old.state_dir.clone();
+        next.webrtc = crate::config::WebrtcConfig {
+            max_viewers: next.webrtc.max_viewers,
+            ..old.webrtc.clone()
+        };
+        self.config = next;
+        if video_changed && bitrate_only {
+            if let Some(capture) = &self.pipeline.capture
+                && let Err(e) = capture.set_bitrate(self.config.video.bitrate_kbps)
+            {
+                tracing::warn!(error = %e, "bitrate not changed");
+            }
+        } else if video_changed {
+            self.rebuild_pipeline();
+        }
+        self.status_dirty = true;
+        tracing::info!("configuration reloaded");
+    }
+
     fn on_tick(&mut self, now: Instant) {
         self.participant.tick(now);
+        if self.pipeline_stalled(now) {
+            self.pipeline_failed(format!("no frame for {PIPELINE_STALL:?}"));
+        }
+        // The loop runs, so the daemon is alive; systemd restarts it when
+        // these pings stop.
+        self.service.keep_alive(now);
         if self.pipeline.restart_at.is_some_and(|at| now >= at) {
             self.restart_pipeline();
         }
@@ -636,6 +755,7 @@ impl Daemon {
 
     async fn shutdown(&mut self) {
         tracing::info!("shutting down");
+        self.service.stopping();
         self.participant.leave_all("shutdown");
         let id = self.config.device.id.clone();
         self.mqtt.publish(

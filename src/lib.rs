@@ -17,6 +17,7 @@ pub mod peer;
 pub mod procstat;
 pub mod protocol;
 pub mod room;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod testbed;

@@ -319,6 +319,10 @@ fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
         rooms: args.rooms,
         source: args.source,
     };
+    let source = meshcam::daemon::ConfigSource {
+        path: args.config.clone(),
+        overrides: overrides.clone(),
+    };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
@@ -330,7 +334,7 @@ fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(meshcam::daemon::run(config)) {
+    match runtime.block_on(meshcam::daemon::run(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshcam: {e:#}");

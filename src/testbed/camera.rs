@@ -14,13 +14,15 @@ pub struct CameraProcess {
 
 impl CameraProcess {
     /// Starts `{bin} --config {dir}/meshcam.toml` with `toml` plus the
-    /// device id, the broker and a state directory inside `dir`.
+    /// device id, the broker and a state directory inside `dir`, and `env`
+    /// added to its environment.
     pub fn spawn(
         bin: &Path,
         broker: &str,
         id: &str,
         toml: &str,
         dir: &Path,
+        env: &[(&str, &str)],
     ) -> std::io::Result<Self> {
         let config = dir.join("meshcam.toml");
         std::fs::write(
@@ -39,6 +41,7 @@ impl CameraProcess {
             .arg(&config)
             .env("MESHCAM_WEBRTC__BIND_ADDRESS", "127.0.0.1")
             .env("RUST_LOG", "info,rtc=warn,rtc_ice=error,webrtc=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;

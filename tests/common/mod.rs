@@ -70,8 +70,21 @@ impl Camera {
 
     /// Starts a camera on an existing state directory (for restarts).
     pub fn start_in(broker: &Mosquitto, id: &str, toml: &str, dir: PathBuf) -> Self {
+        Self::start_with(Path::new(BIN), broker, id, toml, dir, &[])
+    }
+
+    /// Starts a camera through `bin` (the binary or a wrapper script) with
+    /// extra environment variables.
+    pub fn start_with(
+        bin: &Path,
+        broker: &Mosquitto,
+        id: &str,
+        toml: &str,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let toml = format!("stats_interval_s = 1\n{toml}");
-        let process = CameraProcess::spawn(Path::new(BIN), &broker.url(), id, &toml, &dir)
+        let process = CameraProcess::spawn(bin, &broker.url(), id, &toml, &dir, env)
             .expect("the meshcam binary runs");
         Self {
             process,
@@ -100,6 +113,16 @@ impl Camera {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends a signal to the camera process.
+    pub fn signal(&self, signal: i32) {
+        kill(&self.process.child, signal);
+    }
+
+    /// The configuration file the camera was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("meshcam.toml")
     }
 
     /// SIGTERM, then the exit status within `deadline`.
