@@ -3,6 +3,7 @@
 //! flags. Validation names the offending key and what it accepts, so a
 //! device flashed with a typo says exactly what to fix.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use config::{Config as Layers, Environment, File, FileFormat};
@@ -49,6 +50,41 @@ pub struct Config {
     /// Seconds between two telemetry publishes.
     #[serde(default = "default_stats_interval")]
     pub stats_interval_s: u64,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// The embedded broker, used when `mqtt.url = "embedded"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// MQTT over TCP.
+    #[serde(default = "default_broker_listen")]
+    pub listen: String,
+    /// MQTT over WebSockets, for browsers.
+    #[serde(default = "default_broker_ws_listen")]
+    pub ws_listen: String,
+    /// Required as soon as anything listens beyond loopback.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// The browser viewer served over HTTP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where to serve it; empty: `127.0.0.1:8080` with the embedded broker,
+    /// off otherwise. `off` turns it off.
+    #[serde(default)]
+    pub listen: String,
+    /// The broker WebSocket URL the page uses; empty: the embedded broker's
+    /// WebSocket port on the host the page came from.
+    #[serde(default)]
+    pub broker_url: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -200,7 +236,24 @@ fn default_stats_interval() -> u64 {
     10
 }
 fn default_mqtt_url() -> String {
-    "mqtt://127.0.0.1:1883".into()
+    EMBEDDED.into()
+}
+fn default_broker_listen() -> String {
+    "127.0.0.1:1883".into()
+}
+fn default_broker_ws_listen() -> String {
+    "127.0.0.1:9001".into()
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_broker_listen(),
+            ws_listen: default_broker_ws_listen(),
+            username: None,
+            password: None,
+        }
+    }
 }
 fn default_prefix() -> String {
     "meshcam".into()
@@ -287,6 +340,11 @@ impl Default for WebrtcConfig {
     }
 }
 
+/// `mqtt.url` for the broker built into the daemon.
+pub const EMBEDDED: &str = "embedded";
+/// The room a standalone camera joins when it is told of none.
+pub const STANDALONE_ROOM: &str = "home";
+
 /// The encoders `video.encoder` accepts besides `auto`.
 pub const ENCODERS: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
 
@@ -340,6 +398,52 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// Whether the daemon runs its own broker.
+    pub fn embedded(&self) -> bool {
+        self.mqtt.url == EMBEDDED
+    }
+
+    /// Where the viewer page is served, if anywhere.
+    pub fn web_listen(&self) -> Option<&str> {
+        match self.web.listen.as_str() {
+            "off" => None,
+            "" if self.embedded() => Some("127.0.0.1:8080"),
+            "" => None,
+            listen => Some(listen),
+        }
+    }
+
+    /// Listening beyond loopback needs credentials, or anyone on the network
+    /// could join the rooms and command the camera.
+    fn validate_standalone(&self) -> Result<(), ConfigError> {
+        let filled = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        let has_credentials = filled(&self.broker.username) && filled(&self.broker.password);
+        let listens = [
+            ("broker.listen", Some(self.broker.listen.as_str())),
+            ("broker.ws_listen", Some(self.broker.ws_listen.as_str())),
+            ("web.listen", self.web_listen()),
+        ];
+        for (key, listen) in listens {
+            let Some(listen) = listen else { continue };
+            let addr: SocketAddr = listen.parse().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{listen:?} is not an address like 127.0.0.1:1883"),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !has_credentials {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{listen} listens beyond loopback, which needs credentials: set broker.username \
+                         and broker.password (or MESHCAM_BROKER__USERNAME and MESHCAM_BROKER__PASSWORD)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads `path` (or the default path when it exists), the environment and
     /// `overrides`, then validates.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -432,18 +536,30 @@ impl Config {
         if self.device.name.len() > 128 {
             return Err(invalid("device.name", "at most 128 bytes"));
         }
-        let scheme = self.mqtt.url.split("://").next().unwrap_or_default();
-        if !matches!(scheme, "mqtt" | "mqtts") || !self.mqtt.url.contains("://") {
+        if self.embedded() {
+            self.validate_standalone()?;
+        } else {
+            let scheme = self.mqtt.url.split("://").next().unwrap_or_default();
+            if !matches!(scheme, "mqtt" | "mqtts") || !self.mqtt.url.contains("://") {
+                return Err(invalid(
+                    "mqtt.url",
+                    format!(
+                        "{:?} is not supported; accepted: embedded, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
+                        self.mqtt.url
+                    ),
+                ));
+            }
+            crate::mqtt::BrokerAddress::parse(&self.mqtt.url)
+                .map_err(|message| invalid("mqtt.url", message))?;
+        }
+        if let Some(listen) = self.web_listen()
+            && listen.parse::<SocketAddr>().is_err()
+        {
             return Err(invalid(
-                "mqtt.url",
-                format!(
-                    "{:?} is not supported; accepted: mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
-                    self.mqtt.url
-                ),
+                "web.listen",
+                format!("{listen:?} is not an address like 127.0.0.1:8080"),
             ));
         }
-        crate::mqtt::BrokerAddress::parse(&self.mqtt.url)
-            .map_err(|message| invalid("mqtt.url", message))?;
         if self.mqtt.prefix.is_empty()
             || self.mqtt.prefix.contains(['+', '#'])
             || self.mqtt.prefix.starts_with('/')
@@ -560,6 +676,13 @@ mod tests {
         assert!(e.contains("source") && e.contains("v4l2"), "{e}");
         let e = error_of("[mqtt]\nurl = \"http://x\"");
         assert!(e.contains("mqtt.url") && e.contains("mqtts://"), "{e}");
+        let e = error_of("[broker]\nws_listen = \"0.0.0.0:9001\"");
+        assert!(
+            e.contains("broker.ws_listen") && e.contains("broker.username"),
+            "{e}"
+        );
+        let e = error_of("[web]\nlisten = \"0.0.0.0:8080\"");
+        assert!(e.contains("web.listen") && e.contains("credentials"), "{e}");
         let e = error_of("[device]\nid = \"a b\"");
         assert!(e.contains("device.id"), "{e}");
         let e = error_of("rooms = [\"ok\", \"not/ok\"]");
@@ -572,6 +695,23 @@ mod tests {
         assert!(e.contains("video.pipeline"), "{e}");
         let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
         assert!(e.contains("ice_servers[0]"), "{e}");
+    }
+
+    #[test]
+    fn standalone_listens_on_loopback_and_beyond_only_with_credentials() {
+        let c = Config::from_toml("").unwrap();
+        assert!(c.embedded());
+        assert_eq!(c.web_listen(), Some("127.0.0.1:8080"));
+        let open = Config::from_toml(
+            "[broker]\nlisten = \"0.0.0.0:1883\"\nws_listen = \"0.0.0.0:9001\"\n\
+             username = \"u\"\npassword = \"p\"\n[web]\nlisten = \"0.0.0.0:8080\"",
+        )
+        .unwrap();
+        assert_eq!(open.web_listen(), Some("0.0.0.0:8080"));
+        let external = Config::from_toml("[mqtt]\nurl = \"mqtt://b:1883\"").unwrap();
+        assert_eq!(external.web_listen(), None);
+        let off = Config::from_toml("[web]\nlisten = \"off\"").unwrap();
+        assert_eq!(off.web_listen(), None);
     }
 
     #[test]

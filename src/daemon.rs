@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, VideoConfig};
+use crate::config::{Config, STANDALONE_ROOM, VideoConfig};
 use crate::control::{self, Request};
 use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
 use crate::mqtt::{self, BrokerAddress, MqttEvent, MqttLink, SessionOptions};
@@ -28,6 +28,7 @@ use crate::protocol::{Command, DeviceStatus, Reply, Role, Topic, Topics, VideoIn
 use crate::room::Me;
 use crate::store::{State, Store};
 use crate::telemetry::{self, Sample};
+use crate::web::PageConfig;
 
 /// Status is republished at most this often when rooms or viewers change.
 const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -136,11 +137,31 @@ impl Daemon {
             .context("certificate task")??,
         );
 
+        let standalone = config
+            .embedded()
+            .then(|| crate::broker::start(&config.broker))
+            .transpose()?;
+        let (url, username, password) = match &standalone {
+            Some(listening) => {
+                tracing::info!(tcp = %listening.tcp, websocket = %listening.ws, "embedded broker listening");
+                let b = &config.broker;
+                (
+                    listening.client_url(),
+                    b.username.clone(),
+                    b.password.clone(),
+                )
+            }
+            None => (
+                config.mqtt.url.clone(),
+                config.mqtt.username.clone(),
+                config.mqtt.password.clone(),
+            ),
+        };
         let (mqtt, mqtt_events) = mqtt::start(SessionOptions {
             client_id: id.clone(),
-            address: BrokerAddress::parse(&config.mqtt.url).map_err(anyhow::Error::msg)?,
-            username: config.mqtt.username.clone(),
-            password: config.mqtt.password.clone(),
+            address: BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?,
+            username,
+            password,
             keepalive: Duration::from_secs(config.mqtt.keepalive_s),
             will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
         });
@@ -164,8 +185,32 @@ impl Daemon {
                 rooms.push(room.clone());
             }
         }
+        if rooms.is_empty() && standalone.is_some() {
+            rooms.push(STANDALONE_ROOM.to_string());
+        }
         for room in &rooms {
             participant.join(room);
+        }
+        if let Some(listen) = config.web_listen() {
+            let page = PageConfig::new(
+                &config,
+                rooms.first().cloned(),
+                standalone.map(|l| l.ws.port()),
+            );
+            let listen = listen.parse().context("web.listen")?;
+            let (bound, _) = crate::web::start(listen, page)
+                .await
+                .with_context(|| format!("serving the viewer page on web.listen {listen}"))?;
+            let host = if bound.ip().is_unspecified() {
+                "<this-host>".to_string()
+            } else {
+                bound.ip().to_string()
+            };
+            let query = rooms
+                .first()
+                .map(|room| format!("?room={room}"))
+                .unwrap_or_default();
+            tracing::info!("watch in a browser: http://{host}:{}/{query}", bound.port());
         }
         let command_token = participant.subscription_token();
         let now = Instant::now();

@@ -6,6 +6,7 @@
 //! negotiation logic, free of I/O; [`daemon`] wires the parts together.
 
 pub mod bench;
+pub mod broker;
 pub mod config;
 pub mod control;
 pub mod ctl;
@@ -22,3 +23,4 @@ pub mod store;
 pub mod telemetry;
 pub mod testbed;
 pub mod view;
+pub mod web;

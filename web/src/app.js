@@ -1,0 +1,361 @@
+// The meshcam browser viewer: joins a room over MQTT (WebSockets), keeps one
+// RTCPeerConnection per participant (cameras offer to us; between browsers
+// the smaller id offers), and shows a tile per participant with live stats.
+import mqtt from "mqtt";
+import { Topics, decode, iOffer, isSession, randomToken, VERSION } from "./protocol.js";
+
+const params = new URLSearchParams(location.search);
+const $ = (selector) => document.querySelector(selector);
+
+/** Everything about the current join; null when not joined. */
+let room = null;
+
+/** Page state for humans and for tests. */
+window.meshcam = { connected: false, peers: {} };
+
+function setStatus(text) {
+  $("#status").textContent = text;
+}
+
+// ── Tiles ────────────────────────────────────────────────────────────────
+
+function tileFor(id, name) {
+  let tile = document.querySelector(`.tile[data-peer="${id}"]`);
+  if (!tile) {
+    tile = document.createElement("section");
+    tile.className = "tile";
+    tile.dataset.peer = id;
+    tile.innerHTML = `<video autoplay playsinline muted></video>
+      <div class="bar"><span class="name"></span><span class="badge connecting">connecting</span></div>
+      <div class="stats"></div>`;
+    $("#tiles").append(tile);
+  }
+  tile.querySelector(".name").textContent = name || id;
+  return tile;
+}
+
+function setBadge(id, state) {
+  const tile = document.querySelector(`.tile[data-peer="${id}"]`);
+  if (!tile) return;
+  const badge = tile.querySelector(".badge");
+  badge.className = `badge ${state}`;
+  badge.textContent = state;
+  tile.dataset.state = state;
+  window.meshcam.peers[id] = { ...(window.meshcam.peers[id] || {}), state };
+}
+
+function removeTile(id) {
+  document.querySelector(`.tile[data-peer="${id}"]`)?.remove();
+  delete window.meshcam.peers[id];
+}
+
+// ── Peer connections ─────────────────────────────────────────────────────
+
+class Peer {
+  constructor(presence) {
+    this.presence = presence;
+    this.pc = null;
+    this.queued = [];
+    this.remoteSet = false;
+    this.lastBytes = 0;
+    this.lastAt = 0;
+    tileFor(presence.id, presence.name);
+    setBadge(presence.id, room.offline.has(presence.id) ? "offline" : "connecting");
+  }
+
+  get id() { return this.presence.id; }
+
+  send(body) {
+    const msg = { v: VERSION, session: room.session, to_session: this.presence.session, ...body };
+    room.client.publish(room.topics.signal(this.id, room.me), JSON.stringify(msg), { qos: 1 });
+  }
+
+  open() {
+    this.close();
+    const pc = new RTCPeerConnection({ iceServers: room.iceServers });
+    this.pc = pc;
+    this.remoteSet = false;
+    pc.onicecandidate = (e) => this.send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
+    pc.ontrack = (e) => {
+      const video = tileFor(this.id, this.presence.name).querySelector("video");
+      video.srcObject = e.streams[0] || new MediaStream([e.track]);
+      video.muted = this.presence.role !== "camera" ? false : true;
+      video.play().catch(() => {});
+      const joinedAt = room.joinedAt;
+      video.requestVideoFrameCallback?.(() => {
+        const ms = Math.round(performance.now() - joinedAt);
+        window.meshcam.peers[this.id] = { ...(window.meshcam.peers[this.id] || {}), firstFrameMs: ms };
+      });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      const s = pc.connectionState;
+      if (s === "connected") setBadge(this.id, "live");
+      else if (s === "failed" || s === "closed") this.failed();
+      else if (s !== "new") setBadge(this.id, room.offline.has(this.id) ? "offline" : "connecting");
+    };
+    if (room.localStream) {
+      for (const track of room.localStream.getTracks()) pc.addTrack(track, room.localStream);
+    }
+    return pc;
+  }
+
+  async offer() {
+    const pc = this.open();
+    if (!room.localStream) {
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    this.send({ type: "offer", sdp: pc.localDescription.sdp });
+  }
+
+  async answer(sdp) {
+    const fresh = !this.pc || this.pc.signalingState === "closed";
+    const pc = fresh ? this.open() : this.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    if (this.presence.role === "camera" && !canDecodeH264()) {
+      setStatus(`This browser cannot decode H.264, which ${this.id} sends`);
+    }
+    this.remoteSet = true;
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.send({ type: "answer", sdp: pc.localDescription.sdp });
+    await this.flush();
+  }
+
+  async applyAnswer(sdp) {
+    if (!this.pc) return;
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
+    this.remoteSet = true;
+    await this.flush();
+  }
+
+  async candidate(candidate) {
+    if (!this.pc || !this.remoteSet) {
+      if (this.queued.length < 64) this.queued.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(candidate || undefined).catch(() => {});
+  }
+
+  async flush() {
+    const queued = this.queued;
+    this.queued = [];
+    for (const c of queued) await this.candidate(c);
+  }
+
+  failed() {
+    setBadge(this.id, room.offline.has(this.id) ? "offline" : "connecting");
+    // The offerer offers again while both are present (PROTOCOL.md).
+    if (iOffer(room.me, "viewer", this.presence) && room.peers.get(this.id) === this && !this.ended) {
+      clearTimeout(this.retry);
+      this.retry = setTimeout(() => room && room.peers.get(this.id) === this && this.offer(), 2000);
+    }
+  }
+
+  close() {
+    clearTimeout(this.retry);
+    if (this.pc) {
+      const pc = this.pc;
+      this.pc = null;
+      pc.close();
+    }
+  }
+
+  async updateStats() {
+    if (!this.pc) return;
+    const report = await this.pc.getStats();
+    let inbound = null;
+    let rtt = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+    });
+    const tile = document.querySelector(`.tile[data-peer="${this.id}"]`);
+    if (!tile) return;
+    const video = tile.querySelector("video");
+    const parts = [];
+    if (inbound) {
+      const now = inbound.timestamp;
+      const kbps = this.lastAt ? ((inbound.bytesReceived - this.lastBytes) * 8) / (now - this.lastAt) : 0;
+      this.lastBytes = inbound.bytesReceived;
+      this.lastAt = now;
+      parts.push(`${inbound.frameWidth || video.videoWidth}×${inbound.frameHeight || video.videoHeight}`);
+      parts.push(`${Math.round(inbound.framesPerSecond || 0)} fps`);
+      parts.push(`${Math.round(kbps)} kbps`);
+      tile.dataset.frames = inbound.framesDecoded || 0;
+      window.meshcam.peers[this.id] = {
+        ...(window.meshcam.peers[this.id] || {}),
+        framesDecoded: inbound.framesDecoded || 0,
+        videoWidth: video.videoWidth,
+        fps: inbound.framesPerSecond || 0,
+      };
+    }
+    if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
+    tile.querySelector(".stats").textContent = parts.join(" · ");
+  }
+}
+
+function canDecodeH264() {
+  const caps = RTCRtpReceiver.getCapabilities?.("video");
+  return !caps || caps.codecs.some((c) => /h264/i.test(c.mimeType));
+}
+
+// ── Signaling ────────────────────────────────────────────────────────────
+
+function onPresence(id, payload) {
+  if (id === room.me) return;
+  const known = room.peers.get(id);
+  if (payload.length === 0) {
+    if (known) peerGone(known);
+    return;
+  }
+  const presence = decode(payload);
+  if (!presence || presence.id !== id || !isSession(presence.session)) return;
+  if (known && known.presence.session === presence.session) return;
+  known?.close();
+  const peer = new Peer(presence);
+  room.peers.set(id, peer);
+  if (iOffer(room.me, "viewer", presence) === true) peer.offer();
+}
+
+async function onSignal(from, payload) {
+  const peer = room.peers.get(from);
+  const msg = decode(payload);
+  if (!peer || !msg) return; // from a stranger, or malformed
+  if (msg.to_session !== room.session || msg.session !== peer.presence.session) return; // stale
+  try {
+    switch (msg.type) {
+      case "offer": if (iOffer(room.me, "viewer", peer.presence) === false) await peer.answer(msg.sdp); break;
+      case "answer": await peer.applyAnswer(msg.sdp); break;
+      case "candidate": await peer.candidate(msg.candidate); break;
+      case "bye":
+        peerGone(peer);
+        if (msg.reason === "full") setStatus(`${from} is full; try again later`);
+        break;
+    }
+  } catch (e) {
+    setStatus(`${from}: ${e.message}`);
+  }
+}
+
+/** A peer left: a camera's tile stays, marked offline; a viewer's goes. */
+function peerGone(peer) {
+  peer.ended = true;
+  peer.close();
+  room.peers.delete(peer.id);
+  if (peer.presence.role === "camera") setBadge(peer.id, "offline");
+  else removeTile(peer.id);
+}
+
+function onStatus(device, payload) {
+  const status = decode(payload);
+  if (!status || status.id !== device) return;
+  if (status.state === "offline") {
+    room.offline.add(device);
+    setBadge(device, "offline");
+    const peer = room.peers.get(device);
+    if (!peer) return;
+    // A camera going offline is a leave, unless media still flows.
+    if (peer.pc?.iceConnectionState !== "connected" && peer.pc?.iceConnectionState !== "completed") {
+      peer.close();
+    }
+  } else {
+    room.offline.delete(device);
+  }
+}
+
+function presencePayload() {
+  return JSON.stringify({ v: VERSION, id: room.me, session: room.session, role: "viewer", name: room.name });
+}
+
+async function join({ broker, roomName, username, password, media }) {
+  await leave();
+  const me = params.get("id") || `web-${randomToken(8)}`;
+  const topics = new Topics(params.get("prefix") || window.meshcamConfig?.prefix || "meshcam", roomName);
+  const localStream = media ? await navigator.mediaDevices.getUserMedia({ video: true, audio: true }) : null;
+  if (localStream) {
+    const tile = tileFor(me, "me");
+    tile.querySelector("video").srcObject = localStream;
+    setBadge(me, "live");
+  }
+  room = {
+    joinedAt: performance.now(), me, topics, localStream, session: randomToken(16), name: params.get("name") || me,
+    peers: new Map(), offline: new Set(), iceServers: window.meshcamConfig?.iceServers || [],
+  };
+  const client = mqtt.connect(broker, {
+    clientId: me, username: username || undefined, password: password || undefined,
+    protocolVersion: 4, clean: true, reconnectPeriod: 1000, connectTimeout: 10000,
+    will: { topic: topics.presence(me), payload: "", qos: 1, retain: true },
+  });
+  room.client = client;
+  client.on("connect", () => {
+    // One subscribe request, acknowledged before our presence goes out.
+    client.subscribe([topics.presences(), topics.inbox(me), topics.statuses()], { qos: 1 }, (err) => {
+      if (err || room?.client !== client) return;
+      client.publish(topics.presence(me), presencePayload(), { qos: 1, retain: true });
+      window.meshcam.connected = true;
+      setStatus(`In room ${roomName} as ${me}`);
+    });
+  });
+  client.on("offline", () => { window.meshcam.connected = false; setStatus("Broker unreachable, reconnecting…"); });
+  client.on("error", (e) => setStatus(`Broker: ${e.message}`));
+  client.on("message", (topic, payload) => {
+    if (room?.client !== client) return;
+    const t = topics.parse(topic);
+    if (t?.kind === "presence") onPresence(t.peer, payload);
+    else if (t?.kind === "signal" && t.to === me) onSignal(t.from, payload);
+    else if (t?.kind === "status") onStatus(t.device, payload);
+  });
+  $("#leave").hidden = false;
+}
+
+async function leave() {
+  if (!room) return;
+  const { client, topics, me, peers, localStream } = room;
+  for (const peer of peers.values()) {
+    peer.send({ type: "bye", reason: "leaving" });
+    peer.close();
+    removeTile(peer.id);
+  }
+  client.publish(topics.presence(me), "", { qos: 1, retain: true });
+  localStream?.getTracks().forEach((t) => t.stop());
+  removeTile(me);
+  room = null;
+  window.meshcam.connected = false;
+  await new Promise((resolve) => client.end(false, {}, resolve));
+  $("#leave").hidden = true;
+  setStatus("Not connected");
+}
+
+setInterval(() => room?.peers.forEach((p) => p.updateStats()), 1000);
+window.addEventListener("pagehide", () => { leave(); });
+
+// ── Start-up ─────────────────────────────────────────────────────────────
+
+async function start() {
+  try {
+    const response = await fetch("config.json");
+    if (response.ok) window.meshcamConfig = await response.json();
+  } catch {
+    // Served from elsewhere: the URL or the form says where the broker is.
+  }
+  const form = $("#join");
+  const config = window.meshcamConfig;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const broker = params.get("broker") || config?.broker || `${scheme}://${location.hostname || "localhost"}:${config?.ws_port || 9001}`;
+  form.broker.value = broker;
+  form.room.value = params.get("room") || window.meshcamConfig?.room || "";
+  form.media.checked = params.get("media") === "1";
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    join({
+      broker: form.broker.value, roomName: form.room.value, username: form.username.value,
+      password: form.password.value, media: form.media.checked,
+    }).catch((err) => setStatus(err.message));
+  });
+  $("#leave").addEventListener("click", () => leave());
+  if (params.get("room")) form.requestSubmit();
+}
+
+start();

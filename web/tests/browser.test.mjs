@@ -1,0 +1,102 @@
+// End-to-end: the viewer page in real headless Chromium against the real
+// daemon, through Mosquitto's WebSockets listener and through the daemon's
+// own embedded broker. Run by scripts/test after `cargo build`.
+import { after, afterEach, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  WIDTH, cleanup, figure, launchBrowser, observe, peerState, screenshot, startCamera,
+  startMosquitto, waitDecoded, waitFor,
+} from "./harness.mjs";
+
+afterEach(cleanup);
+after(cleanup);
+
+const PAGE_URL = /watch in a browser: (http:\/\/\S+)/;
+
+/** A camera on Mosquitto in `room`, serving the page, which uses Mosquitto's WebSockets. */
+async function cameraOnMosquitto(room) {
+  const broker = await startMosquitto();
+  const camera = await startCamera({
+    toml: `rooms = ["${room}"]\n[mqtt]\nurl = "${broker.url}"\n[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
+  });
+  const [, url] = await camera.waitLog(PAGE_URL);
+  const status = await observe(broker.url, `meshcam/devices/${camera.id}/status`);
+  return { broker, camera, url, status };
+}
+
+/** Opens the page and waits until it has decoded 60 frames of `camera`. */
+async function watch(browser, url, camera) {
+  const page = await browser.newPage();
+  await page.goto(url);
+  const state = await waitDecoded(page, camera, 60);
+  const { firstFrameMs } = await peerState(page, camera);
+  return { page, state, firstFrameMs };
+}
+
+function viewersOf(status, camera) {
+  return status.json(`meshcam/devices/${camera.id}/status`)?.viewers;
+}
+
+test("a: the page plays the camera through Mosquitto's WebSockets listener", async () => {
+  const { camera, url } = await cameraOnMosquitto("lobby");
+  assert.match(url, /\?room=lobby$/);
+  const browser = await launchBrowser();
+  const { state, firstFrameMs } = await watch(browser, url, camera.id);
+  assert.equal(state.videoWidth, WIDTH);
+  assert.ok(state.fps > 0, `fps ${state.fps}`);
+  figure("mosquitto.first_frame_ms", firstFrameMs);
+  figure("mosquitto.fps", state.fps);
+});
+
+test("b: standalone: the daemon's embedded broker and page, nothing else", async () => {
+  const camera = await startCamera({
+    toml: '[broker]\nlisten = "127.0.0.1:0"\nws_listen = "127.0.0.1:0"\n[web]\nlisten = "127.0.0.1:0"',
+  });
+  const [, url] = await camera.waitLog(PAGE_URL);
+  assert.match(url, /\?room=home$/, "a standalone camera joins room home");
+  const browser = await launchBrowser();
+  const { page, state, firstFrameMs } = await watch(browser, url, camera.id);
+  assert.equal(state.videoWidth, WIDTH);
+  figure("standalone.first_frame_ms", firstFrameMs);
+  figure("standalone.fps", state.fps);
+  await waitFor("the tile's stats line", () =>
+    page.locator(`.tile[data-peer="${camera.id}"] .stats`).textContent().then((t) => t.includes("fps")));
+  console.log(`screenshot ${await screenshot(page, "standalone")}`);
+});
+
+test("c: two tabs play; closing one frees its connection, the other plays on", async () => {
+  const { camera, url, status } = await cameraOnMosquitto("den");
+  const browser = await launchBrowser();
+  const first = await watch(browser, url, camera.id);
+  const second = await watch(browser, url, camera.id);
+  await waitFor("two viewers in status", () => viewersOf(status, camera) === 2);
+  await first.page.close();
+  await waitFor("one viewer in status", () => viewersOf(status, camera) === 1);
+  await camera.waitLog(/closing connection/);
+  const before = (await peerState(second.page, camera.id)).framesDecoded;
+  await waitDecoded(second.page, camera.id, before + 30);
+});
+
+test("d: two participants with webcams and the camera: a full mesh of three", async () => {
+  const { camera, url, status } = await cameraOnMosquitto("call");
+  const browser = await launchBrowser({ fakeMedia: true });
+  const alice = await browser.newPage();
+  const bob = await browser.newPage();
+  await alice.goto(`${url}&id=alice&media=1`);
+  await bob.goto(`${url}&id=bob&media=1`);
+  for (const [page, other] of [[alice, "bob"], [bob, "alice"]]) {
+    await waitDecoded(page, camera.id, 30);
+    await waitDecoded(page, other, 30);
+  }
+  await waitFor("two viewers in status", () => viewersOf(status, camera) === 2);
+});
+
+test("e: a stopped camera shows offline within 5 s", async () => {
+  const { camera, url } = await cameraOnMosquitto("porch");
+  const browser = await launchBrowser();
+  const { page } = await watch(browser, url, camera.id);
+  const badge = page.locator(`.tile[data-peer="${camera.id}"] .badge`);
+  assert.equal(await badge.textContent(), "live");
+  assert.equal(await camera.stop(), 0);
+  await waitFor("the offline badge", async () => (await badge.textContent()) === "offline", 5_000);
+});
