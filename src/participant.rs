@@ -203,6 +203,14 @@ impl Participant {
                 self.execute(actions);
                 None
             }
+            PeerEvent::Incompatible(link, reason) => {
+                if let Some((room, peer)) = self.mesh.link_peer(link) {
+                    tracing::warn!(link, %room, %peer, %reason, "the viewer cannot receive this camera's video");
+                }
+                let actions = self.mesh.refuse(link, &reason);
+                self.execute(actions);
+                None
+            }
             other => Some(other),
         }
     }

@@ -424,3 +424,38 @@ fn a_broker_restart_keeps_the_stream_and_the_session() {
     let mut late = Viewer::start(&broker, "home", &["--frames", "10"]);
     late.wait_for("summary", |v| v["event"] == "summary" && v["ok"] == true);
 }
+
+#[test]
+fn a_viewer_without_h264_is_told_why_and_not_offered_again() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-codec",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let inbox = "meshcam/rooms/home/signal/vp8only/cam-codec";
+    let mut obs = Observer::connect(&broker, "vp8only", &[inbox]);
+    obs.publish(
+        "meshcam/rooms/home/peers/vp8only",
+        json!({"v":1,"id":"vp8only","session":"vp8session","role":"viewer"}).to_string(),
+        true,
+    );
+    let offer = obs.wait_json(inbox, "the camera's offer", |v| v["type"] == "offer");
+    let camera_session = offer["session"].as_str().unwrap().to_string();
+    // What a browser without H.264 answers: its own codecs only.
+    let answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                  m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\nc=IN IP4 0.0.0.0\r\n\
+                  a=rtpmap:96 VP8/90000\r\na=rtpmap:98 VP9/90000\r\n";
+    obs.publish(
+        "meshcam/rooms/home/signal/cam-codec/vp8only",
+        json!({"v":1,"type":"answer","session":"vp8session","to_session":camera_session,"sdp":answer})
+            .to_string(),
+        false,
+    );
+    let bye = obs.wait_json(inbox, "a bye", |v| v["type"] == "bye");
+    assert_eq!(
+        bye["reason"], "no H.264: the viewer decodes only VP8, VP9",
+        "{bye}"
+    );
+    cam.wait_log(&["cannot receive this camera's video", "vp8only"]);
+}

@@ -11,6 +11,7 @@
 //! the shared frame feed (webrtc 0.21 binds a local track to one connection
 //! only). A receiving peer (a viewer) reports the remote track instead.
 
+pub mod answer;
 pub mod factory;
 pub mod feedback;
 pub mod sender;
@@ -63,6 +64,8 @@ pub enum PeerEvent {
     Track(LinkId, Arc<dyn TrackRemote>),
     /// The connection could not be set up or negotiated.
     Error(LinkId, String),
+    /// The remote side cannot receive what we send; the reason says why.
+    Incompatible(LinkId, String),
 }
 
 /// The supervisor's handle on a running peer. Dropping it closes the peer.
@@ -404,6 +407,12 @@ async fn negotiate(
                         }
                     }
                     PeerCommand::ApplyAnswer(sdp) => {
+                        if outbound.is_some()
+                            && let Err(reason) = answer::accepts_h264(&sdp)
+                        {
+                            let _ = events.send(PeerEvent::Incompatible(link, reason));
+                            return Ok(());
+                        }
                         let answer = RTCSessionDescription::answer(sdp)
                             .context("the answer is not valid SDP")?;
                         pc.set_remote_description(answer)

@@ -450,25 +450,42 @@ impl Mesh {
         }
         let role = p.presence.role;
         if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
-            let signal = Signal::new(
-                &r.session,
-                &p.presence.session,
-                SignalBody::Bye {
-                    reason: "full".into(),
-                },
-            );
-            self.rooms
-                .get_mut(room)
-                .and_then(|r| r.peers.get_mut(peer))
-                .expect("peer looked up above")
-                .ended = true;
-            return vec![Action::Send {
-                room: room.to_owned(),
-                to: peer.to_owned(),
-                signal,
-            }];
+            return self.end_session(room, peer, "full").into_iter().collect();
         }
         self.connect(room, peer, true, 0, role, now)
+    }
+
+    /// Ends our part in `peer`'s session: `bye` with `reason`, and no offer
+    /// to that session again. The peer may come back with a new session.
+    fn end_session(&mut self, room: &str, peer: &str, reason: &str) -> Option<Action> {
+        let r = self.rooms.get_mut(room)?;
+        let p = r.peers.get_mut(peer)?;
+        p.ended = true;
+        p.retry = None;
+        let signal = Signal::new(
+            &r.session,
+            &p.presence.session,
+            SignalBody::Bye {
+                reason: reason.to_owned(),
+            },
+        );
+        Some(Action::Send {
+            room: room.to_owned(),
+            to: peer.to_owned(),
+            signal,
+        })
+    }
+
+    /// The peer of `link` cannot take part (its answer has no codec we
+    /// send): close the link and end its session with `bye` and `reason`,
+    /// rather than offer again and again.
+    pub fn refuse(&mut self, link: LinkId, reason: &str) -> Vec<Action> {
+        let Some((room, peer)) = self.index.get(&link).cloned() else {
+            return Vec::new();
+        };
+        let mut actions: Vec<Action> = self.end_session(&room, &peer, reason).into_iter().collect();
+        actions.extend(self.drop_link(&room, &peer));
+        actions
     }
 
     fn connect(

@@ -780,3 +780,30 @@ fn a_connected_link_has_no_negotiation_deadline() {
     assert_eq!(cam.next_deadline(), None);
     assert!(cam.on_tick(t() + Duration::from_secs(3600)).is_empty());
 }
+
+#[test]
+fn a_viewer_that_cannot_decode_is_refused_until_it_rejoins() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let acts = cam.refuse(link, "no H.264: the viewer decodes only VP8");
+    assert_eq!(
+        sent_byes(&acts),
+        vec![(
+            "v1".to_string(),
+            "no H.264: the viewer decodes only VP8".to_string()
+        )]
+    );
+    assert!(acts.contains(&Action::Close { link }));
+    assert_eq!(cam.viewer_count(), 0);
+    // No retry for that session, however long we wait.
+    assert!(cam.on_tick(t() + Duration::from_secs(120)).is_empty());
+    // Refusing a link that is gone does nothing.
+    assert!(cam.refuse(link, "again").is_empty());
+    // A new session (another browser, say) is offered to.
+    let acts = cam.on_presence(
+        "home",
+        "v1",
+        presence("v1", "v1session2", Role::Viewer),
+        t(),
+    );
+    assert_eq!(connects(&acts).len(), 1);
+}

@@ -232,6 +232,7 @@ async function onSignal(from, payload) {
       case "bye":
         peerGone(peer);
         if (msg.reason === "full") setStatus(`${from} is full; try again later`);
+        else if (msg.reason?.startsWith("no H.264")) setStatus(`${from} cannot stream to this browser: ${msg.reason}`);
         break;
     }
   } catch (e) {
