@@ -629,6 +629,16 @@ impl Config {
                 }
             }
         }
+        if self.rooms.len() > crate::room::MAX_ROOMS {
+            return Err(invalid(
+                "rooms",
+                format!(
+                    "{} rooms; at most {}",
+                    self.rooms.len(),
+                    crate::room::MAX_ROOMS
+                ),
+            ));
+        }
         for room in &self.rooms {
             if !is_room(room) {
                 return Err(invalid(
@@ -685,6 +695,8 @@ mod tests {
         assert!(e.contains("web.listen") && e.contains("credentials"), "{e}");
         let e = error_of("[device]\nid = \"a b\"");
         assert!(e.contains("device.id"), "{e}");
+        let e = error_of(&format!("rooms = [{}]", vec!["\"r\""; 17].join(",")));
+        assert!(e.contains("rooms") && e.contains("at most 16"), "{e}");
         let e = error_of("rooms = [\"ok\", \"not/ok\"]");
         assert!(e.contains("rooms"), "{e}");
         let e = error_of("[video]\nwidht = 640");

@@ -25,7 +25,7 @@ use crate::mqtt::{self, BrokerAddress, MqttEvent, MqttLink, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Command, DeviceStatus, Reply, Role, Topic, Topics, VideoInfo};
-use crate::room::Me;
+use crate::room::{MAX_ROOMS, Me};
 use crate::store::{State, Store};
 use crate::telemetry::{self, Sample};
 use crate::web::PageConfig;
@@ -184,6 +184,10 @@ impl Daemon {
             if !rooms.contains(room) {
                 rooms.push(room.clone());
             }
+        }
+        if rooms.len() > MAX_ROOMS {
+            tracing::warn!(dropped = ?&rooms[MAX_ROOMS..], "more than {MAX_ROOMS} rooms: not rejoining the last ones");
+            rooms.truncate(MAX_ROOMS);
         }
         if rooms.is_empty() && standalone.is_some() {
             rooms.push(STANDALONE_ROOM.to_string());
@@ -369,6 +373,16 @@ impl Daemon {
         use crate::protocol::ErrorCode;
         match request {
             Request::Join(room) => {
+                let mesh = &self.participant.mesh;
+                if !mesh.is_in(&room) && mesh.rooms().len() >= MAX_ROOMS {
+                    return Reply::error(
+                        Some(id),
+                        ErrorCode::Busy,
+                        format!(
+                            "already in {MAX_ROOMS} rooms, the most a camera joins; leave one first"
+                        ),
+                    );
+                }
                 self.participant.join(&room);
                 if !self.state.rooms.contains(&room) {
                     self.state.rooms.push(room);

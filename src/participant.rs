@@ -27,6 +27,19 @@ pub struct SignalCounters {
     pub dropped: u64,
 }
 
+/// Drops logged one by one; after them, one in every `DROP_LOG_EVERY`, so
+/// a flood fills the counters, not the journal.
+const DROP_LOG_FIRST: u64 = 100;
+const DROP_LOG_EVERY: u64 = 1000;
+
+impl SignalCounters {
+    /// Counts a dropped message; true when this one should be logged.
+    fn drop_one(&mut self) -> bool {
+        self.dropped += 1;
+        self.dropped <= DROP_LOG_FIRST || self.dropped % DROP_LOG_EVERY == 0
+    }
+}
+
 pub struct Participant {
     pub mesh: Mesh,
     topics: Topics,
@@ -140,8 +153,10 @@ impl Participant {
                         self.execute(actions);
                     }
                     Err(e) => {
-                        self.signals.dropped += 1;
-                        tracing::warn!(%room, %peer, error = %e, "presence dropped");
+                        if self.signals.drop_one() {
+                            let dropped = self.signals.dropped;
+                            tracing::warn!(%room, %peer, error = %e, dropped, "presence dropped");
+                        }
                     }
                 }
                 true
@@ -151,8 +166,10 @@ impl Participant {
                 let signal = match Signal::decode(payload) {
                     Ok(signal) => signal,
                     Err(e) => {
-                        self.signals.dropped += 1;
-                        tracing::warn!(%room, %from, error = %e, "signal dropped");
+                        if self.signals.drop_one() {
+                            let dropped = self.signals.dropped;
+                            tracing::warn!(%room, %from, error = %e, dropped, "signal dropped");
+                        }
                         return true;
                     }
                 };
@@ -160,8 +177,10 @@ impl Participant {
                 match self.mesh.on_signal(room, to, from, signal, Instant::now()) {
                     Ok(actions) => self.execute(actions),
                     Err(reason) => {
-                        self.signals.dropped += 1;
-                        tracing::info!(%room, %from, kind, %reason, "signal dropped");
+                        if self.signals.drop_one() {
+                            let dropped = self.signals.dropped;
+                            tracing::info!(%room, %from, kind, %reason, dropped, "signal dropped");
+                        }
                     }
                 }
                 true

@@ -459,3 +459,49 @@ fn a_viewer_without_h264_is_told_why_and_not_offered_again() {
     );
     cam.wait_log(&["cannot receive this camera's video", "vp8only"]);
 }
+
+#[test]
+fn a_flood_of_signals_is_rate_limited_while_video_flows() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-flood",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let stats_topic = format!("meshcam/devices/{}/stats", cam.id);
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-flood",
+        &[&stats_topic, "meshcam/rooms/home/peers/+"],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "flooded"]);
+    viewer.wait_frames(Some("flooded"), 10);
+    let session_of = |obs: &mut Observer, id: &str| {
+        let topic = format!("meshcam/rooms/home/peers/{id}");
+        obs.seen_or_wait_json(&topic, "a presence", |v| v["session"].is_string())["session"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (viewer_session, cam_session) = (
+        session_of(&mut obs, "flooded"),
+        session_of(&mut obs, "cam-flood"),
+    );
+    // Well-formed, current signals in the viewer's name, far beyond its budget.
+    let flood = 3 * meshcam::room::SIGNAL_BURST as u64;
+    let candidate = json!({"v":1,"type":"candidate","session":viewer_session,"to_session":cam_session,"candidate":null});
+    for _ in 0..flood {
+        obs.publish(
+            "meshcam/rooms/home/signal/cam-flood/flooded",
+            candidate.to_string(),
+            false,
+        );
+    }
+    let stats = obs.wait_json(&stats_topic, "most of the flood dropped", |v| {
+        v["signal"]["dropped"].as_u64() >= Some(flood / 2)
+    });
+    assert_eq!(stats["connections"].as_array().unwrap().len(), 1, "{stats}");
+    cam.wait_log(&["signal dropped", "over its signal rate"]);
+    let before = viewer.frames_of("flooded");
+    viewer.wait_frames(Some("flooded"), before + 30);
+}

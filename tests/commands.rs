@@ -308,3 +308,30 @@ fn a_reply_to_outside_the_client_inboxes_is_refused_on_the_default_topic() {
     });
     assert_eq!(reply["error"]["code"], "bad_request");
 }
+
+#[test]
+fn joins_beyond_the_room_limit_are_refused_and_the_rooms_stay() {
+    let broker = broker();
+    let _cam = Camera::start(&broker, "cam-many", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-many",
+        &[&status_topic("cam-many"), &inbox("ctl-many")],
+    );
+    online(&mut obs, "cam-many");
+    for n in 0..meshcam::room::MAX_ROOMS {
+        let reply = obs.command("cam-many", json!({"cmd": "join", "room": format!("r{n}")}));
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    let refused = obs.command("cam-many", json!({"cmd": "join", "room": "one-too-many"}));
+    assert_eq!(refused["error"]["code"], "busy", "{refused}");
+    // Joining a room it is already in is no new room.
+    let again = obs.command("cam-many", json!({"cmd": "join", "room": "r0"}));
+    assert_eq!(again["ok"], true, "{again}");
+    let status = obs.command("cam-many", json!({"cmd": "status"}));
+    assert_eq!(
+        status["result"]["rooms"].as_array().map(Vec::len),
+        Some(meshcam::room::MAX_ROOMS),
+        "{status}"
+    );
+}

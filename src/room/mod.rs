@@ -7,6 +7,7 @@
 //! a random number generator, so every rule is tested fast and exhaustively,
 //! and the camera daemon and the `view` viewer share it.
 
+mod budget;
 mod link;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,8 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use budget::SignalBudget;
+pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
 use link::Link;
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
@@ -29,6 +32,11 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connection that lost ICE and is not back this long after has failed,
 /// even if an ICE restart is still waiting for an answer.
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rooms one participant is in at most: each costs subscriptions, retained
+/// presences and a session, and a camera in more rooms than this is a
+/// mistake or an attack.
+pub const MAX_ROOMS: usize = 16;
 
 /// Who we are in every room.
 #[derive(Debug, Clone)]
@@ -125,6 +133,8 @@ pub enum DropReason {
     UnexpectedAnswer,
     #[error("too many queued candidates")]
     CandidateQueueFull,
+    #[error("the sender is over its signal rate")]
+    RateLimited,
 }
 
 /// A peer present in a room.
@@ -137,6 +147,7 @@ struct Peer {
     unconfirmed_since: Option<Instant>,
     /// A failed pair waiting to be offered again, and the attempt it will be.
     retry: Option<(Instant, u32)>,
+    budget: SignalBudget,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +386,7 @@ impl Mesh {
                         ended: false,
                         unconfirmed_since: None,
                         retry: None,
+                        budget: SignalBudget::new(now),
                     },
                 );
             }
@@ -536,6 +548,9 @@ impl Mesh {
         }
         let r = self.rooms.get_mut(room).ok_or(DropReason::UnknownRoom)?;
         let peer = r.peers.get_mut(from).ok_or(DropReason::UnknownSender)?;
+        if !peer.budget.take(now) {
+            return Err(DropReason::RateLimited);
+        }
         if signal.to_session != r.session {
             return Err(DropReason::StaleToSession);
         }

@@ -807,3 +807,42 @@ fn a_viewer_that_cannot_decode_is_refused_until_it_rejoins() {
     );
     assert_eq!(connects(&acts).len(), 1);
 }
+
+#[test]
+fn a_flooding_peer_is_rate_limited_alone() {
+    let (mut cam, _) = camera_offering_to_v1();
+    cam.on_presence("home", "v2", presence("v2", "v2session", Role::Viewer), t());
+    let candidate = |n| {
+        sig(
+            "v1session",
+            CAM_SESSION,
+            SignalBody::Candidate { candidate: cand(n) },
+        )
+    };
+    let mut results: Vec<_> = (0..SIGNAL_BURST as u16 + 10)
+        .map(|n| cam.on_signal("home", "cam", "v1", candidate(n), t()))
+        .collect();
+    let limited = results.split_off(SIGNAL_BURST as usize);
+    // Within the burst, signals are handled (queued, here: no answer yet, and
+    // the candidate queue has its own limit); beyond it they are dropped.
+    assert!(results.iter().all(|r| r != &Err(DropReason::RateLimited)));
+    assert!(limited.iter().all(|r| r == &Err(DropReason::RateLimited)));
+    // Another peer is not affected.
+    let other = sig("v2session", CAM_SESSION, answer());
+    assert_ne!(
+        cam.on_signal("home", "cam", "v2", other, t()),
+        Err(DropReason::RateLimited)
+    );
+    // A second later, v1 may speak again.
+    let later = t() + Duration::from_secs(1);
+    assert!(
+        cam.on_signal(
+            "home",
+            "cam",
+            "v1",
+            sig("v1session", CAM_SESSION, answer()),
+            later
+        )
+        .is_ok()
+    );
+}
