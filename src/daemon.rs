@@ -39,6 +39,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between two pipeline restarts.
 const MAX_PIPELINE_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A pipeline that played this long has recovered: its backoff starts over.
+const STABLE_RUN: Duration = Duration::from_secs(30);
+
 /// A stalled pipeline (playing, yet no frame for this long) is rebuilt.
 const PIPELINE_STALL: Duration = Duration::from_secs(10);
 
@@ -60,6 +63,9 @@ struct Pipeline {
     state: &'static str,
     error: Option<String>,
     restarts: u64,
+    /// Failures since the pipeline last played for `STABLE_RUN`: the backoff.
+    failures_in_row: u32,
+    playing_since: Option<Instant>,
     /// A failed pipeline is rebuilt at this time.
     restart_at: Option<Instant>,
 }
@@ -112,14 +118,21 @@ impl Daemon {
         let feed = VideoFeed::new();
         let target = KeyframeTarget::default();
         let (media_tx, media_events) = mpsc::unbounded_channel();
-        let capture = Capture::start(
+        // A camera that is unplugged at boot is a state to report and retry,
+        // not a reason to exit.
+        let (capture, capture_error) = match Capture::start(
             &config.video,
             &VideoParams::from_config(&config.video),
             &feed,
             &target,
             media_tx.clone(),
-        )?;
-        tracing::info!(encoder = ?capture.encoder, "capture started");
+        ) {
+            Ok(capture) => {
+                tracing::info!(encoder = ?capture.encoder, "capture started");
+                (Some(capture), None)
+            }
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         let keyframe_server = tokio::spawn({
             let target = target.clone();
             feed.keyframes.clone().serve(
@@ -219,7 +232,7 @@ impl Daemon {
         let command_token = participant.subscription_token();
         let now = Instant::now();
         let (done_tx, done) = mpsc::unbounded_channel();
-        Ok(Self {
+        let mut daemon = Self {
             source,
             service: crate::service::Service::from_env(),
             mqtt_connected: false,
@@ -241,10 +254,12 @@ impl Daemon {
             media_tx,
             media_events,
             pipeline: Pipeline {
-                capture: Some(capture),
+                capture,
                 state: "starting",
                 error: None,
                 restarts: 0,
+                failures_in_row: 0,
+                playing_since: None,
                 restart_at: None,
             },
             started_at: SystemTime::now(),
@@ -256,7 +271,11 @@ impl Daemon {
             status_sent_at: None,
             last_viewers: 0,
             keyframe_server,
-        })
+        };
+        if let Some(error) = capture_error {
+            daemon.pipeline_failed(error);
+        }
+        Ok(daemon)
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
@@ -584,6 +603,7 @@ impl Daemon {
             MediaEvent::Playing => {
                 tracing::info!("pipeline playing");
                 self.pipeline.state = "playing";
+                self.pipeline.playing_since = Some(Instant::now());
                 self.ready_if_started();
                 if self.pipeline.error.take().is_some() {
                     self.status_dirty = true;
@@ -599,12 +619,22 @@ impl Daemon {
         if let Some(capture) = self.pipeline.capture.take() {
             capture.stop(&self.target);
         }
+        let now = Instant::now();
+        let p = &mut self.pipeline;
+        if p.playing_since
+            .take()
+            .is_some_and(|since| now - since >= STABLE_RUN)
+        {
+            p.failures_in_row = 0;
+        }
         let backoff =
-            Duration::from_secs(1u64 << self.pipeline.restarts.min(5)).min(MAX_PIPELINE_BACKOFF);
+            Duration::from_secs(1u64 << p.failures_in_row.min(5)).min(MAX_PIPELINE_BACKOFF);
+        p.failures_in_row += 1;
         self.pipeline.state = "error";
         self.pipeline.error = Some(error);
-        self.pipeline.restart_at = Some(Instant::now() + backoff);
+        self.pipeline.restart_at = Some(now + backoff);
         self.status_dirty = true;
+        self.ready_if_started();
     }
 
     /// Stops the pipeline if it runs and builds it again from the current
@@ -636,8 +666,11 @@ impl Daemon {
     }
 
     /// READY=1 once the broker is connected and the pipeline plays.
+    /// A pipeline in error counts as started: the daemon reports it and keeps
+    /// retrying, which beats systemd restarting a daemon whose camera is out.
     fn ready_if_started(&mut self) {
-        if self.mqtt_connected && self.pipeline.state == "playing" && !self.service.is_ready() {
+        let reported = matches!(self.pipeline.state, "playing" | "error");
+        if self.mqtt_connected && reported && !self.service.is_ready() {
             tracing::info!("ready");
             self.service.ready();
         }

@@ -167,10 +167,25 @@ impl Capture {
                 .new_sample(on_sample(feed.clone()))
                 .build(),
         );
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let bus = pipeline
             .bus()
             .ok_or_else(|| anyhow!("pipeline has no bus"))?;
+        // The bus keeps its messages until they are read: the watcher starts
+        // after the state change, so a refusal's error is ours to report.
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let reason = bus
+                .pop_filtered(&[gst::MessageType::Error])
+                .and_then(|msg| match msg.view() {
+                    gst::MessageView::Error(err) => Some(error_text(&err)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "no error message".into());
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(anyhow!(
+                "the pipeline refused to play: {reason}; pipeline: {desc}"
+            ));
+        }
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let bus_thread = std::thread::Builder::new()
             .name("gst-bus".into())
             .spawn({
@@ -179,9 +194,6 @@ impl Capture {
                 move || watch_bus(bus, pipeline, stopping, events)
             })
             .context("spawning the bus thread")?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow!("the pipeline refused to play: {desc}"))?;
         target.set(Some(sink.clone()));
         Ok(Self {
             pipeline,
@@ -260,6 +272,15 @@ fn on_sample(
     }
 }
 
+/// GStreamer's error and its debug detail, e.g. "Cannot identify device
+/// '/dev/video9'. (../sys/v4l2/v4l2_calls.c(…): … No such file or directory)".
+fn error_text(err: &gst::message::Error) -> String {
+    match err.debug() {
+        Some(debug) => format!("{} ({debug})", err.error()),
+        None => err.error().to_string(),
+    }
+}
+
 fn watch_bus(
     bus: gst::Bus,
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
@@ -272,11 +293,7 @@ fn watch_bus(
             continue;
         };
         let event = match msg.view() {
-            MessageView::Error(err) => Some(MediaEvent::Error(format!(
-                "{} ({})",
-                err.error(),
-                err.debug().map(|d| d.to_string()).unwrap_or_default()
-            ))),
+            MessageView::Error(err) => Some(MediaEvent::Error(error_text(&err))),
             MessageView::Eos(_) => Some(MediaEvent::EndOfStream),
             MessageView::StateChanged(s)
                 if s.current() == gst::State::Playing

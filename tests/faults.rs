@@ -1,0 +1,196 @@
+//! Camera faults produced for real: a source that errors after N buffers,
+//! one that ends, a V4L2 device that does not exist, and a device that
+//! disappears and comes back (a `shmsink` producer process, killed and
+//! restarted). The pipeline is rebuilt with backoff, counted, and viewers
+//! keep their connections.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const RAW_320: &str = "video/x-raw,format=I420,width=320,height=240,framerate=15/1";
+
+fn source_toml(pipeline: &str) -> String {
+    format!(
+        "rooms = [\"home\"]\n[video]\nsource = \"pipeline\"\n\
+         pipeline = \"{pipeline}\"\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 500\n\
+         keyframe_interval_s = 60\n"
+    )
+}
+
+fn stats_topic(cam: &str) -> String {
+    format!("meshcam/devices/{cam}/stats")
+}
+
+/// The one connection's packet count in a stats message.
+fn packets_sent(stats: &Value) -> u64 {
+    stats["connections"][0]["packets_sent"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Watches a viewer through a pipeline restart: the same connection carries
+/// on (its packet count keeps growing) and a new key frame arrives.
+fn survives_restarts(broker: &Mosquitto, cam: &str, obs: &mut Observer) {
+    let mut viewer = Viewer::start(broker, "home", &["--id", "steady"]);
+    let first = viewer.wait_frames(Some("steady"), 10);
+    let keyframes = first["keyframes"].as_u64().unwrap();
+    let before = obs.wait_json(&stats_topic(cam), "stats with the viewer", |v| {
+        v["connections"][0]["state"] == "connected"
+    });
+    let restarted = obs.wait_json(&stats_topic(cam), "a pipeline restart", |v| {
+        v["pipeline"]["restarts"].as_u64() > before["pipeline"]["restarts"].as_u64()
+            && v["pipeline"]["state"] == "playing"
+    });
+    assert_eq!(
+        restarted["connections"].as_array().unwrap().len(),
+        1,
+        "{restarted}"
+    );
+    assert!(
+        packets_sent(&restarted) > packets_sent(&before),
+        "the connection was kept: {before} → {restarted}"
+    );
+    viewer.wait_for("a key frame after the restart", |v| {
+        v["event"] == "report"
+            && v["viewer"] == "steady"
+            && v["keyframes"].as_u64() > Some(keyframes)
+    });
+    let frames = viewer.frames_of("steady");
+    viewer.wait_frames(Some("steady"), frames + 15);
+}
+
+#[test]
+fn a_source_that_errors_is_rebuilt_and_viewers_stay() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-err",
+        &source_toml(&format!(
+            "videotestsrc is-live=true ! {RAW_320} ! identity error-after=45"
+        )),
+    );
+    let mut obs = Observer::connect(&broker, "obs-err", &[&stats_topic(&cam.id)]);
+    survives_restarts(&broker, &cam.id, &mut obs);
+    cam.wait_log(&["pipeline failed", "Failed after iterations"]);
+}
+
+#[test]
+fn a_source_that_ends_is_rebuilt_and_viewers_stay() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-eos",
+        &source_toml(&format!(
+            "videotestsrc is-live=true num-buffers=45 ! {RAW_320}"
+        )),
+    );
+    let mut obs = Observer::connect(&broker, "obs-eos", &[&stats_topic(&cam.id)]);
+    survives_restarts(&broker, &cam.id, &mut obs);
+    cam.wait_log(&["pipeline failed", "end of stream"]);
+}
+
+#[test]
+fn a_missing_v4l2_device_is_an_error_in_status_and_retried() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-nodev",
+        "[video]\nsource = \"v4l2\"\ndevice = \"/dev/video-meshcam-absent\"\n",
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-nodev",
+        &[&status_topic(&cam.id), &stats_topic(&cam.id)],
+    );
+    let status = obs.seen_or_wait_json(&status_topic(&cam.id), "error status", |v| {
+        v["state"] == "error"
+    });
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("/dev/video-meshcam-absent"),
+        "GStreamer's error text: {status}"
+    );
+    // The daemon keeps running, answering, and retrying with backoff.
+    obs.wait_json(&stats_topic(&cam.id), "two restarts", |v| {
+        v["pipeline"]["restarts"].as_u64() >= Some(2) && v["pipeline"]["state"] == "error"
+    });
+}
+
+/// A video device as a separate process: `shmsink` on a socket.
+fn start_device(socket: &Path) -> Child {
+    let _ = std::fs::remove_file(socket);
+    let child = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "is-live=true",
+            "!",
+            RAW_320,
+            "!",
+            "shmsink",
+        ])
+        .arg(format!("socket-path={}", socket.display()))
+        .args(["wait-for-connection=false", "shm-size=4000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) runs");
+    let end = std::time::Instant::now() + DEADLINE;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < end, "the device never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn a_device_that_disappears_shows_an_error_then_recovers() {
+    let broker = broker();
+    let dir = temp_dir("shm-device");
+    let socket = dir.join("camera.sock");
+    let mut device = start_device(&socket);
+    let cam = Camera::start(
+        &broker,
+        "cam-unplug",
+        &source_toml(&format!(
+            "shmsrc socket-path={} is-live=true do-timestamp=true ! {RAW_320}",
+            socket.display()
+        )),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-unplug",
+        &[&status_topic(&cam.id), &stats_topic(&cam.id)],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "patient"]);
+    viewer.wait_frames(Some("patient"), 10);
+    let before = obs.wait_json(&stats_topic(&cam.id), "stats with the viewer", |v| {
+        v["connections"][0]["state"] == "connected"
+    });
+
+    // Unplugged.
+    device.kill().expect("the device process is ours");
+    device.wait().expect("the device process is ours");
+    obs.wait_json(&status_topic(&cam.id), "the error in status", |v| {
+        v["state"] == "error" && v["error"].as_str().is_some_and(|e| !e.is_empty())
+    });
+
+    // Plugged in again: video resumes on the same connection.
+    let mut device = start_device(&socket);
+    obs.wait_json(&status_topic(&cam.id), "online again", |v| {
+        v["state"] == "online"
+    });
+    let after = obs.wait_json(&stats_topic(&cam.id), "playing again", |v| {
+        v["pipeline"]["state"] == "playing" && packets_sent(v) > packets_sent(&before)
+    });
+    assert!(after["pipeline"]["restarts"].as_u64() >= Some(1), "{after}");
+    let frames = viewer.frames_of("patient");
+    viewer.wait_frames(Some("patient"), frames + 15);
+    let _ = device.kill();
+    let _ = device.wait();
+}
