@@ -56,6 +56,7 @@ impl Store {
     /// Reads the state; a missing file is an empty state. A corrupt file is
     /// an error (it is never produced by [`Store::save`]).
     pub fn load(&self) -> std::io::Result<State> {
+        self.remove_leftovers();
         match fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(
@@ -69,6 +70,23 @@ impl Store {
     }
 
     /// Replaces the state atomically.
+    /// Temporary files of writes cut short by a crash or power loss: never
+    /// renamed into place, so never state.
+    fn remove_leftovers(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.tmp", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     pub fn save(&self, state: &State) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
@@ -105,6 +123,21 @@ mod tests {
         assert_eq!(store.load().unwrap(), state);
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_removed_on_load() {
+        let dir = tempdir();
+        let store = Store::new(&dir);
+        store.save(&State::default()).unwrap();
+        fs::write(dir.join("state.json.tmp4242"), b"{\"rooms\": [").unwrap();
+        assert_eq!(store.load().unwrap(), State::default());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
         fs::remove_dir_all(dir).unwrap();
     }
 
