@@ -10,15 +10,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::Value;
 
 use crate::procstat::{self, Usage};
 use crate::protocol::{Presence, Role, Topics, encode_presence, ids};
-use crate::testbed::{CameraProcess, Mosquitto, ViewerProcess, signal, temp_dir};
+use crate::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -49,55 +47,6 @@ pub struct Round {
 const ROOM: &str = "bench";
 const CAMERA: &str = "bench-cam";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The latest retained status of the camera, kept by a background client.
-struct StatusWatch {
-    latest: Arc<Mutex<Option<Value>>>,
-    client: rumqttc::Client,
-}
-
-impl StatusWatch {
-    fn connect(broker: &Mosquitto, topics: &Topics) -> anyhow::Result<Self> {
-        let options = rumqttc::MqttOptions::new(
-            format!("bench-{}", &ids::new_session()[..6]),
-            "127.0.0.1",
-            broker.port,
-        );
-        let (client, mut connection) = rumqttc::Client::new(options, 64);
-        client.subscribe(topics.status(CAMERA), rumqttc::QoS::AtLeastOnce)?;
-        let latest = Arc::new(Mutex::new(None));
-        let sink = latest.clone();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event
-                    && let Ok(v) = serde_json::from_slice::<Value>(&p.payload)
-                {
-                    *sink.lock().expect("status lock") = Some(v);
-                }
-            }
-        });
-        Ok(Self { latest, client })
-    }
-
-    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if self
-                .latest
-                .lock()
-                .expect("status lock")
-                .as_ref()
-                .is_some_and(&pred)
-            {
-                return Ok(());
-            }
-            if Instant::now() > end {
-                bail!("camera status never showed {what}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// Per-viewer frame counts from report lines.
 fn frame_counts(
@@ -132,7 +81,8 @@ struct Bench<'a> {
     bin: PathBuf,
     broker: &'a Mosquitto,
     camera: CameraProcess,
-    status: StatusWatch,
+    status: TopicWatch,
+    status_topic: String,
     options: BenchOptions,
 }
 
@@ -249,13 +199,17 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
     );
     let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir, &[])?;
     let topics = Topics::new("meshcam");
-    let status = StatusWatch::connect(&broker, &topics)?;
-    status.wait("online", |v| v["state"] == "online")?;
+    let status_topic = topics.status(CAMERA);
+    let status = TopicWatch::connect(&broker, std::slice::from_ref(&status_topic))?;
+    status.wait(&status_topic, "online", DEADLINE, |v| {
+        v["state"] == "online"
+    })?;
     let bench = Bench {
         bin: bin.to_owned(),
         broker: &broker,
         camera,
         status,
+        status_topic,
         options: options.clone(),
     };
     let mut rounds = Vec::new();
@@ -263,7 +217,11 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
         let round = bench.round(&format!("{n} viewers"), n, || Ok(Vec::new()))?;
         print_round(&round, rounds.first());
         rounds.push(round);
-        bench.status.wait("no viewers", |v| v["viewers"] == 0)?;
+        bench
+            .status
+            .wait(&bench.status_topic, "no viewers", DEADLINE, |v| {
+                v["viewers"] == 0
+            })?;
     }
     if options.stall {
         let round = bench.round("8 viewers + 1 frozen + 1 never answering", 8, || {

@@ -826,6 +826,9 @@ impl Daemon {
             "uptime_s": now.duration_since(self.started).as_secs(),
             "cpu_percent": telemetry::round1(rates.cpu_percent),
             "rss_bytes": sample.usage.rss_bytes,
+            "threads": sample.usage.threads,
+            "open_fds": sample.usage.open_fds,
+            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
             "pipeline": {
                 "state": self.pipeline.state,
                 "fps": telemetry::round1(rates.fps),

@@ -19,6 +19,7 @@ pub mod procstat;
 pub mod protocol;
 pub mod room;
 pub mod service;
+pub mod soak;
 pub mod store;
 pub mod telemetry;
 pub mod testbed;

@@ -52,6 +52,8 @@ enum Command {
     Bench(BenchArgs),
     /// Send a command to a camera, or list the cameras on a broker
     Ctl(CtlArgs),
+    /// Churn viewers against a camera, then check it gave back what they took
+    Soak(SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +132,19 @@ struct BenchArgs {
 }
 
 #[derive(clap::Args)]
+struct SoakArgs {
+    /// Viewer join/leave cycles in all
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    /// Viewer processes running at once
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Viewers in one process
+    #[arg(long, default_value_t = 4)]
+    viewers_per_process: usize,
+}
+
+#[derive(clap::Args)]
 struct ViewArgs {
     /// Broker URL
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
@@ -202,6 +217,7 @@ fn main() -> ExitCode {
         None | Some(Command::Run) => run_daemon(&runtime, cli.run),
         Some(Command::View(args)) => run_view(&runtime, args),
         Some(Command::Bench(args)) => run_bench(args),
+        Some(Command::Soak(args)) => run_soak(args),
         Some(Command::Ctl(args)) => runtime.block_on(run_ctl(args)),
     }
 }
@@ -286,13 +302,36 @@ async fn run_ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
-fn run_bench(args: BenchArgs) -> ExitCode {
-    let bin = match std::env::current_exe() {
-        Ok(bin) => bin,
+/// The path of this binary, which the bench and the soak run as camera and
+/// viewers.
+fn this_binary(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| eprintln!("meshcam {tool}: cannot find this binary: {e}"))
+        .ok()
+}
+
+fn run_soak(args: SoakArgs) -> ExitCode {
+    let Some(bin) = this_binary("soak") else {
+        return ExitCode::FAILURE;
+    };
+    let options = meshcam::soak::SoakOptions {
+        cycles: args.cycles,
+        workers: args.workers,
+        viewers_per_process: args.viewers_per_process,
+    };
+    match meshcam::soak::run(&bin, &options) {
+        Ok(report) if report.within_bounds && report.panics == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("meshcam bench: cannot find this binary: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("meshcam soak: {e:#}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let Some(bin) = this_binary("bench") else {
+        return ExitCode::FAILURE;
     };
     let options = meshcam::bench::BenchOptions {
         viewers: args.viewers,

@@ -5,10 +5,12 @@
 mod camera;
 mod mosquitto;
 mod viewer;
+mod watch;
 
 pub use camera::CameraProcess;
 pub use mosquitto::Mosquitto;
 pub use viewer::ViewerProcess;
+pub use watch::TopicWatch;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> std::io::Result<u16> {
