@@ -36,7 +36,7 @@ impl SignalCounters {
     /// Counts a dropped message; true when this one should be logged.
     fn drop_one(&mut self) -> bool {
         self.dropped += 1;
-        self.dropped <= DROP_LOG_FIRST || self.dropped % DROP_LOG_EVERY == 0
+        self.dropped <= DROP_LOG_FIRST || self.dropped.is_multiple_of(DROP_LOG_EVERY)
     }
 }
 

@@ -32,7 +32,7 @@ fn sigkill_during_state_writes_never_leaves_a_torn_file() {
         // Joins and leaves, published without waiting for their replies.
         for n in 0..WRITES {
             let room = &rooms[n % rooms.len()];
-            let cmd = if (n / rooms.len()) % 2 == 0 {
+            let cmd = if (n / rooms.len()).is_multiple_of(2) {
                 "join"
             } else {
                 "leave"

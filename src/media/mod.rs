@@ -176,7 +176,7 @@ impl Capture {
             let reason = bus
                 .pop_filtered(&[gst::MessageType::Error])
                 .and_then(|msg| match msg.view() {
-                    gst::MessageView::Error(err) => Some(error_text(&err)),
+                    gst::MessageView::Error(err) => Some(error_text(err)),
                     _ => None,
                 })
                 .unwrap_or_else(|| "no error message".into());
@@ -293,7 +293,7 @@ fn watch_bus(
             continue;
         };
         let event = match msg.view() {
-            MessageView::Error(err) => Some(MediaEvent::Error(error_text(&err))),
+            MessageView::Error(err) => Some(MediaEvent::Error(error_text(err))),
             MessageView::Eos(_) => Some(MediaEvent::EndOfStream),
             MessageView::StateChanged(s)
                 if s.current() == gst::State::Playing
