@@ -23,7 +23,7 @@ pub enum ConfigError {
     Load(String),
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -107,6 +107,20 @@ pub struct MqttConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the password (its trailing newline is not part of
+    /// it), so that the password stays out of the configuration.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM certificates of the authorities trusted for an mqtts:// broker,
+    /// instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain (and its key) with which to log in to an
+    /// mqtts:// broker that asks for a client certificate.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_prefix")]
     pub prefix: String,
     #[serde(default = "default_keepalive")]
@@ -304,6 +318,10 @@ impl Default for MqttConfig {
             url: default_mqtt_url(),
             username: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             prefix: default_prefix(),
             keepalive_s: default_keepalive(),
         }
@@ -397,7 +415,95 @@ pub struct Overrides {
     pub source: Option<String>,
 }
 
+impl MqttConfig {
+    /// What can be told of the login keys without reading their files;
+    /// `mqtt::Broker::from_config` reads them at start.
+    fn validate_login(&self) -> Result<(), ConfigError> {
+        let files = [
+            ("mqtt.password_file", &self.password_file),
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.client_cert_file", &self.client_cert_file),
+            ("mqtt.client_key_file", &self.client_key_file),
+        ];
+        for (key, path) in files {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is empty; accepted: the path of a file, or no value at all",
+                ));
+            }
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(invalid(
+                "mqtt.password_file",
+                "give mqtt.password or mqtt.password_file, not both",
+            ));
+        }
+        if self.username.is_none() {
+            if self.password.is_some() {
+                return Err(invalid("mqtt.password", "a password needs mqtt.username"));
+            }
+            if self.password_file.is_some() {
+                return Err(invalid(
+                    "mqtt.password_file",
+                    "a password needs mqtt.username",
+                ));
+            }
+        }
+        if !self.url.starts_with("mqtts://") {
+            for (key, path) in &files[1..] {
+                if path.is_some() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "is for TLS, accepted with mqtt.url = mqtts://HOST[:PORT] only, not {:?}",
+                            self.url
+                        ),
+                    ));
+                }
+            }
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(_), None) => Err(invalid(
+                "mqtt.client_key_file",
+                "missing: mqtt.client_cert_file needs the certificate's key",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "mqtt.client_cert_file",
+                "missing: mqtt.client_key_file needs its certificate",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Config {
+    /// The `[mqtt]` settings with which a tool (`meshcam view`, `meshcam
+    /// ctl`) reaches this configuration's broker: in standalone mode, the
+    /// embedded one, with the `[broker]` credentials.
+    pub fn client_mqtt(&self) -> MqttConfig {
+        if !self.embedded() {
+            return self.mqtt.clone();
+        }
+        let listen: SocketAddr = self
+            .broker
+            .listen
+            .parse()
+            .expect("validate() checked broker.listen");
+        let host = if listen.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            listen.ip()
+        };
+        MqttConfig {
+            url: format!("mqtt://{}", SocketAddr::new(host, listen.port())),
+            username: self.broker.username.clone(),
+            password: self.broker.password.clone(),
+            prefix: self.mqtt.prefix.clone(),
+            ..MqttConfig::default()
+        }
+    }
+
     /// Whether the daemon runs its own broker.
     pub fn embedded(&self) -> bool {
         self.mqtt.url == EMBEDDED
@@ -571,6 +677,7 @@ impl Config {
             ));
         }
         check_range("mqtt.keepalive_s", self.mqtt.keepalive_s, (5, 3600))?;
+        self.mqtt.validate_login()?;
         let v = &self.video;
         check_range("video.width", v.width, WIDTH_RANGE)?;
         check_range("video.height", v.height, HEIGHT_RANGE)?;
@@ -707,6 +814,60 @@ mod tests {
         assert!(e.contains("video.pipeline"), "{e}");
         let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
         assert!(e.contains("ice_servers[0]"), "{e}");
+    }
+
+    #[test]
+    fn login_keys_go_together_and_tls_keys_need_mqtts() {
+        let tls = "[mqtt]\nurl = \"mqtts://b\"\nusername = \"u\"\n";
+        let c = Config::from_toml(&format!(
+            "{tls}password_file = \"/p\"\nca_file = \"/ca\"\n\
+             client_cert_file = \"/c\"\nclient_key_file = \"/k\""
+        ))
+        .unwrap();
+        assert_eq!(c.mqtt.ca_file, Some(PathBuf::from("/ca")));
+        let e = error_of(&format!("{tls}password = \"x\"\npassword_file = \"/p\""));
+        assert!(
+            e.contains("mqtt.password_file") && e.contains("not both"),
+            "{e}"
+        );
+        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\npassword_file = \"/p\"");
+        assert!(
+            e.contains("mqtt.password_file") && e.contains("mqtt.username"),
+            "{e}"
+        );
+        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/ca\"");
+        assert!(e.contains("mqtt.ca_file") && e.contains("mqtts://"), "{e}");
+        let e = error_of("[mqtt]\nclient_key_file = \"/k\"");
+        assert!(
+            e.contains("mqtt.client_key_file") && e.contains("mqtts://"),
+            "{e}"
+        );
+        let e = error_of(&format!("{tls}client_cert_file = \"/c\""));
+        assert!(
+            e.contains("mqtt.client_key_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = error_of(&format!("{tls}client_key_file = \"/k\""));
+        assert!(
+            e.contains("mqtt.client_cert_file") && e.contains("missing"),
+            "{e}"
+        );
+        let e = error_of(&format!("{tls}ca_file = \"\""));
+        assert!(e.contains("mqtt.ca_file") && e.contains("path"), "{e}");
+    }
+
+    #[test]
+    fn tools_reach_the_embedded_broker_with_its_credentials() {
+        let c = Config::from_toml(
+            "[broker]\nlisten = \"0.0.0.0:1884\"\nusername = \"u\"\npassword = \"p\"",
+        )
+        .unwrap();
+        let mqtt = c.client_mqtt();
+        assert_eq!(mqtt.url, "mqtt://127.0.0.1:1884");
+        assert_eq!(mqtt.username.as_deref(), Some("u"));
+        assert_eq!(mqtt.password.as_deref(), Some("p"));
+        let external = Config::from_toml("[mqtt]\nurl = \"mqtts://b\"\nprefix = \"x\"").unwrap();
+        assert_eq!(external.client_mqtt(), external.mqtt);
     }
 
     #[test]

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Map, Value, json};
 
-use crate::mqtt::BrokerAddress;
+use crate::mqtt::Broker;
 use crate::protocol::{Topics, ids};
 
 /// Exit code: the camera answered with an error.
@@ -21,9 +21,7 @@ pub const EXIT_TIMEOUT: u8 = 3;
 /// Where and as whom to talk.
 #[derive(Debug, Clone)]
 pub struct CtlOptions {
-    pub broker: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub broker: Broker,
     pub prefix: String,
     pub timeout: Duration,
 }
@@ -52,20 +50,10 @@ struct Controller {
 
 impl Controller {
     async fn connect(options: &CtlOptions, filters: &[String]) -> Result<Self, CtlError> {
-        let address = BrokerAddress::parse(&options.broker).map_err(|m| CtlError {
-            code: 2,
-            message: m,
-        })?;
         let id = format!("ctl-{}", &ids::new_session()[..10]);
-        let mut mqtt = MqttOptions::new(id.clone(), address.host, address.port);
+        let mut mqtt = options.broker.options(id.clone());
         mqtt.set_keep_alive(Duration::from_secs(10))
             .set_max_packet_size(8 * 1024 * 1024, 1024 * 1024);
-        if address.tls {
-            mqtt.set_transport(rumqttc::Transport::tls_with_default_config());
-        }
-        if let Some(user) = &options.username {
-            mqtt.set_credentials(user.clone(), options.password.clone().unwrap_or_default());
-        }
         let (client, eventloop) = AsyncClient::new(mqtt, 16);
         let topics = Topics::new(options.prefix.clone());
         let mut controller = Self {

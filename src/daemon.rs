@@ -18,10 +18,10 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, STANDALONE_ROOM, VideoConfig};
+use crate::config::{Config, MqttConfig, STANDALONE_ROOM, VideoConfig};
 use crate::control::{self, Request};
 use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
-use crate::mqtt::{self, BrokerAddress, MqttEvent, MqttLink, SessionOptions};
+use crate::mqtt::{self, Broker, MqttEvent, MqttLink, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Command, DeviceStatus, Reply, Role, Topic, Topics, VideoInfo};
@@ -107,6 +107,11 @@ struct Daemon {
 
 impl Daemon {
     async fn start(mut config: Config, source: ConfigSource) -> anyhow::Result<Self> {
+        // The password, CA and client certificate files are read before
+        // anything starts: one missing is a configuration error (exit 2).
+        let external = (!config.embedded())
+            .then(|| Broker::from_config(&config.mqtt))
+            .transpose()?;
         let store = Store::new(&config.state_dir);
         let state = store
             .load()
@@ -154,27 +159,21 @@ impl Daemon {
             .embedded()
             .then(|| crate::broker::start(&config.broker))
             .transpose()?;
-        let (url, username, password) = match &standalone {
+        let broker = match &standalone {
             Some(listening) => {
                 tracing::info!(tcp = %listening.tcp, websocket = %listening.ws, "embedded broker listening");
-                let b = &config.broker;
-                (
-                    listening.client_url(),
-                    b.username.clone(),
-                    b.password.clone(),
-                )
+                Broker::from_config(&MqttConfig {
+                    url: listening.client_url(),
+                    username: config.broker.username.clone(),
+                    password: config.broker.password.clone(),
+                    ..MqttConfig::default()
+                })?
             }
-            None => (
-                config.mqtt.url.clone(),
-                config.mqtt.username.clone(),
-                config.mqtt.password.clone(),
-            ),
+            None => external.expect("read above for a broker that is not embedded"),
         };
         let (mqtt, mqtt_events) = mqtt::start(SessionOptions {
             client_id: id.clone(),
-            address: BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?,
-            username,
-            password,
+            broker,
             keepalive: Duration::from_secs(config.mqtt.keepalive_s),
             will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
         });

@@ -1,11 +1,12 @@
 //! The `meshcam` command: the camera daemon, and the tools around it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use meshcam::config::{Config, ConfigError, Overrides};
+use meshcam::config::{Config, ConfigError, MqttConfig, Overrides};
+use meshcam::mqtt::Broker;
 
 #[derive(Parser)]
 #[command(
@@ -56,18 +57,54 @@ enum Command {
     Soak(SoakArgs),
 }
 
+/// How `view` and `ctl` reach the broker: these flags, else the `[mqtt]`
+/// section of `--config` (with its password, CA and client certificate
+/// files), else the defaults.
 #[derive(clap::Args)]
-struct CtlArgs {
-    /// Broker URL
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: String,
+struct BrokerArgs {
+    /// Broker URL [default: mqtt.url of --config, else mqtt://127.0.0.1:1883]
+    #[arg(long)]
+    broker: Option<String>,
     #[arg(long)]
     username: Option<String>,
     #[arg(long)]
     password: Option<String>,
-    /// Topic prefix
-    #[arg(long, default_value = "meshcam")]
-    prefix: String,
+    /// Topic prefix [default: mqtt.prefix of --config, else meshcam]
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+impl BrokerArgs {
+    /// The broker and the topic prefix, with the files the login names read.
+    fn resolve(self, config: Option<&Path>) -> Result<(Broker, String), ConfigError> {
+        let mut mqtt = match config {
+            Some(path) => Config::load(Some(path), &Overrides::default())?.client_mqtt(),
+            None => MqttConfig {
+                url: "mqtt://127.0.0.1:1883".into(),
+                ..MqttConfig::default()
+            },
+        };
+        if let Some(url) = self.broker {
+            mqtt.url = url;
+        }
+        if let Some(username) = self.username {
+            mqtt.username = Some(username);
+        }
+        if let Some(password) = self.password {
+            mqtt.password = Some(password);
+            mqtt.password_file = None;
+        }
+        if let Some(prefix) = self.prefix {
+            mqtt.prefix = prefix;
+        }
+        Ok((Broker::from_config(&mqtt)?, mqtt.prefix))
+    }
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The camera to command
     #[arg(long)]
     device: Option<String>,
@@ -146,16 +183,8 @@ struct SoakArgs {
 
 #[derive(clap::Args)]
 struct ViewArgs {
-    /// Broker URL
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    broker: String,
-    #[arg(long)]
-    username: Option<String>,
-    #[arg(long)]
-    password: Option<String>,
-    /// Topic prefix
-    #[arg(long, default_value = "meshcam")]
-    prefix: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Room to join
     #[arg(long)]
     room: String,
@@ -215,21 +244,33 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None | Some(Command::Run) => run_daemon(&runtime, cli.run),
-        Some(Command::View(args)) => run_view(&runtime, args),
+        Some(Command::View(args)) => run_view(&runtime, args, cli.run.config.as_deref()),
         Some(Command::Bench(args)) => run_bench(args),
         Some(Command::Soak(args)) => run_soak(args),
-        Some(Command::Ctl(args)) => runtime.block_on(run_ctl(args)),
+        Some(Command::Ctl(args)) => runtime.block_on(run_ctl(args, cli.run.config.as_deref())),
     }
 }
 
-async fn run_ctl(args: CtlArgs) -> ExitCode {
+/// Reports a configuration error the way the daemon does, exit status 2.
+fn config_error(tool: &str, e: &ConfigError) -> ExitCode {
+    let kind = match e {
+        ConfigError::Invalid { .. } => "invalid configuration",
+        ConfigError::Load(_) => "configuration",
+    };
+    eprintln!("{tool}: {kind}: {e}");
+    ExitCode::from(2)
+}
+
+async fn run_ctl(args: CtlArgs, config: Option<&Path>) -> ExitCode {
     use meshcam::ctl;
     use serde_json::{Map, Value, json};
+    let (broker, prefix) = match args.broker.resolve(config) {
+        Ok(resolved) => resolved,
+        Err(e) => return config_error("meshcam ctl", &e),
+    };
     let options = ctl::CtlOptions {
-        broker: args.broker,
-        username: args.username,
-        password: args.password,
-        prefix: args.prefix,
+        broker,
+        prefix,
         timeout: Duration::from_secs_f64(args.timeout.max(0.1)),
     };
     let simple = |cmd: &str| {
@@ -366,30 +407,33 @@ fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
-        Err(e) => {
-            let kind = match e {
-                ConfigError::Invalid { .. } => "invalid configuration",
-                ConfigError::Load(_) => "configuration",
-            };
-            eprintln!("meshcam: {kind}: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_error("meshcam", &e),
     };
     match runtime.block_on(meshcam::daemon::run(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meshcam: {e:#}");
-            ExitCode::FAILURE
-        }
+        // A file the configuration names (mqtt.password_file, ...) is unusable.
+        Err(e) => match e.downcast::<ConfigError>() {
+            Ok(e) => config_error("meshcam", &e),
+            Err(e) => {
+                eprintln!("meshcam: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn run_view(runtime: &tokio::runtime::Runtime, args: Box<ViewArgs>) -> ExitCode {
+fn run_view(
+    runtime: &tokio::runtime::Runtime,
+    args: Box<ViewArgs>,
+    config: Option<&Path>,
+) -> ExitCode {
+    let (broker, prefix) = match args.broker.resolve(config) {
+        Ok(resolved) => resolved,
+        Err(e) => return config_error("meshcam view", &e),
+    };
     let options = meshcam::view::ViewOptions {
-        broker: args.broker,
-        username: args.username,
-        password: args.password,
-        prefix: args.prefix,
+        broker,
+        prefix,
         room: args.room,
         id: args.id,
         count: args.count.max(1),

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::config::WebrtcConfig;
-use crate::mqtt::{self, BrokerAddress, MqttEvent, SessionOptions};
+use crate::mqtt::{self, Broker, MqttEvent, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Role, Topics, ids};
@@ -32,9 +32,7 @@ use crate::room::Me;
 /// What `meshcam view` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ViewOptions {
-    pub broker: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    pub broker: Broker,
     pub prefix: String,
     pub room: String,
     /// Peer id; with `count > 1`, a suffix `-N` is added. Random when empty.
@@ -82,7 +80,6 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
             "--decode needs avdec_h264 (Debian package gstreamer1.0-libav)"
         );
     }
-    let address = BrokerAddress::parse(&options.broker).map_err(anyhow::Error::msg)?;
     let factory = Arc::new(PeerFactory::new(&WebrtcConfig {
         bind_address: options.bind.clone(),
         ..WebrtcConfig::default()
@@ -103,7 +100,6 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
         let task = tokio::spawn(run_viewer(
             id.clone(),
             options.clone(),
-            address.clone(),
             factory.clone(),
             stats.clone(),
             stop_rx.clone(),
@@ -212,7 +208,6 @@ fn print_line(value: serde_json::Value) {
 async fn run_viewer(
     id: String,
     options: ViewOptions,
-    address: BrokerAddress,
     factory: Arc<PeerFactory>,
     stats: Arc<ViewerStats>,
     mut stop: watch::Receiver<bool>,
@@ -220,9 +215,7 @@ async fn run_viewer(
     let topics = Topics::new(options.prefix.clone());
     let (mqtt, mut mqtt_events) = mqtt::start(SessionOptions {
         client_id: id.clone(),
-        address,
-        username: options.username.clone(),
-        password: options.password.clone(),
+        broker: options.broker.clone(),
         keepalive: Duration::from_secs(10),
         // A vanished viewer leaves: its will clears its presence.
         will: Some((topics.presence(&options.room, &id), Vec::new())),

@@ -1,4 +1,5 @@
-//! A Mosquitto broker as a child process, on a free loopback port.
+//! A Mosquitto broker as a child process, on a free loopback port, or with
+//! a whole configuration of the test's own (TLS, logins, ACL).
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ pub struct Mosquitto {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    /// `mqtt` or, for a TLS listener on `port`, `mqtts`.
+    scheme: &'static str,
 }
 
 fn spawn(conf: &std::path::Path) -> std::io::Result<Child> {
@@ -40,7 +43,34 @@ impl Mosquitto {
             ),
         )?;
         let child = spawn(&conf)?;
-        let mut broker = Self { child, port, dir };
+        let mut broker = Self {
+            child,
+            port,
+            dir,
+            scheme: "mqtt",
+        };
+        broker.wait_ready()?;
+        Ok(broker)
+    }
+
+    /// Starts Mosquitto with the complete configuration `conf`, written into
+    /// `dir` (removed with the broker), and waits until `port` accepts
+    /// connections; [`Mosquitto::url`] is `{scheme}://127.0.0.1:{port}`.
+    pub fn start_with_config(
+        dir: PathBuf,
+        conf: &str,
+        port: u16,
+        scheme: &'static str,
+    ) -> std::io::Result<Self> {
+        let path = dir.join("mosquitto.conf");
+        std::fs::write(&path, conf)?;
+        let child = spawn(&path)?;
+        let mut broker = Self {
+            child,
+            port,
+            dir,
+            scheme,
+        };
         broker.wait_ready()?;
         Ok(broker)
     }
@@ -74,7 +104,7 @@ impl Mosquitto {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 }
 

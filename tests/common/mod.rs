@@ -214,7 +214,15 @@ pub struct Observer {
 
 impl Observer {
     pub fn connect(broker: &Mosquitto, id: &str, filters: &[&str]) -> Self {
-        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port);
+        Self::connect_with(
+            rumqttc::MqttOptions::new(id, "127.0.0.1", broker.port),
+            filters,
+        )
+    }
+
+    /// Connects with `options` (TLS, a login); its client id is the id.
+    pub fn connect_with(mut options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
+        let id = options.client_id();
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = rumqttc::Client::new(options, 64);
         for f in filters {
@@ -237,7 +245,7 @@ impl Observer {
         Self {
             client,
             messages,
-            id: id.to_owned(),
+            id,
             seen: Vec::new(),
         }
     }
