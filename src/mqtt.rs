@@ -309,6 +309,9 @@ pub fn reconnect_delay(failures: u32) -> Duration {
     Duration::from_millis(jittered)
 }
 
+/// How long a clean disconnect waits for the broker to close the connection.
+const DISCONNECT_LINGER: Duration = Duration::from_secs(1);
+
 async fn drive(
     mut eventloop: EventLoop,
     tx: mpsc::Sender<MqttEvent>,
@@ -343,7 +346,15 @@ async fn drive(
                 by_pkid.remove(&ack.pkid).map(MqttEvent::Subscribed)
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                // Our own clean disconnect: the session is over.
+                // Our own clean disconnect: the session is over once the
+                // broker closes the connection. Closing it first, with its
+                // acks unread, would reset it, and the broker would lose
+                // what we sent last (our presence clear, our offline
+                // status) and fire our will instead.
+                let _ = tokio::time::timeout(DISCONNECT_LINGER, async {
+                    while eventloop.poll().await.is_ok() {}
+                })
+                .await;
                 return;
             }
             Ok(_) => None,
