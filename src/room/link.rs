@@ -13,6 +13,16 @@ pub type LinkId = u64;
 /// Candidates queued for one link at most; more are dropped and counted.
 pub const MAX_QUEUED_CANDIDATES: usize = 64;
 
+/// Where an ICE restart stands. Until the peer answers it, a `Connected`
+/// from the peer connection is not proof of life: the ICE agent may report
+/// it from the old pair while the peer is silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Restart {
+    None,
+    /// Offered; whether the connection said `Connected` meanwhile.
+    Pending { connected_seen: bool },
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Link {
     pub id: LinkId,
@@ -28,6 +38,8 @@ pub(super) struct Link {
     pub queued: Vec<Option<Candidate>>,
     pub connected: bool,
     pub restart_tried: bool,
+    /// An ICE restart offer is out and not answered yet.
+    pub restart: Restart,
     /// Failures of this pair in a row, for the retry backoff.
     pub attempt: u32,
     /// A connection not established by then has failed (a peer that never
@@ -47,9 +59,19 @@ impl Link {
             queued: Vec::new(),
             connected: false,
             restart_tried: false,
+            restart: Restart::None,
             attempt,
             deadline: None,
         }
+    }
+
+    /// The connection is up: no deadline, and a later failure starts the
+    /// backoff afresh.
+    pub fn mark_connected(&mut self) {
+        self.connected = true;
+        self.deadline = None;
+        self.restart_tried = false;
+        self.attempt = 0;
     }
 
     /// Queues a candidate; `false` when the queue is full.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use budget::SignalBudget;
 pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
-use link::Link;
+use link::{Link, Restart};
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
 use crate::protocol::{Presence, Role, Signal, SignalBody};
@@ -603,9 +603,17 @@ impl Mesh {
             SignalBody::Answer { sdp } => {
                 let link = r
                     .links
-                    .get(from)
+                    .get_mut(from)
                     .filter(|l| l.offerer && l.created)
                     .ok_or(DropReason::UnexpectedAnswer)?;
+                // The peer is alive: a `Connected` seen while its answer
+                // was awaited counts now.
+                if let Restart::Pending { connected_seen } = link.restart {
+                    link.restart = Restart::None;
+                    if connected_seen {
+                        link.mark_connected();
+                    }
+                }
                 let mut actions = vec![Action::ApplyAnswer { link: link.id, sdp }];
                 actions.extend(self.flush_candidates(room, from));
                 Ok(actions)
@@ -662,10 +670,11 @@ impl Mesh {
         let l = r.links.get_mut(&peer).expect("index follows links");
         match state {
             LinkState::Connected => {
-                l.connected = true;
-                l.deadline = None;
-                l.restart_tried = false;
-                l.attempt = 0;
+                if let Restart::Pending { connected_seen } = &mut l.restart {
+                    *connected_seen = true;
+                } else {
+                    l.mark_connected();
+                }
                 Vec::new()
             }
             LinkState::Disconnected => {
@@ -673,6 +682,9 @@ impl Mesh {
                 l.deadline = Some(now + RECONNECT_TIMEOUT);
                 if l.offerer && !l.restart_tried {
                     l.restart_tried = true;
+                    l.restart = Restart::Pending {
+                        connected_seen: false,
+                    };
                     vec![Action::RestartIce { link }]
                 } else {
                     Vec::new()

@@ -633,6 +633,37 @@ fn disconnected_tries_an_ice_restart_once() {
 }
 
 #[test]
+fn a_connected_after_an_ice_restart_counts_only_once_the_peer_answers() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = t();
+    cam.on_link_state(link, LinkState::Connected, t0);
+    assert_eq!(
+        cam.on_link_state(link, LinkState::Disconnected, t0),
+        vec![Action::RestartIce { link }]
+    );
+    // The ICE agent says Connected, but the peer has not answered the
+    // restart: the reconnect deadline stands, and the silent peer is dropped.
+    cam.on_link_state(link, LinkState::Connected, t0 + Duration::from_secs(2));
+    assert_eq!(
+        cam.on_tick(t0 + RECONNECT_TIMEOUT),
+        vec![Action::Close { link }]
+    );
+
+    // A live peer answers its restart: the Connected seen before counts.
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Connected, t0);
+    cam.on_link_state(link, LinkState::Disconnected, t0);
+    cam.on_link_state(link, LinkState::Connected, t0 + Duration::from_secs(1));
+    let restart_answer = sig("v1session", CAM_SESSION, answer());
+    let acts = cam
+        .on_signal("home", "cam", "v1", restart_answer, t0 + Duration::from_secs(1))
+        .unwrap();
+    assert!(matches!(acts[..], [Action::ApplyAnswer { .. }, ..]));
+    assert!(cam.on_tick(t0 + Duration::from_secs(60)).is_empty());
+    assert_eq!(cam.viewer_count(), 1);
+}
+
+#[test]
 fn a_failed_pair_is_offered_again_with_backoff() {
     let (mut cam, link) = camera_offering_to_v1();
     let t0 = Instant::now();
