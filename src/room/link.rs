@@ -20,7 +20,9 @@ pub const MAX_QUEUED_CANDIDATES: usize = 64;
 pub(super) enum Restart {
     None,
     /// Offered; whether the connection said `Connected` meanwhile.
-    Pending { connected_seen: bool },
+    Pending {
+        connected_seen: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -656,7 +656,13 @@ fn a_connected_after_an_ice_restart_counts_only_once_the_peer_answers() {
     cam.on_link_state(link, LinkState::Connected, t0 + Duration::from_secs(1));
     let restart_answer = sig("v1session", CAM_SESSION, answer());
     let acts = cam
-        .on_signal("home", "cam", "v1", restart_answer, t0 + Duration::from_secs(1))
+        .on_signal(
+            "home",
+            "cam",
+            "v1",
+            restart_answer,
+            t0 + Duration::from_secs(1),
+        )
         .unwrap();
     assert!(matches!(acts[..], [Action::ApplyAnswer { .. }, ..]));
     assert!(cam.on_tick(t0 + Duration::from_secs(60)).is_empty());
