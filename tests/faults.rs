@@ -64,34 +64,32 @@ fn survives_restarts(broker: &Mosquitto, cam: &str, obs: &mut Observer) {
     viewer.wait_frames(Some("steady"), frames + 15);
 }
 
+/// A camera on `pipeline`, which fails on its own; the failure is logged
+/// with `needle` and survived.
+fn source_fault(id: &str, pipeline: &str, needle: &str) {
+    let broker = broker();
+    let cam = Camera::start(&broker, id, &source_toml(pipeline));
+    let mut obs = Observer::connect(&broker, &format!("obs-{id}"), &[&stats_topic(&cam.id)]);
+    survives_restarts(&broker, &cam.id, &mut obs);
+    cam.wait_log(&["pipeline failed", needle]);
+}
+
 #[test]
 fn a_source_that_errors_is_rebuilt_and_viewers_stay() {
-    let broker = broker();
-    let cam = Camera::start(
-        &broker,
+    source_fault(
         "cam-err",
-        &source_toml(&format!(
-            "videotestsrc is-live=true ! {RAW_320} ! identity error-after=45"
-        )),
+        &format!("videotestsrc is-live=true ! {RAW_320} ! identity error-after=45"),
+        "Failed after iterations",
     );
-    let mut obs = Observer::connect(&broker, "obs-err", &[&stats_topic(&cam.id)]);
-    survives_restarts(&broker, &cam.id, &mut obs);
-    cam.wait_log(&["pipeline failed", "Failed after iterations"]);
 }
 
 #[test]
 fn a_source_that_ends_is_rebuilt_and_viewers_stay() {
-    let broker = broker();
-    let cam = Camera::start(
-        &broker,
+    source_fault(
         "cam-eos",
-        &source_toml(&format!(
-            "videotestsrc is-live=true num-buffers=45 ! {RAW_320}"
-        )),
+        &format!("videotestsrc is-live=true num-buffers=45 ! {RAW_320}"),
+        "end of stream",
     );
-    let mut obs = Observer::connect(&broker, "obs-eos", &[&stats_topic(&cam.id)]);
-    survives_restarts(&broker, &cam.id, &mut obs);
-    cam.wait_log(&["pipeline failed", "end of stream"]);
 }
 
 #[test]
