@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod media;
 pub mod mqtt;
+pub mod outage;
 pub mod participant;
 pub mod peer;
 pub mod procstat;

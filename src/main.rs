@@ -166,6 +166,10 @@ struct BenchArgs {
     /// Skip the round with a frozen and a never-answering viewer
     #[arg(long)]
     no_stall: bool,
+    /// Instead: stop the broker under a streaming camera for this many
+    /// seconds and measure frames lost and the time to recover
+    #[arg(long)]
+    outage: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -374,6 +378,15 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     let Some(bin) = this_binary("bench") else {
         return ExitCode::FAILURE;
     };
+    if let Some(seconds) = args.outage {
+        return match meshcam::outage::run(&bin, Duration::from_secs_f64(seconds)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meshcam bench --outage: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = meshcam::bench::BenchOptions {
         viewers: args.viewers,
         warmup: Duration::from_secs_f64(args.warmup),
