@@ -119,8 +119,24 @@ fn a_missing_v4l2_device_is_an_error_in_status_and_retried() {
     });
 }
 
-/// A video device as a separate process: `shmsink` on a socket.
-fn start_device(socket: &Path) -> Child {
+/// A video device as a separate process: `shmsink` on a socket. Unplugged
+/// (killed) when dropped.
+struct Device(Child);
+
+impl Device {
+    fn unplug(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.unplug();
+    }
+}
+
+fn start_device(socket: &Path) -> Device {
     let _ = std::fs::remove_file(socket);
     let child = Command::new("gst-launch-1.0")
         .args([
@@ -143,7 +159,7 @@ fn start_device(socket: &Path) -> Child {
         assert!(std::time::Instant::now() < end, "the device never appeared");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child
+    Device(child)
 }
 
 #[test]
@@ -172,14 +188,13 @@ fn a_device_that_disappears_shows_an_error_then_recovers() {
     });
 
     // Unplugged.
-    device.kill().expect("the device process is ours");
-    device.wait().expect("the device process is ours");
+    device.unplug();
     obs.wait_json(&status_topic(&cam.id), "the error in status", |v| {
         v["state"] == "error" && v["error"].as_str().is_some_and(|e| !e.is_empty())
     });
 
     // Plugged in again: video resumes on the same connection.
-    let mut device = start_device(&socket);
+    let _device = start_device(&socket);
     obs.wait_json(&status_topic(&cam.id), "online again", |v| {
         v["state"] == "online"
     });
@@ -189,6 +204,4 @@ fn a_device_that_disappears_shows_an_error_then_recovers() {
     assert!(after["pipeline"]["restarts"].as_u64() >= Some(1), "{after}");
     let frames = viewer.frames_of("patient");
     viewer.wait_frames(Some("patient"), frames + 15);
-    let _ = device.kill();
-    let _ = device.wait();
 }
