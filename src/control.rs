@@ -45,6 +45,9 @@ pub const COMMANDS: [&str; 8] = [
     "join", "leave", "status", "stats", "keyframe", "set", "restart", "snapshot",
 ];
 
+/// The longest unknown command name that a refusal quotes back.
+const MAX_QUOTED_CHARS: usize = 64;
+
 /// Reads an optional integer argument within `range`.
 fn ranged<T>(command: &Command, key: &str, (min, max): (T, T)) -> Result<Option<T>, String>
 where
@@ -134,13 +137,17 @@ pub fn interpret(command: &Command, topics: &Topics) -> Result<(Request, Option<
             }
         },
         other => {
+            // Quote the name only when it is short: the reply must stay
+            // within the 64 KiB payload limit whatever the command held.
+            let named = if other.chars().count() <= MAX_QUOTED_CHARS {
+                format!("{other:?}")
+            } else {
+                format!("of {} bytes", other.len())
+            };
             return Err(refuse(
                 reply_to,
                 ErrorCode::UnknownCommand,
-                format!(
-                    "unknown command {other:?}; accepted: {}",
-                    COMMANDS.join(", ")
-                ),
+                format!("unknown command {named}; accepted: {}", COMMANDS.join(", ")),
             ));
         }
     };
@@ -244,6 +251,14 @@ mod tests {
 
         let unknown = interpret(&cmd(r#"{"v":1,"id":"5","cmd":"dance"}"#), &t).unwrap_err();
         assert_eq!(unknown.reply.error.unwrap().code, ErrorCode::UnknownCommand);
+
+        // A long unknown name is not echoed: the reply stays small.
+        let long = format!(r#"{{"v":1,"id":"5","cmd":"{}"}}"#, "x".repeat(60_000));
+        let unknown = interpret(&cmd(&long), &t).unwrap_err();
+        let error = unknown.reply.error.as_ref().unwrap();
+        assert_eq!(error.code, ErrorCode::UnknownCommand);
+        assert!(error.message.starts_with("unknown command of 60000 bytes;"));
+        assert!(unknown.reply.encode().len() < 1024);
 
         let bad_reply_to = interpret(
             &cmd(r#"{"v":1,"id":"6","cmd":"status","reply_to":"meshcam/devices/x/cmd"}"#),

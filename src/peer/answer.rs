@@ -26,9 +26,38 @@ pub fn accepts_h264(sdp: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "no H.264: the viewer decodes only {}",
-            codecs.join(", ")
+            codec_list(&codecs)
         ))
     }
+}
+
+/// At most this many codec names, of at most this many characters each, go
+/// into the reason: it travels back to the viewer in a `bye`, which must stay
+/// small whatever the answer held (an answer near the 64 KiB payload limit
+/// with one long codec name once made a `bye` over it).
+const MAX_LISTED: usize = 8;
+const MAX_NAME_CHARS: usize = 32;
+
+/// The codecs the viewer named, each once, in its order, within the bounds.
+fn codec_list(codecs: &[&str]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut more = 0;
+    for codec in codecs {
+        let name: String = codec.chars().take(MAX_NAME_CHARS).collect();
+        if names.contains(&name) {
+            continue;
+        }
+        if names.len() == MAX_LISTED {
+            more += 1;
+        } else {
+            names.push(name);
+        }
+    }
+    let mut list = names.join(", ");
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
+    }
+    list
 }
 
 #[cfg(test)]
@@ -56,6 +85,29 @@ mod tests {
             accepts_h264(&sdp),
             Err("no H.264: the viewer decodes only VP8, VP9".into())
         );
+    }
+
+    #[test]
+    fn the_reason_lists_each_codec_once_and_stays_short() {
+        let sdp = format!(
+            "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtpmap:97 rtx/90000\r\na=rtpmap:98 VP9/90000\r\na=rtpmap:99 rtx/90000\r\n"
+        );
+        assert_eq!(
+            accepts_h264(&sdp),
+            Err("no H.264: the viewer decodes only VP8, rtx, VP9".into())
+        );
+
+        let mut many = format!("{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 96\r\n");
+        for pt in 0..20 {
+            many.push_str(&format!(
+                "a=rtpmap:{pt} C{pt}{}/90000\r\n",
+                "x".repeat(5000)
+            ));
+        }
+        let reason = accepts_h264(&many).unwrap_err();
+        assert!(reason.ends_with(" and 12 more"), "{reason}");
+        assert!(reason.len() < 400, "{} bytes", reason.len());
     }
 
     #[test]

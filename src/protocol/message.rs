@@ -203,6 +203,11 @@ impl Signal {
     }
 }
 
+/// A command id: 1 to 128 bytes (replies echo it).
+fn is_command_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128
+}
+
 /// A command on `P/devices/{dev}/cmd`, after the envelope checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -224,15 +229,21 @@ pub struct CommandError {
 impl Command {
     pub fn decode(payload: &[u8]) -> Result<Self, CommandError> {
         let map = parse_versioned(payload).map_err(|error| {
-            // A wrong version still tells us the id to answer.
-            let id = serde_json::from_slice::<Value>(payload)
-                .ok()
-                .filter(|_| payload.len() <= MAX_PAYLOAD)
-                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+            // A wrong version still tells us the id to answer, if it is one
+            // we would accept: the reply echoes it, and must stay small. An
+            // oversized payload is not parsed at all.
+            let id = if payload.len() <= MAX_PAYLOAD {
+                serde_json::from_slice::<Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .filter(|id| is_command_id(id))
+            } else {
+                None
+            };
             CommandError { id, error }
         })?;
         let id = match map.get("id") {
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= 128 => id.clone(),
+            Some(Value::String(id)) if is_command_id(id) => id.clone(),
             _ => {
                 return Err(CommandError {
                     id: None,
@@ -510,6 +521,10 @@ mod tests {
         assert_eq!(wrong_version.id.as_deref(), Some("c-2"));
         let reply = Reply::for_decode_error(&wrong_version);
         assert_eq!(reply.error.unwrap().code, ErrorCode::BadRequest);
+
+        // The id of a refused command is echoed only when it is a valid one.
+        let long_id = format!(r#"{{"v":2,"id":"{}","cmd":"status"}}"#, "i".repeat(129));
+        assert_eq!(Command::decode(long_id.as_bytes()).unwrap_err().id, None);
 
         let no_id = Command::decode(br#"{"v":1,"cmd":"status"}"#).unwrap_err();
         assert_eq!(no_id.id, None);
