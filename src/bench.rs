@@ -176,13 +176,8 @@ impl Bench<'_> {
             ROOM,
             &["--id", "frozen", "--report-interval", "0.5"],
         )?;
-        let end = Instant::now() + DEADLINE;
-        loop {
-            match view.next_line(Duration::from_millis(200)) {
-                Some(line) if line["event"] == "first_frame" => break,
-                _ if Instant::now() > end => bail!("the frozen viewer never got a frame"),
-                _ => {}
-            }
+        if view.first_frames(1, DEADLINE).is_none() {
+            bail!("the frozen viewer never got a frame");
         }
         signal(&view.child, libc::SIGSTOP);
         Ok(view)

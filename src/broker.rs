@@ -20,18 +20,6 @@ pub struct Listening {
     pub ws: SocketAddr,
 }
 
-impl Listening {
-    /// The URL the daemon's own client connects to.
-    pub fn client_url(&self) -> String {
-        let host = if self.tcp.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            self.tcp.ip().to_string()
-        };
-        format!("mqtt://{host}:{}", self.tcp.port())
-    }
-}
-
 /// Starts the broker and returns once its listeners are bound.
 ///
 /// Ports are bound here first so that a port in use is a clear error at

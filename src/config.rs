@@ -485,11 +485,17 @@ impl Config {
         if !self.embedded() {
             return self.mqtt.clone();
         }
-        let listen: SocketAddr = self
+        let listen = self
             .broker
             .listen
             .parse()
             .expect("validate() checked broker.listen");
+        self.embedded_client(listen)
+    }
+
+    /// The `[mqtt]` settings of a client of the embedded broker listening on
+    /// `listen` (its TCP listener), with the `[broker]` credentials.
+    pub fn embedded_client(&self, listen: SocketAddr) -> MqttConfig {
         let host = if listen.ip().is_unspecified() {
             std::net::Ipv4Addr::LOCALHOST.into()
         } else {

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, MqttConfig, STANDALONE_ROOM, VideoConfig};
+use crate::config::{Config, STANDALONE_ROOM, VideoConfig};
 use crate::control::{self, Request};
 use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
 use crate::mqtt::{self, Broker, MqttEvent, MqttLink, SessionOptions};
@@ -162,12 +162,7 @@ impl Daemon {
         let broker = match &standalone {
             Some(listening) => {
                 tracing::info!(tcp = %listening.tcp, websocket = %listening.ws, "embedded broker listening");
-                Broker::from_config(&MqttConfig {
-                    url: listening.client_url(),
-                    username: config.broker.username.clone(),
-                    password: config.broker.password.clone(),
-                    ..MqttConfig::default()
-                })?
+                Broker::from_config(&config.embedded_client(listening.tcp))?
             }
             None => external.expect("read above for a broker that is not embedded"),
         };
@@ -197,15 +192,15 @@ impl Daemon {
                 rooms.push(room.clone());
             }
         }
-        if rooms.len() > MAX_ROOMS {
-            tracing::warn!(dropped = ?&rooms[MAX_ROOMS..], "more than {MAX_ROOMS} rooms: not rejoining the last ones");
-            rooms.truncate(MAX_ROOMS);
-        }
         if rooms.is_empty() && standalone.is_some() {
             rooms.push(STANDALONE_ROOM.to_string());
         }
         for room in &rooms {
-            participant.join(room);
+            if participant.mesh.can_join(room) {
+                participant.join(room);
+            } else {
+                tracing::warn!(%room, "more than {MAX_ROOMS} rooms: not rejoining this one");
+            }
         }
         if let Some(listen) = config.web_listen() {
             let page = PageConfig::new(
@@ -214,19 +209,10 @@ impl Daemon {
                 standalone.map(|l| l.ws.port()),
             );
             let listen = listen.parse().context("web.listen")?;
-            let (bound, _) = crate::web::start(listen, page)
+            let url = crate::web::start(listen, page)
                 .await
                 .with_context(|| format!("serving the viewer page on web.listen {listen}"))?;
-            let host = if bound.ip().is_unspecified() {
-                "<this-host>".to_string()
-            } else {
-                bound.ip().to_string()
-            };
-            let query = rooms
-                .first()
-                .map(|room| format!("?room={room}"))
-                .unwrap_or_default();
-            tracing::info!("watch in a browser: http://{host}:{}/{query}", bound.port());
+            tracing::info!("watch in a browser: {url}");
         }
         let command_token = participant.subscription_token();
         let now = Instant::now();
@@ -391,8 +377,7 @@ impl Daemon {
         use crate::protocol::ErrorCode;
         match request {
             Request::Join(room) => {
-                let mesh = &self.participant.mesh;
-                if !mesh.is_in(&room) && mesh.rooms().len() >= MAX_ROOMS {
+                if !self.participant.mesh.can_join(&room) {
                     return Reply::error(
                         Some(id),
                         ErrorCode::Busy,

@@ -355,6 +355,19 @@ fn this_binary(tool: &str) -> Option<std::path::PathBuf> {
         .ok()
 }
 
+/// Exit status of a measuring tool: success when it ran and its checks
+/// held, its error on stderr otherwise.
+fn measured(tool: &str, result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshcam {tool}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_soak(args: SoakArgs) -> ExitCode {
     let Some(bin) = this_binary("soak") else {
         return ExitCode::FAILURE;
@@ -364,14 +377,8 @@ fn run_soak(args: SoakArgs) -> ExitCode {
         workers: args.workers,
         viewers_per_process: args.viewers_per_process,
     };
-    match meshcam::soak::run(&bin, &options) {
-        Ok(report) if report.within_bounds && report.panics == 0 => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("meshcam soak: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let report = meshcam::soak::run(&bin, &options);
+    measured("soak", report.map(|r| r.within_bounds && r.panics == 0))
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
@@ -379,13 +386,8 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     if let Some(seconds) = args.outage {
-        return match meshcam::outage::run(&bin, Duration::from_secs_f64(seconds)) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("meshcam bench --outage: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        let report = meshcam::outage::run(&bin, Duration::from_secs_f64(seconds));
+        return measured("bench --outage", report.map(|_| true));
     }
     let options = meshcam::bench::BenchOptions {
         viewers: args.viewers,
@@ -397,13 +399,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         bitrate_kbps: args.bitrate_kbps,
         stall: !args.no_stall,
     };
-    match meshcam::bench::run(&bin, options) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meshcam bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    measured("bench", meshcam::bench::run(&bin, options).map(|_| true))
 }
 
 fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {

@@ -86,14 +86,10 @@ pub fn run(bin: &Path, outage: Duration) -> anyhow::Result<OutageReport> {
     let recovered_after = restarted.elapsed();
 
     let late = ViewerProcess::spawn(bin, &broker.url(), ROOM, &["--id", "late"])?;
-    let end = Instant::now() + DEADLINE;
-    let new_viewer_first_frame_after = loop {
-        match late.next_line(Duration::from_millis(200)) {
-            Some(line) if line["event"] == "first_frame" => break restarted.elapsed(),
-            _ if Instant::now() > end => bail!("no viewer was served after the outage"),
-            _ => {}
-        }
-    };
+    if late.first_frames(1, DEADLINE).is_none() {
+        bail!("no viewer was served after the outage");
+    }
+    let new_viewer_first_frame_after = restarted.elapsed();
     latest_report(&view, Duration::from_secs(1), &mut report);
     let result = OutageReport {
         outage: down_for,

@@ -33,10 +33,12 @@ const DROP_LOG_FIRST: u64 = 100;
 const DROP_LOG_EVERY: u64 = 1000;
 
 impl SignalCounters {
-    /// Counts a dropped message; true when this one should be logged.
-    fn drop_one(&mut self) -> bool {
+    /// Counts a dropped message; the count so far when this one should be
+    /// logged.
+    fn drop_one(&mut self) -> Option<u64> {
         self.dropped += 1;
-        self.dropped <= DROP_LOG_FIRST || self.dropped.is_multiple_of(DROP_LOG_EVERY)
+        (self.dropped <= DROP_LOG_FIRST || self.dropped.is_multiple_of(DROP_LOG_EVERY))
+            .then_some(self.dropped)
     }
 }
 
@@ -153,8 +155,7 @@ impl Participant {
                         self.execute(actions);
                     }
                     Err(e) => {
-                        if self.signals.drop_one() {
-                            let dropped = self.signals.dropped;
+                        if let Some(dropped) = self.signals.drop_one() {
                             tracing::warn!(%room, %peer, error = %e, dropped, "presence dropped");
                         }
                     }
@@ -166,8 +167,7 @@ impl Participant {
                 let signal = match Signal::decode(payload) {
                     Ok(signal) => signal,
                     Err(e) => {
-                        if self.signals.drop_one() {
-                            let dropped = self.signals.dropped;
+                        if let Some(dropped) = self.signals.drop_one() {
                             tracing::warn!(%room, %from, error = %e, dropped, "signal dropped");
                         }
                         return true;
@@ -177,8 +177,7 @@ impl Participant {
                 match self.mesh.on_signal(room, to, from, signal, Instant::now()) {
                     Ok(actions) => self.execute(actions),
                     Err(reason) => {
-                        if self.signals.drop_one() {
-                            let dropped = self.signals.dropped;
+                        if let Some(dropped) = self.signals.drop_one() {
                             tracing::info!(%room, %from, kind, %reason, dropped, "signal dropped");
                         }
                     }

@@ -125,19 +125,9 @@ impl Soak {
             args.extend(["--frames", "5"]);
         }
         let mut view = ViewerProcess::spawn(&self.bin, &self.broker.url(), ROOM, &args)?;
-        let mut ids = Vec::new();
-        let end = Instant::now() + DEADLINE;
-        while ids.len() < self.per_process {
-            match view.next_line(Duration::from_millis(200)) {
-                Some(line) if line["event"] == "first_frame" => {
-                    ids.push(line["viewer"].as_str().unwrap_or_default().to_owned());
-                }
-                _ if Instant::now() > end => {
-                    bail!("{ending:?}: {} of {count} viewers got a frame", ids.len())
-                }
-                _ => {}
-            }
-        }
+        let Some(ids) = view.first_frames(self.per_process, DEADLINE) else {
+            bail!("{ending:?}: not all {count} viewers got a frame");
+        };
         match ending {
             Ending::Clean => {
                 let status = view.child.wait().context("waiting for the viewer")?;
@@ -170,7 +160,7 @@ impl Soak {
     fn wait_closed(&self, ids: &[String]) -> anyhow::Result<()> {
         let end = Instant::now() + DEADLINE;
         loop {
-            let log = std::fs::read_to_string(self.camera.log_path()).unwrap_or_default();
+            let log = self.camera.log();
             let closed = |id: &String| {
                 let peer = format!("peer={id}");
                 log.lines()
@@ -292,7 +282,7 @@ pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
         && drift.threads <= BOUNDS.threads
         && drift.tasks <= BOUNDS.tasks
         && drift.rss_bytes <= BOUNDS.rss_bytes;
-    let log = std::fs::read_to_string(soak.camera.log_path()).unwrap_or_default();
+    let log = soak.camera.log();
     let report = SoakReport {
         cycles: done.map(|d| d.load(Ordering::SeqCst)),
         elapsed,

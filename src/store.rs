@@ -69,7 +69,6 @@ impl Store {
         }
     }
 
-    /// Replaces the state atomically.
     /// Temporary files of writes cut short by a crash or power loss: never
     /// renamed into place, so never state.
     fn remove_leftovers(&self) {
@@ -87,6 +86,7 @@ impl Store {
         }
     }
 
+    /// Replaces the state atomically.
     pub fn save(&self, state: &State) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;

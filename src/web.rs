@@ -12,9 +12,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Serialize;
-use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, IceServer};
 
 const INDEX: &str = include_str!("../web/dist/index.html");
 const APP: &str = include_str!("../web/dist/app.js");
@@ -30,8 +29,9 @@ pub struct PageConfig {
     pub prefix: String,
     /// The room the page joins when its URL names none.
     pub room: Option<String>,
+    /// Named as the browser's `RTCConfiguration` names them.
     #[serde(rename = "iceServers")]
-    pub ice_servers: Vec<serde_json::Value>,
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl PageConfig {
@@ -44,14 +44,7 @@ impl PageConfig {
             ws_port,
             prefix: config.mqtt.prefix.clone(),
             room,
-            ice_servers: config
-                .webrtc
-                .ice_servers
-                .iter()
-                .map(
-                    |s| json!({"urls": s.urls, "username": s.username, "credential": s.credential}),
-                )
-                .collect(),
+            ice_servers: config.webrtc.ice_servers.clone(),
         }
     }
 }
@@ -79,17 +72,25 @@ fn app(page: PageConfig) -> Router {
         )
 }
 
-/// Binds `listen` and serves the viewer until the task is dropped.
-pub async fn start(
-    listen: SocketAddr,
-    page: PageConfig,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// Binds `listen` and serves the viewer for as long as the runtime runs;
+/// returns the URL to open.
+pub async fn start(listen: SocketAddr, page: PageConfig) -> std::io::Result<String> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+    let bound = listener.local_addr()?;
+    let host = if bound.ip().is_unspecified() {
+        "<this-host>".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    let query = page
+        .room
+        .as_ref()
+        .map(|room| format!("?room={room}"))
+        .unwrap_or_default();
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app(page)).await {
             tracing::error!(error = %e, "the viewer page server stopped");
         }
     });
-    Ok((local, task))
+    Ok(format!("http://{host}:{}/{query}", bound.port()))
 }

@@ -13,16 +13,19 @@ pub type LinkId = u64;
 /// Candidates queued for one link at most; more are dropped and counted.
 pub const MAX_QUEUED_CANDIDATES: usize = 64;
 
-/// Where an ICE restart stands. Until the peer answers it, a `Connected`
-/// from the peer connection is not proof of life: the ICE agent may report
-/// it from the old pair while the peer is silent.
+/// Where an ICE restart stands since the connection was last up. One is
+/// tried at most. Until the peer answers it, a `Connected` from the peer
+/// connection is not proof of life: the ICE agent may report it from the
+/// old pair while the peer is silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Restart {
-    None,
+    NotTried,
     /// Offered; whether the connection said `Connected` meanwhile.
     Pending {
         connected_seen: bool,
     },
+    /// Answered, and the connection not up again yet.
+    Answered,
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +42,6 @@ pub(super) struct Link {
     pub remote_description: bool,
     pub queued: Vec<Option<Candidate>>,
     pub connected: bool,
-    pub restart_tried: bool,
-    /// An ICE restart offer is out and not answered yet.
     pub restart: Restart,
     /// Failures of this pair in a row, for the retry backoff.
     pub attempt: u32,
@@ -60,8 +61,7 @@ impl Link {
             remote_description: false,
             queued: Vec::new(),
             connected: false,
-            restart_tried: false,
-            restart: Restart::None,
+            restart: Restart::NotTried,
             attempt,
             deadline: None,
         }
@@ -72,7 +72,7 @@ impl Link {
     pub fn mark_connected(&mut self) {
         self.connected = true;
         self.deadline = None;
-        self.restart_tried = false;
+        self.restart = Restart::NotTried;
         self.attempt = 0;
     }
 

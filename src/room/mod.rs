@@ -209,6 +209,12 @@ impl Mesh {
         self.rooms.contains_key(room)
     }
 
+    /// Whether joining `room` stays within [`MAX_ROOMS`] (a room we are in
+    /// already is no new one).
+    pub fn can_join(&self, room: &str) -> bool {
+        self.is_in(room) || self.rooms.len() < MAX_ROOMS
+    }
+
     pub fn session(&self, room: &str) -> Option<&str> {
         self.rooms.get(room).map(|r| r.session.as_str())
     }
@@ -609,7 +615,7 @@ impl Mesh {
                 // The peer is alive: a `Connected` seen while its answer
                 // was awaited counts now.
                 if let Restart::Pending { connected_seen } = link.restart {
-                    link.restart = Restart::None;
+                    link.restart = Restart::Answered;
                     if connected_seen {
                         link.mark_connected();
                     }
@@ -680,8 +686,7 @@ impl Mesh {
             LinkState::Disconnected => {
                 l.connected = false;
                 l.deadline = Some(now + RECONNECT_TIMEOUT);
-                if l.offerer && !l.restart_tried {
-                    l.restart_tried = true;
+                if l.offerer && l.restart == Restart::NotTried {
                     l.restart = Restart::Pending {
                         connected_seen: false,
                     };

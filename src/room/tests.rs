@@ -883,3 +883,17 @@ fn a_flooding_peer_is_rate_limited_alone() {
         .is_ok()
     );
 }
+
+#[test]
+fn rooms_are_limited_but_a_room_we_are_in_is_no_new_one() {
+    let mut cam = camera();
+    for n in 0..MAX_ROOMS {
+        let room = format!("r{n}");
+        assert!(cam.can_join(&room));
+        cam.join(&room, &format!("session{n:04}"));
+    }
+    assert!(!cam.can_join("one-too-many"));
+    assert!(cam.can_join("r0"));
+    cam.leave("r0", "leaving");
+    assert!(cam.can_join("one-too-many"));
+}

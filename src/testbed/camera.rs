@@ -56,10 +56,6 @@ impl CameraProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
 }
 
 impl Drop for CameraProcess {

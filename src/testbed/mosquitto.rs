@@ -33,24 +33,11 @@ impl Mosquitto {
     /// Starts Mosquitto with `extra` configuration lines and waits until it
     /// accepts connections.
     pub fn start(extra: &str) -> std::io::Result<Self> {
-        let dir = super::temp_dir("mosquitto")?;
         let port = super::free_port()?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
-            ),
-        )?;
-        let child = spawn(&conf)?;
-        let mut broker = Self {
-            child,
-            port,
-            dir,
-            scheme: "mqtt",
-        };
-        broker.wait_ready()?;
-        Ok(broker)
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
+        );
+        Self::start_with_config(super::temp_dir("mosquitto")?, &conf, port, "mqtt")
     }
 
     /// Starts Mosquitto with the complete configuration `conf`, written into

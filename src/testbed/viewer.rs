@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -51,6 +51,20 @@ impl ViewerProcess {
     /// The next JSON line, or `None` after `timeout` or at end of output.
     pub fn next_line(&self, timeout: Duration) -> Option<Value> {
         self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Waits for `count` first frames and returns the viewers' ids; `None`
+    /// if they did not all come within `deadline`.
+    pub fn first_frames(&self, count: usize, deadline: Duration) -> Option<Vec<String>> {
+        let end = Instant::now() + deadline;
+        let mut ids = Vec::new();
+        while ids.len() < count {
+            let line = self.next_line(end.checked_duration_since(Instant::now())?)?;
+            if line["event"] == "first_frame" {
+                ids.push(line["viewer"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        Some(ids)
     }
 }
 

@@ -2,8 +2,8 @@
 // the meshcam daemon, headless Chromium (Debian's) driven by playwright-core,
 // and an MQTT observer. Every wait has a deadline; nothing sleeps and hopes.
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt from "mqtt";
@@ -64,7 +64,6 @@ export async function waitFor(what, probe, deadlineMs = DEADLINE_MS) {
 }
 
 async function waitForPort(port, child, what) {
-  const { connect } = await import("node:net");
   await waitFor(what, () => {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
     return new Promise((ok) => {
