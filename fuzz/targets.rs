@@ -12,7 +12,7 @@
 
 use meshcam::config::{BITRATE_RANGE, FPS_RANGE, HEIGHT_RANGE, MAX_VIEWERS_RANGE, WIDTH_RANGE};
 use meshcam::control::{self, Refusal, Request};
-use meshcam::peer::answer::accepts_h264;
+use meshcam::peer::answer::accepts_video;
 use meshcam::protocol::ids::{is_peer_id, is_room, is_session};
 use meshcam::protocol::{
     Candidate, Command, DecodeError, DeviceStatus, MAX_PAYLOAD, MAX_SDP, Presence, Reply, Signal,
@@ -278,7 +278,7 @@ pub fn status(data: &[u8]) {
 }
 
 /// Our own SDP and candidate handling, on any text: the viewer's answer as
-/// it travels in a signal and meets `accepts_h264` (and the `bye` that a
+/// it travels in a signal and meets `accepts_video` (and the `bye` that a
 /// refusal sends back), and the same text as a trickled candidate line.
 pub fn answer_sdp(data: &[u8]) {
     // An SDP or a candidate reaches us as a JSON string: always UTF-8.
@@ -309,11 +309,11 @@ const MAX_REASON: usize = 2048;
 
 /// The H.264 check of an answer the camera received.
 fn check_answer(sdp: &str) {
-    let verdict = accepts_h264(sdp);
+    let verdict = accepts_video(sdp);
     // Line endings do not matter, nor does a section after the video one.
-    assert_eq!(accepts_h264(&sdp.replace('\n', "\r\n")), verdict);
+    assert_eq!(accepts_video(&sdp.replace('\n', "\r\n")), verdict);
     let with_audio = format!("{sdp}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 H264/90000\r\n");
-    assert_eq!(accepts_h264(&with_audio), verdict);
+    assert_eq!(accepts_video(&with_audio), verdict);
     let reason = match verdict {
         Ok(()) => {
             assert!(sdp.contains("m=video "));

@@ -1,5 +1,5 @@
 //! The broker session: connect with a will, reconnect with jittered
-//! exponential backoff, and report what happens as [`MqttEvent`]s.
+//! exponential backoff (capped at a few seconds), and report what happens as [`MqttEvent`]s.
 //!
 //! Publishing never waits: the supervisor loop must not stall on a broker
 //! outage, so publishes go into rumqttc's request queue with `try_publish`
@@ -298,15 +298,21 @@ pub fn start(options: SessionOptions) -> (MqttLink, mpsc::Receiver<MqttEvent>) {
     )
 }
 
-/// The reconnect delay after `failures` failed attempts in a row: exponential
-/// from 0.5 s, capped at 30 s, with full jitter so a fleet does not reconnect
-/// in lockstep after a broker restart.
+/// The longest wait between two connection attempts. A camera is back at
+/// most this long (plus the connect itself) after its broker is, however
+/// long the outage was: viewers and controllers see a fleet as down for no
+/// longer than it is.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
+
+/// The reconnect delay after `failures` failed attempts in a row:
+/// exponential from 0.5 s up to [`MAX_RECONNECT_DELAY`], each drawn
+/// uniformly from the upper half of its ceiling. After a long outage a
+/// fleet's attempts are spread evenly over 2 to 4 s, so cameras do not all
+/// reconnect in one instant when the broker comes back.
 pub fn reconnect_delay(failures: u32) -> Duration {
-    let ceiling =
-        Duration::from_millis(500 * (1u64 << failures.min(6))).min(Duration::from_secs(30));
-    let jittered =
-        rand::rng().random_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64);
-    Duration::from_millis(jittered)
+    let ceiling = Duration::from_millis(500 * (1u64 << failures.min(6))).min(MAX_RECONNECT_DELAY);
+    let ceiling_ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ceiling_ms / 2..=ceiling_ms))
 }
 
 /// How long a clean disconnect waits for the broker to close the connection.
@@ -537,12 +543,19 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_delays_grow_and_are_capped() {
-        for failures in 0..20 {
-            let d = reconnect_delay(failures);
-            assert!(d <= Duration::from_secs(30));
-            assert!(d >= Duration::from_millis(250));
+    fn reconnect_delays_grow_are_capped_and_spread() {
+        let delays = |failures: u32| (0..200).map(move |_| reconnect_delay(failures));
+        for d in delays(0) {
+            assert!((Duration::from_millis(250)..=Duration::from_millis(500)).contains(&d));
         }
-        assert!(reconnect_delay(10) >= Duration::from_secs(15));
+        for failures in [3, 10, 1000] {
+            let (min, max) = delays(failures).fold((Duration::MAX, Duration::ZERO), |(lo, hi), d| {
+                (lo.min(d), hi.max(d))
+            });
+            assert!(max <= MAX_RECONNECT_DELAY, "{max:?} after {failures}");
+            assert!(min >= MAX_RECONNECT_DELAY / 2, "{min:?} after {failures}");
+            // Jittered: 200 draws over 2 s do not land on one instant.
+            assert!(max - min >= Duration::from_millis(500), "{min:?}..{max:?}");
+        }
     }
 }

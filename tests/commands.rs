@@ -310,6 +310,37 @@ fn a_reply_to_outside_the_client_inboxes_is_refused_on_the_default_topic() {
 }
 
 #[test]
+fn a_command_of_another_version_is_refused_with_a_null_id() {
+    let broker = broker();
+    let _cam = Camera::start(&broker, "cam-v2", SMALL_VIDEO);
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-v2",
+        &[
+            &status_topic("cam-v2"),
+            "meshcam/devices/cam-v2/reply",
+            &inbox("ctl-v2"),
+        ],
+    );
+    online(&mut obs, "cam-v2");
+    obs.publish(
+        "meshcam/devices/cam-v2/cmd",
+        json!({"v":2,"id":"v2-1","cmd":"status","reply_to":"meshcam/clients/ctl-v2/r"})
+            .to_string(),
+        false,
+    );
+    let reply: Value = obs.wait_json("meshcam/devices/cam-v2/reply", "refusal", |v| {
+        v["ok"] == false
+    });
+    assert_eq!(reply["id"], Value::Null, "{reply}");
+    assert_eq!(reply["v"], 1, "{reply}");
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    // The camera still answers version 1, and counted the refusal.
+    let stats = obs.command("cam-v2", json!({"cmd": "stats"}));
+    assert_eq!(stats["result"]["commands"]["errors"], 1, "{stats}");
+}
+
+#[test]
 fn joins_beyond_the_room_limit_are_refused_and_the_rooms_stay() {
     let broker = broker();
     let _cam = Camera::start(&broker, "cam-many", SMALL_VIDEO);

@@ -1,11 +1,16 @@
-//! Checks a viewer's answer before it is applied: a browser that cannot
-//! decode H.264 answers with its video rejected or without H.264, connects,
-//! and shows nothing. Naming the cause beats a silent black tile and endless
-//! offers.
+//! Reads a viewer's answer before it is applied.
+//!
+//! A browser that cannot decode H.264 answers with its video rejected or
+//! without H.264, connects, and shows nothing; one that will not receive
+//! answers `inactive`. Naming the cause beats a silent black tile and endless
+//! offers. And an answer from a *new* remote peer connection (a viewer that
+//! rebuilt its own) carries a new DTLS identity, which a running connection
+//! cannot take: [`RemoteIdentity`] tells it apart.
 
-/// `Ok` when the answer accepts H.264 video; otherwise why not, for the log
-/// and the `bye` reason.
-pub fn accepts_h264(sdp: &str) -> Result<(), String> {
+/// `Ok` when the answer receives H.264 video, as the answer to our
+/// send-only offer must (`recvonly`); otherwise why not, for the log and the
+/// `bye` reason.
+pub fn accepts_video(sdp: &str) -> Result<(), String> {
     let mut lines = sdp.lines().map(str::trim_end);
     let Some(m_line) = lines.by_ref().find(|l| l.starts_with("m=video ")) else {
         return Err("no H.264: the answer has no video section".into());
@@ -13,14 +18,15 @@ pub fn accepts_h264(sdp: &str) -> Result<(), String> {
     if m_line.split_whitespace().nth(1) == Some("0") {
         return Err("no H.264: the answer rejects the video".into());
     }
-    let codecs: Vec<&str> = lines
-        .take_while(|l| !l.starts_with("m="))
+    let section: Vec<&str> = lines.take_while(|l| !l.starts_with("m=")).collect();
+    let codecs: Vec<&str> = section
+        .iter()
         .filter_map(|l| l.strip_prefix("a=rtpmap:"))
         .filter_map(|l| l.split_whitespace().nth(1))
         .filter_map(|encoding| encoding.split('/').next())
         .collect();
     if codecs.iter().any(|c| c.eq_ignore_ascii_case("H264")) {
-        Ok(())
+        receives(&section)
     } else if codecs.is_empty() {
         Err("no H.264: the answer lists no video codec".into())
     } else {
@@ -29,6 +35,54 @@ pub fn accepts_h264(sdp: &str) -> Result<(), String> {
             codec_list(&codecs)
         ))
     }
+}
+
+/// The direction of the video section: the answer to a send-only offer
+/// receives (`recvonly`); no attribute means `sendrecv`.
+fn receives(section: &[&str]) -> Result<(), String> {
+    let direction = section
+        .iter()
+        .find_map(|l| {
+            ["a=recvonly", "a=sendrecv", "a=sendonly", "a=inactive"]
+                .into_iter()
+                .find(|d| l == d)
+        })
+        .unwrap_or("a=sendrecv");
+    if direction == "a=recvonly" {
+        return Ok(());
+    }
+    Err(format!(
+            "the answer's video is {}, not recvonly: the camera only sends",
+        &direction[2..]
+    ))
+}
+
+/// Who answers: the DTLS identity of the remote peer connection. Two
+/// answers with different identities come from two different connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteIdentity {
+    /// Every `a=fingerprint` value, in order, case folded.
+    pub fingerprints: Vec<String>,
+    /// The `a=setup` role it takes.
+    pub setup: Option<String>,
+}
+
+impl RemoteIdentity {
+    pub fn of(sdp: &str) -> Self {
+        let mut fingerprints: Vec<String> = attribute(sdp, "a=fingerprint:").collect();
+        fingerprints.dedup();
+        Self {
+            fingerprints,
+            setup: attribute(sdp, "a=setup:").next(),
+        }
+    }
+}
+
+/// The values of an SDP attribute (`name` with its colon), case folded.
+fn attribute<'a>(sdp: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    sdp.lines()
+        .filter_map(move |l| l.trim_end().strip_prefix(name))
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 /// At most this many codec names, of at most this many characters each, go
@@ -70,9 +124,9 @@ mod tests {
     fn an_answer_with_h264_is_accepted() {
         let sdp = format!(
             "{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n\
-             a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n"
+             a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\na=recvonly\r\n"
         );
-        assert_eq!(accepts_h264(&sdp), Ok(()));
+        assert_eq!(accepts_video(&sdp), Ok(()));
     }
 
     #[test]
@@ -82,7 +136,7 @@ mod tests {
              a=rtpmap:98 VP9/90000\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 H264/90000\r\n"
         );
         assert_eq!(
-            accepts_h264(&sdp),
+            accepts_video(&sdp),
             Err("no H.264: the viewer decodes only VP8, VP9".into())
         );
     }
@@ -94,7 +148,7 @@ mod tests {
              a=rtpmap:97 rtx/90000\r\na=rtpmap:98 VP9/90000\r\na=rtpmap:99 rtx/90000\r\n"
         );
         assert_eq!(
-            accepts_h264(&sdp),
+            accepts_video(&sdp),
             Err("no H.264: the viewer decodes only VP8, rtx, VP9".into())
         );
 
@@ -105,22 +159,65 @@ mod tests {
                 "x".repeat(5000)
             ));
         }
-        let reason = accepts_h264(&many).unwrap_err();
+        let reason = accepts_video(&many).unwrap_err();
         assert!(reason.ends_with(" and 12 more"), "{reason}");
         assert!(reason.len() < 400, "{} bytes", reason.len());
     }
 
     #[test]
+    fn an_answer_that_does_not_receive_is_refused() {
+        let video = "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        for (direction, verdict) in [
+            ("a=recvonly\r\n", Ok(())),
+            (
+                "a=inactive\r\n",
+                Err("the answer's video is inactive, not recvonly: the camera only sends".into()),
+            ),
+            (
+                "a=sendrecv\r\n",
+                Err("the answer's video is sendrecv, not recvonly: the camera only sends".into()),
+            ),
+            (
+                "",
+                Err("the answer's video is sendrecv, not recvonly: the camera only sends".into()),
+            ),
+        ] {
+            let sdp = format!("{HEAD}{video}{direction}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=recvonly\r\n");
+            assert_eq!(accepts_video(&sdp), verdict, "{direction:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_remote_connection_has_a_new_identity() {
+        let answer = |fingerprint: &str, setup: &str| {
+            format!(
+                "{HEAD}a=fingerprint:sha-256 {fingerprint}\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+                 a=ice-ufrag:u{fingerprint}\r\na=setup:{setup}\r\n\
+                 a=fingerprint:sha-256 {fingerprint}\r\n"
+            )
+        };
+        let first = RemoteIdentity::of(&answer("AA:BB", "active"));
+        assert_eq!(first.fingerprints, ["sha-256 aa:bb"]);
+        assert_eq!(first.setup.as_deref(), Some("active"));
+        // The same connection answering an ICE restart: new credentials only.
+        let restart = answer("AA:BB", "active").replace("a=ice-ufrag:uAA:BB", "a=ice-ufrag:x");
+        assert_eq!(RemoteIdentity::of(&restart), first);
+        assert_eq!(RemoteIdentity::of(&answer("aa:bb", "active")), first);
+        assert_ne!(RemoteIdentity::of(&answer("CC:DD", "active")), first);
+        assert_ne!(RemoteIdentity::of(&answer("AA:BB", "passive")), first);
+    }
+
+    #[test]
     fn rejected_or_missing_video_is_refused() {
         let rejected = format!("{HEAD}m=video 0 UDP/TLS/RTP/SAVPF 102\r\n");
-        assert!(accepts_h264(&rejected).unwrap_err().contains("rejects"));
+        assert!(accepts_video(&rejected).unwrap_err().contains("rejects"));
         let none = format!("{HEAD}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n");
         assert!(
-            accepts_h264(&none)
+            accepts_video(&none)
                 .unwrap_err()
                 .contains("no video section")
         );
         let bare = format!("{HEAD}m=video 9 UDP/TLS/RTP/SAVPF 102\r\n");
-        assert!(accepts_h264(&bare).unwrap_err().contains("no video codec"));
+        assert!(accepts_video(&bare).unwrap_err().contains("no video codec"));
     }
 }

@@ -8,11 +8,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use rtc::crypto::{self, SignatureScheme};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
@@ -25,8 +26,9 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
+use super::SenderCounters;
 use super::feedback::{KeyframeRequestForwarder, SLOT};
-use crate::config::WebrtcConfig;
+use crate::config::{MdnsMode, WebrtcConfig};
 
 /// The payload type we offer H.264 on.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -45,6 +47,12 @@ pub const ICE_KEEPALIVE: Duration = Duration::from_millis(1000);
 /// keep the default 1.4 s per candidate pair.
 pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 pub const ICE_MAX_BINDING_REQUESTS: u16 = 28;
+/// How long a peer-reflexive pair waits before it may be nominated (ICE's
+/// default is 1 s). A browser that hides its address behind a `*.local`
+/// name is only ever learned peer-reflexive, from its own checks, so this
+/// wait was most of its time to first frame. On a LAN there is no better
+/// pair coming: nominate at once.
+pub const ICE_PRFLX_MIN_WAIT: Duration = Duration::ZERO;
 
 /// The H.264 codec every connection negotiates.
 pub fn h264_codec() -> RTCRtpCodec {
@@ -73,6 +81,9 @@ pub struct PeerFactory {
     bind: IpAddr,
     ports: Option<(u16, u16)>,
     next_port: AtomicU32,
+    mdns: MdnsMode,
+    /// Said once that multicast DNS cannot work here.
+    mdns_warned: AtomicBool,
 }
 
 impl PeerFactory {
@@ -106,23 +117,27 @@ impl PeerFactory {
             bind,
             ports,
             next_port: AtomicU32::new(0),
+            mdns: config.mdns,
+            mdns_warned: AtomicBool::new(false),
         })
     }
 
-    /// Builds one connection. With a port range, tries its ports in turn.
+    /// Builds one connection, counting what the remote side sends back into
+    /// `counters`. With a port range, tries its ports in turn.
     pub async fn build(
         &self,
         handler: Arc<dyn PeerConnectionEventHandler>,
+        counters: &Arc<SenderCounters>,
     ) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let Some((min, max)) = self.ports else {
-            return self.build_on(0, handler).await;
+            return self.build_on(0, handler, counters).await;
         };
         let span = u32::from(max - min) + 1;
         let mut last_error = None;
         for _ in 0..span {
             let offset = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
             let port = min + offset as u16;
-            match self.build_on(port, handler.clone()).await {
+            match self.build_on(port, handler.clone(), counters).await {
                 Ok(pc) => return Ok(pc),
                 Err(e) => last_error = Some(e),
             }
@@ -132,10 +147,50 @@ impl PeerFactory {
             .context(format!("no free UDP port in {min}-{max}")))
     }
 
+    /// Builds on `port` with the configured mDNS mode. Its multicast socket
+    /// cannot be opened where the host has no multicast route (a camera LAN
+    /// without a gateway, a network before DHCP answered); the error is a
+    /// bare string, so any failure with mDNS on is tried again without it,
+    /// and said once. The next connection tries mDNS again: routes come.
     async fn build_on(
         &self,
         port: u16,
         handler: Arc<dyn PeerConnectionEventHandler>,
+        counters: &Arc<SenderCounters>,
+    ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+        let mode = match self.mdns {
+            MdnsMode::Off => {
+                return self
+                    .build_with(port, MulticastDnsMode::Disabled, handler, counters)
+                    .await;
+            }
+            MdnsMode::Query => MulticastDnsMode::QueryOnly,
+            MdnsMode::Gather => MulticastDnsMode::QueryAndGather,
+        };
+        match self.build_with(port, mode, handler.clone(), counters).await {
+            Ok(pc) => Ok(pc),
+            Err(e) => {
+                let pc = self
+                    .build_with(port, MulticastDnsMode::Disabled, handler, counters)
+                    .await?;
+                if !self.mdns_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "multicast DNS cannot work on this network (no multicast route?); \
+                         connecting without it, with host candidates"
+                    );
+                }
+                Ok(pc)
+            }
+        }
+    }
+
+    async fn build_with(
+        &self,
+        port: u16,
+        mdns: MulticastDnsMode,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+        counters: &Arc<SenderCounters>,
     ) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let mut media = MediaEngine::default();
         media.register_codec(
@@ -146,7 +201,7 @@ impl PeerFactory {
             RtpCodecKind::Video,
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?
-            .with(Slot::from(SLOT), KeyframeRequestForwarder::default());
+            .with(Slot::from(SLOT), KeyframeRequestForwarder::new(counters.clone()));
         let configuration = RTCConfigurationBuilder::new()
             .with_ice_servers(self.ice_servers.clone())
             .with_certificates(vec![self.certificate.clone()])
@@ -159,6 +214,8 @@ impl PeerFactory {
                 Some(ICE_KEEPALIVE),
             )
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(ICE_MAX_BINDING_REQUESTS))
+            .with_prflx_acceptance_min_wait(Some(ICE_PRFLX_MIN_WAIT))
+            .with_multicast_dns_mode(mdns)
             .build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)

@@ -1,5 +1,6 @@
 //! An interceptor that hands PLI and FIR (key-frame requests) to the
-//! application.
+//! application, and counts every RTCP packet the viewer sends (its sign of
+//! life, see [`super::liveness`]).
 //!
 //! webrtc 0.21 ends inbound RTCP at the end of its interceptor chain; only
 //! packets marked `DeliverToApplication` reach `TrackLocal::poll`. This one
@@ -8,6 +9,8 @@
 //! already seen it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -16,13 +19,25 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
+use super::SenderCounters;
+
 /// The position in the chain: after every default interceptor.
 pub const SLOT: usize = 14_000;
 
-#[derive(Default)]
 pub struct KeyframeRequestForwarder {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    counters: Arc<SenderCounters>,
+}
+
+impl KeyframeRequestForwarder {
+    pub fn new(counters: Arc<SenderCounters>) -> Self {
+        Self {
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+            counters,
+        }
+    }
 }
 
 /// Whether an RTCP packet asks for a key frame.
@@ -40,6 +55,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            self.counters
+                .rtcp_received
+                .fetch_add(packets.len() as u64, Ordering::Relaxed);
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| is_keyframe_request(p.as_ref()))

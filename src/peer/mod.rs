@@ -14,6 +14,7 @@
 pub mod answer;
 pub mod factory;
 pub mod feedback;
+pub mod liveness;
 pub mod sender;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ use webrtc::peer_connection::{
     StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
+
+use answer::RemoteIdentity;
+use liveness::{Gone, Liveness, Observed};
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 
 use crate::media::VideoFeed;
 use crate::protocol::{Candidate, SignalBody};
@@ -182,10 +187,23 @@ async fn add_video_track(
             ..Default::default()
         }],
     )));
-    let sender = pc
-        .add_track(track.clone() as Arc<dyn TrackLocal>)
+    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
+    let transceiver = pc
+        .add_transceiver_from_track(
+            track.clone() as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
         .await
         .context("adding the video track")?;
+    let sender = transceiver
+        .sender()
+        .await
+        .context("the video sender")?
+        .context("the video transceiver has no sender")?;
     // The sender starts now, preloading from the next key frame while the
     // connection is being set up.
     let (ready, ready_rx) = oneshot::channel();
@@ -248,6 +266,23 @@ impl Outbound {
                 }
             }
         }));
+    }
+}
+
+impl Outbound {
+    /// What the liveness watch needs to know now.
+    async fn observe(&self, counters: &SenderCounters) -> Observed {
+        let dtls_closed = match self.sender.transport().await {
+            Ok(Some(transport)) => {
+                matches!(transport.state().await, Ok(RTCDtlsTransportState::Closed))
+            }
+            _ => false,
+        };
+        Observed {
+            rtcp_received: counters.rtcp_received.load(Ordering::Relaxed),
+            packets_sent: counters.packets_sent.load(Ordering::Relaxed),
+            dtls_closed,
+        }
     }
 }
 
@@ -341,7 +376,7 @@ async fn run(
 ) {
     let link = spec.link;
     let (callback_tx, mut callbacks) = mpsc::unbounded_channel();
-    let pc = match factory.build(Arc::new(Handler(callback_tx))).await {
+    let pc = match factory.build(Arc::new(Handler(callback_tx)), &counters).await {
         Ok(pc) => pc,
         Err(e) => {
             let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
@@ -393,9 +428,25 @@ async fn negotiate(
     }
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut liveness_timer = tokio::time::interval(liveness::CHECK_INTERVAL);
+    liveness_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut liveness = Liveness::default();
     loop {
         tokio::select! {
             _ = stats_timer.tick(), if outbound.is_some() => read_stats(pc, &counters).await,
+            _ = liveness_timer.tick(), if outbound.is_some() => {
+                let out = outbound.as_ref().expect("checked by the guard");
+                let observed = out.observe(&counters).await;
+                if let Some(gone) = liveness.check(std::time::Instant::now(), observed) {
+                    tracing::info!(link, ?gone, "the viewer is gone");
+                    let state = match gone {
+                        Gone::ClosedByPeer => LinkState::Closed,
+                        Gone::Silent => LinkState::Failed,
+                    };
+                    let _ = events.send(PeerEvent::State(link, state));
+                    return Ok(());
+                }
+            }
             command = commands.recv() => {
                 let Some(command) = command else { return Ok(()) };
                 match command {
@@ -408,9 +459,19 @@ async fn negotiate(
                     }
                     PeerCommand::ApplyAnswer(sdp) => {
                         if outbound.is_some()
-                            && let Err(reason) = answer::accepts_h264(&sdp)
+                            && let Err(reason) = answer::accepts_video(&sdp)
                         {
                             let _ = events.send(PeerEvent::Incompatible(link, reason));
+                            return Ok(());
+                        }
+                        // DTLS runs once per connection: an answer from a new
+                        // remote connection cannot be taken (only its ICE
+                        // credentials would be), and media would never flow.
+                        if let Some(current) = pc.current_remote_description().await
+                            && RemoteIdentity::of(&current.sdp) != RemoteIdentity::of(&sdp)
+                        {
+                            tracing::info!(link, "the peer answered from a new connection");
+                            let _ = events.send(PeerEvent::State(link, LinkState::Replaced));
                             return Ok(());
                         }
                         let answer = RTCSessionDescription::answer(sdp)
@@ -451,6 +512,9 @@ async fn negotiate(
                             && let Some(out) = outbound.as_mut()
                         {
                             out.start(link, counters.clone(), events).await;
+                            liveness.connected(std::time::Instant::now(), out.observe(&counters).await);
+                        } else if state != RTCPeerConnectionState::Connected {
+                            liveness.disconnected();
                         }
                         if let Some(state) = link_state(state) {
                             let _ = events.send(PeerEvent::State(link, state));

@@ -35,6 +35,8 @@ pub struct SenderCounters {
     /// Frames this viewer missed because it fell behind.
     pub frames_dropped: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// RTCP packets from the viewer: reports, feedback, requests.
+    pub rtcp_received: AtomicU64,
     /// From the connection's statistics: NACKs received.
     pub nacks: AtomicU64,
     /// From the connection's statistics: round-trip time in microseconds

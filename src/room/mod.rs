@@ -110,6 +110,9 @@ pub enum LinkState {
     Disconnected,
     Failed,
     Closed,
+    /// The peer answered from a new connection of its own (a new DTLS
+    /// identity), which ours cannot take: offer afresh from a new one, now.
+    Replaced,
 }
 
 /// Why an inbound signal was dropped.
@@ -694,6 +697,15 @@ impl Mesh {
                 } else {
                     Vec::new()
                 }
+            }
+            LinkState::Replaced => {
+                let (offerer, role) = (l.offerer, l.role);
+                let mut actions = self.drop_link(&room, &peer);
+                let r = self.rooms.get_mut(&room).expect("index follows rooms");
+                if offerer && r.peers.get(&peer).is_some_and(|p| !p.ended) {
+                    actions.extend(self.connect(&room, &peer, true, 0, role, now));
+                }
+                actions
             }
             LinkState::Failed | LinkState::Closed => {
                 let (offerer, attempt) = (l.offerer, l.attempt);

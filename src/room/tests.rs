@@ -692,6 +692,20 @@ fn a_failed_pair_is_offered_again_with_backoff() {
 }
 
 #[test]
+fn a_peer_that_answers_from_a_new_connection_is_offered_afresh_at_once() {
+    let (mut cam, link) = camera_offering_to_v1();
+    let t0 = Instant::now();
+    let acts = cam.on_link_state(link, LinkState::Replaced, t0);
+    assert_eq!(acts[0], Action::Close { link });
+    let fresh = connects(&acts);
+    assert_eq!(fresh.len(), 1, "{acts:?}");
+    assert_ne!(fresh[0].0, link);
+    assert_eq!((fresh[0].1.as_str(), fresh[0].2), ("v1", true));
+    // The old link's events no longer count.
+    assert!(cam.on_link_state(link, LinkState::Failed, t0).is_empty());
+}
+
+#[test]
 fn the_answerer_does_not_retry() {
     let mut v = joined(viewer("v1"), "v1session");
     v.on_presence(

@@ -10,6 +10,9 @@ use config::{Config as Layers, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ids::{is_peer_id, is_room};
+use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
+
+mod environment;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshcam/meshcam.toml";
@@ -155,6 +158,35 @@ pub enum SourceFormat {
     H264,
 }
 
+/// Whether ICE uses multicast DNS (`webrtc.mdns`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum MdnsMode {
+    /// No mDNS socket at all. A browser's `*.local` host candidates are
+    /// dropped and the browser is learned from its own checks
+    /// (peer-reflexive), which works on every LAN, with or without routes.
+    #[default]
+    Off,
+    /// Resolve the viewers' `*.local` candidates; ours stay addresses.
+    Query,
+    /// Resolve theirs and hide our addresses behind a `*.local` name.
+    Gather,
+}
+
+impl TryFrom<String> for MdnsMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "off" => Ok(Self::Off),
+            "query" => Ok(Self::Query),
+            "gather" => Ok(Self::Gather),
+            _ => Err(format!(
+                "{s:?} is not an mDNS mode; accepted: off, query, gather"
+            )),
+        }
+    }
+}
+
 impl TryFrom<String> for SourceKind {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -241,6 +273,10 @@ pub struct WebrtcConfig {
     pub udp_port_max: u16,
     #[serde(default = "default_max_viewers")]
     pub max_viewers: usize,
+    /// Multicast DNS for ICE candidates. Where it cannot work (no multicast
+    /// route) connections go on without it.
+    #[serde(default)]
+    pub mdns: MdnsMode,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -354,6 +390,7 @@ impl Default for WebrtcConfig {
             udp_port_min: 0,
             udp_port_max: 0,
             max_viewers: default_max_viewers(),
+            mdns: MdnsMode::Off,
         }
     }
 }
@@ -578,10 +615,19 @@ impl Config {
                 );
             }
         }
+        let environment = EnvironmentLayer::split(std::env::vars(), &Self::default_tree()?);
+        if !environment.unknown.is_empty() {
+            tracing::warn!(
+                variables = %environment.unknown.join(", "),
+                "ignoring environment variables that name no configuration key \
+                 (MESHCAM_<SECTION>__<KEY>, see config/meshcam.toml)"
+            );
+        }
         layers = layers.add_source(
-            Environment::with_prefix("MESHCAM")
+            Environment::with_prefix(PREFIX.trim_end_matches('_'))
+                .source(Some(environment.known.into_iter().collect()))
                 .prefix_separator("_")
-                .separator("__")
+                .separator(SEPARATOR)
                 .list_separator(",")
                 .with_list_parse_key("rooms")
                 .try_parsing(true),
@@ -615,6 +661,11 @@ impl Config {
         config.fill_in();
         config.validate()?;
         Ok(config)
+    }
+
+    /// The default configuration as JSON: the keys the environment may set.
+    fn default_tree() -> Result<serde_json::Value, ConfigError> {
+        serde_json::to_value(Self::from_toml("")?).map_err(|e| ConfigError::Load(e.to_string()))
     }
 
     /// Parses a TOML text on its own (no environment), for tests and tools.
