@@ -549,9 +549,10 @@ mod tests {
             assert!((Duration::from_millis(250)..=Duration::from_millis(500)).contains(&d));
         }
         for failures in [3, 10, 1000] {
-            let (min, max) = delays(failures).fold((Duration::MAX, Duration::ZERO), |(lo, hi), d| {
-                (lo.min(d), hi.max(d))
-            });
+            let (min, max) = delays(failures)
+                .fold((Duration::MAX, Duration::ZERO), |(lo, hi), d| {
+                    (lo.min(d), hi.max(d))
+                });
             assert!(max <= MAX_RECONNECT_DELAY, "{max:?} after {failures}");
             assert!(min >= MAX_RECONNECT_DELAY / 2, "{min:?} after {failures}");
             // Jittered: 200 draws over 2 s do not land on one instant.

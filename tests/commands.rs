@@ -325,8 +325,7 @@ fn a_command_of_another_version_is_refused_with_a_null_id() {
     online(&mut obs, "cam-v2");
     obs.publish(
         "meshcam/devices/cam-v2/cmd",
-        json!({"v":2,"id":"v2-1","cmd":"status","reply_to":"meshcam/clients/ctl-v2/r"})
-            .to_string(),
+        json!({"v":2,"id":"v2-1","cmd":"status","reply_to":"meshcam/clients/ctl-v2/r"}).to_string(),
         false,
     );
     let reply: Value = obs.wait_json("meshcam/devices/cam-v2/reply", "refusal", |v| {

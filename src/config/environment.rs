@@ -119,20 +119,29 @@ mod tests {
         );
         assert_eq!(
             layer.unknown,
-            ["MESHCAM_DEVICE", "MESHCAM_HELPER_FLAG", "MESHCAM_MQTT__NOPE"]
+            [
+                "MESHCAM_DEVICE",
+                "MESHCAM_HELPER_FLAG",
+                "MESHCAM_MQTT__NOPE"
+            ]
         );
     }
 
     #[test]
     fn the_documented_device_id_variable_sets_the_device_id() {
-        let layer =
-            EnvironmentLayer::split(vars(&[("MESHCAM_DEVICE_ID", "kitchen")]), &defaults());
+        let layer = EnvironmentLayer::split(vars(&[("MESHCAM_DEVICE_ID", "kitchen")]), &defaults());
         assert_eq!(layer.known["MESHCAM_DEVICE__ID"], "kitchen");
         assert!(layer.unknown.is_empty());
         // The key's own spelling wins, whatever the order.
         for order in [
-            [("MESHCAM_DEVICE_ID", "alias"), ("MESHCAM_DEVICE__ID", "key")],
-            [("MESHCAM_DEVICE__ID", "key"), ("MESHCAM_DEVICE_ID", "alias")],
+            [
+                ("MESHCAM_DEVICE_ID", "alias"),
+                ("MESHCAM_DEVICE__ID", "key"),
+            ],
+            [
+                ("MESHCAM_DEVICE__ID", "key"),
+                ("MESHCAM_DEVICE_ID", "alias"),
+            ],
         ] {
             let layer = EnvironmentLayer::split(vars(&order), &defaults());
             assert_eq!(layer.known["MESHCAM_DEVICE__ID"], "key");

@@ -52,7 +52,7 @@ fn receives(section: &[&str]) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-            "the answer's video is {}, not recvonly: the camera only sends",
+        "the answer's video is {}, not recvonly: the camera only sends",
         &direction[2..]
     ))
 }
@@ -182,7 +182,8 @@ mod tests {
                 Err("the answer's video is sendrecv, not recvonly: the camera only sends".into()),
             ),
         ] {
-            let sdp = format!("{HEAD}{video}{direction}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=recvonly\r\n");
+            let sdp =
+                format!("{HEAD}{video}{direction}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=recvonly\r\n");
             assert_eq!(accepts_video(&sdp), verdict, "{direction:?}");
         }
     }

@@ -200,8 +200,10 @@ impl PeerFactory {
             },
             RtpCodecKind::Video,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?
-            .with(Slot::from(SLOT), KeyframeRequestForwarder::new(counters.clone()));
+        let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
+            Slot::from(SLOT),
+            KeyframeRequestForwarder::new(counters.clone()),
+        );
         let configuration = RTCConfigurationBuilder::new()
             .with_ice_servers(self.ice_servers.clone())
             .with_certificates(vec![self.certificate.clone()])

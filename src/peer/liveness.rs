@@ -94,7 +94,10 @@ mod tests {
         }
         let last = t0 + Duration::from_secs(20);
         assert_eq!(
-            l.check(last + RTCP_SILENCE - Duration::from_millis(1), seen(rtcp, 9999)),
+            l.check(
+                last + RTCP_SILENCE - Duration::from_millis(1),
+                seen(rtcp, 9999)
+            ),
             None
         );
         assert_eq!(

@@ -376,7 +376,10 @@ async fn run(
 ) {
     let link = spec.link;
     let (callback_tx, mut callbacks) = mpsc::unbounded_channel();
-    let pc = match factory.build(Arc::new(Handler(callback_tx)), &counters).await {
+    let pc = match factory
+        .build(Arc::new(Handler(callback_tx)), &counters)
+        .await
+    {
         Ok(pc) => pc,
         Err(e) => {
             let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));

@@ -507,7 +507,10 @@ mod tests {
         assert_eq!(c.room_arg().unwrap(), "home");
 
         // Another version: its id is not ours to read.
-        for other in [&br#"{"v":9,"id":"c-2","cmd":"status"}"#[..], br#"{"v":2,"id":"c-2"}"#] {
+        for other in [
+            &br#"{"v":9,"id":"c-2","cmd":"status"}"#[..],
+            br#"{"v":2,"id":"c-2"}"#,
+        ] {
             let wrong_version = Command::decode(other).unwrap_err();
             assert_eq!(wrong_version.id, None);
             let reply = Reply::for_decode_error(&wrong_version);
