@@ -387,6 +387,51 @@ fn an_invalid_configuration_exits_2_naming_the_key() {
 }
 
 #[test]
+fn an_unknown_key_in_the_file_exits_2_naming_it() {
+    let dir = temp_dir("typo");
+    let path = dir.join("typo.toml");
+    std::fs::write(&path, "[video]\nwidht = 640\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("widht"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn documented_variables_configure_and_stray_ones_are_ignored() {
+    let broker = broker();
+    let dir = temp_dir("cam-envfile");
+    // The file says one id; the documented variable of scripts/demo wins,
+    // a key variable sets the width, and stray MESHCAM_* variables (a
+    // script's own, a typo) do not stop the camera.
+    let _cam = Camera::start_with(
+        std::path::Path::new(BIN),
+        &broker,
+        "cam-envfile",
+        SMALL_VIDEO,
+        dir.clone(),
+        &[
+            ("MESHCAM_DEVICE_ID", "kitchen"),
+            ("MESHCAM_VIDEO__WIDTH", "352"),
+            ("MESHCAM_HELPER_FLAG", "1"),
+            ("MESHCAM_VIDEO__WIDHT", "640"),
+        ],
+    );
+    let mut obs = Observer::connect(&broker, "obs-env", &[&status_topic("kitchen")]);
+    let status = obs.seen_or_wait_json(&status_topic("kitchen"), "kitchen online", |v| {
+        v["state"] == "online"
+    });
+    assert_eq!(status["id"], "kitchen", "{status}");
+    assert_eq!(status["video"]["width"], 352, "{status}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_broker_restart_keeps_the_stream_and_the_session() {
     let mut broker = broker();
     let cam = Camera::start(
