@@ -124,7 +124,8 @@ impl Daemon {
         let target = KeyframeTarget::default();
         let (media_tx, media_events) = mpsc::unbounded_channel();
         // A camera that is unplugged at boot is a state to report and retry,
-        // not a reason to exit.
+        // not a reason to exit; a GStreamer element missing from the
+        // installation is (exit status 2, naming its package).
         let (capture, capture_error) = match Capture::start(
             &config.video,
             &VideoParams::from_config(&config.video),
@@ -136,6 +137,7 @@ impl Daemon {
                 tracing::info!(encoder = ?capture.encoder, "capture started");
                 (Some(capture), None)
             }
+            Err(e) if e.is::<crate::media::MissingElements>() => return Err(e),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         let keyframe_server = tokio::spawn({

@@ -423,6 +423,12 @@ fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {
         // A file the configuration names (mqtt.password_file, ...) is unusable.
         Err(e) => match e.downcast::<ConfigError>() {
             Ok(e) => config_error("meshcam", &e),
+            // The installation lacks a GStreamer element: as final as a
+            // configuration error.
+            Err(e) if e.is::<meshcam::media::MissingElements>() => {
+                eprintln!("meshcam: {e:#}");
+                ExitCode::from(2)
+            }
             Err(e) => {
                 eprintln!("meshcam: {e:#}");
                 ExitCode::FAILURE

@@ -44,32 +44,18 @@ impl VideoParams {
     }
 }
 
-/// Picks the encoder: `preference` is `auto` or an element name; `available`
-/// says whether the GStreamer registry has an element.
-pub fn choose_encoder(
-    preference: &str,
-    available: impl Fn(&str) -> bool,
-) -> Result<String, String> {
+/// Picks the encoder: `preference` is `auto` (the first of
+/// [`ENCODER_PREFERENCE`] that is available) or an element name, which must
+/// be available itself; `available` says whether the GStreamer registry has
+/// an element. `None` when there is no such encoder.
+pub fn choose_encoder(preference: &str, available: impl Fn(&str) -> bool) -> Option<String> {
     if preference != "auto" {
-        return if available(preference) {
-            Ok(preference.to_owned())
-        } else {
-            Err(format!(
-                "video.encoder = {preference:?}, but GStreamer has no such element \
-                 (install its plugin, or set encoder = \"auto\")"
-            ))
-        };
+        return available(preference).then(|| preference.to_owned());
     }
     ENCODER_PREFERENCE
         .iter()
         .find(|name| available(name))
         .map(|name| name.to_string())
-        .ok_or_else(|| {
-            format!(
-                "no H.264 encoder found; tried {} (install gstreamer1.0-plugins-ugly for x264enc)",
-                ENCODER_PREFERENCE.join(", ")
-            )
-        })
 }
 
 /// The source part of the pipeline and whether it already delivers H.264.
@@ -132,17 +118,32 @@ pub fn encoder_description(encoder: &str, p: &VideoParams) -> String {
 /// that receives one byte-stream access unit per buffer.
 pub fn pipeline_description(v: &VideoConfig, p: &VideoParams, encoder: Option<&str>) -> String {
     let (source, encoded) = source_description(v, p);
+    format!("{source} ! {}", downstream_description(encoded, p, encoder))
+}
+
+/// What follows the source: (scale and encode,) parse, appsink.
+fn downstream_description(encoded: bool, p: &VideoParams, encoder: Option<&str>) -> String {
     let sink = "h264parse config-interval=-1 ! \
                 video/x-h264,stream-format=byte-stream,alignment=au ! \
                 appsink name=sink max-buffers=4 drop=true sync=false";
     match (encoded, encoder) {
-        (true, _) | (false, None) => format!("{source} ! {sink}"),
+        (true, _) | (false, None) => sink.to_owned(),
         (false, Some(encoder)) => format!(
-            "{source} ! videoconvert ! videoscale ! videorate ! {},format=I420 ! \
+            "videoconvert ! videoscale ! videorate ! {},format=I420 ! \
              queue max-size-buffers=2 leaky=downstream ! {} ! {sink}",
             p.raw_caps(),
             encoder_description(encoder, p)
         ),
+    }
+}
+
+/// The part of the pipeline whose elements meshcam chooses: all of it, but
+/// for `source = "pipeline"` only what follows the user's own description
+/// (GStreamer names a missing element of that one when it parses it).
+pub fn own_description(v: &VideoConfig, p: &VideoParams, encoder: Option<&str>) -> String {
+    match v.source {
+        SourceKind::Pipeline => downstream_description(source_description(v, p).1, p, encoder),
+        _ => pipeline_description(v, p, encoder),
     }
 }
 
@@ -176,15 +177,13 @@ mod tests {
             choose_encoder("auto", |n| n == "openh264enc").unwrap(),
             "openh264enc"
         );
-        let none = choose_encoder("auto", |_| false).unwrap_err();
-        assert!(none.contains("x264enc"), "{none}");
+        assert_eq!(choose_encoder("auto", |_| false), None);
     }
 
     #[test]
     fn an_explicit_encoder_must_exist() {
         assert_eq!(choose_encoder("x264enc", |_| true).unwrap(), "x264enc");
-        let e = choose_encoder("v4l2h264enc", |n| n == "x264enc").unwrap_err();
-        assert!(e.contains("v4l2h264enc"), "{e}");
+        assert_eq!(choose_encoder("v4l2h264enc", |n| n == "x264enc"), None);
     }
 
     #[test]
@@ -250,6 +249,24 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("stream-format=byte-stream,alignment=au"));
+    }
+
+    #[test]
+    fn the_own_part_of_a_user_pipeline_is_what_follows_it() {
+        let v = video(SourceKind::Pipeline, SourceFormat::Raw);
+        let p = VideoParams::from_config(&v);
+        let own = own_description(&v, &p, Some("x264enc"));
+        assert!(own.starts_with("videoconvert ! "), "{own}");
+        assert!(!own.contains("videotestsrc"), "{own}");
+        assert_eq!(
+            pipeline_description(&v, &p, Some("x264enc")),
+            format!("videotestsrc ! video/x-raw ! {own}")
+        );
+        let test = video(SourceKind::Test, SourceFormat::Auto);
+        assert_eq!(
+            own_description(&test, &p, Some("x264enc")),
+            pipeline_description(&test, &p, Some("x264enc"))
+        );
     }
 
     #[test]

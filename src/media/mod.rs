@@ -8,6 +8,7 @@
 //! for a key frame), while the encoder and the other viewers never wait.
 
 pub mod description;
+pub mod elements;
 pub mod frame;
 pub mod keyframe;
 pub mod snapshot;
@@ -25,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::config::VideoConfig;
 pub use description::VideoParams;
+pub use elements::MissingElements;
 pub use frame::EncodedFrame;
 pub use keyframe::KeyframeRequests;
 
@@ -139,6 +141,7 @@ impl KeyframeTarget {
 
 impl Capture {
     /// Builds and starts the pipeline; frames go to `feed`, bus news to `events`.
+    /// An element missing from the installation is a [`MissingElements`].
     pub fn start(
         video: &VideoConfig,
         params: &VideoParams,
@@ -147,11 +150,9 @@ impl Capture {
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> anyhow::Result<Self> {
         gst::init().context("GStreamer failed to initialise")?;
-        let encoder = if description::needs_encoder(video) {
-            Some(description::choose_encoder(&video.encoder, has_element).map_err(|e| anyhow!(e))?)
-        } else {
-            None
-        };
+        // A missing element is named with its package here, rather than as
+        // a parse error or a pipeline that never plays.
+        let encoder = elements::check(video, params, has_element)?;
         let desc = description::pipeline_description(video, params, encoder.as_deref());
         tracing::info!(pipeline = %desc, "starting capture");
         let pipeline = gst::parse::launch(&desc)

@@ -13,7 +13,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{EncodedFrame, VideoFeed, has_element};
+use super::{EncodedFrame, VideoFeed, elements, has_element};
 
 /// A JPEG and its size.
 #[derive(Debug, Clone)]
@@ -43,18 +43,26 @@ pub async fn next_keyframe(
     .map_err(|_| anyhow!("no key frame within {timeout:?}: is the pipeline running?"))?
 }
 
-/// Decodes one key frame (Annex B, with SPS/PPS) to a JPEG. Blocking.
-pub fn encode_jpeg(access_unit: &[u8]) -> anyhow::Result<Jpeg> {
-    let decoder = ["avdec_h264", "openh264dec"]
-        .into_iter()
-        .find(|d| has_element(d))
-        .context("no H.264 decoder (install gstreamer1.0-libav)")?;
-    let pipeline = gst::parse::launch(&format!(
+/// The H.264 decoders a snapshot can use, in order of preference.
+pub const DECODERS: [&str; 2] = ["avdec_h264", "openh264dec"];
+
+/// The snapshot pipeline around `decoder`: one access unit in, one JPEG out.
+pub fn snapshot_description(decoder: &str) -> String {
+    format!(
         "appsrc name=src format=time caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
          h264parse ! {decoder} ! videoconvert ! jpegenc quality=85 ! appsink name=sink sync=false"
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow!("not a pipeline"))?;
+    )
+}
+
+/// Decodes one key frame (Annex B, with SPS/PPS) to a JPEG. Blocking.
+pub fn encode_jpeg(access_unit: &[u8]) -> anyhow::Result<Jpeg> {
+    let decoder = DECODERS
+        .into_iter()
+        .find(|d| has_element(d))
+        .ok_or_else(|| anyhow!("no H.264 decoder: {}", elements::one_of(&DECODERS)))?;
+    let pipeline = gst::parse::launch(&snapshot_description(decoder))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("not a pipeline"))?;
     let src = pipeline
         .by_name("src")
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
