@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use meshcam::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
+pub mod netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 

@@ -1,0 +1,494 @@
+//! Networks cameras live on, as Linux network namespaces: two namespaces
+//! joined by a veth pair on a private /24, each with `lo` up and either no
+//! route but the connected subnet (no default route, so no multicast route
+//! either: a camera LAN without a gateway) or only a default route via the
+//! other end. Mosquitto, the camera and viewers run inside them with
+//! `ip netns exec`; the test process reaches the broker from a thread that
+//! joined the namespace.
+//!
+//! Names are `mc-{pid}-{n}-{a|b}`; everything is removed on drop, also when
+//! the test panics, and namespaces left by a test process that no longer
+//! runs are removed before new ones are made. Only the addresses of these
+//! namespaces are ever used. Without root (CAP_NET_ADMIN, CAP_SYS_ADMIN)
+//! nothing here can work, and the caller fails saying so.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+const PREFIX: &str = "mc-";
+/// The MQTT port of the broker inside the camera's namespace (a fresh
+/// namespace has every port free).
+pub const BROKER_PORT: u16 = 1883;
+
+/// What a namespace can route besides its own subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Only the connected /24: no default route, no multicast route.
+    ConnectedOnly,
+    /// A default route via the other end of the veth pair, nothing else.
+    DefaultViaPeer,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("`ip` (Debian package iproute2) does not run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// One network namespace made by this process.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    fn create(name: String) -> Result<Self, String> {
+        ip(&["netns", "add", &name]).map_err(|e| {
+            format!(
+                "cannot create network namespace {name}: these tests need root \
+                 (CAP_NET_ADMIN and CAP_SYS_ADMIN); running as uid {}: {e}",
+                // SAFETY: getuid(2) has no preconditions.
+                unsafe { libc::getuid() }
+            )
+        })?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip {args}` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread that has joined the namespace; threads it
+    /// starts stay in the namespace too (an MQTT client's connection).
+    pub fn enter<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns(2) on an open namespace file; it changes only
+            // this thread's network namespace.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    /// A script that runs `bin` inside the namespace with its arguments, for
+    /// helpers that take the path of the program to start.
+    pub fn wrapper(&self, dir: &Path, bin: &Path) -> PathBuf {
+        let path = dir.join(format!("in-{}", self.name));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+                self.name,
+                bin.display()
+            ),
+        )
+        .expect("wrapper script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("netns: {e}");
+        }
+    }
+}
+
+/// Removes namespaces of ours whose test process is gone (killed before
+/// its drops ran).
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+/// Two namespaces joined by a veth pair: `cam` (the camera side, where the
+/// broker runs too) at `.1` and `viewer` at `.2` of a private /24.
+pub struct Net {
+    /// Dropped after `viewer`: the fields go in declaration order.
+    pub viewer: Netns,
+    pub cam: Netns,
+    pub cam_addr: Ipv4Addr,
+    pub viewer_addr: Ipv4Addr,
+    pub routes: Routes,
+}
+
+impl Net {
+    /// Makes the pair; panics saying why when namespaces cannot be made.
+    pub fn new(routes: Routes) -> Self {
+        Self::try_new(routes).unwrap_or_else(|e| panic!("network namespaces: {e}"))
+    }
+
+    pub fn try_new(routes: Routes) -> Result<Self, String> {
+        remove_stale();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{PREFIX}{}-{n}", std::process::id());
+        let cam = Netns::create(format!("{base}-a"))?;
+        let viewer = Netns::create(format!("{base}-b"))?;
+        // Namespaces are separate worlds; a subnet per pair only keeps logs
+        // readable.
+        let subnet = 200 + (n % 50) as u8;
+        let cam_addr = Ipv4Addr::new(10, 213, subnet, 1);
+        let viewer_addr = Ipv4Addr::new(10, 213, subnet, 2);
+        ip(&[
+            "link",
+            "add",
+            "mc0",
+            "netns",
+            &cam.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mc1",
+            "netns",
+            &viewer.name,
+        ])?;
+        for (ns, dev, addr, peer) in [
+            (&cam, "mc0", cam_addr, viewer_addr),
+            (&viewer, "mc1", viewer_addr, cam_addr),
+        ] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ns.ip(&["link", "set", dev, "up"])?;
+            if routes == Routes::DefaultViaPeer {
+                ns.ip(&["route", "add", "default", "via", &peer.to_string()])?;
+            }
+        }
+        Ok(Self {
+            viewer,
+            cam,
+            cam_addr,
+            viewer_addr,
+            routes,
+        })
+    }
+
+    /// The broker's URL, valid in both namespaces.
+    pub fn broker_url(&self) -> String {
+        format!("mqtt://{}:{BROKER_PORT}", self.cam_addr)
+    }
+
+    /// Takes the link down (both ends) or up again.
+    pub fn set_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.cam.ip(&["link", "set", "mc0", state]).unwrap();
+        self.viewer.ip(&["link", "set", "mc1", state]).unwrap();
+        if up && self.routes == Routes::DefaultViaPeer {
+            // A link going down takes its routes with it.
+            for (ns, peer) in [(&self.cam, self.viewer_addr), (&self.viewer, self.cam_addr)] {
+                let _ = ns.ip(&["route", "replace", "default", "via", &peer.to_string()]);
+            }
+        }
+    }
+}
+
+/// Mosquitto inside the camera's namespace, on the veth address and
+/// loopback, port [`BROKER_PORT`].
+pub struct NsBroker {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl NsBroker {
+    pub fn start(net: &Net) -> Self {
+        let dir = super::temp_dir("ns-mosquitto");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {BROKER_PORT} {}\nlistener {BROKER_PORT} 127.0.0.1\n\
+                 allow_anonymous true\npersistence false\n",
+                net.cam_addr
+            ),
+        )
+        .unwrap();
+        let child = net
+            .cam
+            .command("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto runs (apt-get install mosquitto)");
+        let mut broker = Self { child, dir };
+        let addr = SocketAddr::from((net.cam_addr, BROKER_PORT));
+        let end = Instant::now() + Duration::from_secs(10);
+        while !net
+            .cam
+            .enter(move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!("mosquitto in {} exited: {status}", net.cam.name);
+            }
+            assert!(Instant::now() < end, "mosquitto did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        broker
+    }
+}
+
+impl Drop for NsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process that prints JSON lines on stdout (a viewer), with its
+/// stderr in a file for failure messages.
+pub struct LineProcess {
+    pub child: Child,
+    lines: mpsc::Receiver<Value>,
+    pub seen: Vec<Value>,
+    stderr: PathBuf,
+    pub what: String,
+}
+
+impl LineProcess {
+    pub fn spawn(what: &str, mut command: Command, dir: &Path) -> Self {
+        let stderr = dir.join(format!(
+            "{what}-{}.stderr",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+            what: what.to_owned(),
+        }
+    }
+
+    /// Writes one command line to its stdin.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").unwrap_or_else(|e| panic!("{}: stdin: {e}", self.what));
+        stdin.flush().unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `deadline` for a line matching `pred`; panics with the
+    /// last lines and the process's stderr.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => {
+                    let exited = self.child.try_wait().ok().flatten();
+                    panic!(
+                        "{}: no {what} within {deadline:?} (exited: {exited:?}); last lines: {:#?}\nstderr:\n{}",
+                        self.what,
+                        self.seen.iter().rev().take(12).rev().collect::<Vec<_>>(),
+                        tail(&self.stderr(), 40)
+                    )
+                }
+            }
+        }
+    }
+
+    /// Lines that arrive within `window`, without waiting for anything.
+    pub fn drain(&mut self, window: Duration) {
+        let end = Instant::now() + window;
+        while let Ok(v) = self
+            .lines
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(v);
+        }
+    }
+}
+
+impl Drop for LineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{} stderr (tail):\n{}", self.what, tail(&self.stderr(), 40));
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The camera daemon inside the camera's namespace, its WebRTC bound to
+/// the veth address, on the broker of [`NsBroker`]; it can be stopped and
+/// started again on the same state directory.
+pub struct NsCamera {
+    process: Option<meshcam::testbed::CameraProcess>,
+    pub id: String,
+    pub dir: PathBuf,
+    toml: String,
+    wrapper: PathBuf,
+    broker: String,
+    bind: String,
+    /// Logs of the runs that ended, for failure messages.
+    old_logs: String,
+}
+
+impl NsCamera {
+    /// `toml` is added to a configuration with telemetry every second.
+    pub fn start(net: &Net, id: &str, toml: &str) -> Self {
+        let dir = super::temp_dir(id);
+        let wrapper = net.cam.wrapper(&dir, Path::new(super::BIN));
+        let mut camera = Self {
+            process: None,
+            id: id.to_owned(),
+            dir,
+            toml: format!("stats_interval_s = 1\n{toml}"),
+            wrapper,
+            broker: net.broker_url(),
+            bind: net.cam_addr.to_string(),
+            old_logs: String::new(),
+        };
+        camera.spawn();
+        camera
+    }
+
+    fn spawn(&mut self) {
+        let process = meshcam::testbed::CameraProcess::spawn(
+            &self.wrapper,
+            &self.broker,
+            &self.id,
+            &self.toml,
+            &self.dir,
+            &[("MESHCAM_WEBRTC__BIND_ADDRESS", &self.bind)],
+        )
+        .expect("the meshcam binary runs");
+        self.process = Some(process);
+    }
+
+    pub fn log(&self) -> String {
+        let current = self.process.as_ref().map(|p| p.log()).unwrap_or_default();
+        format!("{}{current}", self.old_logs)
+    }
+
+    /// SIGTERM, then the exit status within `deadline`.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut process = self.process.take()?;
+        super::kill(&process.child, libc::SIGTERM);
+        let status = super::wait_exit(&mut process.child, deadline);
+        self.old_logs.push_str(&process.log());
+        self.old_logs.push_str("--- stopped ---\n");
+        status
+    }
+
+    /// Starts the camera again on the same state directory.
+    pub fn restart(&mut self) {
+        assert!(self.process.is_none(), "terminate first");
+        self.spawn();
+    }
+}
+
+impl Drop for NsCamera {
+    fn drop(&mut self) {
+        let log = self.log();
+        drop(self.process.take());
+        if std::thread::panicking() {
+            eprintln!("camera {} log (tail):\n{}", self.id, tail(&log, 80));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An MQTT observer inside `ns`, on the broker of [`NsBroker`].
+pub fn observer(ns: &Netns, net: &Net, id: &str, filters: &[&str]) -> super::Observer {
+    let host = net.cam_addr.to_string();
+    let id = id.to_owned();
+    let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+    ns.enter(move || {
+        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        super::Observer::connect_with(rumqttc::MqttOptions::new(id, host, BROKER_PORT), &filters)
+    })
+}

@@ -1,0 +1,324 @@
+//! The camera against a viewer that is not our own WebRTC stack —
+//! GStreamer's webrtcbin (libnice, OpenSSL DTLS), written from PROTOCOL.md
+//! alone (tests/interop/webrtcbin_viewer.py) — and on the networks cameras
+//! live on: network namespaces with no route but their own subnet (no
+//! default route, hence no multicast route: a camera LAN without a
+//! gateway), or with nothing but a default route.
+//!
+//! Needs root for the namespaces (the tests fail saying so otherwise) and
+//! the Debian packages python3-gi, gir1.2-gst-plugins-bad-1.0,
+//! gstreamer1.0-nice, gstreamer1.0-libav and python3-paho-mqtt
+//! (scripts/setup test).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::netns::{LineProcess, Net, NsBroker, NsCamera, Routes, observer};
+use common::{SMALL_VIDEO, status_topic};
+use serde_json::{Value, json};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/webrtcbin_viewer.py"
+);
+
+/// Joining, connecting and the first frames normally take a second or two.
+const CONNECT: Duration = Duration::from_secs(20);
+/// Broker messages.
+const MESSAGE: Duration = Duration::from_secs(10);
+
+fn python() -> &'static str {
+    // Debian's interpreter, the one python3-gi is built for (a python3
+    // earlier in PATH, such as pyenv's, lacks it).
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+fn room_toml(room: &str) -> String {
+    format!("rooms = [\"{room}\"]\n{SMALL_VIDEO}")
+}
+
+/// The webrtcbin viewer in the viewer's namespace, bound to its address.
+struct WebrtcbinViewer {
+    process: LineProcess,
+    id: String,
+    _dir: TempDir,
+}
+
+impl WebrtcbinViewer {
+    fn start(net: &Net, room: &str, id: &str) -> Self {
+        let dir = TempDir(common::temp_dir(id));
+        let mut command = net.viewer.command(python());
+        command
+            .arg(SCRIPT)
+            .args(["--broker", &net.broker_url(), "--room", room, "--id", id])
+            .args(["--bind", &net.viewer_addr.to_string()]);
+        let mut process = LineProcess::spawn(&format!("webrtcbin viewer {id}"), command, &dir.0);
+        process.wait_for("joined", MESSAGE, |v| v["event"] == "joined");
+        Self {
+            process,
+            id: id.to_owned(),
+            _dir: dir,
+        }
+    }
+
+    fn wait(&mut self, what: &str, deadline: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.process.wait_for(what, deadline, pred)
+    }
+
+    /// Waits until `frames` frames in all were decoded, the latest of
+    /// them on a connection numbered at least `conn`.
+    fn wait_frames(&mut self, frames: u64, conn: u64, deadline: Duration) -> Value {
+        self.wait(
+            &format!("{frames} decoded frames on connection {conn} or later"),
+            deadline,
+            |v| {
+                v["event"] == "frame"
+                    && v["count"].as_u64() >= Some(frames)
+                    && v["conn"].as_u64() >= Some(conn)
+            },
+        )
+    }
+
+    /// The last frame count reported.
+    fn frames(&self) -> u64 {
+        self.process
+            .seen
+            .iter()
+            .rev()
+            .find(|v| v["event"] == "frame")
+            .and_then(|v| v["count"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The connection number of the last frame reported.
+    fn conn(&self) -> u64 {
+        self.process
+            .seen
+            .iter()
+            .rev()
+            .find(|v| v["event"] == "frame")
+            .and_then(|v| v["conn"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The `answer` event this viewer printed for connection `conn`.
+    fn answer_of(&self, conn: u64) -> Value {
+        self.process
+            .seen
+            .iter()
+            .rev()
+            .find(|v| v["event"] == "answer" && v["conn"] == conn)
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no answer for connection {conn}", self.id))
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The no-route namespace really is one: no default route, and joining the
+/// mDNS group fails as it does for an ICE agent's mDNS socket.
+fn assert_no_routes(net: &Net) {
+    let out = net
+        .cam
+        .command("ip")
+        .args(["route", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "the camera's namespace has a default route: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let joined = net.cam.enter(|| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.join_multicast_v4(
+            &std::net::Ipv4Addr::new(224, 0, 0, 251),
+            &std::net::Ipv4Addr::UNSPECIFIED,
+        )
+    });
+    assert_eq!(
+        joined.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENODEV)),
+        "joining 224.0.0.251 in a namespace without routes should fail with ENODEV"
+    );
+}
+
+#[test]
+fn webrtcbin_viewer_decodes_with_no_routes() {
+    let net = Net::new(Routes::ConnectedOnly);
+    assert_no_routes(&net);
+    let _broker = NsBroker::start(&net);
+    let _cam = NsCamera::start(&net, "cam-noroute", &room_toml("home"));
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-noroute");
+    viewer.wait("ICE connected", CONNECT, |v| {
+        v["event"] == "state" && matches!(v["ice"].as_str(), Some("connected" | "completed"))
+    });
+    viewer.wait_frames(30, 1, CONNECT);
+}
+
+#[test]
+fn webrtcbin_viewer_decodes_with_only_a_default_route() {
+    let net = Net::new(Routes::DefaultViaPeer);
+    let _broker = NsBroker::start(&net);
+    let _cam = NsCamera::start(&net, "cam-default", &room_toml("home"));
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-default");
+    viewer.wait_frames(30, 1, CONNECT);
+}
+
+#[test]
+fn own_viewer_decodes_with_no_routes() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let _cam = NsCamera::start(&net, "cam-own", &room_toml("home"));
+    let dir = TempDir(common::temp_dir("own-viewer"));
+    let mut command = net.viewer.command(common::BIN);
+    command
+        .args(["view", "--broker", &net.broker_url(), "--room", "home"])
+        .args(["--bind", &net.viewer_addr.to_string()])
+        .args(["--id", "own-noroute", "--decode", "--frames", "30"])
+        .args(["--report-interval", "0.25"])
+        .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error");
+    let mut viewer = LineProcess::spawn("meshcam view", command, &dir.0);
+    let summary = viewer.wait_for("summary", CONNECT, |v| v["event"] == "summary");
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert!(
+        summary["decoded"][0].as_u64() >= Some(30),
+        "decoded frames: {summary}"
+    );
+}
+
+#[test]
+fn a_viewer_that_leaves_is_no_longer_counted() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let cam = NsCamera::start(&net, "cam-leave", &room_toml("home"));
+    let status = status_topic(&cam.id);
+    let mut obs = observer(
+        &net.cam,
+        &net,
+        "obs-leave",
+        &[&status, "meshcam/clients/obs-leave/#"],
+    );
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-leave");
+    viewer.wait_frames(1, 1, CONNECT);
+    obs.seen_or_wait_json(&status, "one viewer", |v| {
+        v["state"] == "online" && v["viewers"] == 1
+    });
+
+    viewer.process.send("leave");
+    viewer.wait("left", MESSAGE, |v| v["event"] == "left");
+    obs.wait_json(&status, "no viewer after the leave", |v| {
+        v["state"] == "online" && v["viewers"] == 0
+    });
+    let stats = obs.command(&cam.id, json!({"cmd": "stats"}));
+    assert_eq!(stats["ok"], true, "{stats}");
+    assert_eq!(
+        stats["result"]["connections"],
+        json!([]),
+        "no connection left after the leave: {stats}"
+    );
+}
+
+/// A viewer whose peer connection is replaced without a word (a browser
+/// tab that crashed and was restored in place: same presence, same
+/// session, a new RTCPeerConnection with a new DTLS certificate and new ICE
+/// credentials) gets video again: the camera must notice the changed
+/// fingerprint or the silent link, and offer afresh.
+#[test]
+fn a_silently_replaced_peer_connection_gets_video_again() {
+    let net = Net::new(Routes::DefaultViaPeer);
+    let _broker = NsBroker::start(&net);
+    let _cam = NsCamera::start(&net, "cam-replace", &room_toml("home"));
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-replace");
+    viewer.wait_frames(30, 1, CONNECT);
+    let before = viewer.frames();
+    let first = viewer.conn();
+
+    viewer.process.send("replace");
+    viewer.wait("replaced", MESSAGE, |v| v["event"] == "replaced");
+    let started = Instant::now();
+    let frame = viewer.wait_frames(before + 1, first + 1, CONNECT);
+    let conn = frame["conn"].as_u64().unwrap();
+    eprintln!(
+        "video again {:?} after the replacement, on connection {conn}",
+        started.elapsed()
+    );
+    let (old, new) = (viewer.answer_of(first), viewer.answer_of(conn));
+    assert_ne!(
+        old["fingerprint"], new["fingerprint"],
+        "a new DTLS certificate"
+    );
+    assert_ne!(old["ufrag"], new["ufrag"], "new ICE credentials");
+    let more = viewer.frames() + 30;
+    viewer.wait_frames(more, conn, CONNECT);
+}
+
+#[test]
+fn a_restarted_camera_streams_to_the_viewer_again() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let mut cam = NsCamera::start(&net, "cam-restart", &room_toml("home"));
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-restart");
+    viewer.wait_frames(30, 1, CONNECT);
+    let before = viewer.frames();
+    let first = viewer.conn();
+
+    let status = cam.terminate(MESSAGE);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the camera exits cleanly on SIGTERM: {status:?}"
+    );
+    viewer.wait("bye shutdown", MESSAGE, |v| {
+        v["event"] == "bye" && v["reason"] == "shutdown"
+    });
+    cam.restart();
+    viewer.wait_frames(before + 1, first + 1, CONNECT);
+    let more = viewer.frames() + 30;
+    viewer.wait_frames(more, first + 1, CONNECT);
+}
+
+/// The link between camera and viewer goes down for longer than ICE
+/// waits before it calls the pair disconnected, and comes back: the camera
+/// restarts ICE (or reconnects afresh) and the viewer answers; video
+/// resumes.
+#[test]
+fn video_resumes_after_the_link_was_down() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let _cam = NsCamera::start(&net, "cam-flap", &room_toml("home"));
+    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-flap");
+    viewer.wait_frames(30, 1, CONNECT);
+    let before = viewer.frames();
+
+    net.set_link(false);
+    std::thread::sleep(Duration::from_secs(4));
+    viewer.process.drain(Duration::ZERO);
+    let during = viewer.frames();
+    net.set_link(true);
+    assert!(
+        during <= before + 30,
+        "frames kept coming with the link down: {before} then {during}"
+    );
+    viewer.wait_frames(during + 30, 1, CONNECT);
+    let restarts: Vec<&Value> = viewer
+        .process
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "offer" && v["restart"] == true)
+        .collect();
+    eprintln!("offers answered in place after the outage: {restarts:?}");
+}

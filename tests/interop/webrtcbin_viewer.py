@@ -1,0 +1,668 @@
+#!/usr/bin/python3
+"""A meshcam viewer on GStreamer's webrtcbin, written from PROTOCOL.md alone.
+
+It is not meshcam's own WebRTC stack (webrtc-rs): ICE is libnice, DTLS is
+OpenSSL, RTP is GStreamer's rtpbin. It joins a room as a viewer, answers the
+offers of the cameras in it (ICE restarts in the same session too), trickles
+candidates both ways, decodes the H.264 it receives with avdec_h264 and says
+what happens as JSON lines on stdout:
+
+    {"event":"joined","id":...,"session":...}      presence published
+    {"event":"offer","peer":...,"conn":N,"restart":bool}
+    {"event":"state","peer":...,"conn":N,"ice":"connected"}
+    {"event":"frame","count":N,"conn":K,"conn_frames":M}
+                 decoded frames, all connections together (count) and of
+                 connection K (conn_frames); on a connection's first frame
+                 and on every 30th frame
+    {"event":"bye","peer":...,"reason":...}        a bye from a camera
+    {"event":"peer","peer":...,"role":...,"session":...}  a presence
+    {"event":"peer_left","peer":...}
+    {"event":"left"} / {"event":"replaced","conn_closed":N}
+    {"event":"dropped","why":...}                  a signal we did not use
+    {"event":"error","message":...}
+
+Commands, one per line on stdin:
+
+    leave    bye to every camera, then clear the presence
+    replace  drop every connection silently (no bye, presence and session
+             unchanged, as a browser tab that crashed and was restored in
+             place), and answer the next offer from a fresh webrtcbin: a new
+             DTLS certificate and new ICE credentials
+    quit     leave and exit (also at end of input)
+
+Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
+       [--bind ADDR] [--prefix meshcam]
+
+mDNS: libnice gathers no .local candidates, and remote .local candidates
+are dropped rather than resolved (no multicast is needed on any network).
+With --bind, only candidates on that address are sent.
+
+A viewer that is not a camera is not connected to (a receive-only viewer
+has nothing to offer another viewer); its presence is only recorded.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import secrets
+import subprocess
+import sys
+import threading
+from urllib.parse import urlparse
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+try:
+    gi.require_version("Nice", "0.1")
+    from gi.repository import Nice  # noqa: E402
+except (ValueError, ImportError):
+    Nice = None
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+FRAME_REPORT_EVERY = 30
+MAX_PAYLOAD = 64 * 1024
+
+_print_lock = threading.Lock()
+_KEEP_ALIVE = []
+
+
+def emit(event, **fields):
+    fields = {"event": event, **fields}
+    with _print_lock:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+
+def in_main(fn, *args):
+    """Runs fn(*args) on the GLib main loop (every state change happens there)."""
+
+    def run():
+        try:
+            fn(*args)
+        except Exception as e:  # keep the loop alive, say what broke
+            emit("error", message=f"{type(e).__name__}: {e}")
+        return False
+
+    GLib.idle_add(run)
+
+
+def sdp_fingerprint(sdp):
+    m = re.search(r"^a=fingerprint:(\S+ \S+)", sdp, re.M)
+    return m.group(1).upper() if m else None
+
+
+def sdp_origin_session(sdp):
+    """The session id of the o= line: a new PeerConnection has a new one,
+    a renegotiation of the same one keeps it (RFC 3264 §8)."""
+    m = re.search(r"^o=\S+ (\S+) ", sdp, re.M)
+    return m.group(1) if m else None
+
+
+def sdp_ice_ufrags(sdp):
+    return re.findall(r"^a=ice-ufrag:(\S+)", sdp, re.M)
+
+
+def sdp_mids(sdp):
+    """mid of every m-line, in order (None where there is none)."""
+    mids = []
+    for section in re.split(r"^m=", sdp, flags=re.M)[1:]:
+        m = re.search(r"^a=mid:(\S+)", section, re.M)
+        mids.append(m.group(1) if m else None)
+    return mids
+
+
+def new_certificate():
+    """A fresh self-signed ECDSA P-256 certificate and key, PEM, and the
+    certificate's SHA-256 fingerprint as SDP writes it."""
+    result = subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "-", "-out", "-", "-days", "2", "-subj", "/CN=webrtcbin-viewer",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    # The certificate first: webrtcbin takes its fingerprint from the first
+    # PEM block.
+    blocks = re.findall(r"-----BEGIN [^-]+-----.*?-----END [^-]+-----\n", result.stdout, re.S)
+    blocks.sort(key=lambda block: "CERTIFICATE" not in block.splitlines()[0])
+    der = base64.b64decode("".join(blocks[0].splitlines()[1:-1]))
+    digest = hashlib.sha256(der).hexdigest().upper()
+    fingerprint = "sha-256 " + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return "".join(blocks), fingerprint
+
+
+class Connection:
+    """One webrtcbin answering one camera session."""
+
+    def __init__(self, viewer, peer, remote_session, number):
+        self.viewer = viewer
+        self.peer = peer
+        self.remote_session = remote_session
+        self.number = number
+        self.frames = 0
+        self.remote_set = False
+        self.remote_sdp = None
+        self.mids = []
+        self.pending = []  # remote candidates before the description
+        self.pipeline = Gst.Pipeline.new(f"conn-{number}")
+        self.webrtc = Gst.ElementFactory.make("webrtcbin", f"webrtc-{number}")
+        self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        self.webrtc.set_property("latency", 100)
+        self.pipeline.add(self.webrtc)
+        # webrtcbin shares one DTLS certificate across a process; a browser
+        # makes one per RTCPeerConnection. Give every connection its own.
+        self.certificate, self.fingerprint = new_certificate()
+        self.pipeline.connect("deep-element-added", self._on_element_added)
+        self.webrtc.connect("on-ice-candidate", self._on_ice_candidate)
+        self.webrtc.connect("pad-added", self._on_pad_added)
+        for prop in ("ice-connection-state", "connection-state", "ice-gathering-state"):
+            self.webrtc.connect(f"notify::{prop}", self._on_notify)
+        if viewer.bind and Nice is not None:
+            address = Nice.Address.new()
+            if address.set_from_string(viewer.bind):
+                # The property getters hand Python one reference too few:
+                # keep the wrappers for the life of the process.
+                ice = self.webrtc.get_property("ice-agent")
+                agent = ice.get_property("agent")
+                _KEEP_ALIVE.extend([ice, agent])
+                agent.add_local_address(address)
+        self.pipeline.set_state(Gst.State.PLAYING)
+        self.closed = False
+
+    def _on_element_added(self, _bin, _sub_bin, element):
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "dtlssrtpdec":
+            # Before the encoder side takes the DTLS connection (at READY):
+            # GStreamer 1.22 keeps the connection made with the old key when
+            # only the pem changes, so make it anew under the same id.
+            element.set_property("pem", self.certificate)
+            element.set_property("connection-id", element.get_property("connection-id"))
+
+    def current(self):
+        return not self.closed and self.viewer.conns.get(self.peer) is self
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.pipeline.set_state(Gst.State.NULL)
+
+    # --- negotiation (main loop) ---
+
+    def take_offer(self, sdp, restart):
+        self.remote_sdp = sdp
+        self.mids = sdp_mids(sdp)
+        _, msg = GstSdp.SDPMessage.new()
+        if GstSdp.sdp_message_parse_buffer(sdp.encode(), msg) != GstSdp.SDPResult.OK:
+            emit("error", message="offer SDP does not parse")
+            return
+        if not restart:
+            # A receive-only video transceiver for the camera's video.
+            self.webrtc.emit(
+                "add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY, None
+            )
+        offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
+        self.remote_set = False
+        promise = Gst.Promise.new_with_change_func(self._on_remote_set, None)
+        self.webrtc.emit("set-remote-description", offer, promise)
+
+    def _on_remote_set(self, promise, _):
+        in_main(self._after_remote_set)
+
+    def _after_remote_set(self):
+        if not self.current():
+            return
+        self.remote_set = True
+        pending, self.pending = self.pending, []
+        for cand in pending:
+            self.add_candidate(cand)
+        promise = Gst.Promise.new_with_change_func(self._on_answer, None)
+        self.webrtc.emit("create-answer", None, promise)
+
+    def _on_answer(self, promise, _):
+        # The answer lives in the promise's reply: use it here, before the
+        # reply is freed, and hand only its text to the main loop.
+        reply = promise.get_reply()
+        answer = reply.get_value("answer") if reply is not None else None
+        if answer is None:
+            error = reply.get_value("error") if reply is not None else None
+            in_main(emit, "error", message=f"create-answer failed: {error}")
+            return
+        text = answer.sdp.as_text()
+        self.webrtc.emit("set-local-description", answer, Gst.Promise.new())
+        # GStreamer 1.22 hashes every base64 line of the pem, the key's too,
+        # into the fingerprint it writes: put the certificate's own there.
+        text = re.sub(
+            r"^a=fingerprint:[^\r\n]*", f"a=fingerprint:{self.fingerprint}", text, flags=re.M
+        )
+        in_main(self._send_answer, text)
+
+    def _send_answer(self, text):
+        if not self.current():
+            return
+        self.viewer.send(self.peer, self.remote_session, {"type": "answer", "sdp": text})
+        emit(
+            "answer",
+            peer=self.peer,
+            conn=self.number,
+            fingerprint=sdp_fingerprint(text),
+            ufrag=(sdp_ice_ufrags(text) or [None])[0],
+        )
+
+    def add_candidate(self, cand):
+        """A remote candidate object from the wire, or None (end of candidates)."""
+        if not self.remote_set:
+            self.pending.append(cand)
+            return
+        if cand is None:
+            for index in range(max(1, len(self.mids))):
+                self.webrtc.emit("add-ice-candidate", index, None)
+            return
+        text = cand.get("candidate")
+        if not isinstance(text, str):
+            emit("dropped", why="candidate without text")
+            return
+        if text == "":
+            for index in range(max(1, len(self.mids))):
+                self.webrtc.emit("add-ice-candidate", index, None)
+            return
+        parts = text.split()
+        if len(parts) > 4 and parts[4].endswith(".local"):
+            emit("dropped", why="mDNS candidate", candidate=text)
+            return
+        index = cand.get("sdpMLineIndex")
+        if not isinstance(index, int):
+            mid = cand.get("sdpMid")
+            index = self.mids.index(mid) if mid in self.mids else 0
+        self.webrtc.emit("add-ice-candidate", index, text)
+
+    # --- webrtcbin callbacks (streaming threads) ---
+
+    def _on_ice_candidate(self, _webrtc, mline, candidate):
+        in_main(self._send_candidate, mline, candidate)
+
+    def _send_candidate(self, mline, candidate):
+        if not self.current():
+            return
+        if self.viewer.bind:
+            parts = candidate.split()
+            if len(parts) > 4 and parts[4] != self.viewer.bind:
+                return
+        text = candidate[2:] if candidate.startswith("a=") else candidate
+        mid = self.mids[mline] if mline < len(self.mids) and self.mids[mline] else str(mline)
+        self.viewer.send(
+            self.peer,
+            self.remote_session,
+            {
+                "type": "candidate",
+                "candidate": {"candidate": text, "sdpMid": mid, "sdpMLineIndex": mline},
+            },
+        )
+
+    def _on_notify(self, webrtc, pspec):
+        value = webrtc.get_property(pspec.name)
+        in_main(self._state_changed, pspec.name, value)
+
+    def _state_changed(self, name, value):
+        if not self.current():
+            return
+        nick = value.value_nick
+        if name == "ice-gathering-state":
+            if nick == "complete":
+                self.viewer.send(
+                    self.peer, self.remote_session, {"type": "candidate", "candidate": None}
+                )
+            return
+        key = "ice" if name == "ice-connection-state" else "connection"
+        emit("state", peer=self.peer, conn=self.number, **{key: nick})
+
+    def _on_pad_added(self, _webrtc, pad):
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        s = caps.get_structure(0)
+        encoding = s.get_string("encoding-name") or ""
+        if s.get_string("media") == "video" and encoding.upper() == "H264":
+            chain = "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! fakesink sync=false"
+        else:
+            chain = "fakesink sync=false"
+        bin_ = Gst.parse_bin_from_description(chain, True)
+        self.pipeline.add(bin_)
+        bin_.sync_state_with_parent()
+        pad.link(bin_.get_static_pad("sink"))
+        dec = bin_.get_by_name("dec")
+        if dec is not None:
+            dec.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
+
+    def _on_frame(self, _pad, _info):
+        self.viewer.count_frame(self)
+        return Gst.PadProbeReturn.OK
+
+
+class Viewer:
+    def __init__(self, args):
+        self.args = args
+        self.bind = args.bind
+        self.prefix = args.prefix
+        self.room = args.room
+        self.id = args.id
+        self.session = secrets.token_urlsafe(12)
+        self.peers = {}  # id -> presence
+        self.status = {}  # camera id -> last status state
+        self.conns = {}  # peer id -> Connection
+        self.queued = {}  # peer id -> candidates that came before any offer
+        self.fresh_next = set()  # peers whose next offer gets a fresh webrtcbin
+        self.ended = set()  # (peer, session) that sent or got a bye
+        self.conn_count = 0
+        self.frames = 0
+        self.frames_lock = threading.Lock()
+        self.joined = False
+        self.left = False
+        self.loop = GLib.MainLoop()
+
+        url = urlparse(args.broker)
+        if url.scheme not in ("mqtt", "tcp", ""):
+            raise SystemExit(f"only mqtt:// brokers are supported, not {args.broker}")
+        self.broker_host = url.hostname or "127.0.0.1"
+        self.broker_port = url.port or 1883
+        kwargs = dict(client_id=self.id, clean_session=True, protocol=mqtt.MQTTv311)
+        if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt 2.x
+            self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, **kwargs)
+        else:  # paho-mqtt 1.x (Debian 12)
+            self.mqtt = mqtt.Client(**kwargs)
+        self.mqtt.will_set(self.presence_topic(), payload=b"", qos=1, retain=True)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_subscribe = self._on_subscribe
+        self.mqtt.on_message = self._on_message
+        self.join_mid = None
+
+    # --- topics ---
+
+    def presence_topic(self, peer=None):
+        return f"{self.prefix}/rooms/{self.room}/peers/{peer or self.id}"
+
+    def signal_topic(self, to, sender):
+        return f"{self.prefix}/rooms/{self.room}/signal/{to}/{sender}"
+
+    def status_topic(self, device):
+        return f"{self.prefix}/devices/{device}/status"
+
+    # --- MQTT (paho's thread) ---
+
+    def _on_connect(self, client, _userdata, _flags, rc):
+        if rc != 0:
+            emit("error", message=f"broker refused the connection: {rc}")
+            return
+        # Presences and our inbox in ONE subscribe; presence after its SUBACK.
+        _, self.join_mid = client.subscribe(
+            [(self.presence_topic("+"), 1), (self.signal_topic(self.id, "+"), 1)]
+        )
+        for device in list(self.status):
+            client.subscribe(self.status_topic(device), 1)
+
+    def _on_subscribe(self, _client, _userdata, mid, _granted):
+        if mid == self.join_mid:
+            in_main(self._announce)
+
+    def _announce(self):
+        if self.left:
+            return
+        presence = {"v": 1, "id": self.id, "session": self.session, "role": "viewer"}
+        self.mqtt.publish(self.presence_topic(), json.dumps(presence), qos=1, retain=True)
+        if not self.joined:
+            self.joined = True
+            emit("joined", id=self.id, session=self.session)
+
+    def _on_message(self, _client, _userdata, msg):
+        in_main(self._handle, msg.topic, bytes(msg.payload))
+
+    def send(self, to, to_session, message):
+        message = {"v": 1, "session": self.session, "to_session": to_session, **message}
+        self.mqtt.publish(self.signal_topic(to, self.id), json.dumps(message), qos=1)
+
+    # --- inbound (main loop) ---
+
+    def _handle(self, topic, payload):
+        levels = topic.split("/")
+        base = self.prefix.split("/")
+        rest = levels[len(base) :]
+        if levels[: len(base)] != base:
+            return
+        if len(rest) == 4 and rest[:3] == ["rooms", self.room, "peers"]:
+            self._presence(rest[3], payload)
+        elif len(rest) == 5 and rest[:3] == ["rooms", self.room, "signal"] and rest[3] == self.id:
+            self._signal(rest[4], payload)
+        elif len(rest) == 3 and rest[0] == "devices" and rest[2] == "status":
+            self._status(rest[1], payload)
+
+    def _parse(self, payload):
+        if len(payload) > MAX_PAYLOAD:
+            return None
+        try:
+            value = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(value, dict) or value.get("v") != 1:
+            return None
+        return value
+
+    def _presence(self, peer, payload):
+        if peer == self.id:
+            return
+        if not payload:
+            if self.peers.pop(peer, None) is not None:
+                emit("peer_left", peer=peer)
+            self._drop_conn(peer)
+            return
+        presence = self._parse(payload)
+        if presence is None or presence.get("id") != peer or not presence.get("session"):
+            emit("dropped", why="bad presence", peer=peer)
+            return
+        old = self.peers.get(peer)
+        self.peers[peer] = presence
+        if old is None or old.get("session") != presence.get("session"):
+            emit("peer", peer=peer, role=presence.get("role"), session=presence["session"])
+            conn = self.conns.get(peer)
+            if conn is not None and conn.remote_session != presence["session"]:
+                # A rejoined peer: its old connection is gone; it offers anew.
+                self._drop_conn(peer)
+            if presence.get("role") == "camera" and peer not in self.status:
+                self.status[peer] = None
+                self.mqtt.subscribe(self.status_topic(peer), 1)
+
+    def _status(self, device, payload):
+        status = self._parse(payload) if payload else None
+        if status is None or status.get("id") != device:
+            return
+        self.status[device] = status.get("state")
+        if status.get("state") == "offline":
+            conn = self.conns.get(device)
+            ice = conn.webrtc.get_property("ice-connection-state").value_nick if conn else None
+            # Media is peer to peer: a connection whose ICE is up is kept.
+            if conn is not None and ice not in ("connected", "completed"):
+                self._drop_conn(device)
+
+    def _signal(self, sender, payload):
+        message = self._parse(payload)
+        if message is None:
+            emit("dropped", why="unparsable signal", peer=sender)
+            return
+        presence = self.peers.get(sender)
+        if presence is None:
+            emit("dropped", why="signal from a peer not in the room", peer=sender)
+            return
+        if message.get("to_session") != self.session or message.get("session") != presence.get(
+            "session"
+        ):
+            emit("dropped", why="stale session", peer=sender, type=message.get("type"))
+            return
+        session = message["session"]
+        if (sender, session) in self.ended:
+            emit("dropped", why="session ended by bye", peer=sender)
+            return
+        kind = message.get("type")
+        if kind == "offer":
+            self._offer(sender, session, presence, message)
+        elif kind == "candidate":
+            self._candidate(sender, session, message)
+        elif kind == "bye":
+            self.ended.add((sender, session))
+            emit("bye", peer=sender, reason=message.get("reason"))
+            self._drop_conn(sender)
+        else:
+            emit("dropped", why=f"signal type {kind!r}", peer=sender)
+
+    def _offer(self, sender, session, presence, message):
+        sdp = message.get("sdp")
+        if not isinstance(sdp, str):
+            emit("dropped", why="offer without sdp", peer=sender)
+            return
+        if presence.get("role") != "camera":
+            emit("dropped", why="offer from a viewer", peer=sender)
+            return
+        conn = self.conns.get(sender)
+        restart = (
+            conn is not None
+            and sender not in self.fresh_next
+            and conn.remote_session == session
+            and conn.remote_sdp is not None
+            and sdp_origin_session(conn.remote_sdp) == sdp_origin_session(sdp)
+            and sdp_fingerprint(conn.remote_sdp) == sdp_fingerprint(sdp)
+        )
+        if not restart:
+            # A first offer, or one from a new PeerConnection of the camera.
+            self._drop_conn(sender)
+            self.fresh_next.discard(sender)
+            self.conn_count += 1
+            conn = Connection(self, sender, session, self.conn_count)
+            self.conns[sender] = conn
+            for cand in self.queued.pop(sender, []):
+                conn.add_candidate(cand)
+        emit(
+            "offer",
+            peer=sender,
+            conn=conn.number,
+            restart=restart,
+            ufrag=(sdp_ice_ufrags(sdp) or [None])[0],
+        )
+        conn.take_offer(sdp, restart)
+
+    def _candidate(self, sender, session, message):
+        if "candidate" not in message:
+            emit("dropped", why="candidate message without candidate", peer=sender)
+            return
+        cand = message["candidate"]
+        if cand is not None and not isinstance(cand, dict):
+            emit("dropped", why="candidate is not an object", peer=sender)
+            return
+        conn = self.conns.get(sender)
+        if conn is None or sender in self.fresh_next:
+            self.queued.setdefault(sender, []).append(cand)
+        else:
+            conn.add_candidate(cand)
+
+    def _drop_conn(self, peer):
+        conn = self.conns.pop(peer, None)
+        self.queued.pop(peer, None)
+        if conn is not None:
+            conn.close()
+            emit("closed", peer=peer, conn=conn.number)
+
+    def count_frame(self, conn):
+        with self.frames_lock:
+            if conn.closed:
+                return
+            self.frames += 1
+            conn.frames += 1
+            count, mine = self.frames, conn.frames
+        if mine == 1 or count % FRAME_REPORT_EVERY == 0:
+            emit("frame", count=count, conn=conn.number, conn_frames=mine)
+
+    # --- commands (main loop) ---
+
+    def command(self, line):
+        word = line.strip()
+        if word == "leave":
+            self.leave()
+        elif word == "replace":
+            self.replace()
+        elif word == "quit":
+            self.quit()
+        elif word:
+            emit("error", message=f"unknown command {word!r}")
+
+    def leave(self):
+        if self.left:
+            return
+        self.left = True
+        # bye first: once our presence is gone the camera drops our signals.
+        for peer, conn in list(self.conns.items()):
+            self.send(peer, conn.remote_session, {"type": "bye", "reason": "leaving"})
+            self.ended.add((peer, conn.remote_session))
+        for peer in list(self.conns):
+            self._drop_conn(peer)
+        info = self.mqtt.publish(self.presence_topic(), b"", qos=1, retain=True)
+        info.wait_for_publish(5)
+        emit("left")
+
+    def replace(self):
+        closed = 0
+        for peer in list(self.conns):
+            conn = self.conns.pop(peer)
+            with self.frames_lock:
+                conn.close()
+            self.fresh_next.add(peer)
+            self.queued.pop(peer, None)
+            closed += 1
+        emit("replaced", conn_closed=closed)
+
+    def quit(self):
+        self.leave()
+        self.mqtt.disconnect()
+        self.loop.quit()
+
+    def run(self):
+        self.mqtt.connect_async(self.broker_host, self.broker_port, keepalive=10)
+        self.mqtt.loop_start()
+
+        def read_stdin():
+            for line in sys.stdin:
+                in_main(self.command, line)
+            in_main(self.quit)
+
+        threading.Thread(target=read_stdin, daemon=True).start()
+        self.loop.run()
+        self.mqtt.loop_stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--id", default=f"wbin-{secrets.token_hex(4)}")
+    parser.add_argument("--bind", default=None, help="the only local address for media")
+    parser.add_argument("--prefix", default="meshcam")
+    args = parser.parse_args()
+    Gst.init(None)
+    for element in ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc"):
+        if Gst.ElementFactory.find(element) is None:
+            raise SystemExit(
+                f"GStreamer element {element} missing (gstreamer1.0-plugins-bad, "
+                "gstreamer1.0-nice, gstreamer1.0-libav)"
+            )
+    Viewer(args).run()
+
+
+if __name__ == "__main__":
+    main()
