@@ -197,3 +197,47 @@ export async function screenshot(page, name) {
 export function figure(name, value) {
   console.log(`figure ${name} ${value}`);
 }
+
+/** Serves `files` (URL path → file on disk) over HTTP on loopback; returns its base URL. */
+export async function serveFiles(files) {
+  const { createServer: createHttpServer } = await import("node:http");
+  const { readFile } = await import("node:fs/promises");
+  const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css" };
+  const server = createHttpServer(async (req, res) => {
+    const path = files[new URL(req.url, "http://x").pathname];
+    if (!path) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(path);
+      const type = types[path.slice(path.lastIndexOf("."))] ?? "application/octet-stream";
+      res.writeHead(200, { "content-type": `${type}; charset=utf-8`, "cache-control": "no-store" }).end(body);
+    } catch {
+      res.writeHead(500).end();
+    }
+  });
+  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  cleanups.push(() => new Promise((ok) => { server.closeAllConnections(); server.close(ok); }));
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+/**
+ * Headless Chromium as an outside viewer runs it: a fresh profile, a fake
+ * camera and microphone, and nothing else changed (local addresses stay
+ * hidden behind mDNS names). Returns a playwright Browser: one context per
+ * independent viewer.
+ */
+export async function launchChromium() {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    ],
+  });
+  cleanups.push(() => browser.close());
+  return browser;
+}
