@@ -293,7 +293,7 @@ fn a_restarted_camera_streams_to_the_viewer_again() {
 
 /// The link between camera and viewer goes down for longer than ICE
 /// waits before it calls the pair disconnected, and comes back: the camera
-/// restarts ICE (or reconnects afresh) and the viewer answers; video
+/// restarts ICE in the same session, the viewer answers it, and video
 /// resumes.
 #[test]
 fn video_resumes_after_the_link_was_down() {
@@ -314,11 +314,23 @@ fn video_resumes_after_the_link_was_down() {
         "frames kept coming with the link down: {before} then {during}"
     );
     viewer.wait_frames(during + 30, 1, CONNECT);
-    let restarts: Vec<&Value> = viewer
+    // The transport outlived the outage, so the camera tried an ICE restart
+    // in the same session first (PROTOCOL.md); the viewer answered it on the
+    // same webrtcbin. Whether video then resumes on that connection or on a
+    // fresh one depends on when the restart lands against the camera's ICE
+    // failure timer: both are recoveries.
+    let restarts = viewer
         .process
         .seen
         .iter()
         .filter(|v| v["event"] == "offer" && v["restart"] == true)
-        .collect();
-    eprintln!("offers answered in place after the outage: {restarts:?}");
+        .count();
+    assert!(restarts >= 1, "no ICE restart offer after the outage");
+    let answered = viewer
+        .process
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "answer" && v["conn"] == 1)
+        .count();
+    assert!(answered >= 2, "the ICE restart was not answered in place");
 }
