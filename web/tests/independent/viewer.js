@@ -9,8 +9,9 @@
 //   joinAt                  performance.now() when the presence was published
 //   join()                  join now (only needed with ?manual=1)
 //   state({ sdp })          plain-object snapshot; per camera, every connection
-//                           generation with its offers/answers, first decoded
-//                           frame time and framesDecoded (from getStats)
+//                           generation with its offers/answers (with sdp: their
+//                           SDPs and the candidates), its ICE/DTLS connected and
+//                           first decoded frame times, framesDecoded (getStats)
 //   replace(camera?)        close the camera's connection silently (no bye) and
 //                           answer its next offer from a fresh RTCPeerConnection
 //   leave(reason?)          bye to every camera, clear the presence, disconnect
@@ -357,6 +358,7 @@
           sdpMLineIndex: c.sdpMLineIndex ?? null,
         });
         conn.remoteCandidates += 1;
+        if (conn.candidateLog.length < 64) conn.candidateLog.push(`remote ${c.candidate}`);
       } else {
         drop("malformed candidate");
       }
@@ -393,8 +395,8 @@
     const conn = {
       generation: ++cam.generations, pc, createdAt: performance.now(), closedAt: null,
       closeReason: null, replacedAt: null, offers: [], answers: [], firstFrameAt: null,
-      firstFrameBy: null, framesDecoded: 0, frameWidth: null, frameHeight: null,
-      localCandidates: 0, remoteCandidates: 0, states: [], stream: null,
+      firstFrameBy: null, iceConnectedAt: null, connectedAt: null, framesDecoded: 0, frameWidth: null, frameHeight: null,
+      localCandidates: 0, remoteCandidates: 0, candidateLog: [], states: [], stream: null,
     };
     cam.conn = conn;
     cam.conns.push(conn);
@@ -405,6 +407,7 @@
         return;
       }
       conn.localCandidates += 1;
+      if (conn.candidateLog.length < 64) conn.candidateLog.push(`local ${e.candidate.candidate}`);
       const { candidate, sdpMid, sdpMLineIndex } = e.candidate;
       send(cam, "candidate", { candidate: { candidate, sdpMid, sdpMLineIndex } });
     };
@@ -419,6 +422,8 @@
       }
     };
     const track = () => {
+      if (conn.iceConnectedAt === null && iceUp(pc)) conn.iceConnectedAt = performance.now();
+      if (conn.connectedAt === null && pc.connectionState === "connected") conn.connectedAt = performance.now();
       conn.states.push(`${(performance.now() - conn.createdAt).toFixed(0)}ms ice=${pc.iceConnectionState} pc=${pc.connectionState}`);
       showStatus();
     };
@@ -528,12 +533,14 @@
         videoWidth: cam.video.videoWidth, videoHeight: cam.video.videoHeight,
         conns: cam.conns.map((c) => ({
           generation: c.generation, createdAt: c.createdAt, closedAt: c.closedAt, closeReason: c.closeReason,
-          replacedAt: c.replacedAt, firstFrameAt: c.firstFrameAt, firstFrameBy: c.firstFrameBy,
+          replacedAt: c.replacedAt, iceConnectedAt: c.iceConnectedAt, connectedAt: c.connectedAt,
+          firstFrameAt: c.firstFrameAt, firstFrameBy: c.firstFrameBy,
           framesDecoded: c.framesDecoded, frameWidth: c.frameWidth, frameHeight: c.frameHeight,
           connectionState: c.pc.connectionState, iceConnectionState: c.pc.iceConnectionState,
           localCandidates: c.localCandidates, remoteCandidates: c.remoteCandidates, states: c.states,
           offers: c.offers.map((o) => ({ at: o.at, restart: o.restart, ...(sdp ? { sdp: o.sdp } : {}) })),
           answers: c.answers.map((a) => ({ at: a.at, ...(sdp ? { sdp: a.sdp } : {}) })),
+          ...(sdp ? { candidates: c.candidateLog } : {}),
         })),
       };
     }
