@@ -54,7 +54,7 @@ impl Controller {
         let mut mqtt = options.broker.options(id.clone());
         mqtt.set_keep_alive(Duration::from_secs(10))
             .set_max_packet_size(8 * 1024 * 1024, 1024 * 1024);
-        let (client, eventloop) = AsyncClient::new(mqtt, 16);
+        let (client, eventloop) = crate::mqtt::client(mqtt, 16);
         let topics = Topics::new(options.prefix.clone());
         let mut controller = Self {
             client,

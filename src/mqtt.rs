@@ -128,6 +128,18 @@ impl Broker {
     }
 }
 
+/// A client on `options` whose socket sends each packet at once.
+///
+/// Signaling is a burst of small packets (an offer, then candidates one by
+/// one): with Nagle's algorithm on, each one after the first waits for the
+/// broker's delayed ACK, tens of milliseconds on every hop of a viewer's
+/// join.
+pub fn client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(options, capacity);
+    eventloop.network_options.set_tcp_nodelay(true);
+    (client, eventloop)
+}
+
 /// Without the password, which must not reach a log.
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -285,7 +297,7 @@ pub fn start(options: SessionOptions) -> (MqttLink, mpsc::Receiver<MqttEvent>) {
     if let Some((topic, payload)) = options.will {
         mqtt.set_last_will(LastWill::new(topic, payload, QoS::AtLeastOnce, true));
     }
-    let (client, eventloop) = AsyncClient::new(mqtt, 4096);
+    let (client, eventloop) = client(mqtt, 4096);
     let queued_subscriptions = Arc::new(Mutex::new(VecDeque::new()));
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(drive(eventloop, tx, queued_subscriptions.clone()));

@@ -56,6 +56,14 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+function withDeadline(what, promise, deadlineMs) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${deadlineMs} ms waiting for ${what}`)), deadlineMs);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
 const ms = (x) => (x === null || x === undefined ? "-" : String(Math.round(x)));
 
 /** Opens `count` tabs, joins them at once, and returns each tab's timings. */
@@ -66,11 +74,10 @@ async function round(setup, count) {
   }
   await Promise.all(viewers.map((v) => v.join()));
   const results = await Promise.all(viewers.map(async (v) => {
-    const state = await waitFor(`first frame in tab ${v.id}`, async () => {
-      const s = await v.state();
-      const { conn } = cameraOf(s, setup.camera.id);
-      return conn && conn.firstFrameAt !== null ? s : null;
-    }, DEADLINE_MS);
+    // One call that returns on the first frame: polling eight pages would
+    // take the CPU their first frames need.
+    await withDeadline(`first frame in tab ${v.id}`, v.firstFrame(setup.camera.id), DEADLINE_MS);
+    const state = await v.state();
     const { conn } = cameraOf(state, setup.camera.id);
     const t0 = state.joinAt;
     return {

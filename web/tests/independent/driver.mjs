@@ -45,6 +45,8 @@ export async function openViewer(browser, pageUrl, { broker, room, id, manual = 
     state: (opts = {}) => page.evaluate((o) => window.independent.state(o), opts),
     replace: (camera) => page.evaluate((c) => window.independent.replace(c), camera),
     leave: () => page.evaluate(() => window.independent.leave()),
+    /** Resolves on the first decoded frame of `camera`'s current connection. */
+    firstFrame: (camera) => page.evaluate((c) => window.independent.firstFrame(c), camera),
     close: () => context.close(),
   };
 }

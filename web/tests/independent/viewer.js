@@ -15,6 +15,9 @@
 //   replace(camera?)        close the camera's connection silently (no bye) and
 //                           answer its next offer from a fresh RTCPeerConnection
 //   leave(reason?)          bye to every camera, clear the presence, disconnect
+//   firstFrame(camera)      resolves when the camera's current connection has
+//                           decoded its first frame (no polling: waiting costs
+//                           the page nothing)
 "use strict";
 (() => {
   const params = new URLSearchParams(location.search);
@@ -417,8 +420,13 @@
       conn.stream.addTrack(e.track);
       if (cam.video.srcObject !== conn.stream) cam.video.srcObject = conn.stream;
       cam.video.play().catch(() => {});
-      if (e.track.kind === "video" && "requestVideoFrameCallback" in cam.video) {
-        cam.video.requestVideoFrameCallback(() => firstFrame(cam, conn, "requestVideoFrameCallback"));
+      if (e.track.kind === "video") {
+        if ("requestVideoFrameCallback" in cam.video) {
+          cam.video.requestVideoFrameCallback(() => firstFrame(cam, conn, "requestVideoFrameCallback"));
+        }
+        cam.video.addEventListener("loadeddata", () => {
+          if (cam.conn === conn) firstFrame(cam, conn, "loadeddata");
+        }, { once: true });
       }
     };
     const track = () => {
@@ -443,12 +451,31 @@
     conn.firstFrameAt = performance.now();
     conn.firstFrameBy = by;
     note(`first frame of generation ${conn.generation} (${by})`);
+    for (const wake of frameWaiters.splice(0)) wake();
   }
 
-  /** getStats as a second witness of the first frame, until it is seen. */
+  /** Wakes a `firstFrame(camera)` caller on every first frame. */
+  const frameWaiters = [];
+
+  function firstFrameOf(cameraId) {
+    const seen = () => {
+      const conn = cameras.get(cameraId)?.conn;
+      return conn && conn.firstFrameAt !== null;
+    };
+    return new Promise((resolve) => {
+      const check = () => (seen() ? resolve() : frameWaiters.push(check));
+      check();
+    });
+  }
+
+  /**
+   * getStats as a last witness of the first frame, should the video element
+   * report none (a page in the background). Slow on purpose: getStats is
+   * costly, and eight tabs polling it would slow what they measure.
+   */
   async function pollFirstFrame(cam, conn) {
     while (conn.firstFrameAt === null && conn.closedAt === null) {
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 500));
       if (conn.closedAt !== null) return;
       try {
         await readStats(conn);
@@ -550,7 +577,7 @@
   window.independent = {
     id: me, session, room: ROOM,
     get joinAt() { return joinAt; },
-    join, leave, replace, state,
+    join, leave, replace, state, firstFrame: firstFrameOf,
   };
   if (params.get("manual") !== "1") join();
   else statusEl.textContent = "ready";
