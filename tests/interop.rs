@@ -157,17 +157,33 @@ fn assert_no_routes(net: &Net) {
     );
 }
 
-#[test]
-fn webrtcbin_viewer_decodes_with_no_routes() {
+/// A camera configured with `toml` streams to a webrtcbin viewer across a
+/// network without routes.
+fn webrtcbin_viewer_decodes_without_routes(camera: &str, toml: &str) {
     let net = Net::new(Routes::ConnectedOnly);
     assert_no_routes(&net);
     let _broker = NsBroker::start(&net);
-    let _cam = NsCamera::start(&net, "cam-noroute", &room_toml("home"));
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-noroute");
+    let _cam = NsCamera::start(&net, camera, toml);
+    let mut viewer = WebrtcbinViewer::start(&net, "home", &format!("wbin-{camera}"));
     viewer.wait("ICE connected", CONNECT, |v| {
         v["event"] == "state" && matches!(v["ice"].as_str(), Some("connected" | "completed"))
     });
     viewer.wait_frames(30, 1, CONNECT);
+}
+
+#[test]
+fn webrtcbin_viewer_decodes_with_no_routes() {
+    webrtcbin_viewer_decodes_without_routes("cam-noroute", &room_toml("home"));
+}
+
+/// Multicast DNS asked for where it cannot work (no multicast route): the
+/// camera goes on without it, with host candidates.
+#[test]
+fn mdns_without_a_multicast_route_is_not_fatal() {
+    for mode in ["query", "gather"] {
+        let toml = format!("{}[webrtc]\nmdns = \"{mode}\"\n", room_toml("home"));
+        webrtcbin_viewer_decodes_without_routes(&format!("cam-mdns-{mode}"), &toml);
+    }
 }
 
 #[test]
