@@ -3,9 +3,12 @@
 //! The supervisor never awaits a peer connection: it sends [`PeerCommand`]s
 //! (descriptions, candidates, ICE restart, close) and receives
 //! [`PeerEvent`]s (our descriptions and candidates to signal, state changes,
-//! key-frame requests, remote tracks). Our own candidates are held back until
-//! our description has been handed out, so the other side never sees a
-//! candidate before the offer or answer it belongs to.
+//! key-frame requests, remote tracks). Our own candidates are held back
+//! until the other side can use them: an answerer's until its answer is out,
+//! an offerer's until the answer is applied. An offerer's candidates sent
+//! with the offer let the other side check them before we know its ICE
+//! credentials; those checks are dropped (RFC 8445 lets nothing answer them
+//! yet) and browsers try again only some 50 ms later, most of a LAN join.
 //!
 //! A sending peer (the camera) gets its own track and its own sender task on
 //! the shared frame feed (webrtc 0.21 binds a local track to one connection
@@ -419,15 +422,19 @@ async fn negotiate(
             None
         }
     };
-    // Our candidates wait until our description is out.
-    let mut description_sent = false;
+    // Our candidates wait until the other side can use them.
+    let mut candidates_released = false;
     let mut held: Vec<Option<Candidate>> = Vec::new();
     let signal = |body| {
         let _ = events.send(PeerEvent::Signal(link, body));
     };
+    let release = |held: &mut Vec<Option<Candidate>>| {
+        for candidate in held.drain(..) {
+            signal(SignalBody::Candidate { candidate });
+        }
+    };
     if spec.offerer {
         signal(offer(pc, false).await?);
-        description_sent = true;
     }
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -455,10 +462,8 @@ async fn negotiate(
                 match command {
                     PeerCommand::ApplyOffer(sdp) => {
                         signal(answer(pc, sdp).await?);
-                        description_sent = true;
-                        for candidate in held.drain(..) {
-                            signal(SignalBody::Candidate { candidate });
-                        }
+                        candidates_released = true;
+                        release(&mut held);
                     }
                     PeerCommand::ApplyAnswer(sdp) => {
                         if outbound.is_some()
@@ -482,6 +487,8 @@ async fn negotiate(
                         pc.set_remote_description(answer)
                             .await
                             .context("the answer cannot be applied")?;
+                        candidates_released = true;
+                        release(&mut held);
                     }
                     PeerCommand::AddCandidate(Some(c)) => {
                         let init = RTCIceCandidateInit {
@@ -499,6 +506,7 @@ async fn negotiate(
                     PeerCommand::RestartIce => {
                         if spec.offerer {
                             signal(offer(pc, true).await?);
+                            candidates_released = false;
                         }
                     }
                 }
@@ -506,7 +514,7 @@ async fn negotiate(
             callback = callbacks.recv() => {
                 let Some(callback) = callback else { return Ok(()) };
                 match callback {
-                    Callback::Candidate(candidate) if description_sent => {
+                    Callback::Candidate(candidate) if candidates_released => {
                         signal(SignalBody::Candidate { candidate });
                     }
                     Callback::Candidate(candidate) => held.push(candidate),
