@@ -124,3 +124,15 @@ test("e: a vanished tab leaves by its MQTT will; the camera frees the connection
     presence.json(`meshcam/rooms/interop-e/peers/${viewer.id}`) === null);
   await waitFor("no viewer in the camera's status", () => viewers() === 0);
 });
+
+test("f: the camera sends its candidates only once it has the page's answer", async () => {
+  const { camera, viewer } = await setup("interop-f");
+  await waitDecoding(viewer, camera.id, { frames: 1 });
+  const { cam } = cameraOf(await viewer.state(), camera.id);
+  const answeredAt = cam.conns[0].answers[0].at;
+  assert.ok(cam.candidatesAt.length > 0, "no candidate from the camera");
+  assert.ok(
+    cam.candidatesAt.every((at) => at > answeredAt),
+    `candidates at ${cam.candidatesAt.map((t) => (t - answeredAt).toFixed(1))} ms from the answer`,
+  );
+});

@@ -15,6 +15,8 @@
 //   replace(camera?)        close the camera's connection silently (no bye) and
 //                           answer its next offer from a fresh RTCPeerConnection
 //   leave(reason?)          bye to every camera, clear the presence, disconnect
+//                           per camera also candidatesAt: when its
+//                           candidates arrived
 //   firstFrame(camera)      resolves when the camera's current connection has
 //                           decoded its first frame (no polling: waiting costs
 //                           the page nothing)
@@ -274,6 +276,9 @@
     if (msg.session !== peer.session) return drop(`signal from ${from}: stale session`);
     const cam = cameras.get(from);
     if (!cam) return drop(`signal from ${from}: not a camera`);
+    if (msg.type === "candidate" && msg.candidate && cam.candidatesAt.length < 64) {
+      cam.candidatesAt.push(performance.now());
+    }
     // One message at a time per camera, in arrival order.
     cam.chain = cam.chain.then(() => handleSignal(cam, msg)).catch((e) => note(`signal ${msg.type} failed: ${e}`));
   }
@@ -384,7 +389,7 @@
     camerasEl.append(figure);
     return {
       id, session: null, status: null, offline: false, suspect: false, byeReceived: false,
-      conn: null, conns: [], generations: 0, pending: [], byes: [],
+      conn: null, conns: [], generations: 0, pending: [], byes: [], candidatesAt: [],
       chain: Promise.resolve(), figure, video, label,
     };
   }
@@ -555,7 +560,7 @@
     for (const cam of cameras.values()) {
       if (cam.conn) await readStats(cam.conn).catch(() => {});
       out.cameras[cam.id] = {
-        id: cam.id, session: cam.session, status: cam.status, byes: cam.byes,
+        id: cam.id, session: cam.session, status: cam.status, byes: cam.byes, candidatesAt: cam.candidatesAt,
         generation: cam.conn ? cam.conn.generation : null,
         videoWidth: cam.video.videoWidth, videoHeight: cam.video.videoHeight,
         conns: cam.conns.map((c) => ({
