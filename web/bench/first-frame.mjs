@@ -5,6 +5,7 @@
 // figures and judges nothing.
 //
 //   node web/bench/first-frame.mjs [--tabs 8] [--rounds 3] [--runs 10] [--bin PATH]
+//                                  [--camera meshcam|webrtcbin]
 //
 // --tabs N    tabs that join at once in each multi-tab round (one browser, a
 //             context per tab)
@@ -12,6 +13,9 @@
 // --runs K    single-tab runs, one after the other
 // --bin PATH  camera binary (default: target/release/meshcam if built, else
 //             target/debug/meshcam)
+// --camera C  meshcam (default), or webrtcbin: web/bench/webrtcbin-camera.py,
+//             a camera on GStreamer's webrtcbin speaking PROTOCOL.md with the
+//             same video, to compare against
 //
 // Each tab loads the page first and joins when told, all tabs of a round in
 // the same instant. Its figure is, in the page's own clock, from publishing
@@ -19,6 +23,7 @@
 // first decoded frame it sees (requestVideoFrameCallback, with getStats
 // framesDecoded as a second witness). Between runs every tab leaves (bye,
 // presence cleared) and the camera's status is back to 0 viewers.
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -30,8 +35,10 @@ const { values: opts } = parseArgs({
     rounds: { type: "string", default: "3" },
     runs: { type: "string", default: "10" },
     bin: { type: "string" },
+    camera: { type: "string", default: "meshcam" },
   },
 });
+if (!["meshcam", "webrtcbin"].includes(opts.camera)) throw new Error(`--camera ${opts.camera}: meshcam or webrtcbin`);
 const TABS = Number(opts.tabs);
 const ROUNDS = Number(opts.rounds);
 const RUNS = Number(opts.runs);
@@ -44,11 +51,30 @@ process.env.MESHCAM_BIN = bin;
 const harness = await import("../tests/harness.mjs");
 const driver = await import("../tests/independent/driver.mjs");
 delete process.env.MESHCAM_BIN;
-const { HEIGHT, WIDTH, cleanup, launchChromium, waitFor } = harness;
+const { HEIGHT, WIDTH, cleanup, launchChromium, observe, startMosquitto, waitFor } = harness;
 const { cameraInRoom, cameraOf, openViewer, serveIndependent } = driver;
 
 const ROOM = "bench";
 const DEADLINE_MS = 30_000;
+const WEBRTCBIN = join(ROOT, "web/bench/webrtcbin-camera.py");
+
+/** As driver.cameraInRoom, with the webrtcbin camera: ready once its presence is in the room. */
+async function webrtcbinInRoom(room, id = "cam1") {
+  const broker = await startMosquitto();
+  const status = await observe(broker.url, `meshcam/devices/${id}/status`);
+  const presence = await observe(broker.url, `meshcam/rooms/${room}/peers/+`);
+  const child = spawn("/usr/bin/python3", [WEBRTCBIN, "--broker", broker.url, "--room", room, "--id", id],
+    { stdio: ["ignore", "ignore", "inherit"] });
+  process.on("exit", () => child.kill("SIGKILL"));
+  await waitFor("the webrtcbin camera's presence", () => {
+    if (child.exitCode !== null) throw new Error(`webrtcbin camera exited with ${child.exitCode}`);
+    return presence.json(`meshcam/rooms/${room}/peers/${id}`)?.role === "camera";
+  }, DEADLINE_MS);
+  return {
+    broker, camera: { id, child }, status, presence,
+    viewers: () => status.json(`meshcam/devices/${id}/status`)?.viewers,
+  };
+}
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -106,10 +132,10 @@ function printTabs(title, rows) {
 }
 
 async function main() {
-  const setup = await cameraInRoom(ROOM);
+  const setup = opts.camera === "webrtcbin" ? await webrtcbinInRoom(ROOM) : await cameraInRoom(ROOM);
   setup.pageUrl = await serveIndependent();
   setup.browser = await launchChromium();
-  console.log(`camera: ${bin}`);
+  console.log(`camera: ${opts.camera === "webrtcbin" ? WEBRTCBIN : bin}`);
   console.log(`video: ${WIDTH}x${HEIGHT} at 30 fps, 800 kbit/s, source "test"; Chromium ${setup.browser.version()}`);
 
   const summary = [];
