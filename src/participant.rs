@@ -127,6 +127,7 @@ impl Participant {
 
     pub fn broker_disconnected(&mut self) {
         self.connected = false;
+        self.mesh.broker_disconnected();
     }
 
     /// A SUBACK arrived; returns whether the token was a room's.

@@ -25,6 +25,10 @@ use crate::protocol::{Presence, Role, Signal, SignalBody};
 /// After our own broker reconnect, a peer whose presence does not come back
 /// within this time is treated as gone.
 pub const PRESENCE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// A presence cleared while our connection with that peer is up is believed
+/// this long after, unless our own broker link drops meanwhile: a broker
+/// that shuts down cleanly publishes every client's will first.
+pub const PRESENCE_CLEAR_GRACE: Duration = Duration::from_secs(2);
 /// The longest wait between two offers to the same failed pair.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 /// A connection that is not up this long after it was started has failed.
@@ -148,6 +152,9 @@ struct Peer {
     ended: bool,
     /// Set after our own reconnect until the presence comes back.
     unconfirmed_since: Option<Instant>,
+    /// When its presence was cleared while our connection with it was up
+    /// (see [`PRESENCE_CLEAR_GRACE`]).
+    cleared_at: Option<Instant>,
     /// A failed pair waiting to be offered again, and the attempt it will be.
     retry: Option<(Instant, u32)>,
     budget: SignalBudget,
@@ -323,6 +330,15 @@ impl Mesh {
             .collect()
     }
 
+    /// Our broker connection dropped: presences cleared just before are not
+    /// believed; after the reconnect they must come back within
+    /// [`PRESENCE_CONFIRM_TIMEOUT`] like every other.
+    pub fn broker_disconnected(&mut self) {
+        for peer in self.rooms.values_mut().flat_map(|r| r.peers.values_mut()) {
+            peer.cleared_at = None;
+        }
+    }
+
     /// Our broker connection is (re)established: subscribe to every room again.
     /// Peers must confirm their presence within [`PRESENCE_CONFIRM_TIMEOUT`].
     pub fn broker_connected(&mut self, now: Instant) -> Vec<Action> {
@@ -377,13 +393,23 @@ impl Mesh {
             return Vec::new();
         };
         let Some(presence) = presence else {
-            r.peers.remove(peer);
-            return self.drop_link(room, peer);
+            let connected = r.links.get(peer).is_some_and(|l| l.connected);
+            match r.peers.get_mut(peer) {
+                Some(known) if connected => {
+                    known.cleared_at.get_or_insert(now);
+                    return Vec::new();
+                }
+                _ => {
+                    r.peers.remove(peer);
+                    return self.drop_link(room, peer);
+                }
+            }
         };
         let mut actions = Vec::new();
         match r.peers.get_mut(peer) {
             Some(known) if known.presence.session == presence.session => {
                 known.unconfirmed_since = None;
+                known.cleared_at = None;
                 known.presence = presence;
                 return actions;
             }
@@ -394,6 +420,7 @@ impl Mesh {
                         presence,
                         ended: false,
                         unconfirmed_since: None,
+                        cleared_at: None,
                         retry: None,
                         budget: SignalBudget::new(now),
                     },
@@ -676,6 +703,17 @@ impl Mesh {
             return Vec::new();
         };
         let r = self.rooms.get_mut(&room).expect("index follows rooms");
+        let cleared = r.peers.get(&peer).is_some_and(|p| p.cleared_at.is_some());
+        if cleared
+            && matches!(
+                state,
+                LinkState::Failed | LinkState::Closed | LinkState::Replaced
+            )
+        {
+            // It left while the connection held; now the connection is gone too.
+            r.peers.remove(&peer);
+            return self.drop_link(&room, &peer);
+        }
         let l = r.links.get_mut(&peer).expect("index follows links");
         match state {
             LinkState::Connected => {
@@ -731,6 +769,7 @@ impl Mesh {
                 [
                     p.retry.map(|(at, _)| at),
                     p.unconfirmed_since.map(|t| t + PRESENCE_CONFIRM_TIMEOUT),
+                    p.cleared_at.map(|t| t + PRESENCE_CLEAR_GRACE),
                 ]
             })
             .flatten()
@@ -744,8 +783,8 @@ impl Mesh {
     }
 
     /// Time passed: fail connections that never came up, offer again to
-    /// failed pairs that are due, and forget peers whose presence did not come
-    /// back after our reconnect.
+    /// failed pairs that are due, and forget peers whose cleared presence is
+    /// now believed or whose presence did not come back after our reconnect.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let stuck: Vec<LinkId> = self
@@ -767,6 +806,8 @@ impl Mesh {
                 .filter(|(_, p)| {
                     p.unconfirmed_since
                         .is_some_and(|t| now >= t + PRESENCE_CONFIRM_TIMEOUT)
+                        || p.cleared_at
+                            .is_some_and(|t| now >= t + PRESENCE_CLEAR_GRACE)
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

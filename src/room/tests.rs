@@ -583,6 +583,55 @@ fn a_leave_closes_the_connection() {
 }
 
 #[test]
+fn a_cleared_presence_is_believed_two_seconds_later_while_connected() {
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Connected, t());
+    assert!(cam.on_presence("home", "v1", None, t()).is_empty());
+    assert_eq!(cam.next_deadline(), Some(t() + PRESENCE_CLEAR_GRACE));
+    assert!(
+        cam.on_tick(t() + PRESENCE_CLEAR_GRACE - Duration::from_millis(1))
+            .is_empty()
+    );
+    assert_eq!(
+        cam.on_tick(t() + PRESENCE_CLEAR_GRACE),
+        vec![Action::Close { link }]
+    );
+    assert_eq!(cam.viewer_count(), 0);
+}
+
+#[test]
+fn a_clear_followed_by_our_broker_dropping_waits_for_the_reconnect() {
+    // A broker shutting down cleanly publishes every will, then goes.
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Connected, t());
+    assert!(cam.on_presence("home", "v1", None, t()).is_empty());
+    cam.broker_disconnected();
+    assert!(cam.on_tick(t() + PRESENCE_CLEAR_GRACE).is_empty());
+    let back = t() + Duration::from_secs(3);
+    cam.broker_connected(back);
+    cam.subscribed("home", back);
+    // The viewer's retained presence comes back: the connection stays.
+    assert!(
+        cam.on_presence("home", "v1", presence_of_v1(), back)
+            .is_empty()
+    );
+    assert!(cam.on_tick(back + PRESENCE_CONFIRM_TIMEOUT).is_empty());
+    assert_eq!(cam.viewer_count(), 1);
+}
+
+#[test]
+fn a_cleared_peer_whose_connection_fails_is_not_offered_again() {
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Connected, t());
+    cam.on_presence("home", "v1", None, t());
+    assert_eq!(
+        cam.on_link_state(link, LinkState::Failed, t()),
+        vec![Action::Close { link }]
+    );
+    assert_eq!(cam.next_deadline(), None, "no retry for a peer that left");
+}
+
+#[test]
 fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
     let (mut cam, link) = camera_offering_to_v1();
     let Some(Action::Send { to, signal, .. }) =
