@@ -53,7 +53,7 @@ impl Controller {
         let id = format!("ctl-{}", &ids::new_session()[..10]);
         let mut mqtt = options.broker.options(id.clone());
         mqtt.set_keep_alive(Duration::from_secs(10))
-            .set_max_packet_size(8 * 1024 * 1024, 1024 * 1024);
+            .set_max_packet_size(crate::protocol::MAX_PACKET, crate::protocol::MAX_PACKET);
         let (client, eventloop) = crate::mqtt::client(mqtt, 16);
         let topics = Topics::new(options.prefix.clone());
         let mut controller = Self {

@@ -291,7 +291,7 @@ pub fn start(options: SessionOptions) -> (MqttLink, mpsc::Receiver<MqttEvent>) {
     let mut mqtt = options.broker.options(options.client_id);
     mqtt.set_keep_alive(options.keepalive)
         .set_clean_session(true)
-        .set_max_packet_size(1024 * 1024, 8 * 1024 * 1024)
+        .set_max_packet_size(crate::protocol::MAX_PACKET, crate::protocol::MAX_PACKET)
         .set_request_channel_capacity(4096)
         .set_inflight(200);
     if let Some((topic, payload)) = options.will {

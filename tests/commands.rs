@@ -365,3 +365,38 @@ fn joins_beyond_the_room_limit_are_refused_and_the_rooms_stay() {
         "{status}"
     );
 }
+
+#[test]
+fn an_oversized_retained_presence_is_dropped_and_counted_and_the_camera_stays() {
+    let broker = broker();
+    let _cam = Camera::start(
+        &broker,
+        "cam-big",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-big",
+        &[&status_topic("cam-big"), &inbox("ctl-big")],
+    );
+    online(&mut obs, "cam-big");
+    let dropped = |stats: &Value| stats["result"]["signal"]["dropped"].as_u64().unwrap();
+    let before = dropped(&obs.command("cam-big", json!({"cmd": "stats"})));
+    // Over the 64 KiB payload limit, within the broker's packet limit, and
+    // retained: a camera cut off by it would meet it at every reconnect.
+    obs.publish(
+        "meshcam/rooms/home/peers/intruder",
+        vec![b' '; 2 << 20],
+        true,
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while dropped(&obs.command("cam-big", json!({"cmd": "stats"}))) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the oversized presence was never counted as dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "after-big"]);
+    viewer.wait_frames(Some("after-big"), 10);
+}

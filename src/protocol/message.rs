@@ -10,6 +10,12 @@ use super::ids::{is_peer_id, is_room, is_session};
 pub const VERSION: u32 = 1;
 /// Payloads larger than this are not parsed.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// The largest MQTT packet a participant takes, and the broker limit
+/// PROTOCOL.md asks for. An MQTT client drops its whole connection over a
+/// bigger packet, and over a retained one again at every reconnect: anyone
+/// in a room could cut a camera off. Within this, an oversized payload is
+/// only dropped and counted.
+pub const MAX_PACKET: usize = 16 * 1024 * 1024;
 
 /// Why an inbound payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

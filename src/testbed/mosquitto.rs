@@ -35,7 +35,7 @@ impl Mosquitto {
     pub fn start(extra: &str) -> std::io::Result<Self> {
         let port = super::free_port()?;
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 16777216\n{extra}\n"
         );
         Self::start_with_config(super::temp_dir("mosquitto")?, &conf, port, "mqtt")
     }

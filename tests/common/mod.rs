@@ -224,7 +224,7 @@ impl Observer {
     /// Connects with `options` (TLS, a login); its client id is the id.
     pub fn connect_with(mut options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
         let id = options.client_id();
-        options.set_max_packet_size(1 << 20, 1 << 20);
+        options.set_max_packet_size(meshcam::protocol::MAX_PACKET, meshcam::protocol::MAX_PACKET);
         let (client, mut connection) = rumqttc::Client::new(options, 64);
         for f in filters {
             client.subscribe(*f, rumqttc::QoS::AtLeastOnce).unwrap();
