@@ -7,6 +7,10 @@
 //! connect to the broker with an `offline` will, rejoin rooms.
 //! Shutdown (SIGTERM/SIGINT): `bye` to every viewer, clear every presence,
 //! publish `offline`, flush the broker link, stop the pipeline.
+//!
+//! The capture pipeline's health is [`pipeline`]'s.
+
+mod pipeline;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, STANDALONE_ROOM, VideoConfig};
 use crate::control::{self, Request};
-use crate::media::{Capture, KeyframeTarget, MediaEvent, VideoFeed, VideoParams};
+use crate::media::{KeyframeTarget, MediaEvent, VideoFeed};
 use crate::mqtt::{self, Broker, MqttEvent, MqttLink, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::{PeerEvent, PeerFactory};
@@ -30,20 +34,19 @@ use crate::store::{State, Store};
 use crate::telemetry::{self, Sample};
 use crate::web::PageConfig;
 
+use pipeline::{Pipeline, PipelineState, StatusEffect};
+
+/// Every message of the daemon is logged under this target, whichever file
+/// it comes from: log filters and scripts match on it
+/// (`INFO meshcam::daemon: ready`).
+const LOG_TARGET: &str = "meshcam::daemon";
+
 /// Status is republished at most this often when rooms or viewers change.
 const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The supervisor's heartbeat for timers (retries, status, telemetry).
 const TICK: Duration = Duration::from_millis(250);
 /// How long shutdown waits for the broker link to flush.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest wait between two pipeline restarts.
-const MAX_PIPELINE_BACKOFF: Duration = Duration::from_secs(30);
-
-/// A pipeline that played this long has recovered: its backoff starts over.
-const STABLE_RUN: Duration = Duration::from_secs(30);
-
-/// A stalled pipeline (playing, yet no frame for this long) is rebuilt.
-const PIPELINE_STALL: Duration = Duration::from_secs(10);
 
 /// Where the configuration came from, to read it again on SIGHUP.
 #[derive(Debug, Clone, Default)]
@@ -58,25 +61,11 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     daemon.run().await
 }
 
-struct Pipeline {
-    capture: Option<Capture>,
-    state: &'static str,
-    error: Option<String>,
-    restarts: u64,
-    /// Failures since the pipeline last played for `STABLE_RUN`: the backoff.
-    failures_in_row: u32,
-    playing_since: Option<Instant>,
-    /// A failed pipeline is rebuilt at this time.
-    restart_at: Option<Instant>,
-}
-
 struct Daemon {
     config: Config,
     source: ConfigSource,
     service: crate::service::Service,
     mqtt_connected: bool,
-    /// The frame count last seen to grow, and when.
-    progress: (u64, Instant),
     store: Store,
     state: State,
     topics: Topics,
@@ -85,8 +74,6 @@ struct Daemon {
     participant: Participant,
     peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     feed: VideoFeed,
-    target: KeyframeTarget,
-    media_tx: mpsc::UnboundedSender<MediaEvent>,
     media_events: mpsc::UnboundedReceiver<MediaEvent>,
     pipeline: Pipeline,
     started_at: SystemTime,
@@ -123,30 +110,12 @@ impl Daemon {
         let feed = VideoFeed::new();
         let target = KeyframeTarget::default();
         let (media_tx, media_events) = mpsc::unbounded_channel();
-        // A camera that is unplugged at boot is a state to report and retry,
-        // not a reason to exit; a GStreamer element missing from the
-        // installation is (exit status 2, naming its package).
-        let (capture, capture_error) = match Capture::start(
-            &config.video,
-            &VideoParams::from_config(&config.video),
-            &feed,
-            &target,
-            media_tx.clone(),
-        ) {
-            Ok(capture) => {
-                tracing::info!(encoder = ?capture.encoder, "capture started");
-                (Some(capture), None)
-            }
-            Err(e) if e.is::<crate::media::MissingElements>() => return Err(e),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        };
-        let keyframe_server = tokio::spawn({
-            let target = target.clone();
-            feed.keyframes.clone().serve(
-                Duration::from_millis(config.video.keyframe_min_interval_ms),
-                move || target.force(),
-            )
-        });
+        let (pipeline, start_error) =
+            Pipeline::start(&config.video, feed.clone(), target.clone(), media_tx)?;
+        let keyframe_server = tokio::spawn(feed.keyframes.clone().serve(
+            Duration::from_millis(config.video.keyframe_min_interval_ms),
+            move || target.force(),
+        ));
 
         let factory = Arc::new(
             tokio::task::spawn_blocking({
@@ -223,7 +192,6 @@ impl Daemon {
             source,
             service: crate::service::Service::from_env(),
             mqtt_connected: false,
-            progress: (0, now),
             done_tx,
             done,
             last_sample: Sample::take(now, &feed.counters),
@@ -237,18 +205,8 @@ impl Daemon {
             participant,
             peer_events,
             feed,
-            target,
-            media_tx,
             media_events,
-            pipeline: Pipeline {
-                capture,
-                state: "starting",
-                error: None,
-                restarts: 0,
-                failures_in_row: 0,
-                playing_since: None,
-                restart_at: None,
-            },
+            pipeline,
             started_at: SystemTime::now(),
             started: now,
             command_token,
@@ -259,8 +217,9 @@ impl Daemon {
             last_viewers: 0,
             keyframe_server,
         };
-        if let Some(error) = capture_error {
-            daemon.pipeline_failed(error);
+        if let Some(error) = start_error {
+            let effect = daemon.pipeline.failed(error, Instant::now());
+            daemon.after_pipeline(effect);
         }
         Ok(daemon)
     }
@@ -436,7 +395,7 @@ impl Daemon {
             }
             Request::Restart => {
                 self.rebuild_pipeline();
-                Reply::ok(id, json!({ "restarts": self.pipeline.restarts }))
+                Reply::ok(id, json!({ "restarts": self.pipeline.restarts() }))
             }
             Request::Set(set) => self.set(set, id),
             Request::Snapshot(_) => unreachable!("snapshots run in their own task"),
@@ -484,8 +443,7 @@ impl Daemon {
             // stay connected and resume on the new pipeline's key frame.
             self.rebuild_pipeline();
         } else if let Some(kbps) = set.bitrate_kbps
-            && let Some(capture) = &self.pipeline.capture
-            && let Err(e) = capture.set_bitrate(kbps)
+            && let Err(e) = self.pipeline.set_bitrate(kbps)
         {
             return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
         }
@@ -543,10 +501,9 @@ impl Daemon {
     fn status(&self) -> DeviceStatus {
         let v = &self.config.video;
         let mut status = DeviceStatus::offline(&self.config.device.id);
-        status.state = if self.pipeline.state == "error" {
-            "error"
-        } else {
-            "online"
+        status.state = match self.pipeline.state() {
+            PipelineState::Failed { .. } => "error",
+            PipelineState::Starting | PipelineState::Playing => "online",
         }
         .into();
         status.name = Some(self.config.device.name.clone());
@@ -561,7 +518,7 @@ impl Daemon {
             fps: v.fps,
         });
         status.started_at = Some(humantime::format_rfc3339_seconds(self.started_at).to_string());
-        status.error = self.pipeline.error.clone();
+        status.error = self.pipeline.error().map(str::to_owned);
         status
     }
 
@@ -585,91 +542,40 @@ impl Daemon {
     }
 
     fn on_media(&mut self, event: MediaEvent) {
-        match event {
-            MediaEvent::Playing => {
-                tracing::info!("pipeline playing");
-                self.pipeline.state = "playing";
-                self.pipeline.playing_since = Some(Instant::now());
-                self.ready_if_started();
-                if self.pipeline.error.take().is_some() {
-                    self.status_dirty = true;
-                }
-            }
-            MediaEvent::Error(error) => self.pipeline_failed(error),
-            MediaEvent::EndOfStream => self.pipeline_failed("end of stream".into()),
-        }
-    }
-
-    fn pipeline_failed(&mut self, error: String) {
-        tracing::error!(%error, restarts = self.pipeline.restarts, "pipeline failed");
-        if let Some(capture) = self.pipeline.capture.take() {
-            capture.stop(&self.target);
-        }
         let now = Instant::now();
-        let p = &mut self.pipeline;
-        if p.playing_since
-            .take()
-            .is_some_and(|since| now - since >= STABLE_RUN)
-        {
-            p.failures_in_row = 0;
-        }
-        let backoff =
-            Duration::from_secs(1u64 << p.failures_in_row.min(5)).min(MAX_PIPELINE_BACKOFF);
-        p.failures_in_row += 1;
-        self.pipeline.state = "error";
-        self.pipeline.error = Some(error);
-        self.pipeline.restart_at = Some(now + backoff);
-        self.status_dirty = true;
-        self.ready_if_started();
+        let effect = match event {
+            MediaEvent::Playing => self.pipeline.playing(now),
+            MediaEvent::Error(error) => self.pipeline.failed(error, now),
+            MediaEvent::EndOfStream => self.pipeline.failed("end of stream".into(), now),
+        };
+        self.after_pipeline(effect);
     }
 
     /// Stops the pipeline if it runs and builds it again from the current
     /// settings; viewers keep their connections.
     fn rebuild_pipeline(&mut self) {
-        if let Some(capture) = self.pipeline.capture.take() {
-            capture.stop(&self.target);
-        }
-        self.restart_pipeline();
+        let effect = self.pipeline.rebuild(&self.config.video, Instant::now());
+        self.after_pipeline(effect);
     }
 
-    fn restart_pipeline(&mut self) {
-        self.pipeline.restart_at = None;
-        self.pipeline.restarts += 1;
-        match Capture::start(
-            &self.config.video,
-            &VideoParams::from_config(&self.config.video),
-            &self.feed,
-            &self.target,
-            self.media_tx.clone(),
-        ) {
-            Ok(capture) => {
-                self.pipeline.capture = Some(capture);
-                self.pipeline.state = "starting";
-                self.feed.keyframes.request();
-            }
-            Err(e) => self.pipeline_failed(format!("{e:#}")),
+    fn after_pipeline(&mut self, effect: StatusEffect) {
+        if effect == StatusEffect::Changed {
+            self.status_dirty = true;
         }
+        self.ready_if_started();
     }
 
     /// READY=1 once the broker is connected and the pipeline plays.
     /// A pipeline in error counts as started: the daemon reports it and keeps
     /// retrying, which beats systemd restarting a daemon whose camera is out.
     fn ready_if_started(&mut self) {
-        let reported = matches!(self.pipeline.state, "playing" | "error");
-        if self.mqtt_connected && reported && !self.service.is_ready() {
+        if self.mqtt_connected
+            && self.pipeline.state().counts_as_started()
+            && !self.service.is_ready()
+        {
             tracing::info!("ready");
             self.service.ready();
         }
-    }
-
-    /// A playing pipeline whose frame count stopped growing is stuck.
-    fn pipeline_stalled(&mut self, now: Instant) -> bool {
-        let frames = self.feed.counters.frames.load(Ordering::Relaxed);
-        if frames != self.progress.0 || self.pipeline.state != "playing" {
-            self.progress = (frames, now);
-            return false;
-        }
-        now >= self.progress.1 + PIPELINE_STALL
     }
 
     /// SIGHUP: reads the configuration again and applies what can change
@@ -730,9 +636,7 @@ impl Daemon {
         };
         self.config = next;
         if video_changed && bitrate_only {
-            if let Some(capture) = &self.pipeline.capture
-                && let Err(e) = capture.set_bitrate(self.config.video.bitrate_kbps)
-            {
+            if let Err(e) = self.pipeline.set_bitrate(self.config.video.bitrate_kbps) {
                 tracing::warn!(error = %e, "bitrate not changed");
             }
         } else if video_changed {
@@ -744,15 +648,11 @@ impl Daemon {
 
     fn on_tick(&mut self, now: Instant) {
         self.participant.tick(now);
-        if self.pipeline_stalled(now) {
-            self.pipeline_failed(format!("no frame for {PIPELINE_STALL:?}"));
-        }
+        let effect = self.pipeline.supervise(&self.config.video, now);
+        self.after_pipeline(effect);
         // The loop runs, so the daemon is alive; systemd restarts it when
         // these pings stop.
         self.service.keep_alive(now);
-        if self.pipeline.restart_at.is_some_and(|at| now >= at) {
-            self.restart_pipeline();
-        }
         let rate_ok = self
             .status_sent_at
             .is_none_or(|at| now >= at + STATUS_MIN_INTERVAL);
@@ -816,11 +716,11 @@ impl Daemon {
             "open_fds": sample.usage.open_fds,
             "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
             "pipeline": {
-                "state": self.pipeline.state,
+                "state": self.pipeline.state().name(),
                 "fps": telemetry::round1(rates.fps),
                 "bitrate_kbps": rates.bitrate_kbps.round(),
                 "keyframes": counters.keyframes.load(Ordering::Relaxed),
-                "restarts": self.pipeline.restarts,
+                "restarts": self.pipeline.restarts(),
             },
             "connections": connections,
             "signal": {
@@ -853,9 +753,7 @@ impl Daemon {
             tracing::warn!("the broker link did not flush in time");
         }
         self.keyframe_server.abort();
-        if let Some(capture) = self.pipeline.capture.take() {
-            capture.stop(&self.target);
-        }
+        self.pipeline.stop();
     }
 }
 
