@@ -8,9 +8,11 @@
 //! Shutdown (SIGTERM/SIGINT): `bye` to every viewer, clear every presence,
 //! publish `offline`, flush the broker link, stop the pipeline.
 //!
-//! The capture pipeline's health is [`pipeline`]'s.
+//! The capture pipeline's health is [`pipeline`]'s; what a change of
+//! settings needs, for `set` and SIGHUP alike, is [`settings`]'.
 
 mod pipeline;
+mod settings;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,7 +24,7 @@ use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, STANDALONE_ROOM, VideoConfig};
+use crate::config::{Config, STANDALONE_ROOM};
 use crate::control::{self, Request};
 use crate::media::{KeyframeTarget, MediaEvent, VideoFeed};
 use crate::mqtt::{self, Broker, MqttEvent, MqttLink, SessionOptions};
@@ -35,6 +37,7 @@ use crate::telemetry::{self, Sample};
 use crate::web::PageConfig;
 
 use pipeline::{Pipeline, PipelineState, StatusEffect};
+use settings::apply_stored;
 
 /// Every message of the daemon is logged under this target, whichever file
 /// it comes from: log filters and scripts match on it
@@ -103,7 +106,7 @@ impl Daemon {
         let state = store
             .load()
             .with_context(|| format!("reading state from {}", store.path().display()))?;
-        apply_settings(&mut config, &state);
+        apply_stored(&mut config, &state.settings);
         let topics = Topics::new(config.mqtt.prefix.clone());
         let id = config.device.id.clone();
 
@@ -351,12 +354,8 @@ impl Daemon {
                 if !self.state.rooms.contains(&room) {
                     self.state.rooms.push(room);
                 }
-                if let Err(e) = self.store.save(&self.state) {
-                    return Reply::error(
-                        Some(id),
-                        ErrorCode::Internal,
-                        format!("state not saved: {e}"),
-                    );
+                if let Err(reply) = self.save_state(id) {
+                    return reply;
                 }
                 self.status_dirty = true;
                 Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
@@ -371,12 +370,8 @@ impl Daemon {
                 }
                 self.participant.leave(&room, "leaving");
                 self.state.rooms.retain(|r| *r != room);
-                if let Err(e) = self.store.save(&self.state) {
-                    return Reply::error(
-                        Some(id),
-                        ErrorCode::Internal,
-                        format!("state not saved: {e}"),
-                    );
+                if let Err(reply) = self.save_state(id) {
+                    return reply;
                 }
                 self.status_dirty = true;
                 Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
@@ -402,63 +397,16 @@ impl Daemon {
         }
     }
 
-    /// Applies and persists run-time settings.
-    fn set(&mut self, set: control::SetRequest, id: &str) -> Reply {
-        use crate::protocol::ErrorCode;
-        let v = &mut self.config.video;
-        let reshape = set.fps.is_some_and(|x| x != v.fps)
-            || set.width.is_some_and(|x| x != v.width)
-            || set.height.is_some_and(|x| x != v.height);
-        let settings = &mut self.state.settings;
-        if let Some(kbps) = set.bitrate_kbps {
-            v.bitrate_kbps = kbps;
-            settings.bitrate_kbps = Some(kbps);
-        }
-        if let Some(fps) = set.fps {
-            v.fps = fps;
-            settings.fps = Some(fps);
-        }
-        if let Some(width) = set.width {
-            v.width = width;
-            settings.width = Some(width);
-        }
-        if let Some(height) = set.height {
-            v.height = height;
-            settings.height = Some(height);
-        }
-        if let Some(max) = set.max_viewers {
-            self.config.webrtc.max_viewers = max;
-            settings.max_viewers = Some(max);
-            self.participant.mesh.set_max_viewers(max);
-        }
-        if let Err(e) = self.store.save(&self.state) {
-            return Reply::error(
+    /// Writes the durable state; the error reply of command `id` if it
+    /// cannot.
+    fn save_state(&self, id: &str) -> Result<(), Reply> {
+        self.store.save(&self.state).map_err(|e| {
+            Reply::error(
                 Some(id),
-                ErrorCode::Internal,
+                crate::protocol::ErrorCode::Internal,
                 format!("state not saved: {e}"),
-            );
-        }
-        if reshape {
-            // Size and rate shape the whole pipeline: rebuild it. Viewers
-            // stay connected and resume on the new pipeline's key frame.
-            self.rebuild_pipeline();
-        } else if let Some(kbps) = set.bitrate_kbps
-            && let Err(e) = self.pipeline.set_bitrate(kbps)
-        {
-            return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
-        }
-        self.status_dirty = true;
-        let v = &self.config.video;
-        Reply::ok(
-            id,
-            json!({
-                "bitrate_kbps": v.bitrate_kbps,
-                "fps": v.fps,
-                "width": v.width,
-                "height": v.height,
-                "max_viewers": self.config.webrtc.max_viewers,
-            }),
-        )
+            )
+        })
     }
 
     /// Publishes one JPEG in a task of its own; the reply comes back through
@@ -578,74 +526,6 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: reads the configuration again and applies what can change
-    /// while running, keeping every viewer connected.
-    fn reload(&mut self) {
-        self.service.reloading();
-        match Config::load(self.source.path.as_deref(), &self.source.overrides) {
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused; the running configuration stays")
-            }
-            Ok(mut new) => {
-                apply_settings(&mut new, &self.state);
-                self.apply_reload(new);
-            }
-        }
-        self.service.reloaded();
-    }
-
-    fn apply_reload(&mut self, new: Config) {
-        let old = &self.config;
-        if new.device != old.device
-            || new.mqtt != old.mqtt
-            || new.webrtc.ice_servers != old.webrtc.ice_servers
-            || new.webrtc.bind_address != old.webrtc.bind_address
-            || new.webrtc.udp_port_min != old.webrtc.udp_port_min
-            || new.webrtc.udp_port_max != old.webrtc.udp_port_max
-            || new.state_dir != old.state_dir
-        {
-            tracing::warn!(
-                "device, mqtt, state_dir and webrtc network settings change on the next restart"
-            );
-        }
-        for room in &new.rooms {
-            if !self.participant.mesh.is_in(room) {
-                self.participant.join(room);
-            }
-        }
-        for room in &old.rooms {
-            if !new.rooms.contains(room) && !self.state.rooms.contains(room) {
-                self.participant.leave(room, "leaving");
-            }
-        }
-        let bitrate_only = VideoConfig {
-            bitrate_kbps: old.video.bitrate_kbps,
-            ..new.video.clone()
-        } == old.video;
-        let video_changed = new.video != old.video;
-        self.participant
-            .mesh
-            .set_max_viewers(new.webrtc.max_viewers);
-        let mut next = new;
-        next.device = old.device.clone();
-        next.mqtt = old.mqtt.clone();
-        next.state_dir = old.state_dir.clone();
-        next.webrtc = crate::config::WebrtcConfig {
-            max_viewers: next.webrtc.max_viewers,
-            ..old.webrtc.clone()
-        };
-        self.config = next;
-        if video_changed && bitrate_only {
-            if let Err(e) = self.pipeline.set_bitrate(self.config.video.bitrate_kbps) {
-                tracing::warn!(error = %e, "bitrate not changed");
-            }
-        } else if video_changed {
-            self.rebuild_pipeline();
-        }
-        self.status_dirty = true;
-        tracing::info!("configuration reloaded");
-    }
-
     fn on_tick(&mut self, now: Instant) {
         self.participant.tick(now);
         let effect = self.pipeline.supervise(&self.config.video, now);
@@ -755,15 +635,4 @@ impl Daemon {
         self.keyframe_server.abort();
         self.pipeline.stop();
     }
-}
-
-/// Settings changed at run time (`set`) win over the configuration file.
-fn apply_settings(config: &mut Config, state: &State) {
-    let s = &state.settings;
-    let v = &mut config.video;
-    v.bitrate_kbps = s.bitrate_kbps.unwrap_or(v.bitrate_kbps);
-    v.fps = s.fps.unwrap_or(v.fps);
-    v.width = s.width.unwrap_or(v.width);
-    v.height = s.height.unwrap_or(v.height);
-    config.webrtc.max_viewers = s.max_viewers.unwrap_or(config.webrtc.max_viewers);
 }
