@@ -1,55 +1,54 @@
 //! The camera daemon: one supervisor loop that feeds broker messages, peer
-//! events, pipeline news and the time to the room logic, carries out what it
-//! decides, answers commands, keeps status and telemetry current, and shuts
-//! down in order.
+//! events, pipeline news and the time to the parts that own them.
 //!
-//! Start-up: load state, start the pipeline, generate the DTLS certificate,
-//! connect to the broker with an `offline` will, rejoin rooms.
-//! Shutdown (SIGTERM/SIGINT): `bye` to every viewer, clear every presence,
-//! publish `offline`, flush the broker link, stop the pipeline.
+//! This file owns the [`Daemon`] value and its loop, where each event goes
+//! to one method, and the routing of broker messages. The concerns live
+//! beside it:
+//! - [`startup`]: start-up in order, and the orderly shutdown;
+//! - [`pipeline`]: the capture pipeline's supervisor (state, backoff, stalls);
+//! - [`commands`]: commands from controllers and their replies;
+//! - [`settings`]: what a change of settings needs, for `set` and SIGHUP;
+//! - [`status`]: the device status, and when to republish it;
+//! - [`stats`]: the telemetry, and when to publish it.
 //!
-//! The capture pipeline's health is [`pipeline`]'s; what a change of
-//! settings needs, for `set` and SIGHUP alike, is [`settings`]'.
+//! Nothing here carries out a command, builds a report or touches the
+//! capture: those go through the modules above.
 
+mod commands;
 mod pipeline;
 mod settings;
+mod startup;
+mod stats;
+mod status;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, STANDALONE_ROOM};
-use crate::control::{self, Request};
-use crate::media::{KeyframeTarget, MediaEvent, VideoFeed};
-use crate::mqtt::{self, Broker, MqttEvent, MqttLink, SessionOptions};
+use crate::config::Config;
+use crate::media::{MediaEvent, VideoFeed};
+use crate::mqtt::{MqttEvent, MqttLink};
 use crate::participant::Participant;
-use crate::peer::{PeerEvent, PeerFactory};
-use crate::protocol::{Command, DeviceStatus, Reply, Role, Topic, Topics, VideoInfo};
-use crate::room::{MAX_ROOMS, Me};
+use crate::peer::PeerEvent;
+use crate::protocol::{Reply, Topic, Topics};
+use crate::service::Service;
 use crate::store::{State, Store};
-use crate::telemetry::{self, Sample};
-use crate::web::PageConfig;
 
-use pipeline::{Pipeline, PipelineState, StatusEffect};
-use settings::apply_stored;
+use commands::Commands;
+use pipeline::{Pipeline, StatusEffect};
+use stats::StatsSchedule;
+use status::StatusSchedule;
 
 /// Every message of the daemon is logged under this target, whichever file
 /// it comes from: log filters and scripts match on it
 /// (`INFO meshcam::daemon: ready`).
 const LOG_TARGET: &str = "meshcam::daemon";
 
-/// Status is republished at most this often when rooms or viewers change.
-const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The supervisor's heartbeat for timers (retries, status, telemetry).
 const TICK: Duration = Duration::from_millis(250);
-/// How long shutdown waits for the broker link to flush.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the configuration came from, to read it again on SIGHUP.
 #[derive(Debug, Clone, Default)]
@@ -65,168 +64,35 @@ pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 }
 
 struct Daemon {
+    /// The running configuration, with the settings of `set` applied.
     config: Config,
     source: ConfigSource,
-    service: crate::service::Service,
-    mqtt_connected: bool,
+    service: Service,
     store: Store,
     state: State,
     topics: Topics,
     mqtt: MqttLink,
-    mqtt_events: mpsc::Receiver<MqttEvent>,
+    mqtt_connected: bool,
     participant: Participant,
-    peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     feed: VideoFeed,
-    media_events: mpsc::UnboundedReceiver<MediaEvent>,
     pipeline: Pipeline,
-    started_at: SystemTime,
-    started: Instant,
-    command_token: u64,
-    commands_received: u64,
-    command_errors: u64,
-    status_dirty: bool,
-    status_sent_at: Option<Instant>,
-    last_viewers: usize,
-    last_sample: Sample,
-    next_stats: Instant,
+    status: StatusSchedule,
+    stats: StatsSchedule,
+    commands: Commands,
+    events: Events,
     keyframe_server: tokio::task::JoinHandle<()>,
+}
+
+/// What the supervisor waits for, besides signals and its tick.
+struct Events {
+    mqtt: mpsc::Receiver<MqttEvent>,
+    peers: mpsc::UnboundedReceiver<PeerEvent>,
+    media: mpsc::UnboundedReceiver<MediaEvent>,
     /// Replies of commands that finish in their own task (snapshots).
-    done_tx: mpsc::UnboundedSender<(Option<String>, Reply)>,
-    done: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
+    replies: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
 }
 
 impl Daemon {
-    async fn start(mut config: Config, source: ConfigSource) -> anyhow::Result<Self> {
-        // The password, CA and client certificate files are read before
-        // anything starts: one missing is a configuration error (exit 2).
-        let external = (!config.embedded())
-            .then(|| Broker::from_config(&config.mqtt))
-            .transpose()?;
-        let store = Store::new(&config.state_dir);
-        let state = store
-            .load()
-            .with_context(|| format!("reading state from {}", store.path().display()))?;
-        apply_stored(&mut config, &state.settings);
-        let topics = Topics::new(config.mqtt.prefix.clone());
-        let id = config.device.id.clone();
-
-        let feed = VideoFeed::new();
-        let target = KeyframeTarget::default();
-        let (media_tx, media_events) = mpsc::unbounded_channel();
-        let (pipeline, start_error) =
-            Pipeline::start(&config.video, feed.clone(), target.clone(), media_tx)?;
-        let keyframe_server = tokio::spawn(feed.keyframes.clone().serve(
-            Duration::from_millis(config.video.keyframe_min_interval_ms),
-            move || target.force(),
-        ));
-
-        let factory = Arc::new(
-            tokio::task::spawn_blocking({
-                let webrtc = config.webrtc.clone();
-                move || PeerFactory::new(&webrtc)
-            })
-            .await
-            .context("certificate task")??,
-        );
-
-        let standalone = config
-            .embedded()
-            .then(|| crate::broker::start(&config.broker))
-            .transpose()?;
-        let broker = match &standalone {
-            Some(listening) => {
-                tracing::info!(tcp = %listening.tcp, websocket = %listening.ws, "embedded broker listening");
-                Broker::from_config(&config.embedded_client(listening.tcp))?
-            }
-            None => external.expect("read above for a broker that is not embedded"),
-        };
-        let (mqtt, mqtt_events) = mqtt::start(SessionOptions {
-            client_id: id.clone(),
-            broker,
-            keepalive: Duration::from_secs(config.mqtt.keepalive_s),
-            will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
-        });
-        let (peer_tx, peer_events) = mpsc::unbounded_channel();
-        let mut participant = Participant::new(
-            Me {
-                id: id.clone(),
-                role: Role::Camera,
-                name: config.device.name.clone(),
-            },
-            config.webrtc.max_viewers,
-            topics.clone(),
-            mqtt.clone(),
-            factory,
-            Some(feed.clone()),
-            peer_tx,
-        );
-        let mut rooms = config.rooms.clone();
-        for room in &state.rooms {
-            if !rooms.contains(room) {
-                rooms.push(room.clone());
-            }
-        }
-        if rooms.is_empty() && standalone.is_some() {
-            rooms.push(STANDALONE_ROOM.to_string());
-        }
-        for room in &rooms {
-            if participant.mesh.can_join(room) {
-                participant.join(room);
-            } else {
-                tracing::warn!(%room, "more than {MAX_ROOMS} rooms: not rejoining this one");
-            }
-        }
-        if let Some(listen) = config.web_listen() {
-            let page = PageConfig::new(
-                &config,
-                rooms.first().cloned(),
-                standalone.map(|l| l.ws.port()),
-            );
-            let listen = listen.parse().context("web.listen")?;
-            let url = crate::web::start(listen, page)
-                .await
-                .with_context(|| format!("serving the viewer page on web.listen {listen}"))?;
-            tracing::info!("watch in a browser: {url}");
-        }
-        let command_token = participant.subscription_token();
-        let now = Instant::now();
-        let (done_tx, done) = mpsc::unbounded_channel();
-        let mut daemon = Self {
-            source,
-            service: crate::service::Service::from_env(),
-            mqtt_connected: false,
-            done_tx,
-            done,
-            last_sample: Sample::take(now, &feed.counters),
-            next_stats: now + Duration::from_secs(config.stats_interval_s),
-            config,
-            store,
-            state,
-            topics,
-            mqtt,
-            mqtt_events,
-            participant,
-            peer_events,
-            feed,
-            media_events,
-            pipeline,
-            started_at: SystemTime::now(),
-            started: now,
-            command_token,
-            commands_received: 0,
-            command_errors: 0,
-            status_dirty: false,
-            status_sent_at: None,
-            last_viewers: 0,
-            keyframe_server,
-        };
-        if let Some(error) = start_error {
-            let effect = daemon.pipeline.failed(error, Instant::now());
-            daemon.after_pipeline(effect);
-        }
-        Ok(daemon)
-    }
-
     async fn run(&mut self) -> anyhow::Result<()> {
         let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -238,22 +104,18 @@ impl Daemon {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
                 _ = sighup.recv() => self.reload(),
-                event = self.mqtt_events.recv() => match event {
-                    Some(event) => self.on_mqtt(event),
-                    None => anyhow::bail!("the broker session ended unexpectedly"),
-                },
-                Some(event) = self.peer_events.recv() => {
-                    if let Some(PeerEvent::KeyframeRequest(link)) =
-                        self.participant.on_peer_event(event, Instant::now())
-                    {
-                        tracing::debug!(link, "key frame requested by viewer");
-                    }
+                event = self.events.mqtt.recv() => {
+                    self.on_mqtt(event.context("the broker session ended unexpectedly")?)
                 }
-                Some(event) = self.media_events.recv() => self.on_media(event),
-                Some((reply_to, reply)) = self.done.recv() => self.reply(reply_to.as_deref(), reply),
+                Some(event) = self.events.peers.recv() => self.on_peer(event),
+                Some(event) = self.events.media.recv() => self.on_media(event),
+                Some((reply_to, reply)) = self.events.replies.recv() => {
+                    self.reply(reply_to.as_deref(), reply)
+                }
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
-            self.note_viewer_changes();
+            self.status
+                .note_viewers(self.participant.mesh.viewer_count());
         }
         self.shutdown().await;
         Ok(())
@@ -262,17 +124,16 @@ impl Daemon {
     fn on_mqtt(&mut self, event: MqttEvent) {
         match event {
             MqttEvent::Connected => {
-                tracing::info!(broker = %self.config.mqtt.url, "connected to the broker");
-                let id = self.config.device.id.clone();
-                self.mqtt
-                    .subscribe(&[self.topics.command(&id)], self.command_token);
+                let broker = &self.config.mqtt.url;
+                tracing::info!(target: LOG_TARGET, %broker, "connected to the broker");
+                self.subscribe_commands();
                 self.publish_status(Instant::now());
                 self.participant.broker_connected(Instant::now());
                 self.mqtt_connected = true;
                 self.ready_if_started();
             }
             MqttEvent::Disconnected(reason) => {
-                tracing::warn!(%reason, "disconnected from the broker");
+                tracing::warn!(target: LOG_TARGET, %reason, "disconnected from the broker");
                 self.mqtt_connected = false;
                 self.participant.broker_disconnected();
             }
@@ -285,7 +146,7 @@ impl Daemon {
 
     fn on_message(&mut self, topic: &str, payload: Bytes) {
         let Some(parsed) = self.topics.parse(topic) else {
-            tracing::debug!(%topic, "message on an unexpected topic");
+            tracing::debug!(target: LOG_TARGET, %topic, "message on an unexpected topic");
             return;
         };
         match &parsed {
@@ -294,198 +155,17 @@ impl Daemon {
             }
             _ => {
                 if !self.participant.on_message(&parsed, &payload) {
-                    tracing::debug!(%topic, "message ignored");
+                    tracing::debug!(target: LOG_TARGET, %topic, "message ignored");
                 }
             }
         }
     }
 
-    fn reply(&mut self, reply_to: Option<&str>, reply: Reply) {
-        if !reply.ok {
-            self.command_errors += 1;
-        }
-        let topic = reply_to
-            .map(str::to_owned)
-            .unwrap_or_else(|| self.topics.reply(&self.config.device.id));
-        self.mqtt.publish(topic, reply.encode(), false);
-    }
-
-    fn on_command(&mut self, payload: &[u8]) {
-        self.commands_received += 1;
-        let command = match Command::decode(payload) {
-            Ok(command) => command,
-            Err(e) => {
-                tracing::warn!(error = %e.error, "command refused");
-                self.reply(None, Reply::for_decode_error(&e));
-                return;
-            }
-        };
-        let (request, reply_to) = match control::interpret(&command, &self.topics) {
-            Ok(ok) => ok,
-            Err(refusal) => {
-                tracing::warn!(cmd = %command.cmd, "command refused");
-                self.reply(refusal.reply_to.as_deref(), refusal.reply);
-                return;
-            }
-        };
-        tracing::info!(cmd = %command.cmd, id = %command.id, "command");
-        if let Request::Snapshot(topic) = request {
-            self.snapshot(topic, command.id, reply_to);
-            return;
-        }
-        let reply = self.carry_out(request, &command.id);
-        self.reply(reply_to.as_deref(), reply);
-    }
-
-    fn carry_out(&mut self, request: Request, id: &str) -> Reply {
-        use crate::protocol::ErrorCode;
-        match request {
-            Request::Join(room) => {
-                if !self.participant.mesh.can_join(&room) {
-                    return Reply::error(
-                        Some(id),
-                        ErrorCode::Busy,
-                        format!(
-                            "already in {MAX_ROOMS} rooms, the most a camera joins; leave one first"
-                        ),
-                    );
-                }
-                self.participant.join(&room);
-                if !self.state.rooms.contains(&room) {
-                    self.state.rooms.push(room);
-                }
-                if let Err(reply) = self.save_state(id) {
-                    return reply;
-                }
-                self.status_dirty = true;
-                Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
-            }
-            Request::Leave(room) => {
-                if !self.participant.mesh.is_in(&room) {
-                    return Reply::error(
-                        Some(id),
-                        ErrorCode::NotFound,
-                        format!("not in room {room:?}"),
-                    );
-                }
-                self.participant.leave(&room, "leaving");
-                self.state.rooms.retain(|r| *r != room);
-                if let Err(reply) = self.save_state(id) {
-                    return reply;
-                }
-                self.status_dirty = true;
-                Reply::ok(id, control::rooms_result(&self.participant.mesh.rooms()))
-            }
-            Request::Status => Reply::ok(
-                id,
-                serde_json::to_value(self.status()).expect("status serialises"),
-            ),
-            Request::Stats => {
-                let sample = Sample::take(Instant::now(), &self.feed.counters);
-                Reply::ok(id, self.stats(&sample))
-            }
-            Request::Keyframe => {
-                self.feed.keyframes.request();
-                Reply::ok(id, json!({}))
-            }
-            Request::Restart => {
-                self.rebuild_pipeline();
-                Reply::ok(id, json!({ "restarts": self.pipeline.restarts() }))
-            }
-            Request::Set(set) => self.set(set, id),
-            Request::Snapshot(_) => unreachable!("snapshots run in their own task"),
-        }
-    }
-
-    /// Writes the durable state; the error reply of command `id` if it
-    /// cannot.
-    fn save_state(&self, id: &str) -> Result<(), Reply> {
-        self.store.save(&self.state).map_err(|e| {
-            Reply::error(
-                Some(id),
-                crate::protocol::ErrorCode::Internal,
-                format!("state not saved: {e}"),
-            )
-        })
-    }
-
-    /// Publishes one JPEG in a task of its own; the reply comes back through
-    /// `done`.
-    fn snapshot(&mut self, topic: Option<String>, id: String, reply_to: Option<String>) {
-        let topic = topic.unwrap_or_else(|| self.topics.snapshot(&self.config.device.id));
-        let feed = self.feed.clone();
-        let mqtt = self.mqtt.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let result = async {
-                let frame =
-                    crate::media::snapshot::next_keyframe(&feed, Duration::from_secs(5)).await?;
-                let access_unit = frame.access_unit.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::media::snapshot::encode_jpeg(&access_unit)
-                })
-                .await?
-            }
-            .await;
-            let reply = match result {
-                Ok(jpeg) => {
-                    let size = jpeg.data.len();
-                    mqtt.publish(topic.clone(), jpeg.data, false);
-                    Reply::ok(
-                        &id,
-                        json!({ "topic": topic, "bytes": size, "width": jpeg.width, "height": jpeg.height }),
-                    )
-                }
-                Err(e) => Reply::error(
-                    Some(&id),
-                    crate::protocol::ErrorCode::Internal,
-                    format!("{e:#}"),
-                ),
-            };
-            let _ = done.send((reply_to, reply));
-        });
-    }
-
-    fn status(&self) -> DeviceStatus {
-        let v = &self.config.video;
-        let mut status = DeviceStatus::offline(&self.config.device.id);
-        status.state = match self.pipeline.state() {
-            PipelineState::Failed { .. } => "error",
-            PipelineState::Starting | PipelineState::Playing => "online",
-        }
-        .into();
-        status.name = Some(self.config.device.name.clone());
-        status.version = Some(env!("CARGO_PKG_VERSION").into());
-        status.rooms = Some(self.participant.mesh.rooms());
-        status.viewers = Some(self.participant.mesh.viewer_count());
-        status.max_viewers = Some(self.participant.mesh.max_viewers());
-        status.video = Some(VideoInfo {
-            codec: "H264".into(),
-            width: v.width,
-            height: v.height,
-            fps: v.fps,
-        });
-        status.started_at = Some(humantime::format_rfc3339_seconds(self.started_at).to_string());
-        status.error = self.pipeline.error().map(str::to_owned);
-        status
-    }
-
-    fn publish_status(&mut self, now: Instant) {
-        let status = self.status();
-        self.mqtt.publish(
-            self.topics.status(&self.config.device.id),
-            status.encode(),
-            true,
-        );
-        self.status_dirty = false;
-        self.status_sent_at = Some(now);
-    }
-
-    fn note_viewer_changes(&mut self) {
-        let viewers = self.participant.mesh.viewer_count();
-        if viewers != self.last_viewers {
-            self.last_viewers = viewers;
-            self.status_dirty = true;
+    fn on_peer(&mut self, event: PeerEvent) {
+        if let Some(PeerEvent::KeyframeRequest(link)) =
+            self.participant.on_peer_event(event, Instant::now())
+        {
+            tracing::debug!(target: LOG_TARGET, link, "key frame requested by viewer");
         }
     }
 
@@ -499,6 +179,17 @@ impl Daemon {
         self.after_pipeline(effect);
     }
 
+    fn on_tick(&mut self, now: Instant) {
+        self.participant.tick(now);
+        let effect = self.pipeline.supervise(&self.config.video, now);
+        self.after_pipeline(effect);
+        // The loop runs, so the daemon is alive; systemd restarts it when
+        // these pings stop.
+        self.service.keep_alive(now);
+        self.publish_status_if_due(now);
+        self.publish_stats_if_due(now);
+    }
+
     /// Stops the pipeline if it runs and builds it again from the current
     /// settings; viewers keep their connections.
     fn rebuild_pipeline(&mut self) {
@@ -508,7 +199,7 @@ impl Daemon {
 
     fn after_pipeline(&mut self, effect: StatusEffect) {
         if effect == StatusEffect::Changed {
-            self.status_dirty = true;
+            self.status.changed();
         }
         self.ready_if_started();
     }
@@ -521,118 +212,8 @@ impl Daemon {
             && self.pipeline.state().counts_as_started()
             && !self.service.is_ready()
         {
-            tracing::info!("ready");
+            tracing::info!(target: LOG_TARGET, "ready");
             self.service.ready();
         }
-    }
-
-    fn on_tick(&mut self, now: Instant) {
-        self.participant.tick(now);
-        let effect = self.pipeline.supervise(&self.config.video, now);
-        self.after_pipeline(effect);
-        // The loop runs, so the daemon is alive; systemd restarts it when
-        // these pings stop.
-        self.service.keep_alive(now);
-        let rate_ok = self
-            .status_sent_at
-            .is_none_or(|at| now >= at + STATUS_MIN_INTERVAL);
-        if self.status_dirty && rate_ok {
-            self.publish_status(now);
-        }
-        if now >= self.next_stats {
-            self.next_stats = now + Duration::from_secs(self.config.stats_interval_s);
-            let sample = Sample::take(now, &self.feed.counters);
-            let stats = self.stats(&sample);
-            self.last_sample = sample;
-            self.mqtt.publish(
-                self.topics.stats(&self.config.device.id),
-                serde_json::to_vec(&stats).expect("stats serialise"),
-                false,
-            );
-        }
-    }
-
-    /// Telemetry, with rates since the last periodic sample.
-    fn stats(&self, sample: &Sample) -> serde_json::Value {
-        let now = sample.at;
-        let rates = telemetry::rates(&self.last_sample, sample);
-        let connections: Vec<serde_json::Value> = self
-            .participant
-            .mesh
-            .links()
-            .into_iter()
-            .map(|(room, peer, link, connected)| {
-                let c = self.participant.peer(link).map(|p| p.counters.clone());
-                let load =
-                    |f: fn(&crate::peer::SenderCounters) -> &std::sync::atomic::AtomicU64| {
-                        c.as_ref()
-                            .map(|c| f(c).load(Ordering::Relaxed))
-                            .unwrap_or(0)
-                    };
-                json!({
-                    "room": room,
-                    "peer": peer,
-                    "state": if connected { "connected" } else { "connecting" },
-                    "rtt_ms": match load(|c| &c.rtt_us) {
-                        0 => serde_json::Value::Null,
-                        us => json!(telemetry::round1(us as f64 / 1000.0)),
-                    },
-                    "packets_sent": load(|c| &c.packets_sent),
-                    "bytes_sent": load(|c| &c.bytes_sent),
-                    "nacks": load(|c| &c.nacks),
-                    "plis": load(|c| &c.keyframe_requests),
-                    "frames_dropped": load(|c| &c.frames_dropped),
-                })
-            })
-            .collect();
-        let counters = &self.feed.counters;
-        json!({
-            "v": 1,
-            "id": self.config.device.id,
-            "uptime_s": now.duration_since(self.started).as_secs(),
-            "cpu_percent": telemetry::round1(rates.cpu_percent),
-            "rss_bytes": sample.usage.rss_bytes,
-            "threads": sample.usage.threads,
-            "open_fds": sample.usage.open_fds,
-            "tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-            "pipeline": {
-                "state": self.pipeline.state().name(),
-                "fps": telemetry::round1(rates.fps),
-                "bitrate_kbps": rates.bitrate_kbps.round(),
-                "keyframes": counters.keyframes.load(Ordering::Relaxed),
-                "restarts": self.pipeline.restarts(),
-            },
-            "connections": connections,
-            "signal": {
-                "received": self.participant.signals.received,
-                "dropped": self.participant.signals.dropped,
-            },
-            "commands": {
-                "received": self.commands_received,
-                "errors": self.command_errors,
-            },
-        })
-    }
-
-    async fn shutdown(&mut self) {
-        tracing::info!("shutting down");
-        self.service.stopping();
-        self.participant.leave_all("shutdown");
-        let id = self.config.device.id.clone();
-        self.mqtt.publish(
-            self.topics.status(&id),
-            DeviceStatus::offline(&id).encode(),
-            true,
-        );
-        self.mqtt.disconnect().await;
-        let flushed = tokio::time::timeout(FLUSH_TIMEOUT, async {
-            while self.mqtt_events.recv().await.is_some() {}
-        })
-        .await;
-        if flushed.is_err() {
-            tracing::warn!("the broker link did not flush in time");
-        }
-        self.keyframe_server.abort();
-        self.pipeline.stop();
     }
 }

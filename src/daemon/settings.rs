@@ -139,7 +139,7 @@ impl Daemon {
         if let Err(e) = self.apply_pipeline_change(change) {
             return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
         }
-        self.status_dirty = true;
+        self.status.changed();
         Reply::ok(id, settings_result(&self.config))
     }
 
@@ -186,7 +186,7 @@ impl Daemon {
         if let Err(e) = self.apply_pipeline_change(change) {
             tracing::warn!(target: LOG_TARGET, error = %e, "bitrate not changed");
         }
-        self.status_dirty = true;
+        self.status.changed();
         tracing::info!(target: LOG_TARGET, "configuration reloaded");
     }
 
