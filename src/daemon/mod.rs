@@ -1,0 +1,219 @@
+//! The camera daemon: one supervisor loop that feeds broker messages, peer
+//! events, pipeline news and the time to the parts that own them.
+//!
+//! This file owns the [`Daemon`] value and its loop, where each event goes
+//! to one method, and the routing of broker messages. The concerns live
+//! beside it:
+//! - [`startup`]: start-up in order, and the orderly shutdown;
+//! - [`pipeline`]: the capture pipeline's supervisor (state, backoff, stalls);
+//! - [`commands`]: commands from controllers and their replies;
+//! - [`settings`]: what a change of settings needs, for `set` and SIGHUP;
+//! - [`status`]: the device status, and when to republish it;
+//! - [`stats`]: the telemetry, and when to publish it.
+//!
+//! Nothing here carries out a command, builds a report or touches the
+//! capture: those go through the modules above.
+
+mod commands;
+mod pipeline;
+mod settings;
+mod startup;
+mod stats;
+mod status;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::media::{MediaEvent, VideoFeed};
+use crate::mqtt::{MqttEvent, MqttLink};
+use crate::participant::Participant;
+use crate::peer::PeerEvent;
+use crate::protocol::{Reply, Topic, Topics};
+use crate::service::Service;
+use crate::store::{State, Store};
+
+use commands::Commands;
+use pipeline::{Pipeline, StatusEffect};
+use stats::StatsSchedule;
+use status::StatusSchedule;
+
+/// Every message of the daemon is logged under this target, whichever file
+/// it comes from: log filters and scripts match on it
+/// (`INFO meshcam::daemon: ready`).
+const LOG_TARGET: &str = "meshcam::daemon";
+
+/// The supervisor's heartbeat for timers (retries, status, telemetry).
+const TICK: Duration = Duration::from_millis(250);
+
+/// Where the configuration came from, to read it again on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: Option<std::path::PathBuf>,
+    pub overrides: crate::config::Overrides,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+pub async fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(config, source).await?;
+    daemon.run().await
+}
+
+struct Daemon {
+    /// The running configuration, with the settings of `set` applied.
+    config: Config,
+    source: ConfigSource,
+    service: Service,
+    store: Store,
+    state: State,
+    topics: Topics,
+    mqtt: MqttLink,
+    mqtt_connected: bool,
+    participant: Participant,
+    feed: VideoFeed,
+    pipeline: Pipeline,
+    status: StatusSchedule,
+    stats: StatsSchedule,
+    commands: Commands,
+    events: Events,
+    keyframe_server: tokio::task::JoinHandle<()>,
+}
+
+/// What the supervisor waits for, besides signals and its tick.
+struct Events {
+    mqtt: mpsc::Receiver<MqttEvent>,
+    peers: mpsc::UnboundedReceiver<PeerEvent>,
+    media: mpsc::UnboundedReceiver<MediaEvent>,
+    /// Replies of commands that finish in their own task (snapshots).
+    replies: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
+}
+
+impl Daemon {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = sighup.recv() => self.reload(),
+                event = self.events.mqtt.recv() => {
+                    self.on_mqtt(event.context("the broker session ended unexpectedly")?)
+                }
+                Some(event) = self.events.peers.recv() => self.on_peer(event),
+                Some(event) = self.events.media.recv() => self.on_media(event),
+                Some((reply_to, reply)) = self.events.replies.recv() => {
+                    self.reply(reply_to.as_deref(), reply)
+                }
+                _ = tick.tick() => self.on_tick(Instant::now()),
+            }
+            self.status
+                .note_viewers(self.participant.mesh.viewer_count());
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn on_mqtt(&mut self, event: MqttEvent) {
+        match event {
+            MqttEvent::Connected => {
+                let broker = &self.config.mqtt.url;
+                tracing::info!(target: LOG_TARGET, %broker, "connected to the broker");
+                self.subscribe_commands();
+                self.publish_status(Instant::now());
+                self.participant.broker_connected(Instant::now());
+                self.mqtt_connected = true;
+                self.ready_if_started();
+            }
+            MqttEvent::Disconnected(reason) => {
+                tracing::warn!(target: LOG_TARGET, %reason, "disconnected from the broker");
+                self.mqtt_connected = false;
+                self.participant.broker_disconnected();
+            }
+            MqttEvent::Subscribed(token) => {
+                self.participant.subscribed(token);
+            }
+            MqttEvent::Message { topic, payload } => self.on_message(&topic, payload),
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: Bytes) {
+        let Some(parsed) = self.topics.parse(topic) else {
+            tracing::debug!(target: LOG_TARGET, %topic, "message on an unexpected topic");
+            return;
+        };
+        match &parsed {
+            Topic::DeviceCommand { device } if *device == self.config.device.id => {
+                self.on_command(&payload);
+            }
+            _ => {
+                if !self.participant.on_message(&parsed, &payload) {
+                    tracing::debug!(target: LOG_TARGET, %topic, "message ignored");
+                }
+            }
+        }
+    }
+
+    fn on_peer(&mut self, event: PeerEvent) {
+        if let Some(PeerEvent::KeyframeRequest(link)) =
+            self.participant.on_peer_event(event, Instant::now())
+        {
+            tracing::debug!(target: LOG_TARGET, link, "key frame requested by viewer");
+        }
+    }
+
+    fn on_media(&mut self, event: MediaEvent) {
+        let now = Instant::now();
+        let effect = match event {
+            MediaEvent::Playing => self.pipeline.playing(now),
+            MediaEvent::Error(error) => self.pipeline.failed(error, now),
+            MediaEvent::EndOfStream => self.pipeline.failed("end of stream".into(), now),
+        };
+        self.after_pipeline(effect);
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.participant.tick(now);
+        let effect = self.pipeline.supervise(&self.config.video, now);
+        self.after_pipeline(effect);
+        // The loop runs, so the daemon is alive; systemd restarts it when
+        // these pings stop.
+        self.service.keep_alive(now);
+        self.publish_status_if_due(now);
+        self.publish_stats_if_due(now);
+    }
+
+    /// Stops the pipeline if it runs and builds it again from the current
+    /// settings; viewers keep their connections.
+    fn rebuild_pipeline(&mut self) {
+        let effect = self.pipeline.rebuild(&self.config.video, Instant::now());
+        self.after_pipeline(effect);
+    }
+
+    fn after_pipeline(&mut self, effect: StatusEffect) {
+        if effect == StatusEffect::Changed {
+            self.status.changed();
+        }
+        self.ready_if_started();
+    }
+
+    /// READY=1 once the broker is connected and the pipeline plays.
+    /// A pipeline in error counts as started: the daemon reports it and keeps
+    /// retrying, which beats systemd restarting a daemon whose camera is out.
+    fn ready_if_started(&mut self) {
+        if self.mqtt_connected
+            && self.pipeline.state().counts_as_started()
+            && !self.service.is_ready()
+        {
+            tracing::info!(target: LOG_TARGET, "ready");
+            self.service.ready();
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Settings that change while the daemon runs: the `set` command (kept in
+//! the store, winning over the configuration file) and SIGHUP, which reads
+//! the configuration again.
+//!
+//! It owns the one decision of what a change of video settings needs from
+//! the running pipeline, [`pipeline_change`], used by both, and which
+//! settings wait for a restart. It must not touch the capture itself: the
+//! pipeline supervisor carries the decision out.
+
+use serde_json::{Value, json};
+
+use super::{Daemon, LOG_TARGET};
+use crate::config::{Config, VideoConfig, WebrtcConfig};
+use crate::control::SetRequest;
+use crate::protocol::{ErrorCode, Reply};
+use crate::store::Settings;
+
+/// What the running pipeline needs for a change of video settings.
+///
+/// A size or frame rate is a change of caps, which the pipeline only takes
+/// by being built again: it is a [`PipelineChange::Rebuild`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PipelineChange {
+    /// Nothing that the pipeline uses changed.
+    Nothing,
+    /// The encoder takes this bitrate (kbit/s) while it runs.
+    Bitrate(u32),
+    /// Size, frame rate, source, encoder…: they shape the whole pipeline.
+    /// Viewers stay connected and resume on the new pipeline's key frame.
+    Rebuild,
+}
+
+/// Where a change of settings comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A `set` command. One that names the bitrate hands it to the encoder
+    /// even when it is the current one, so its reply says whether the
+    /// encoder takes it.
+    Set { names_bitrate: bool },
+    /// SIGHUP: what changed, and only that, is applied.
+    Reload,
+}
+
+/// What going from the `old` to the `new` video settings needs.
+fn pipeline_change(old: &VideoConfig, new: &VideoConfig, origin: Origin) -> PipelineChange {
+    let bitrate_aside = VideoConfig {
+        bitrate_kbps: old.bitrate_kbps,
+        ..new.clone()
+    };
+    let names_bitrate = match origin {
+        Origin::Set { names_bitrate } => names_bitrate,
+        Origin::Reload => false,
+    };
+    if bitrate_aside != *old {
+        PipelineChange::Rebuild
+    } else if new.bitrate_kbps != old.bitrate_kbps || names_bitrate {
+        PipelineChange::Bitrate(new.bitrate_kbps)
+    } else {
+        PipelineChange::Nothing
+    }
+}
+
+/// Settings changed at run time (`set`) win over the configuration file.
+pub(super) fn apply_stored(config: &mut Config, settings: &Settings) {
+    let v = &mut config.video;
+    v.bitrate_kbps = settings.bitrate_kbps.unwrap_or(v.bitrate_kbps);
+    v.fps = settings.fps.unwrap_or(v.fps);
+    v.width = settings.width.unwrap_or(v.width);
+    v.height = settings.height.unwrap_or(v.height);
+    config.webrtc.max_viewers = settings.max_viewers.unwrap_or(config.webrtc.max_viewers);
+}
+
+/// Keeps what a `set` names among the stored settings.
+fn record(settings: &mut Settings, set: &SetRequest) {
+    settings.bitrate_kbps = set.bitrate_kbps.or(settings.bitrate_kbps);
+    settings.fps = set.fps.or(settings.fps);
+    settings.width = set.width.or(settings.width);
+    settings.height = set.height.or(settings.height);
+    settings.max_viewers = set.max_viewers.or(settings.max_viewers);
+}
+
+/// The result of `set`: every run-time setting as it now is.
+fn settings_result(config: &Config) -> Value {
+    let v = &config.video;
+    json!({
+        "bitrate_kbps": v.bitrate_kbps,
+        "fps": v.fps,
+        "width": v.width,
+        "height": v.height,
+        "max_viewers": config.webrtc.max_viewers,
+    })
+}
+
+/// Whether a reload names settings that are only read at start-up.
+fn waits_for_restart(old: &Config, new: &Config) -> bool {
+    new.device != old.device
+        || new.mqtt != old.mqtt
+        || new.webrtc.ice_servers != old.webrtc.ice_servers
+        || new.webrtc.bind_address != old.webrtc.bind_address
+        || new.webrtc.udp_port_min != old.webrtc.udp_port_min
+        || new.webrtc.udp_port_max != old.webrtc.udp_port_max
+        || new.state_dir != old.state_dir
+}
+
+/// The configuration that runs after a reload: `new`, except for who the
+/// device is, its broker link, its state directory and its WebRTC network,
+/// which stay as they started (of `webrtc`, only `max_viewers` changes).
+fn reloaded(old: &Config, new: Config) -> Config {
+    Config {
+        device: old.device.clone(),
+        mqtt: old.mqtt.clone(),
+        state_dir: old.state_dir.clone(),
+        webrtc: WebrtcConfig {
+            max_viewers: new.webrtc.max_viewers,
+            ..old.webrtc.clone()
+        },
+        ..new
+    }
+}
+
+impl Daemon {
+    /// `set`: applies and persists run-time settings.
+    pub(super) fn set(&mut self, set: SetRequest, id: &str) -> Reply {
+        let old = self.config.video.clone();
+        record(&mut self.state.settings, &set);
+        apply_stored(&mut self.config, &self.state.settings);
+        if set.max_viewers.is_some() {
+            self.participant
+                .mesh
+                .set_max_viewers(self.config.webrtc.max_viewers);
+        }
+        if let Err(reply) = self.save_state(id) {
+            return reply;
+        }
+        let origin = Origin::Set {
+            names_bitrate: set.bitrate_kbps.is_some(),
+        };
+        let change = pipeline_change(&old, &self.config.video, origin);
+        if let Err(e) = self.apply_pipeline_change(change) {
+            return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
+        }
+        self.status.changed();
+        Reply::ok(id, settings_result(&self.config))
+    }
+
+    /// SIGHUP: reads the configuration again and applies what can change
+    /// while running, keeping every viewer connected.
+    pub(super) fn reload(&mut self) {
+        self.service.reloading();
+        match Config::load(self.source.path.as_deref(), &self.source.overrides) {
+            Err(e) => tracing::error!(
+                target: LOG_TARGET,
+                error = %e,
+                "reload refused; the running configuration stays"
+            ),
+            Ok(mut new) => {
+                apply_stored(&mut new, &self.state.settings);
+                self.apply_reload(new);
+            }
+        }
+        self.service.reloaded();
+    }
+
+    fn apply_reload(&mut self, new: Config) {
+        if waits_for_restart(&self.config, &new) {
+            tracing::warn!(
+                target: LOG_TARGET,
+                "device, mqtt, state_dir and webrtc network settings change on the next restart"
+            );
+        }
+        for room in &new.rooms {
+            if !self.participant.mesh.is_in(room) {
+                self.participant.join(room);
+            }
+        }
+        for room in &self.config.rooms {
+            if !new.rooms.contains(room) && !self.state.rooms.contains(room) {
+                self.participant.leave(room, "leaving");
+            }
+        }
+        let change = pipeline_change(&self.config.video, &new.video, Origin::Reload);
+        self.participant
+            .mesh
+            .set_max_viewers(new.webrtc.max_viewers);
+        self.config = reloaded(&self.config, new);
+        if let Err(e) = self.apply_pipeline_change(change) {
+            tracing::warn!(target: LOG_TARGET, error = %e, "bitrate not changed");
+        }
+        self.status.changed();
+        tracing::info!(target: LOG_TARGET, "configuration reloaded");
+    }
+
+    /// Carries a [`PipelineChange`] out; only a bitrate can be refused.
+    fn apply_pipeline_change(&mut self, change: PipelineChange) -> anyhow::Result<()> {
+        match change {
+            PipelineChange::Nothing => Ok(()),
+            PipelineChange::Bitrate(kbps) => self.pipeline.set_bitrate(kbps),
+            PipelineChange::Rebuild => {
+                self.rebuild_pipeline();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SourceKind, WebrtcConfig};
+
+    fn video() -> VideoConfig {
+        VideoConfig {
+            width: 640,
+            height: 360,
+            fps: 15,
+            bitrate_kbps: 1500,
+            ..VideoConfig::default()
+        }
+    }
+
+    #[test]
+    fn what_a_change_of_video_settings_needs() {
+        use PipelineChange::{Bitrate, Nothing, Rebuild};
+        let set = |names_bitrate| Origin::Set { names_bitrate };
+        let reload = Origin::Reload;
+        let with = |change: fn(&mut VideoConfig)| {
+            let mut v = video();
+            change(&mut v);
+            v
+        };
+        #[rustfmt::skip]
+        let table: [(&str, VideoConfig, Origin, PipelineChange); 14] = [
+            ("nothing", video(), reload, Nothing),
+            ("nothing, by set", video(), set(false), Nothing),
+            ("the same bitrate, named by set", video(), set(true), Bitrate(1500)),
+            ("bitrate", with(|v| v.bitrate_kbps = 300), reload, Bitrate(300)),
+            ("bitrate, by set", with(|v| v.bitrate_kbps = 300), set(true), Bitrate(300)),
+            ("width", with(|v| v.width = 320), set(false), Rebuild),
+            ("height", with(|v| v.height = 180), reload, Rebuild),
+            ("fps", with(|v| v.fps = 30), set(false), Rebuild),
+            ("size, bitrate", with(|v| { v.width = 320; v.bitrate_kbps = 9 }), set(true), Rebuild),
+            ("fps, bitrate", with(|v| { v.fps = 5; v.bitrate_kbps = 9 }), reload, Rebuild),
+            ("source", with(|v| v.source = SourceKind::V4l2), reload, Rebuild),
+            ("device", with(|v| v.device = "/dev/video9".into()), reload, Rebuild),
+            ("encoder", with(|v| v.encoder = "x264enc".into()), reload, Rebuild),
+            ("key-frame interval", with(|v| v.keyframe_interval_s += 1), reload, Rebuild),
+        ];
+        for (what, new, origin, needs) in table {
+            assert_eq!(pipeline_change(&video(), &new, origin), needs, "{what}");
+        }
+    }
+
+    #[test]
+    fn stored_settings_win_over_the_file() {
+        let mut config = Config::from_toml("").unwrap();
+        let file = config.clone();
+        apply_stored(&mut config, &Settings::default());
+        assert_eq!(config.video, file.video, "nothing stored");
+        let stored = Settings {
+            bitrate_kbps: Some(800),
+            fps: Some(10),
+            width: None,
+            height: Some(240),
+            max_viewers: Some(3),
+        };
+        apply_stored(&mut config, &stored);
+        assert_eq!(config.video.bitrate_kbps, 800);
+        assert_eq!(config.video.fps, 10);
+        assert_eq!(config.video.width, file.video.width);
+        assert_eq!(config.video.height, 240);
+        assert_eq!(config.webrtc.max_viewers, 3);
+    }
+
+    #[test]
+    fn set_keeps_what_it_names_and_leaves_the_rest() {
+        let mut settings = Settings {
+            fps: Some(10),
+            width: Some(320),
+            ..Settings::default()
+        };
+        record(
+            &mut settings,
+            &SetRequest {
+                bitrate_kbps: Some(900),
+                fps: Some(20),
+                ..SetRequest::default()
+            },
+        );
+        assert_eq!(
+            settings,
+            Settings {
+                bitrate_kbps: Some(900),
+                fps: Some(20),
+                width: Some(320),
+                height: None,
+                max_viewers: None,
+            }
+        );
+    }
+
+    #[test]
+    fn the_set_result_names_every_run_time_setting() {
+        let mut config = Config::from_toml("").unwrap();
+        config.video = video();
+        config.webrtc.max_viewers = 4;
+        assert_eq!(
+            settings_result(&config),
+            json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4})
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_identity_broker_state_dir_and_network_until_restart() {
+        let old = Config::from_toml("[device]\nid = \"cam1\"\n").unwrap();
+        let mut new = Config::from_toml(
+            "rooms = [\"garage\"]\nstats_interval_s = 3\n\
+             [device]\nid = \"cam2\"\n[mqtt]\nurl = \"mqtt://elsewhere:1883\"\n\
+             [webrtc]\nmax_viewers = 2\nbind_address = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        new.state_dir = "/elsewhere".into();
+        assert!(waits_for_restart(&old, &new));
+        let next = reloaded(&old, new.clone());
+        assert_eq!(next.device, old.device);
+        assert_eq!(next.mqtt, old.mqtt);
+        assert_eq!(next.state_dir, old.state_dir);
+        assert_eq!(
+            next.webrtc,
+            WebrtcConfig {
+                max_viewers: 2,
+                ..old.webrtc.clone()
+            }
+        );
+        assert_eq!(next.rooms, ["garage"]);
+        assert_eq!(next.stats_interval_s, 3);
+        assert!(!waits_for_restart(&old, &next), "what runs is what started");
+    }
+
+    #[test]
+    fn live_settings_do_not_wait_for_a_restart() {
+        let old = Config::from_toml("").unwrap();
+        let new = Config::from_toml(
+            "rooms = [\"garage\"]\n[video]\nbitrate_kbps = 300\n[webrtc]\nmax_viewers = 2\n",
+        )
+        .unwrap();
+        assert!(!waits_for_restart(&old, &new));
+    }
+}

@@ -1,0 +1,241 @@
+//! Start-up and shutdown, each in its order.
+//!
+//! Start-up: read the broker's credentials and the durable state, start the
+//! pipeline, generate the DTLS certificate, connect to the broker with an
+//! `offline` will, rejoin rooms, serve the viewer page.
+//! Shutdown (SIGTERM/SIGINT): `bye` to every viewer, clear every presence,
+//! publish `offline`, flush the broker link, stop the pipeline.
+//!
+//! It owns what runs for the daemon's whole life. It must not handle events:
+//! once started, the supervisor loop does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use super::commands::Commands;
+use super::pipeline::Pipeline;
+use super::settings::apply_stored;
+use super::stats::StatsSchedule;
+use super::status::StatusSchedule;
+use super::{ConfigSource, Daemon, Events, LOG_TARGET};
+use crate::config::{Config, STANDALONE_ROOM};
+use crate::media::{KeyframeTarget, VideoFeed};
+use crate::mqtt::{self, Broker, SessionOptions};
+use crate::participant::Participant;
+use crate::peer::PeerFactory;
+use crate::protocol::{DeviceStatus, Role, Topics};
+use crate::room::{MAX_ROOMS, Me};
+use crate::service::Service;
+use crate::store::Store;
+use crate::telemetry::Sample;
+use crate::web::PageConfig;
+
+/// How long shutdown waits for the broker link to flush.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The rooms to be in at start: the configured ones, then those joined by
+/// command, each once; the standalone room when there is none and the broker
+/// is embedded.
+fn rooms_at_start(configured: &[String], joined: &[String], standalone: bool) -> Vec<String> {
+    let mut rooms = configured.to_vec();
+    for room in joined {
+        if !rooms.contains(room) {
+            rooms.push(room.clone());
+        }
+    }
+    if rooms.is_empty() && standalone {
+        rooms.push(STANDALONE_ROOM.to_string());
+    }
+    rooms
+}
+
+impl Daemon {
+    pub(super) async fn start(mut config: Config, source: ConfigSource) -> anyhow::Result<Self> {
+        // The password, CA and client certificate files are read before
+        // anything starts: one missing is a configuration error (exit 2).
+        let external = (!config.embedded())
+            .then(|| Broker::from_config(&config.mqtt))
+            .transpose()?;
+        let store = Store::new(&config.state_dir);
+        let state = store
+            .load()
+            .with_context(|| format!("reading state from {}", store.path().display()))?;
+        apply_stored(&mut config, &state.settings);
+        let topics = Topics::new(config.mqtt.prefix.clone());
+        let id = config.device.id.clone();
+
+        let feed = VideoFeed::new();
+        let target = KeyframeTarget::default();
+        let (media_tx, media_events) = mpsc::unbounded_channel();
+        let (pipeline, start_error) =
+            Pipeline::start(&config.video, feed.clone(), target.clone(), media_tx)?;
+        let keyframe_server = tokio::spawn(feed.keyframes.clone().serve(
+            Duration::from_millis(config.video.keyframe_min_interval_ms),
+            move || target.force(),
+        ));
+
+        let factory = Arc::new(
+            tokio::task::spawn_blocking({
+                let webrtc = config.webrtc.clone();
+                move || PeerFactory::new(&webrtc)
+            })
+            .await
+            .context("certificate task")??,
+        );
+
+        let standalone = config
+            .embedded()
+            .then(|| crate::broker::start(&config.broker))
+            .transpose()?;
+        let broker = match &standalone {
+            Some(listening) => {
+                tracing::info!(
+                    target: LOG_TARGET,
+                    tcp = %listening.tcp,
+                    websocket = %listening.ws,
+                    "embedded broker listening"
+                );
+                Broker::from_config(&config.embedded_client(listening.tcp))?
+            }
+            None => external.expect("read above for a broker that is not embedded"),
+        };
+        let (mqtt, mqtt_events) = mqtt::start(SessionOptions {
+            client_id: id.clone(),
+            broker,
+            keepalive: Duration::from_secs(config.mqtt.keepalive_s),
+            will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
+        });
+        let (peer_tx, peer_events) = mpsc::unbounded_channel();
+        let mut participant = Participant::new(
+            Me {
+                id: id.clone(),
+                role: Role::Camera,
+                name: config.device.name.clone(),
+            },
+            config.webrtc.max_viewers,
+            topics.clone(),
+            mqtt.clone(),
+            factory,
+            Some(feed.clone()),
+            peer_tx,
+        );
+        let rooms = rooms_at_start(&config.rooms, &state.rooms, standalone.is_some());
+        for room in &rooms {
+            if participant.mesh.can_join(room) {
+                participant.join(room);
+            } else {
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    %room,
+                    "more than {MAX_ROOMS} rooms: not rejoining this one"
+                );
+            }
+        }
+        if let Some(listen) = config.web_listen() {
+            let page = PageConfig::new(
+                &config,
+                rooms.first().cloned(),
+                standalone.map(|l| l.ws.port()),
+            );
+            let listen = listen.parse().context("web.listen")?;
+            let url = crate::web::start(listen, page)
+                .await
+                .with_context(|| format!("serving the viewer page on web.listen {listen}"))?;
+            tracing::info!(target: LOG_TARGET, "watch in a browser: {url}");
+        }
+        let (replies_tx, replies) = mpsc::unbounded_channel();
+        let commands = Commands::new(participant.subscription_token(), replies_tx);
+        let stats = StatsSchedule::new(
+            Sample::take(Instant::now(), &feed.counters),
+            Duration::from_secs(config.stats_interval_s),
+        );
+        let mut daemon = Self {
+            config,
+            source,
+            service: Service::from_env(),
+            store,
+            state,
+            topics,
+            mqtt,
+            mqtt_connected: false,
+            participant,
+            feed,
+            pipeline,
+            status: StatusSchedule::new(),
+            stats,
+            commands,
+            events: Events {
+                mqtt: mqtt_events,
+                peers: peer_events,
+                media: media_events,
+                replies,
+            },
+            keyframe_server,
+        };
+        if let Some(error) = start_error {
+            let effect = daemon.pipeline.failed(error, Instant::now());
+            daemon.after_pipeline(effect);
+        }
+        Ok(daemon)
+    }
+
+    pub(super) async fn shutdown(&mut self) {
+        tracing::info!(target: LOG_TARGET, "shutting down");
+        self.service.stopping();
+        self.participant.leave_all("shutdown");
+        let id = self.config.device.id.clone();
+        self.mqtt.publish(
+            self.topics.status(&id),
+            DeviceStatus::offline(&id).encode(),
+            true,
+        );
+        self.mqtt.disconnect().await;
+        let flushed = tokio::time::timeout(FLUSH_TIMEOUT, async {
+            while self.events.mqtt.recv().await.is_some() {}
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!(target: LOG_TARGET, "the broker link did not flush in time");
+        }
+        self.keyframe_server.abort();
+        self.pipeline.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms(names: &[&str]) -> Vec<String> {
+        names.iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn configured_rooms_come_first_then_those_joined_by_command() {
+        assert_eq!(
+            rooms_at_start(
+                &rooms(&["home", "door"]),
+                &rooms(&["garage", "home"]),
+                false
+            ),
+            rooms(&["home", "door", "garage"])
+        );
+        assert_eq!(
+            rooms_at_start(&rooms(&["home"]), &rooms(&[]), true),
+            rooms(&["home"])
+        );
+    }
+
+    #[test]
+    fn a_standalone_camera_without_rooms_joins_the_standalone_room() {
+        assert_eq!(rooms_at_start(&[], &[], true), rooms(&[STANDALONE_ROOM]));
+        assert!(rooms_at_start(&[], &[], false).is_empty());
+        assert_eq!(
+            rooms_at_start(&[], &rooms(&["garage"]), true),
+            rooms(&["garage"])
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! The telemetry of PROTOCOL.md, published every `stats_interval_s` on the
+//! stats topic and returned by the `stats` command.
+//!
+//! It owns when telemetry is due, the sample its rates count from, and what
+//! it says ([`Telemetry`] and [`connection`], pure builders); the daemon
+//! gathers the facts. It must not change what it reports on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::Daemon;
+use super::commands::CommandCounters;
+use super::pipeline::PipelineState;
+use crate::participant::SignalCounters;
+use crate::peer::SenderCounters;
+use crate::procstat::Usage;
+use crate::telemetry::{self, Rates, Sample};
+
+/// When the next periodic telemetry is due, and what its rates count from.
+pub(super) struct StatsSchedule {
+    started: Instant,
+    /// The sample of the last periodic telemetry.
+    last_sample: Sample,
+    next: Instant,
+}
+
+impl StatsSchedule {
+    pub(super) fn new(first_sample: Sample, interval: Duration) -> Self {
+        Self {
+            started: first_sample.at,
+            last_sample: first_sample,
+            next: first_sample.at + interval,
+        }
+    }
+
+    /// Whether periodic telemetry is due; if so, the next one is scheduled.
+    fn due(&mut self, now: Instant, interval: Duration) -> bool {
+        let due = now >= self.next;
+        if due {
+            self.next = now + interval;
+        }
+        due
+    }
+}
+
+/// One viewer connection in telemetry's `connections`; `counters` is `None`
+/// while its peer is not running.
+fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderCounters>) -> Value {
+    let load = |f: fn(&SenderCounters) -> &AtomicU64| {
+        counters.map(|c| f(c).load(Ordering::Relaxed)).unwrap_or(0)
+    };
+    json!({
+        "room": room,
+        "peer": peer,
+        "state": if connected { "connected" } else { "connecting" },
+        "rtt_ms": match load(|c| &c.rtt_us) {
+            0 => Value::Null,
+            us => json!(telemetry::round1(us as f64 / 1000.0)),
+        },
+        "packets_sent": load(|c| &c.packets_sent),
+        "bytes_sent": load(|c| &c.bytes_sent),
+        "nacks": load(|c| &c.nacks),
+        "plis": load(|c| &c.keyframe_requests),
+        "frames_dropped": load(|c| &c.frames_dropped),
+    })
+}
+
+/// What the telemetry object says.
+struct Telemetry<'a> {
+    id: &'a str,
+    uptime: Duration,
+    /// Since the last periodic telemetry.
+    rates: Rates,
+    usage: Usage,
+    tasks: usize,
+    pipeline: PipelineState,
+    restarts: u64,
+    keyframes: u64,
+    connections: Vec<Value>,
+    signals: SignalCounters,
+    commands: CommandCounters,
+}
+
+impl Telemetry<'_> {
+    fn to_json(&self) -> Value {
+        json!({
+            "v": 1,
+            "id": self.id,
+            "uptime_s": self.uptime.as_secs(),
+            "cpu_percent": telemetry::round1(self.rates.cpu_percent),
+            "rss_bytes": self.usage.rss_bytes,
+            "threads": self.usage.threads,
+            "open_fds": self.usage.open_fds,
+            "tasks": self.tasks,
+            "pipeline": {
+                "state": self.pipeline.name(),
+                "fps": telemetry::round1(self.rates.fps),
+                "bitrate_kbps": self.rates.bitrate_kbps.round(),
+                "keyframes": self.keyframes,
+                "restarts": self.restarts,
+            },
+            "connections": self.connections,
+            "signal": {
+                "received": self.signals.received,
+                "dropped": self.signals.dropped,
+            },
+            "commands": {
+                "received": self.commands.received,
+                "errors": self.commands.errors,
+            },
+        })
+    }
+}
+
+impl Daemon {
+    /// Telemetry at `sample`, with rates since the last periodic one.
+    pub(super) fn telemetry(&self, sample: &Sample) -> Value {
+        let connections = self
+            .participant
+            .mesh
+            .links()
+            .into_iter()
+            .map(|(room, peer, link, connected)| {
+                let counters = self.participant.peer(link).map(|p| &*p.counters);
+                connection(&room, &peer, connected, counters)
+            })
+            .collect();
+        Telemetry {
+            id: &self.config.device.id,
+            uptime: sample.at.duration_since(self.stats.started),
+            rates: telemetry::rates(&self.stats.last_sample, sample),
+            usage: sample.usage,
+            tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
+            pipeline: self.pipeline.state(),
+            restarts: self.pipeline.restarts(),
+            keyframes: self.feed.counters.keyframes.load(Ordering::Relaxed),
+            connections,
+            signals: self.participant.signals,
+            commands: self.commands.counters(),
+        }
+        .to_json()
+    }
+
+    pub(super) fn publish_stats_if_due(&mut self, now: Instant) {
+        let interval = Duration::from_secs(self.config.stats_interval_s);
+        if !self.stats.due(now, interval) {
+            return;
+        }
+        let sample = Sample::take(now, &self.feed.counters);
+        let stats = self.telemetry(&sample);
+        self.stats.last_sample = sample;
+        self.mqtt.publish(
+            self.topics.stats(&self.config.device.id),
+            serde_json::to_vec(&stats).expect("stats serialise"),
+            false,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_reports_its_counters_and_no_rtt_until_measured() {
+        let counters = SenderCounters::default();
+        counters.packets_sent.store(18_000, Ordering::Relaxed);
+        counters.bytes_sent.store(2_250_000, Ordering::Relaxed);
+        counters.keyframe_requests.store(1, Ordering::Relaxed);
+        assert_eq!(
+            connection("home", "v-8f2c", true, Some(&counters)),
+            json!({"room":"home","peer":"v-8f2c","state":"connected","rtt_ms":null,
+                   "packets_sent":18000,"bytes_sent":2250000,"nacks":0,"plis":1,
+                   "frames_dropped":0})
+        );
+        counters.rtt_us.store(3_140, Ordering::Relaxed);
+        assert_eq!(
+            connection("home", "v-8f2c", true, Some(&counters))["rtt_ms"],
+            3.1
+        );
+        let waiting = connection("home", "v-1", false, None);
+        assert_eq!(waiting["state"], "connecting");
+        assert_eq!(waiting["packets_sent"], 0);
+    }
+
+    #[test]
+    fn telemetry_has_the_fields_of_the_protocol() {
+        let t = Telemetry {
+            id: "cam-kitchen",
+            uptime: Duration::from_millis(3_600_900),
+            rates: Rates {
+                fps: 29.97,
+                bitrate_kbps: 1980.4,
+                cpu_percent: 12.54,
+            },
+            usage: Usage {
+                cpu: Duration::ZERO,
+                rss_bytes: 31_457_280,
+                threads: 24,
+                open_fds: 41,
+            },
+            tasks: 37,
+            pipeline: PipelineState::Playing,
+            restarts: 0,
+            keyframes: 61,
+            connections: vec![json!({"room": "home"})],
+            signals: SignalCounters {
+                received: 120,
+                dropped: 0,
+            },
+            commands: CommandCounters {
+                received: 4,
+                errors: 1,
+            },
+        };
+        assert_eq!(
+            t.to_json(),
+            json!({"v":1,"id":"cam-kitchen","uptime_s":3600,"cpu_percent":12.5,
+                   "rss_bytes":31457280,"threads":24,"open_fds":41,"tasks":37,
+                   "pipeline":{"state":"playing","fps":30.0,"bitrate_kbps":1980.0,
+                               "keyframes":61,"restarts":0},
+                   "connections":[{"room":"home"}],
+                   "signal":{"received":120,"dropped":0},
+                   "commands":{"received":4,"errors":1}})
+        );
+    }
+
+    #[test]
+    fn telemetry_is_due_every_interval_from_the_last_one() {
+        let t0 = Instant::now();
+        let sample = Sample {
+            at: t0,
+            frames: 0,
+            bytes: 0,
+            usage: Usage::default(),
+        };
+        let every = Duration::from_secs(10);
+        let mut schedule = StatsSchedule::new(sample, every);
+        assert!(!schedule.due(t0 + Duration::from_secs(9), every));
+        let late = t0 + Duration::from_millis(10_300);
+        assert!(schedule.due(late, every));
+        assert!(!schedule.due(late + Duration::from_secs(9), every));
+        assert!(schedule.due(late + every, every));
+    }
+}
