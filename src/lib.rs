@@ -4,8 +4,11 @@
 //! told about over MQTT, and keeps one WebRTC connection to every viewer of
 //! those rooms. `PROTOCOL.md` is the wire contract; [`room`] is its
 //! negotiation logic, free of I/O; [`daemon`] wires the parts together.
+//! [`view`] and [`ctl`] are the client commands of the same binary.
+//!
+//! The benchmark, the soak and the testbed of the integration tests live in
+//! `tools`, built only with the `tools` feature.
 
-pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod control;
@@ -13,16 +16,15 @@ pub mod ctl;
 pub mod daemon;
 pub mod media;
 pub mod mqtt;
-pub mod outage;
 pub mod participant;
 pub mod peer;
 pub mod procstat;
 pub mod protocol;
 pub mod room;
 pub mod service;
-pub mod soak;
 pub mod store;
 pub mod telemetry;
-pub mod testbed;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod view;
 pub mod web;

@@ -1,4 +1,6 @@
-//! The `meshcam` command: the camera daemon, and the tools around it.
+//! The `meshcam` command: the camera daemon (the default subcommand), and
+//! `view` and `ctl`, which reach cameras over MQTT. A build with the `tools`
+//! feature also has `bench` and `soak` (`meshcam::tools`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,12 +51,12 @@ enum Command {
     Run,
     /// Join a room as a headless viewer and report what arrives
     View(Box<ViewArgs>),
-    /// Measure the camera's cost per viewer (starts its own broker and camera)
-    Bench(BenchArgs),
     /// Send a command to a camera, or list the cameras on a broker
     Ctl(CtlArgs),
-    /// Churn viewers against a camera, then check it gave back what they took
-    Soak(SoakArgs),
+    // `bench` and `soak`: only in a build with the `tools` feature.
+    #[cfg(feature = "tools")]
+    #[command(flatten)]
+    Tools(meshcam::tools::Command),
 }
 
 /// How `view` and `ctl` reach the broker: these flags, else the `[mqtt]`
@@ -145,47 +147,6 @@ enum CtlCommand {
 }
 
 #[derive(clap::Args)]
-struct BenchArgs {
-    /// Viewer counts to measure, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8,16")]
-    viewers: Vec<usize>,
-    /// Seconds to settle after the first frames
-    #[arg(long, default_value_t = 3.0)]
-    warmup: f64,
-    /// Seconds to measure each round
-    #[arg(long, default_value_t = 10.0)]
-    window: f64,
-    #[arg(long, default_value_t = 1280)]
-    width: u32,
-    #[arg(long, default_value_t = 720)]
-    height: u32,
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    #[arg(long, default_value_t = 2000)]
-    bitrate_kbps: u32,
-    /// Skip the round with a frozen and a never-answering viewer
-    #[arg(long)]
-    no_stall: bool,
-    /// Instead: stop the broker under a streaming camera for this many
-    /// seconds and measure frames lost and the time to recover
-    #[arg(long)]
-    outage: Option<f64>,
-}
-
-#[derive(clap::Args)]
-struct SoakArgs {
-    /// Viewer join/leave cycles in all
-    #[arg(long, default_value_t = 1000)]
-    cycles: usize,
-    /// Viewer processes running at once
-    #[arg(long, default_value_t = 3)]
-    workers: usize,
-    /// Viewers in one process
-    #[arg(long, default_value_t = 4)]
-    viewers_per_process: usize,
-}
-
-#[derive(clap::Args)]
 struct ViewArgs {
     #[command(flatten)]
     broker: BrokerArgs,
@@ -249,9 +210,9 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run_daemon(&runtime, cli.run),
         Some(Command::View(args)) => run_view(&runtime, args, cli.run.config.as_deref()),
-        Some(Command::Bench(args)) => run_bench(args),
-        Some(Command::Soak(args)) => run_soak(args),
         Some(Command::Ctl(args)) => runtime.block_on(run_ctl(args, cli.run.config.as_deref())),
+        #[cfg(feature = "tools")]
+        Some(Command::Tools(tool)) => tool.run(),
     }
 }
 
@@ -345,61 +306,6 @@ async fn run_ctl(args: CtlArgs, config: Option<&Path>) -> ExitCode {
             ExitCode::from(e.code)
         }
     }
-}
-
-/// The path of this binary, which the bench and the soak run as camera and
-/// viewers.
-fn this_binary(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::current_exe()
-        .map_err(|e| eprintln!("meshcam {tool}: cannot find this binary: {e}"))
-        .ok()
-}
-
-/// Exit status of a measuring tool: success when it ran and its checks
-/// held, its error on stderr otherwise.
-fn measured(tool: &str, result: anyhow::Result<bool>) -> ExitCode {
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("meshcam {tool}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_soak(args: SoakArgs) -> ExitCode {
-    let Some(bin) = this_binary("soak") else {
-        return ExitCode::FAILURE;
-    };
-    let options = meshcam::soak::SoakOptions {
-        cycles: args.cycles,
-        workers: args.workers,
-        viewers_per_process: args.viewers_per_process,
-    };
-    let report = meshcam::soak::run(&bin, &options);
-    measured("soak", report.map(|r| r.within_bounds && r.panics == 0))
-}
-
-fn run_bench(args: BenchArgs) -> ExitCode {
-    let Some(bin) = this_binary("bench") else {
-        return ExitCode::FAILURE;
-    };
-    if let Some(seconds) = args.outage {
-        let report = meshcam::outage::run(&bin, Duration::from_secs_f64(seconds));
-        return measured("bench --outage", report.map(|_| true));
-    }
-    let options = meshcam::bench::BenchOptions {
-        viewers: args.viewers,
-        warmup: Duration::from_secs_f64(args.warmup),
-        window: Duration::from_secs_f64(args.window),
-        width: args.width,
-        height: args.height,
-        fps: args.fps,
-        bitrate_kbps: args.bitrate_kbps,
-        stall: !args.no_stall,
-    };
-    measured("bench", meshcam::bench::run(&bin, options).map(|_| true))
 }
 
 fn run_daemon(runtime: &tokio::runtime::Runtime, args: RunArgs) -> ExitCode {

@@ -482,6 +482,16 @@ mod tests {
         assert!(BrokerAddress::parse("mqtt://").is_err());
     }
 
+    fn tempdir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "meshcam-{name}-{}-{}",
+            std::process::id(),
+            &crate::protocol::ids::new_session()[..8]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn tls_login(dir: &Path) -> MqttConfig {
         MqttConfig {
             url: "mqtts://broker".into(),
@@ -493,7 +503,7 @@ mod tests {
 
     #[test]
     fn the_password_file_is_read_without_its_newline() {
-        let dir = crate::testbed::temp_dir("password").unwrap();
+        let dir = tempdir("password");
         std::fs::write(dir.join("password"), "s3cret \n").unwrap();
         let broker = Broker::from_config(&MqttConfig {
             url: "mqtt://broker".into(),
@@ -515,7 +525,7 @@ mod tests {
 
     #[test]
     fn unusable_files_are_errors_naming_the_key_and_the_path() {
-        let dir = crate::testbed::temp_dir("tls-files").unwrap();
+        let dir = tempdir("tls-files");
         let missing = dir.join("missing");
         let e = Broker::from_config(&tls_login(&dir))
             .unwrap_err()

@@ -1,5 +1,6 @@
 //! CPU time, memory, threads and open files of a process, from `/proc`.
-//! Used by telemetry (our own process) and by the benchmark (the camera's).
+//! Used by telemetry (our own process), and by the benchmark and the soak
+//! of `tools` (the camera's).
 
 use std::time::Duration;
 

@@ -18,7 +18,7 @@ use common::*;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use meshcam::media::elements::{ELEMENTS, Element};
-use meshcam::testbed::CameraProcess;
+use meshcam::tools::testbed::CameraProcess;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);

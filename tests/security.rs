@@ -80,9 +80,9 @@ impl Fleet {
         chmod(&dir.join("server.key"), 0o644);
         std::fs::copy(example("acl"), dir.join("acl")).unwrap();
 
-        let tls_port = meshcam::testbed::free_port().unwrap();
-        let cert_port = meshcam::testbed::free_port().unwrap();
-        let ws_port = meshcam::testbed::free_port().unwrap();
+        let tls_port = meshcam::tools::testbed::free_port().unwrap();
+        let cert_port = meshcam::tools::testbed::free_port().unwrap();
+        let ws_port = meshcam::tools::testbed::free_port().unwrap();
         let mut conf = std::fs::read_to_string(example("mosquitto.conf")).unwrap();
         for (from, to) in [
             (

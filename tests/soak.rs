@@ -1,13 +1,13 @@
 //! The short soak: viewer churn of every kind (clean leaves, killed
 //! viewers, ICE failures), then the camera's files, threads, tasks and
-//! memory are back within `meshcam::soak::BOUNDS`, with no panic. The
+//! memory are back within `meshcam::tools::soak::BOUNDS`, with no panic. The
 //! 1,000-cycle run is `meshcam soak`.
 
 mod common;
 
 use std::path::Path;
 
-use meshcam::soak::{SoakOptions, run};
+use meshcam::tools::soak::{SoakOptions, run};
 
 #[test]
 fn viewer_churn_leaves_nothing_behind() {

@@ -8,7 +8,7 @@ use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use meshcam::testbed::{CameraProcess, ViewerProcess};
+use meshcam::tools::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
 pub mod netns;
 
@@ -18,10 +18,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 /// turn a hang into a failure with a message.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub use meshcam::testbed::Mosquitto;
+pub use meshcam::tools::testbed::Mosquitto;
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    meshcam::testbed::temp_dir(name).expect("temp dir")
+    meshcam::tools::testbed::temp_dir(name).expect("temp dir")
 }
 
 fn rand_suffix() -> String {
@@ -30,7 +30,7 @@ fn rand_suffix() -> String {
 
 /// Sends a signal to a child process.
 pub fn kill(child: &Child, signal: i32) {
-    meshcam::testbed::signal(child, signal);
+    meshcam::tools::testbed::signal(child, signal);
 }
 
 /// Waits for a child to exit, up to `deadline`.

@@ -405,7 +405,7 @@ pub fn tail(text: &str, n: usize) -> String {
 /// the veth address, on the broker of [`NsBroker`]; it can be stopped and
 /// started again on the same state directory.
 pub struct NsCamera {
-    process: Option<meshcam::testbed::CameraProcess>,
+    process: Option<meshcam::tools::testbed::CameraProcess>,
     pub id: String,
     pub dir: PathBuf,
     toml: String,
@@ -436,7 +436,7 @@ impl NsCamera {
     }
 
     fn spawn(&mut self) {
-        let process = meshcam::testbed::CameraProcess::spawn(
+        let process = meshcam::tools::testbed::CameraProcess::spawn(
             &self.wrapper,
             &self.broker,
             &self.id,

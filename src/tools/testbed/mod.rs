@@ -1,6 +1,7 @@
-//! Real processes for the benchmark and the integration tests: a Mosquitto
-//! broker on a free loopback port, the camera daemon, and `meshcam view`
-//! as a child process whose JSON report lines are collected.
+//! Real processes for the benchmark, the soak and the integration tests: a
+//! Mosquitto broker on a free loopback port, the camera daemon, `meshcam
+//! view` as a child process whose JSON report lines are collected, and an
+//! MQTT client that follows a few topics.
 
 mod camera;
 mod mosquitto;

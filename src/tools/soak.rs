@@ -28,7 +28,9 @@ use serde_json::Value;
 
 use crate::procstat;
 use crate::protocol::Topics;
-use crate::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir};
+use crate::tools::testbed::{
+    CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir,
+};
 
 const ROOM: &str = "soak";
 const CAMERA: &str = "soak-cam";

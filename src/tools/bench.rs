@@ -16,7 +16,9 @@ use anyhow::{Context, bail};
 
 use crate::procstat::{self, Usage};
 use crate::protocol::{Presence, Role, Topics, encode_presence, ids};
-use crate::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir};
+use crate::tools::testbed::{
+    CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir,
+};
 
 /// What to measure.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::protocol::Topics;
-use crate::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, temp_dir};
+use crate::tools::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, temp_dir};
 
 const ROOM: &str = "outage";
 const CAMERA: &str = "outage-cam";

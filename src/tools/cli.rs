@@ -1,0 +1,123 @@
+//! The `bench` and `soak` subcommands of a `meshcam` built with the `tools`
+//! feature: their flags, and how they run the modules beside this one with
+//! the running binary as camera and viewers.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+/// The tool subcommands, flattened into `meshcam`'s own.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Measure the camera's cost per viewer (starts its own broker and camera)
+    Bench(BenchArgs),
+    /// Churn viewers against a camera, then check it gave back what they took
+    Soak(SoakArgs),
+}
+
+impl Command {
+    /// Runs the tool; its exit status.
+    pub fn run(self) -> ExitCode {
+        match self {
+            Command::Bench(args) => run_bench(args),
+            Command::Soak(args) => run_soak(args),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Viewer counts to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8,16")]
+    viewers: Vec<usize>,
+    /// Seconds to settle after the first frames
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds to measure each round
+    #[arg(long, default_value_t = 10.0)]
+    window: f64,
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    #[arg(long, default_value_t = 2000)]
+    bitrate_kbps: u32,
+    /// Skip the round with a frozen and a never-answering viewer
+    #[arg(long)]
+    no_stall: bool,
+    /// Instead: stop the broker under a streaming camera for this many
+    /// seconds and measure frames lost and the time to recover
+    #[arg(long)]
+    outage: Option<f64>,
+}
+
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Viewer join/leave cycles in all
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    /// Viewer processes running at once
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Viewers in one process
+    #[arg(long, default_value_t = 4)]
+    viewers_per_process: usize,
+}
+
+/// The path of this binary, which the bench and the soak run as camera and
+/// viewers.
+fn this_binary(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| eprintln!("meshcam {tool}: cannot find this binary: {e}"))
+        .ok()
+}
+
+/// Exit status of a measuring tool: success when it ran and its checks
+/// held, its error on stderr otherwise.
+fn measured(tool: &str, result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshcam {tool}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_soak(args: SoakArgs) -> ExitCode {
+    let Some(bin) = this_binary("soak") else {
+        return ExitCode::FAILURE;
+    };
+    let options = super::soak::SoakOptions {
+        cycles: args.cycles,
+        workers: args.workers,
+        viewers_per_process: args.viewers_per_process,
+    };
+    let report = super::soak::run(&bin, &options);
+    measured("soak", report.map(|r| r.within_bounds && r.panics == 0))
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let Some(bin) = this_binary("bench") else {
+        return ExitCode::FAILURE;
+    };
+    if let Some(seconds) = args.outage {
+        let report = super::outage::run(&bin, Duration::from_secs_f64(seconds));
+        return measured("bench --outage", report.map(|_| true));
+    }
+    let options = super::bench::BenchOptions {
+        viewers: args.viewers,
+        warmup: Duration::from_secs_f64(args.warmup),
+        window: Duration::from_secs_f64(args.window),
+        width: args.width,
+        height: args.height,
+        fps: args.fps,
+        bitrate_kbps: args.bitrate_kbps,
+        stall: !args.no_stall,
+    };
+    measured("bench", super::bench::run(&bin, options).map(|_| true))
+}

@@ -1,0 +1,21 @@
+//! Measuring and testing tools: not part of the installed product.
+//!
+//! Compiled only with the `tools` feature, which `cargo build --release`
+//! (the binary of the Debian package) leaves out. They exist to check the
+//! product from outside, on real processes: [`bench`] (`meshcam bench`, the
+//! cost per viewer) and [`outage`] (`meshcam bench --outage`, a broker
+//! outage under a streaming camera) give the figures of
+//! `docs/BENCHMARKS.md`; [`soak`] (`meshcam soak`) churns viewers and checks
+//! that the camera gives back what they took; [`testbed`] starts Mosquitto,
+//! the camera daemon and `meshcam view` processes for them and for the
+//! integration tests under `tests/`. They use the product as a user does:
+//! its binary, its configuration and its MQTT topics.
+
+mod cli;
+
+pub mod bench;
+pub mod outage;
+pub mod soak;
+pub mod testbed;
+
+pub use cli::Command;
