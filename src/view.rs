@@ -30,6 +30,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use crate::config::WebrtcConfig;
 use crate::mqtt::{self, Broker, MqttEvent, SessionOptions};
 use crate::participant::Participant;
+use crate::participant::sleep_until;
 use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Role, Topics, ids};
 use crate::room::Me;
@@ -289,14 +290,6 @@ async fn run_viewer(
     .await;
     for r in receivers {
         r.abort();
-    }
-}
-
-/// Sleeps until `deadline`; for ever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

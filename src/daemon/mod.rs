@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::media::{MediaEvent, VideoFeed};
 use crate::mqtt::{MqttEvent, MqttLink};
-use crate::participant::Participant;
+use crate::participant::{Participant, sleep_until};
 use crate::peer::PeerEvent;
 use crate::protocol::{Reply, Topic, Topics};
 use crate::service::Service;
@@ -47,7 +47,9 @@ use status::StatusSchedule;
 /// (`INFO meshcam::daemon: ready`).
 const LOG_TARGET: &str = "meshcam::daemon";
 
-/// The supervisor's heartbeat for timers (retries, status, telemetry).
+/// The supervisor's heartbeat for its coarse timers (pipeline restarts and
+/// stalls, status, telemetry, the watchdog). The room's timers run at their
+/// own deadlines.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Where the configuration came from, to read it again on SIGHUP.
@@ -100,6 +102,7 @@ impl Daemon {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.participant.next_deadline();
             tokio::select! {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
@@ -112,6 +115,7 @@ impl Daemon {
                 Some((reply_to, reply)) = self.events.replies.recv() => {
                     self.reply(reply_to.as_deref(), reply)
                 }
+                _ = sleep_until(deadline) => self.participant.tick(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
             }
             self.status
@@ -183,7 +187,6 @@ impl Daemon {
     }
 
     fn on_tick(&mut self, now: Instant) {
-        self.participant.tick(now);
         let effect = self.pipeline.supervise(&self.config.video, now);
         self.after_pipeline(effect);
         // The loop runs, so the daemon is alive; systemd restarts it when

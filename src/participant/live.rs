@@ -83,3 +83,12 @@ impl Effects for Live {
         }
     }
 }
+
+/// Sleeps until `deadline` (a [`super::Participant::next_deadline`]); for
+/// ever without one. The caller's loop then ticks the participant.
+pub async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -22,6 +22,7 @@
 //! are queued, peers are commanded over channels).
 
 mod live;
+pub use live::sleep_until;
 #[cfg(test)]
 mod tests;
 
