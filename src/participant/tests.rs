@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::protocol::{Candidate, DeviceStatus};
+use crate::protocol::DeviceStatus;
+use crate::room::tests::cand;
 use crate::room::{NEGOTIATION_TIMEOUT, PRESENCE_CONFIRM_TIMEOUT, SIGNAL_BURST, retry_backoff};
 
 type Fake = Participant<Vec<Effect>>;
@@ -136,15 +137,6 @@ fn answer() -> SignalBody {
     SignalBody::Answer {
         sdp: "v=0 a".into(),
     }
-}
-
-fn cand(n: u16) -> Option<Candidate> {
-    Some(Candidate {
-        candidate: format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
-        sdp_mid: Some("0".into()),
-        sdp_mline_index: Some(0),
-        username_fragment: None,
-    })
 }
 
 /// A camera in `home` that opened link 1 to viewer `v1`.

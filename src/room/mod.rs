@@ -20,7 +20,7 @@
 mod budget;
 mod link;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

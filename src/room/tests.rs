@@ -88,7 +88,8 @@ fn sig(session: &str, to_session: &str, body: SignalBody) -> Signal {
     Signal::new(session, to_session, body)
 }
 
-fn cand(n: u16) -> Option<Candidate> {
+/// A host candidate numbered `n` (also used by the participant's tests).
+pub(crate) fn cand(n: u16) -> Option<Candidate> {
     Some(Candidate {
         candidate: format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
         sdp_mid: Some("0".into()),
