@@ -6,6 +6,11 @@
 //! bitrate as JSON lines on stdout. With `--decode` every access unit also
 //! goes through GStreamer's `avdec_h264`, proving the frames decode.
 //! `--count N` runs N independent viewers in one process, for benchmarks.
+//!
+//! Owns each viewer's loop (broker session, peer events, the room timer
+//! woken at [`Participant::next_deadline`]), the media receive path and the
+//! report lines. Must not decide anything about negotiation: that is the
+//! [`Participant`]'s and the room logic's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -237,21 +242,22 @@ async fn run_viewer(
     participant.join(&options.room);
     let mut joined_at = Instant::now();
     let mut receivers = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
+        // Woken for the room's timers exactly when one is due, not polled.
+        let deadline = participant.next_deadline();
         tokio::select! {
             _ = stop.changed() => break,
             event = mqtt_events.recv() => match event {
                 Some(MqttEvent::Connected) => participant.broker_connected(Instant::now()),
                 Some(MqttEvent::Disconnected(_)) => participant.broker_disconnected(),
                 Some(MqttEvent::Subscribed(token)) => {
-                    if participant.subscribed(token) && !stats.joined.swap(true, Ordering::Relaxed) {
+                    if participant.subscribed(token, Instant::now()) && !stats.joined.swap(true, Ordering::Relaxed) {
                         joined_at = Instant::now();
                     }
                 }
                 Some(MqttEvent::Message { topic, payload }) => {
                     if let Some(topic) = topics.parse(&topic) {
-                        participant.on_message(&topic, &payload);
+                        participant.on_message(&topic, &payload, Instant::now());
                     }
                 }
                 None => break,
@@ -272,7 +278,7 @@ async fn run_viewer(
                     receivers.push(tokio::spawn(receive(track, stats.clone(), joined_at, decoder)));
                 }
             }
-            _ = tick.tick() => participant.tick(Instant::now()),
+            _ = sleep_until(deadline) => participant.tick(Instant::now()),
         }
     }
     participant.leave_all("leaving");
@@ -283,6 +289,14 @@ async fn run_viewer(
     .await;
     for r in receivers {
         r.abort();
+    }
+}
+
+/// Sleeps until `deadline`; for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

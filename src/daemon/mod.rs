@@ -138,7 +138,7 @@ impl Daemon {
                 self.participant.broker_disconnected();
             }
             MqttEvent::Subscribed(token) => {
-                self.participant.subscribed(token);
+                self.participant.subscribed(token, Instant::now());
             }
             MqttEvent::Message { topic, payload } => self.on_message(&topic, payload),
         }
@@ -154,7 +154,10 @@ impl Daemon {
                 self.on_command(&payload);
             }
             _ => {
-                if !self.participant.on_message(&parsed, &payload) {
+                if !self
+                    .participant
+                    .on_message(&parsed, &payload, Instant::now())
+                {
                     tracing::debug!(target: LOG_TARGET, %topic, "message ignored");
                 }
             }

@@ -53,7 +53,7 @@ pub use factory::PeerFactory;
 pub use sender::SenderCounters;
 
 /// What the supervisor asks of a peer.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PeerCommand {
     ApplyOffer(String),
     ApplyAnswer(String),

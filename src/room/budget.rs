@@ -2,6 +2,9 @@
 //! the excess dropped and counted, instead of making us parse SDP and run
 //! ICE work for it at the expense of everyone else. The burst covers a
 //! browser's offer with its trickled candidates many times over.
+//!
+//! Owns one peer's tokens. Must not read the clock: the time of every
+//! signal is an argument.
 
 use std::time::{Duration, Instant};
 

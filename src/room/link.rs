@@ -1,5 +1,9 @@
 //! One pair's connection as the room logic sees it: which peer connection
 //! stands for it, who offered, and the candidates waiting for a description.
+//!
+//! Owns one link's state and its small invariants; the rules that change it
+//! are [`super::Mesh`]'s. Must not touch the peer connection itself: it only
+//! records what the caller was told to do with it.
 
 use std::time::Instant;
 

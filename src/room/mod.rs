@@ -6,13 +6,23 @@
 //! come out for the caller to carry out. It never touches a socket, a clock or
 //! a random number generator, so every rule is tested fast and exhaustively,
 //! and the camera daemon and the `view` viewer share it.
+//!
+//! Owns: the rooms, their peers and sessions, the pair links and their
+//! timers. Must not touch: topics and payload encoding (the caller's
+//! [`crate::participant`]), the broker, peer connections, the clock (every
+//! time is a `now` argument; [`Mesh::next_deadline`] says when to call
+//! [`Mesh::on_tick`]), randomness (sessions are made by the caller).
+//!
+//! Every map is ordered (`BTreeMap`), so the actions for one input come out
+//! in the same order on every run, ordered by room name and peer id, never
+//! by hash.
 
 mod budget;
 mod link;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use budget::SignalBudget;
@@ -165,8 +175,8 @@ struct Room {
     session: String,
     /// Our presence is published (after the subscription was acknowledged).
     announced: bool,
-    peers: HashMap<String, Peer>,
-    links: HashMap<String, Link>,
+    peers: BTreeMap<String, Peer>,
+    links: BTreeMap<String, Link>,
 }
 
 /// Every room we are in, and every pair connection in them.
@@ -177,7 +187,7 @@ pub struct Mesh {
     rooms: BTreeMap<String, Room>,
     next_link: LinkId,
     /// Link id → (room, peer).
-    index: HashMap<LinkId, (String, String)>,
+    index: BTreeMap<LinkId, (String, String)>,
 }
 
 /// Which side offers between us and a peer; `None` when no connection is made.
@@ -203,7 +213,7 @@ impl Mesh {
             max_viewers,
             rooms: BTreeMap::new(),
             next_link: 1,
-            index: HashMap::new(),
+            index: BTreeMap::new(),
         }
     }
 
@@ -281,8 +291,8 @@ impl Mesh {
             Room {
                 session: session.to_owned(),
                 announced: false,
-                peers: HashMap::new(),
-                links: HashMap::new(),
+                peers: BTreeMap::new(),
+                links: BTreeMap::new(),
             },
         );
         vec![Action::Subscribe {

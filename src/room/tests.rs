@@ -960,3 +960,124 @@ fn rooms_are_limited_but_a_room_we_are_in_is_no_new_one() {
     cam.leave("r0", "leaving");
     assert!(cam.can_join("one-too-many"));
 }
+
+// ── Order of actions ───────────────────────────────────────────────────────
+
+fn bye(to: &str, to_session: &str, reason: &str) -> Action {
+    Action::Send {
+        room: "home".into(),
+        to: to.into(),
+        signal: sig(
+            CAM_SESSION,
+            to_session,
+            SignalBody::Bye {
+                reason: reason.into(),
+            },
+        ),
+    }
+}
+
+fn connect(link: LinkId, peer: &str) -> Action {
+    Action::Connect {
+        link,
+        room: "home".into(),
+        peer: peer.into(),
+        role: Role::Viewer,
+        offerer: true,
+    }
+}
+
+#[test]
+fn peers_known_before_the_announce_are_offered_in_id_order() {
+    // Three viewers, seen in no particular order while the subscription is
+    // being acknowledged, and room for two: which two get an offer and which
+    // one hears "full" is decided by peer id, on every run.
+    let mut cam = camera();
+    cam.join("home", CAM_SESSION);
+    for id in ["v3", "v1", "v2"] {
+        let acts = cam.on_presence(
+            "home",
+            id,
+            presence(id, &format!("{id}session"), Role::Viewer),
+            t(),
+        );
+        assert!(acts.is_empty(), "not announced yet");
+    }
+    assert_eq!(
+        cam.subscribed("home", t()),
+        vec![
+            Action::PublishPresence {
+                room: "home".into(),
+                presence: Presence::new("cam", CAM_SESSION, Role::Camera, "Cam"),
+            },
+            connect(1, "v1"),
+            connect(2, "v2"),
+            bye("v3", "v3session", "full"),
+        ]
+    );
+}
+
+#[test]
+fn leaving_says_bye_in_id_order() {
+    let mut cam = joined(camera(), CAM_SESSION);
+    cam.set_max_viewers(8);
+    for id in ["vc", "va", "vb"] {
+        cam.on_presence(
+            "home",
+            id,
+            presence(id, &format!("{id}session"), Role::Viewer),
+            t(),
+        );
+    }
+    // Links in arrival order: vc 1, va 2, vb 3; byes by peer id.
+    assert_eq!(
+        cam.leave("home", "leaving"),
+        vec![
+            bye("va", "vasession", "leaving"),
+            Action::Close { link: 2 },
+            bye("vb", "vbsession", "leaving"),
+            Action::Close { link: 3 },
+            bye("vc", "vcsession", "leaving"),
+            Action::Close { link: 1 },
+            Action::ClearPresence {
+                room: "home".into()
+            },
+            Action::Unsubscribe {
+                room: "home".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_tick_at_the_deadline_handles_everything_due_in_order() {
+    let mut cam = joined(camera(), CAM_SESSION);
+    cam.set_max_viewers(8);
+    for id in ["vz", "vy", "vx"] {
+        cam.on_presence(
+            "home",
+            id,
+            presence(id, &format!("{id}session"), Role::Viewer),
+            t(),
+        );
+    }
+    let due = cam.next_deadline().expect("three negotiations under way");
+    assert_eq!(due, t() + NEGOTIATION_TIMEOUT);
+    // The three stuck connections fail together, by peer id.
+    assert_eq!(
+        cam.on_tick(due),
+        vec![
+            Action::Close { link: 3 },
+            Action::Close { link: 2 },
+            Action::Close { link: 1 },
+        ]
+    );
+    // Nothing due is left behind: the next deadline is later.
+    let retry = cam.next_deadline().expect("three retries");
+    assert_eq!(retry, due + retry_backoff(0));
+    assert_eq!(
+        cam.on_tick(retry),
+        vec![connect(4, "vx"), connect(5, "vy"), connect(6, "vz")]
+    );
+    assert!(cam.next_deadline().is_some_and(|d| d > retry));
+}

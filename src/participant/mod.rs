@@ -1,24 +1,46 @@
-//! A participant in rooms: the sans-I/O [`Mesh`] wired to the broker and to
-//! peer connections. The camera daemon and the `view` viewer are both
+//! A participant in rooms: the sans-I/O [`Mesh`] wired to topics, payloads
+//! and peer connections. The camera daemon and the `view` viewer are both
 //! participants; they differ in their role and in what they do with media.
 //!
-//! Everything here runs on the caller's supervisor loop and never waits:
-//! publishes are queued, peers are commanded over channels.
+//! Inputs go in as calls — broker (dis)connections, acknowledged
+//! subscriptions, room messages, peer events, the time — and every one that
+//! depends on time takes it as a `now` argument. What must happen outside
+//! comes out as [`Effect`]s, handed to the participant's [`Effects`]: in the
+//! daemon and the viewer that is [`Live`], which publishes on the broker
+//! session and runs the peer connections; in tests it is a `Vec<Effect>`.
+//! [`Participant::next_deadline`] says when [`Participant::tick`] has
+//! something to do.
+//!
+//! Owns: the mapping from the room logic's actions to topics, payloads and
+//! peer commands; the subscription tokens of rooms; the links with a running
+//! peer connection; the counters of inbound signaling. Must not touch: the
+//! negotiation rules (they are [`crate::room`]'s), the clock, the broker
+//! session or a peer connection directly (only through [`Effects`]), media,
+//! commands, status and telemetry (the daemon's).
+//!
+//! Nothing here waits: effects are carried out without blocking (publishes
+//! are queued, peers are commanded over channels).
 
-use std::collections::HashMap;
+mod live;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use live::Live;
+
 use crate::media::VideoFeed;
 use crate::mqtt::MqttLink;
-use crate::peer::{self, PeerCommand, PeerEvent, PeerFactory, PeerHandle, PeerSpec};
+use crate::peer::{PeerCommand, PeerEvent, PeerFactory, PeerHandle};
 use crate::protocol::{
     DeviceStatus, Presence, Role, Signal, SignalBody, Topic, Topics, encode_presence, ids,
 };
-use crate::room::{Action, LinkId, Me, Mesh};
+use crate::room::{Action, LinkId, LinkState, Me, Mesh};
 
 /// Counters of inbound signaling, for telemetry.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +64,76 @@ impl SignalCounters {
     }
 }
 
-pub struct Participant {
+/// What a participant needs done outside itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Publish at QoS 1.
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    /// Subscribe to every filter in ONE request; call
+    /// [`Participant::subscribed`] with `token` once the broker acknowledges
+    /// it.
+    Subscribe {
+        filters: Vec<String>,
+        token: u64,
+    },
+    Unsubscribe {
+        filter: String,
+    },
+    /// Start a peer connection for `link` (to `peer` in `room`) and report
+    /// its events as [`PeerEvent`]s; an offerer creates and reports its
+    /// offer.
+    OpenPeer {
+        link: LinkId,
+        room: String,
+        peer: String,
+        offerer: bool,
+    },
+    /// Hand a command to the link's peer connection.
+    Command {
+        link: LinkId,
+        command: PeerCommand,
+    },
+    /// Close the link's peer connection and free what it holds.
+    ClosePeer {
+        link: LinkId,
+    },
+}
+
+/// Carries out [`Effect`]s, in the order given, without waiting.
+pub trait Effects {
+    fn apply(&mut self, effect: Effect);
+}
+
+/// Effects collected in memory, to look at (tests) or carry out later.
+impl Effects for Vec<Effect> {
+    fn apply(&mut self, effect: Effect) {
+        self.push(effect);
+    }
+}
+
+pub struct Participant<E = Live> {
     pub mesh: Mesh,
     topics: Topics,
-    mqtt: MqttLink,
-    factory: Arc<PeerFactory>,
-    /// The frames to send, for a camera.
-    video: Option<VideoFeed>,
-    /// Running peers, with their room and peer id for the logs.
-    peers: HashMap<LinkId, (String, String, PeerHandle)>,
-    peer_events: mpsc::UnboundedSender<PeerEvent>,
+    effects: E,
+    /// Links with a running peer connection: their room and peer id.
+    open: BTreeMap<LinkId, (String, String)>,
     connected: bool,
     /// Subscription tokens of rooms waiting for their SUBACK.
-    pending_subscriptions: HashMap<u64, String>,
+    pending_subscriptions: BTreeMap<u64, String>,
     next_token: u64,
     pub signals: SignalCounters,
     /// Also watch device statuses (viewers do, to see cameras go offline).
     watch_devices: bool,
 }
 
-impl Participant {
+impl Participant<Live> {
+    /// A participant that publishes on `mqtt` and runs its peer connections
+    /// from `factory`, sending `video` when it has some; peers report on
+    /// `peer_events`.
     pub fn new(
         me: Me,
         max_viewers: usize,
@@ -71,17 +143,25 @@ impl Participant {
         video: Option<VideoFeed>,
         peer_events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Self {
+        let live = Live::new(mqtt, factory, video, peer_events);
+        Self::with_effects(me, max_viewers, topics, live)
+    }
+
+    pub fn peer(&self, link: LinkId) -> Option<&PeerHandle> {
+        self.effects.peer(link)
+    }
+}
+
+impl<E: Effects> Participant<E> {
+    pub fn with_effects(me: Me, max_viewers: usize, topics: Topics, effects: E) -> Self {
         let watch_devices = me.role == Role::Viewer;
         Self {
             mesh: Mesh::new(me, max_viewers),
             topics,
-            mqtt,
-            factory,
-            video,
-            peers: HashMap::new(),
-            peer_events,
+            effects,
+            open: BTreeMap::new(),
             connected: false,
-            pending_subscriptions: HashMap::new(),
+            pending_subscriptions: BTreeMap::new(),
             next_token: 1,
             signals: SignalCounters::default(),
             watch_devices,
@@ -92,8 +172,12 @@ impl Participant {
         &self.topics
     }
 
-    pub fn peer(&self, link: LinkId) -> Option<&PeerHandle> {
-        self.peers.get(&link).map(|(_, _, handle)| handle)
+    pub fn effects(&self) -> &E {
+        &self.effects
+    }
+
+    pub fn effects_mut(&mut self) -> &mut E {
+        &mut self.effects
     }
 
     /// A token for a subscription that is not a room's (the caller's own).
@@ -102,6 +186,7 @@ impl Participant {
         self.next_token
     }
 
+    /// Joins `room` with a new random session.
     pub fn join(&mut self, room: &str) {
         let actions = self.mesh.join(room, &ids::new_session());
         self.execute(actions);
@@ -131,28 +216,36 @@ impl Participant {
     }
 
     /// A SUBACK arrived; returns whether the token was a room's.
-    pub fn subscribed(&mut self, token: u64) -> bool {
+    pub fn subscribed(&mut self, token: u64, now: Instant) -> bool {
         let Some(room) = self.pending_subscriptions.remove(&token) else {
             return false;
         };
-        let actions = self.mesh.subscribed(&room, Instant::now());
+        let actions = self.mesh.subscribed(&room, now);
         self.execute(actions);
         true
     }
 
+    /// The earliest time [`Participant::tick`] has something to do; `None`
+    /// while nothing is timed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.mesh.next_deadline()
+    }
+
+    /// Time passed: whatever was due by `now` is done. Calling it early or
+    /// often is harmless.
     pub fn tick(&mut self, now: Instant) {
         let actions = self.mesh.on_tick(now);
         self.execute(actions);
     }
 
-    /// A room or device-status message. Returns `false` if the topic is not
-    /// one of ours.
-    pub fn on_message(&mut self, topic: &Topic, payload: &Bytes) -> bool {
+    /// A room or device-status message, received at `now`. Returns `false`
+    /// if the topic is not one of ours.
+    pub fn on_message(&mut self, topic: &Topic, payload: &Bytes, now: Instant) -> bool {
         match topic {
             Topic::Presence { room, peer } => {
                 match Presence::decode(payload, peer) {
                     Ok(presence) => {
-                        let actions = self.mesh.on_presence(room, peer, presence, Instant::now());
+                        let actions = self.mesh.on_presence(room, peer, presence, now);
                         self.execute(actions);
                     }
                     Err(e) => {
@@ -175,7 +268,7 @@ impl Participant {
                     }
                 };
                 let kind = signal.body.kind();
-                match self.mesh.on_signal(room, to, from, signal, Instant::now()) {
+                match self.mesh.on_signal(room, to, from, signal, now) {
                     Ok(actions) => self.execute(actions),
                     Err(reason) => {
                         if let Some(dropped) = self.signals.drop_one() {
@@ -198,8 +291,8 @@ impl Participant {
         }
     }
 
-    /// Handles a peer's event; returns the events the caller must see itself
-    /// (remote tracks and key-frame requests).
+    /// Handles a peer's event, seen at `now`; returns the events the caller
+    /// must see itself (remote tracks and key-frame requests).
     pub fn on_peer_event(&mut self, event: PeerEvent, now: Instant) -> Option<PeerEvent> {
         match event {
             PeerEvent::Signal(link, body) => {
@@ -216,9 +309,7 @@ impl Participant {
             }
             PeerEvent::Error(link, error) => {
                 tracing::warn!(link, %error, "peer connection failed");
-                let actions = self
-                    .mesh
-                    .on_link_state(link, crate::room::LinkState::Failed, now);
+                let actions = self.mesh.on_link_state(link, LinkState::Failed, now);
                 self.execute(actions);
                 None
             }
@@ -235,7 +326,7 @@ impl Participant {
     }
 
     /// Carries out the room logic's decisions.
-    pub fn execute(&mut self, actions: Vec<Action>) {
+    fn execute(&mut self, actions: Vec<Action>) {
         for action in actions {
             self.execute_one(action);
         }
@@ -257,22 +348,25 @@ impl Participant {
                 }
                 let token = self.subscription_token();
                 self.pending_subscriptions.insert(token, room);
-                self.mqtt.subscribe(&filters, token);
+                self.effects.apply(Effect::Subscribe { filters, token });
             }
             Action::Unsubscribe { room } => {
-                self.mqtt.unsubscribe(&self.topics.room_presences(&room));
-                self.mqtt.unsubscribe(&self.topics.signals_to(&room, &me));
+                for filter in [
+                    self.topics.room_presences(&room),
+                    self.topics.signals_to(&room, &me),
+                ] {
+                    self.effects.apply(Effect::Unsubscribe { filter });
+                }
             }
             Action::PublishPresence { room, presence } => {
-                self.mqtt.publish(
+                self.publish(
                     self.topics.presence(&room, &me),
                     encode_presence(&presence),
                     true,
                 );
             }
             Action::ClearPresence { room } => {
-                self.mqtt
-                    .publish(self.topics.presence(&room, &me), Vec::new(), true);
+                self.publish(self.topics.presence(&room, &me), Vec::new(), true);
             }
             Action::Connect {
                 link,
@@ -282,13 +376,13 @@ impl Participant {
                 ..
             } => {
                 tracing::info!(link, %room, %peer, offerer, "connecting");
-                let spec = PeerSpec {
+                self.open.insert(link, (room.clone(), peer.clone()));
+                self.effects.apply(Effect::OpenPeer {
                     link,
+                    room,
+                    peer,
                     offerer,
-                    video: self.video.clone(),
-                };
-                let handle = peer::spawn(self.factory.clone(), spec, self.peer_events.clone());
-                self.peers.insert(link, (room, peer, handle));
+                });
             }
             Action::ApplyOffer { link, sdp } => self.command(link, PeerCommand::ApplyOffer(sdp)),
             Action::ApplyAnswer { link, sdp } => self.command(link, PeerCommand::ApplyAnswer(sdp)),
@@ -297,24 +391,32 @@ impl Participant {
             }
             Action::RestartIce { link } => self.command(link, PeerCommand::RestartIce),
             Action::Close { link } => {
-                if let Some((room, peer, handle)) = self.peers.remove(&link) {
+                if let Some((room, peer)) = self.open.remove(&link) {
                     tracing::info!(link, %room, %peer, "closing connection");
-                    handle.close();
+                    self.effects.apply(Effect::ClosePeer { link });
                 }
             }
             Action::Send { room, to, signal } => {
                 if let SignalBody::Bye { reason } = &signal.body {
                     tracing::info!(%room, %to, %reason, "bye");
                 }
-                self.mqtt
-                    .publish(self.topics.signal(&room, &to, &me), signal.encode(), false);
+                self.publish(self.topics.signal(&room, &to, &me), signal.encode(), false);
             }
         }
     }
 
-    fn command(&self, link: LinkId, command: PeerCommand) {
-        if let Some((_, _, handle)) = self.peers.get(&link) {
-            handle.send(command);
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.effects.apply(Effect::Publish {
+            topic,
+            payload,
+            retain,
+        });
+    }
+
+    /// A command for a running peer connection; none for a link without one.
+    fn command(&mut self, link: LinkId, command: PeerCommand) {
+        if self.open.contains_key(&link) {
+            self.effects.apply(Effect::Command { link, command });
         }
     }
 }
