@@ -2,10 +2,10 @@
 //! the store, winning over the configuration file) and SIGHUP, which reads
 //! the configuration again.
 //!
-//! It owns the one decision of what a change of video settings needs from
-//! the running pipeline, [`pipeline_change`], used by both, and which
-//! settings wait for a restart. It must not touch the capture itself: the
-//! pipeline supervisor carries the decision out.
+//! It owns the one decision of what a change of settings needs while the
+//! daemon runs, [`settings_change`], used by both, and which settings wait
+//! for a restart. It must not touch the capture itself: the pipeline
+//! supervisor carries the decision out.
 
 use serde_json::{Value, json};
 
@@ -14,6 +14,14 @@ use crate::config::{Config, VideoConfig, WebrtcConfig};
 use crate::control::SetRequest;
 use crate::protocol::{ErrorCode, Reply};
 use crate::store::Settings;
+
+/// What a change of settings needs while the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SettingsChange {
+    /// A new viewer limit for the room logic.
+    max_viewers: Option<usize>,
+    pipeline: PipelineChange,
+}
 
 /// What the running pipeline needs for a change of video settings.
 ///
@@ -41,7 +49,15 @@ enum Origin {
     Reload,
 }
 
-/// What going from the `old` to the `new` video settings needs.
+/// What going from the `old` to the `new` settings needs.
+fn settings_change(old: &Config, new: &Config, origin: Origin) -> SettingsChange {
+    let max_viewers = new.webrtc.max_viewers;
+    SettingsChange {
+        max_viewers: (max_viewers != old.webrtc.max_viewers).then_some(max_viewers),
+        pipeline: pipeline_change(&old.video, &new.video, origin),
+    }
+}
+
 fn pipeline_change(old: &VideoConfig, new: &VideoConfig, origin: Origin) -> PipelineChange {
     let bitrate_aside = VideoConfig {
         bitrate_kbps: old.bitrate_kbps,
@@ -121,22 +137,18 @@ fn reloaded(old: &Config, new: Config) -> Config {
 impl Daemon {
     /// `set`: applies and persists run-time settings.
     pub(super) fn set(&mut self, set: SetRequest, id: &str) -> Reply {
-        let old = self.config.video.clone();
+        let old = self.config.clone();
         record(&mut self.state.settings, &set);
         apply_stored(&mut self.config, &self.state.settings);
-        if set.max_viewers.is_some() {
-            self.participant
-                .mesh
-                .set_max_viewers(self.config.webrtc.max_viewers);
-        }
-        if let Err(reply) = self.save_state(id) {
-            return reply;
-        }
         let origin = Origin::Set {
             names_bitrate: set.bitrate_kbps.is_some(),
         };
-        let change = pipeline_change(&old, &self.config.video, origin);
-        if let Err(e) = self.apply_pipeline_change(change) {
+        let change = settings_change(&old, &self.config, origin);
+        self.apply_viewer_limit(change.max_viewers);
+        if let Err(reply) = self.save_state(id) {
+            return reply;
+        }
+        if let Err(e) = self.apply_pipeline_change(change.pipeline) {
             return Reply::error(Some(id), ErrorCode::Internal, format!("{e:#}"));
         }
         self.status.changed();
@@ -178,16 +190,20 @@ impl Daemon {
                 self.participant.leave(room, "leaving");
             }
         }
-        let change = pipeline_change(&self.config.video, &new.video, Origin::Reload);
-        self.participant
-            .mesh
-            .set_max_viewers(new.webrtc.max_viewers);
+        let change = settings_change(&self.config, &new, Origin::Reload);
+        self.apply_viewer_limit(change.max_viewers);
         self.config = reloaded(&self.config, new);
-        if let Err(e) = self.apply_pipeline_change(change) {
+        if let Err(e) = self.apply_pipeline_change(change.pipeline) {
             tracing::warn!(target: LOG_TARGET, error = %e, "bitrate not changed");
         }
         self.status.changed();
         tracing::info!(target: LOG_TARGET, "configuration reloaded");
+    }
+
+    fn apply_viewer_limit(&mut self, max_viewers: Option<usize>) {
+        if let Some(max) = max_viewers {
+            self.participant.mesh.set_max_viewers(max);
+        }
     }
 
     /// Carries a [`PipelineChange`] out; only a bitrate can be refused.
@@ -218,35 +234,50 @@ mod tests {
         }
     }
 
+    fn config() -> Config {
+        let mut config = Config::from_toml("[webrtc]\nmax_viewers = 4\n").unwrap();
+        config.video = video();
+        config
+    }
+
     #[test]
-    fn what_a_change_of_video_settings_needs() {
+    fn what_a_change_of_settings_needs() {
         use PipelineChange::{Bitrate, Nothing, Rebuild};
         let set = |names_bitrate| Origin::Set { names_bitrate };
         let reload = Origin::Reload;
-        let with = |change: fn(&mut VideoConfig)| {
-            let mut v = video();
-            change(&mut v);
-            v
+        let with = |change: fn(&mut Config)| {
+            let mut c = config();
+            change(&mut c);
+            c
+        };
+        let needs = |max_viewers, pipeline| SettingsChange {
+            max_viewers,
+            pipeline,
         };
         #[rustfmt::skip]
-        let table: [(&str, VideoConfig, Origin, PipelineChange); 14] = [
-            ("nothing", video(), reload, Nothing),
-            ("nothing, by set", video(), set(false), Nothing),
-            ("the same bitrate, named by set", video(), set(true), Bitrate(1500)),
-            ("bitrate", with(|v| v.bitrate_kbps = 300), reload, Bitrate(300)),
-            ("bitrate, by set", with(|v| v.bitrate_kbps = 300), set(true), Bitrate(300)),
-            ("width", with(|v| v.width = 320), set(false), Rebuild),
-            ("height", with(|v| v.height = 180), reload, Rebuild),
-            ("fps", with(|v| v.fps = 30), set(false), Rebuild),
-            ("size, bitrate", with(|v| { v.width = 320; v.bitrate_kbps = 9 }), set(true), Rebuild),
-            ("fps, bitrate", with(|v| { v.fps = 5; v.bitrate_kbps = 9 }), reload, Rebuild),
-            ("source", with(|v| v.source = SourceKind::V4l2), reload, Rebuild),
-            ("device", with(|v| v.device = "/dev/video9".into()), reload, Rebuild),
-            ("encoder", with(|v| v.encoder = "x264enc".into()), reload, Rebuild),
-            ("key-frame interval", with(|v| v.keyframe_interval_s += 1), reload, Rebuild),
+        let table: [(&str, Config, Origin, SettingsChange); 19] = [
+            ("nothing", config(), reload, needs(None, Nothing)),
+            ("nothing, by set", config(), set(false), needs(None, Nothing)),
+            ("the same bitrate, named by set", config(), set(true), needs(None, Bitrate(1500))),
+            ("bitrate", with(|c| c.video.bitrate_kbps = 300), reload, needs(None, Bitrate(300))),
+            ("bitrate, by set", with(|c| c.video.bitrate_kbps = 300), set(true), needs(None, Bitrate(300))),
+            ("width", with(|c| c.video.width = 320), set(false), needs(None, Rebuild)),
+            ("height", with(|c| c.video.height = 180), reload, needs(None, Rebuild)),
+            ("fps", with(|c| c.video.fps = 30), set(false), needs(None, Rebuild)),
+            ("size, bitrate", with(|c| { c.video.width = 320; c.video.bitrate_kbps = 9 }), set(true), needs(None, Rebuild)),
+            ("fps, bitrate", with(|c| { c.video.fps = 5; c.video.bitrate_kbps = 9 }), reload, needs(None, Rebuild)),
+            ("source", with(|c| c.video.source = SourceKind::V4l2), reload, needs(None, Rebuild)),
+            ("device", with(|c| c.video.device = "/dev/video9".into()), reload, needs(None, Rebuild)),
+            ("encoder", with(|c| c.video.encoder = "x264enc".into()), reload, needs(None, Rebuild)),
+            ("key-frame interval", with(|c| c.video.keyframe_interval_s += 1), reload, needs(None, Rebuild)),
+            ("max_viewers", with(|c| c.webrtc.max_viewers = 2), reload, needs(Some(2), Nothing)),
+            ("max_viewers, by set", with(|c| c.webrtc.max_viewers = 9), set(false), needs(Some(9), Nothing)),
+            ("max_viewers, bitrate", with(|c| { c.webrtc.max_viewers = 1; c.video.bitrate_kbps = 9 }), set(true), needs(Some(1), Bitrate(9))),
+            ("max_viewers, fps", with(|c| { c.webrtc.max_viewers = 1; c.video.fps = 5 }), reload, needs(Some(1), Rebuild)),
+            ("rooms and telemetry", with(|c| { c.rooms = vec!["garage".into()]; c.stats_interval_s = 3 }), reload, needs(None, Nothing)),
         ];
-        for (what, new, origin, needs) in table {
-            assert_eq!(pipeline_change(&video(), &new, origin), needs, "{what}");
+        for (what, new, origin, expected) in table {
+            assert_eq!(settings_change(&config(), &new, origin), expected, "{what}");
         }
     }
 
@@ -300,11 +331,8 @@ mod tests {
 
     #[test]
     fn the_set_result_names_every_run_time_setting() {
-        let mut config = Config::from_toml("").unwrap();
-        config.video = video();
-        config.webrtc.max_viewers = 4;
         assert_eq!(
-            settings_result(&config),
+            settings_result(&config()),
             json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4})
         );
     }
