@@ -846,6 +846,9 @@ impl Mesh {
                     continue;
                 }
                 if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
+                    // Its place was taken meanwhile: told, as a new viewer
+                    // would be, rather than left waiting for an offer.
+                    actions.extend(self.end_session(&room, &peer, "full"));
                     continue;
                 }
                 actions.extend(self.connect(&room, &peer, true, attempt, role, now));

@@ -564,6 +564,28 @@ fn max_viewers_answers_bye_full() {
 }
 
 #[test]
+fn a_retry_that_finds_the_camera_full_hears_bye_full() {
+    let (mut cam, link) = camera_offering_to_v1();
+    cam.on_link_state(link, LinkState::Failed, t());
+    for v in ["v2", "v3"] {
+        let acts = cam.on_presence(
+            "home",
+            v,
+            presence(v, &format!("{v}session"), Role::Viewer),
+            t(),
+        );
+        assert_eq!(connects(&acts).len(), 1, "{v} takes a free place");
+    }
+    let acts = cam.on_tick(t() + retry_backoff(0));
+    assert!(connects(&acts).is_empty(), "no place is left: {acts:?}");
+    assert_eq!(sent_byes(&acts), vec![("v1".to_owned(), "full".to_owned())]);
+    assert_eq!(
+        cam.next_deadline().map(|d| d > t() + retry_backoff(0)),
+        Some(true)
+    );
+}
+
+#[test]
 fn a_leave_closes_the_connection() {
     let (mut cam, link) = camera_offering_to_v1();
     assert_eq!(cam.viewer_count(), 1);
