@@ -10,8 +10,10 @@ use config::{Config as Layers, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ids::{is_peer_id, is_room};
+pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
 
+mod broker_login;
 mod environment;
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -99,35 +101,6 @@ pub struct DeviceConfig {
     /// A human name for viewers; the id when empty.
     #[serde(default)]
     pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    #[serde(default = "default_mqtt_url")]
-    pub url: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A file holding the password (its trailing newline is not part of
-    /// it), so that the password stays out of the configuration.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// PEM certificates of the authorities trusted for an mqtts:// broker,
-    /// instead of the system's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain (and its key) with which to log in to an
-    /// mqtts:// broker that asks for a client certificate.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default = "default_keepalive")]
-    pub keepalive_s: u64,
 }
 
 /// Where the picture comes from.
@@ -285,9 +258,6 @@ fn default_state_dir() -> PathBuf {
 fn default_stats_interval() -> u64 {
     10
 }
-fn default_mqtt_url() -> String {
-    EMBEDDED.into()
-}
 fn default_broker_listen() -> String {
     "127.0.0.1:1883".into()
 }
@@ -304,12 +274,6 @@ impl Default for BrokerConfig {
             password: None,
         }
     }
-}
-fn default_prefix() -> String {
-    "meshcam".into()
-}
-fn default_keepalive() -> u64 {
-    30
 }
 fn default_source() -> SourceKind {
     SourceKind::Test
@@ -346,22 +310,6 @@ fn default_bind() -> String {
 }
 fn default_max_viewers() -> usize {
     8
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            url: default_mqtt_url(),
-            username: None,
-            password: None,
-            password_file: None,
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-            prefix: default_prefix(),
-            keepalive_s: default_keepalive(),
-        }
-    }
 }
 
 impl Default for VideoConfig {
@@ -410,7 +358,7 @@ pub const FPS_RANGE: (u32, u32) = (1, 60);
 pub const BITRATE_RANGE: (u32, u32) = (100, 20_000);
 pub const MAX_VIEWERS_RANGE: (usize, usize) = (1, 64);
 
-fn check_range<T: PartialOrd + std::fmt::Display>(
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     (min, max): (T, T),
@@ -450,68 +398,6 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub rooms: Vec<String>,
     pub source: Option<String>,
-}
-
-impl MqttConfig {
-    /// What can be told of the login keys without reading their files;
-    /// `mqtt::Broker::from_config` reads them at start.
-    fn validate_login(&self) -> Result<(), ConfigError> {
-        let files = [
-            ("mqtt.password_file", &self.password_file),
-            ("mqtt.ca_file", &self.ca_file),
-            ("mqtt.client_cert_file", &self.client_cert_file),
-            ("mqtt.client_key_file", &self.client_key_file),
-        ];
-        for (key, path) in files {
-            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                return Err(invalid(
-                    key,
-                    "is empty; accepted: the path of a file, or no value at all",
-                ));
-            }
-        }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(
-                "mqtt.password_file",
-                "give mqtt.password or mqtt.password_file, not both",
-            ));
-        }
-        if self.username.is_none() {
-            if self.password.is_some() {
-                return Err(invalid("mqtt.password", "a password needs mqtt.username"));
-            }
-            if self.password_file.is_some() {
-                return Err(invalid(
-                    "mqtt.password_file",
-                    "a password needs mqtt.username",
-                ));
-            }
-        }
-        if !self.url.starts_with("mqtts://") {
-            for (key, path) in &files[1..] {
-                if path.is_some() {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "is for TLS, accepted with mqtt.url = mqtts://HOST[:PORT] only, not {:?}",
-                            self.url
-                        ),
-                    ));
-                }
-            }
-        }
-        match (&self.client_cert_file, &self.client_key_file) {
-            (Some(_), None) => Err(invalid(
-                "mqtt.client_key_file",
-                "missing: mqtt.client_cert_file needs the certificate's key",
-            )),
-            (None, Some(_)) => Err(invalid(
-                "mqtt.client_cert_file",
-                "missing: mqtt.client_key_file needs its certificate",
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl Config {
@@ -702,18 +588,7 @@ impl Config {
         if self.embedded() {
             self.validate_standalone()?;
         } else {
-            let scheme = self.mqtt.url.split("://").next().unwrap_or_default();
-            if !matches!(scheme, "mqtt" | "mqtts") || !self.mqtt.url.contains("://") {
-                return Err(invalid(
-                    "mqtt.url",
-                    format!(
-                        "{:?} is not supported; accepted: embedded, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
-                        self.mqtt.url
-                    ),
-                ));
-            }
-            crate::mqtt::BrokerAddress::parse(&self.mqtt.url)
-                .map_err(|message| invalid("mqtt.url", message))?;
+            self.mqtt.validate_url()?;
         }
         if let Some(listen) = self.web_listen()
             && listen.parse::<SocketAddr>().is_err()
@@ -723,18 +598,7 @@ impl Config {
                 format!("{listen:?} is not an address like 127.0.0.1:8080"),
             ));
         }
-        if self.mqtt.prefix.is_empty()
-            || self.mqtt.prefix.contains(['+', '#'])
-            || self.mqtt.prefix.starts_with('/')
-            || self.mqtt.prefix.ends_with('/')
-        {
-            return Err(invalid(
-                "mqtt.prefix",
-                "must be a topic prefix without wildcards or leading/trailing '/'",
-            ));
-        }
-        check_range("mqtt.keepalive_s", self.mqtt.keepalive_s, (5, 3600))?;
-        self.mqtt.validate_login()?;
+        self.mqtt.validate()?;
         let v = &self.video;
         check_range("video.width", v.width, WIDTH_RANGE)?;
         check_range("video.height", v.height, HEIGHT_RANGE)?;
@@ -871,46 +735,6 @@ mod tests {
         assert!(e.contains("video.pipeline"), "{e}");
         let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
         assert!(e.contains("ice_servers[0]"), "{e}");
-    }
-
-    #[test]
-    fn login_keys_go_together_and_tls_keys_need_mqtts() {
-        let tls = "[mqtt]\nurl = \"mqtts://b\"\nusername = \"u\"\n";
-        let c = Config::from_toml(&format!(
-            "{tls}password_file = \"/p\"\nca_file = \"/ca\"\n\
-             client_cert_file = \"/c\"\nclient_key_file = \"/k\""
-        ))
-        .unwrap();
-        assert_eq!(c.mqtt.ca_file, Some(PathBuf::from("/ca")));
-        let e = error_of(&format!("{tls}password = \"x\"\npassword_file = \"/p\""));
-        assert!(
-            e.contains("mqtt.password_file") && e.contains("not both"),
-            "{e}"
-        );
-        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\npassword_file = \"/p\"");
-        assert!(
-            e.contains("mqtt.password_file") && e.contains("mqtt.username"),
-            "{e}"
-        );
-        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/ca\"");
-        assert!(e.contains("mqtt.ca_file") && e.contains("mqtts://"), "{e}");
-        let e = error_of("[mqtt]\nclient_key_file = \"/k\"");
-        assert!(
-            e.contains("mqtt.client_key_file") && e.contains("mqtts://"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}client_cert_file = \"/c\""));
-        assert!(
-            e.contains("mqtt.client_key_file") && e.contains("missing"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}client_key_file = \"/k\""));
-        assert!(
-            e.contains("mqtt.client_cert_file") && e.contains("missing"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}ca_file = \"\""));
-        assert!(e.contains("mqtt.ca_file") && e.contains("path"), "{e}");
     }
 
     #[test]
