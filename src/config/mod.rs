@@ -10,9 +10,18 @@ use config::{Config as Layers, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ids::{is_peer_id, is_room};
+pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
+pub use video::{
+    BITRATE_RANGE, ENCODERS, FPS_RANGE, HEIGHT_RANGE, SourceFormat, SourceKind, VideoConfig,
+    WIDTH_RANGE,
+};
+pub use webrtc::{IceServer, MAX_VIEWERS_RANGE, MdnsMode, WebrtcConfig};
 
+mod broker_login;
 mod environment;
+mod video;
+mod webrtc;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshcam/meshcam.toml";
@@ -101,192 +110,11 @@ pub struct DeviceConfig {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    #[serde(default = "default_mqtt_url")]
-    pub url: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A file holding the password (its trailing newline is not part of
-    /// it), so that the password stays out of the configuration.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// PEM certificates of the authorities trusted for an mqtts:// broker,
-    /// instead of the system's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate chain (and its key) with which to log in to an
-    /// mqtts:// broker that asks for a client certificate.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default = "default_keepalive")]
-    pub keepalive_s: u64,
-}
-
-/// Where the picture comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum SourceKind {
-    /// A V4L2 device (`video.device`).
-    V4l2,
-    /// `libcamerasrc` (Raspberry Pi camera modules).
-    Libcamera,
-    /// `videotestsrc`: a moving pattern with a clock.
-    Test,
-    /// The user's own gst-launch description (`video.pipeline`).
-    Pipeline,
-}
-
-/// What a V4L2 camera (or a custom pipeline) delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum SourceFormat {
-    /// Let GStreamer pick and decode whatever the device offers.
-    Auto,
-    /// Raw video (YUYV, NV12, …).
-    Raw,
-    /// Motion JPEG, decoded before encoding.
-    Mjpeg,
-    /// H.264 from the camera itself, passed through without re-encoding.
-    H264,
-}
-
-/// Whether ICE uses multicast DNS (`webrtc.mdns`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum MdnsMode {
-    /// No mDNS socket at all. A browser's `*.local` host candidates are
-    /// dropped and the browser is learned from its own checks
-    /// (peer-reflexive), which works on every LAN, with or without routes.
-    #[default]
-    Off,
-    /// Resolve the viewers' `*.local` candidates; ours stay addresses.
-    Query,
-    /// Resolve theirs and hide our addresses behind a `*.local` name.
-    Gather,
-}
-
-impl TryFrom<String> for MdnsMode {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "off" => Ok(Self::Off),
-            "query" => Ok(Self::Query),
-            "gather" => Ok(Self::Gather),
-            _ => Err(format!(
-                "{s:?} is not an mDNS mode; accepted: off, query, gather"
-            )),
-        }
-    }
-}
-
-impl TryFrom<String> for SourceKind {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "v4l2" => Ok(Self::V4l2),
-            "libcamera" => Ok(Self::Libcamera),
-            "test" => Ok(Self::Test),
-            "pipeline" => Ok(Self::Pipeline),
-            _ => Err(format!(
-                "{s:?} is not a source; accepted: v4l2, libcamera, test, pipeline"
-            )),
-        }
-    }
-}
-
-impl TryFrom<String> for SourceFormat {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "auto" => Ok(Self::Auto),
-            "raw" => Ok(Self::Raw),
-            "mjpeg" => Ok(Self::Mjpeg),
-            "h264" => Ok(Self::H264),
-            _ => Err(format!(
-                "{s:?} is not a format; accepted: auto, raw, mjpeg, h264"
-            )),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct VideoConfig {
-    #[serde(default = "default_source")]
-    pub source: SourceKind,
-    #[serde(default = "default_device_path")]
-    pub device: String,
-    #[serde(default = "default_format")]
-    pub format: SourceFormat,
-    /// For `source = "pipeline"`: a gst-launch description of the source.
-    #[serde(default)]
-    pub pipeline: String,
-    #[serde(default = "default_width")]
-    pub width: u32,
-    #[serde(default = "default_height")]
-    pub height: u32,
-    #[serde(default = "default_fps")]
-    pub fps: u32,
-    #[serde(default = "default_bitrate")]
-    pub bitrate_kbps: u32,
-    /// `auto` probes v4l2h264enc → x264enc → openh264enc.
-    #[serde(default = "default_encoder")]
-    pub encoder: String,
-    /// Longest time between two key frames.
-    #[serde(default = "default_keyframe_interval")]
-    pub keyframe_interval_s: u32,
-    /// Key-frame requests closer together than this are merged.
-    #[serde(default = "default_keyframe_min_interval")]
-    pub keyframe_min_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub credential: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebrtcConfig {
-    #[serde(default)]
-    pub ice_servers: Vec<IceServer>,
-    /// The address media sockets bind; `0.0.0.0` means every interface.
-    #[serde(default = "default_bind")]
-    pub bind_address: String,
-    /// UDP ports for media, inclusive; both 0 means any free port.
-    #[serde(default)]
-    pub udp_port_min: u16,
-    #[serde(default)]
-    pub udp_port_max: u16,
-    #[serde(default = "default_max_viewers")]
-    pub max_viewers: usize,
-    /// Multicast DNS for ICE candidates. Where it cannot work (no multicast
-    /// route) connections go on without it.
-    #[serde(default)]
-    pub mdns: MdnsMode,
-}
-
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/meshcam")
 }
 fn default_stats_interval() -> u64 {
     10
-}
-fn default_mqtt_url() -> String {
-    EMBEDDED.into()
 }
 fn default_broker_listen() -> String {
     "127.0.0.1:1883".into()
@@ -305,112 +133,12 @@ impl Default for BrokerConfig {
         }
     }
 }
-fn default_prefix() -> String {
-    "meshcam".into()
-}
-fn default_keepalive() -> u64 {
-    30
-}
-fn default_source() -> SourceKind {
-    SourceKind::Test
-}
-fn default_device_path() -> String {
-    "/dev/video0".into()
-}
-fn default_format() -> SourceFormat {
-    SourceFormat::Auto
-}
-fn default_width() -> u32 {
-    1280
-}
-fn default_height() -> u32 {
-    720
-}
-fn default_fps() -> u32 {
-    30
-}
-fn default_bitrate() -> u32 {
-    2000
-}
-fn default_encoder() -> String {
-    "auto".into()
-}
-fn default_keyframe_interval() -> u32 {
-    2
-}
-fn default_keyframe_min_interval() -> u64 {
-    500
-}
-fn default_bind() -> String {
-    "0.0.0.0".into()
-}
-fn default_max_viewers() -> usize {
-    8
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            url: default_mqtt_url(),
-            username: None,
-            password: None,
-            password_file: None,
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-            prefix: default_prefix(),
-            keepalive_s: default_keepalive(),
-        }
-    }
-}
-
-impl Default for VideoConfig {
-    fn default() -> Self {
-        Self {
-            source: default_source(),
-            device: default_device_path(),
-            format: default_format(),
-            pipeline: String::new(),
-            width: default_width(),
-            height: default_height(),
-            fps: default_fps(),
-            bitrate_kbps: default_bitrate(),
-            encoder: default_encoder(),
-            keyframe_interval_s: default_keyframe_interval(),
-            keyframe_min_interval_ms: default_keyframe_min_interval(),
-        }
-    }
-}
-
-impl Default for WebrtcConfig {
-    fn default() -> Self {
-        Self {
-            ice_servers: Vec::new(),
-            bind_address: default_bind(),
-            udp_port_min: 0,
-            udp_port_max: 0,
-            max_viewers: default_max_viewers(),
-            mdns: MdnsMode::Off,
-        }
-    }
-}
-
 /// `mqtt.url` for the broker built into the daemon.
 pub const EMBEDDED: &str = "embedded";
 /// The room a standalone camera joins when it is told of none.
 pub const STANDALONE_ROOM: &str = "home";
 
-/// The encoders `video.encoder` accepts besides `auto`.
-pub const ENCODERS: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
-
-/// Accepted ranges, shared with the `set` command.
-pub const WIDTH_RANGE: (u32, u32) = (160, 3840);
-pub const HEIGHT_RANGE: (u32, u32) = (120, 2160);
-pub const FPS_RANGE: (u32, u32) = (1, 60);
-pub const BITRATE_RANGE: (u32, u32) = (100, 20_000);
-pub const MAX_VIEWERS_RANGE: (usize, usize) = (1, 64);
-
-fn check_range<T: PartialOrd + std::fmt::Display>(
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
     key: &str,
     value: T,
     (min, max): (T, T),
@@ -450,68 +178,6 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub rooms: Vec<String>,
     pub source: Option<String>,
-}
-
-impl MqttConfig {
-    /// What can be told of the login keys without reading their files;
-    /// `mqtt::Broker::from_config` reads them at start.
-    fn validate_login(&self) -> Result<(), ConfigError> {
-        let files = [
-            ("mqtt.password_file", &self.password_file),
-            ("mqtt.ca_file", &self.ca_file),
-            ("mqtt.client_cert_file", &self.client_cert_file),
-            ("mqtt.client_key_file", &self.client_key_file),
-        ];
-        for (key, path) in files {
-            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                return Err(invalid(
-                    key,
-                    "is empty; accepted: the path of a file, or no value at all",
-                ));
-            }
-        }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(
-                "mqtt.password_file",
-                "give mqtt.password or mqtt.password_file, not both",
-            ));
-        }
-        if self.username.is_none() {
-            if self.password.is_some() {
-                return Err(invalid("mqtt.password", "a password needs mqtt.username"));
-            }
-            if self.password_file.is_some() {
-                return Err(invalid(
-                    "mqtt.password_file",
-                    "a password needs mqtt.username",
-                ));
-            }
-        }
-        if !self.url.starts_with("mqtts://") {
-            for (key, path) in &files[1..] {
-                if path.is_some() {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "is for TLS, accepted with mqtt.url = mqtts://HOST[:PORT] only, not {:?}",
-                            self.url
-                        ),
-                    ));
-                }
-            }
-        }
-        match (&self.client_cert_file, &self.client_key_file) {
-            (Some(_), None) => Err(invalid(
-                "mqtt.client_key_file",
-                "missing: mqtt.client_cert_file needs the certificate's key",
-            )),
-            (None, Some(_)) => Err(invalid(
-                "mqtt.client_cert_file",
-                "missing: mqtt.client_key_file needs its certificate",
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl Config {
@@ -702,18 +368,7 @@ impl Config {
         if self.embedded() {
             self.validate_standalone()?;
         } else {
-            let scheme = self.mqtt.url.split("://").next().unwrap_or_default();
-            if !matches!(scheme, "mqtt" | "mqtts") || !self.mqtt.url.contains("://") {
-                return Err(invalid(
-                    "mqtt.url",
-                    format!(
-                        "{:?} is not supported; accepted: embedded, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
-                        self.mqtt.url
-                    ),
-                ));
-            }
-            crate::mqtt::BrokerAddress::parse(&self.mqtt.url)
-                .map_err(|message| invalid("mqtt.url", message))?;
+            self.mqtt.validate_url()?;
         }
         if let Some(listen) = self.web_listen()
             && listen.parse::<SocketAddr>().is_err()
@@ -723,76 +378,9 @@ impl Config {
                 format!("{listen:?} is not an address like 127.0.0.1:8080"),
             ));
         }
-        if self.mqtt.prefix.is_empty()
-            || self.mqtt.prefix.contains(['+', '#'])
-            || self.mqtt.prefix.starts_with('/')
-            || self.mqtt.prefix.ends_with('/')
-        {
-            return Err(invalid(
-                "mqtt.prefix",
-                "must be a topic prefix without wildcards or leading/trailing '/'",
-            ));
-        }
-        check_range("mqtt.keepalive_s", self.mqtt.keepalive_s, (5, 3600))?;
-        self.mqtt.validate_login()?;
-        let v = &self.video;
-        check_range("video.width", v.width, WIDTH_RANGE)?;
-        check_range("video.height", v.height, HEIGHT_RANGE)?;
-        check_range("video.fps", v.fps, FPS_RANGE)?;
-        check_range("video.bitrate_kbps", v.bitrate_kbps, BITRATE_RANGE)?;
-        check_range("video.keyframe_interval_s", v.keyframe_interval_s, (1, 60))?;
-        check_range(
-            "video.keyframe_min_interval_ms",
-            v.keyframe_min_interval_ms,
-            (0, 10_000),
-        )?;
-        if v.encoder != "auto" && !ENCODERS.contains(&v.encoder.as_str()) {
-            return Err(invalid(
-                "video.encoder",
-                format!(
-                    "{:?} is not supported; accepted: auto, {}",
-                    v.encoder,
-                    ENCODERS.join(", ")
-                ),
-            ));
-        }
-        if v.source == SourceKind::Pipeline && v.pipeline.trim().is_empty() {
-            return Err(invalid(
-                "video.pipeline",
-                "source = \"pipeline\" needs a gst-launch description of the source",
-            ));
-        }
-        if !v.device.starts_with('/') || v.device.contains(['"', '!', ' ']) {
-            return Err(invalid(
-                "video.device",
-                "must be an absolute device path without quotes, spaces or '!'",
-            ));
-        }
-        let w = &self.webrtc;
-        check_range("webrtc.max_viewers", w.max_viewers, MAX_VIEWERS_RANGE)?;
-        if w.bind_address.parse::<std::net::IpAddr>().is_err() {
-            return Err(invalid(
-                "webrtc.bind_address",
-                format!("{:?} is not an IP address", w.bind_address),
-            ));
-        }
-        if (w.udp_port_min == 0) != (w.udp_port_max == 0) || w.udp_port_min > w.udp_port_max {
-            return Err(invalid(
-                "webrtc.udp_port_min",
-                "give both udp_port_min and udp_port_max (min <= max), or neither",
-            ));
-        }
-        for (i, server) in w.ice_servers.iter().enumerate() {
-            for url in &server.urls {
-                let scheme = url.split(':').next().unwrap_or_default();
-                if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {
-                    return Err(invalid(
-                        &format!("webrtc.ice_servers[{i}].urls"),
-                        format!("{url:?}: accepted schemes are stun:, stuns:, turn:, turns:"),
-                    ));
-                }
-            }
-        }
+        self.mqtt.validate()?;
+        self.video.validate()?;
+        self.webrtc.validate()?;
         if self.rooms.len() > crate::room::MAX_ROOMS {
             return Err(invalid(
                 "rooms",
@@ -817,142 +405,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_documented_example_file_is_valid_and_matches_the_defaults() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/meshcam.toml"))
-                .unwrap();
-        let documented = Config::from_toml(&text).unwrap();
-        let defaults = Config::from_toml("").unwrap();
-        assert_eq!(
-            serde_json::to_value(&documented).unwrap(),
-            serde_json::to_value(&defaults).unwrap()
-        );
-    }
-
-    fn error_of(text: &str) -> String {
-        Config::from_toml(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn errors_name_the_key_and_the_accepted_values() {
-        let e = error_of("[video]\nwidth = 5");
-        assert!(
-            e.contains("video.width") && e.contains("160 to 3840"),
-            "{e}"
-        );
-        let e = error_of("[video]\nencoder = \"nvenc\"");
-        assert!(e.contains("video.encoder") && e.contains("x264enc"), "{e}");
-        let e = error_of("[video]\nsource = \"webcam\"");
-        assert!(e.contains("source") && e.contains("v4l2"), "{e}");
-        let e = error_of("[mqtt]\nurl = \"http://x\"");
-        assert!(e.contains("mqtt.url") && e.contains("mqtts://"), "{e}");
-        let e = error_of("[broker]\nws_listen = \"0.0.0.0:9001\"");
-        assert!(
-            e.contains("broker.ws_listen") && e.contains("broker.username"),
-            "{e}"
-        );
-        let e = error_of("[web]\nlisten = \"0.0.0.0:8080\"");
-        assert!(e.contains("web.listen") && e.contains("credentials"), "{e}");
-        let e = error_of("[device]\nid = \"a b\"");
-        assert!(e.contains("device.id"), "{e}");
-        let e = error_of(&format!("rooms = [{}]", vec!["\"r\""; 17].join(",")));
-        assert!(e.contains("rooms") && e.contains("at most 16"), "{e}");
-        let e = error_of("rooms = [\"ok\", \"not/ok\"]");
-        assert!(e.contains("rooms"), "{e}");
-        let e = error_of("[video]\nwidht = 640");
-        assert!(e.contains("widht"), "{e}");
-        let e = error_of("[webrtc]\nudp_port_min = 5000");
-        assert!(e.contains("udp_port_min"), "{e}");
-        let e = error_of("[video]\nsource = \"pipeline\"");
-        assert!(e.contains("video.pipeline"), "{e}");
-        let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
-        assert!(e.contains("ice_servers[0]"), "{e}");
-    }
-
-    #[test]
-    fn login_keys_go_together_and_tls_keys_need_mqtts() {
-        let tls = "[mqtt]\nurl = \"mqtts://b\"\nusername = \"u\"\n";
-        let c = Config::from_toml(&format!(
-            "{tls}password_file = \"/p\"\nca_file = \"/ca\"\n\
-             client_cert_file = \"/c\"\nclient_key_file = \"/k\""
-        ))
-        .unwrap();
-        assert_eq!(c.mqtt.ca_file, Some(PathBuf::from("/ca")));
-        let e = error_of(&format!("{tls}password = \"x\"\npassword_file = \"/p\""));
-        assert!(
-            e.contains("mqtt.password_file") && e.contains("not both"),
-            "{e}"
-        );
-        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\npassword_file = \"/p\"");
-        assert!(
-            e.contains("mqtt.password_file") && e.contains("mqtt.username"),
-            "{e}"
-        );
-        let e = error_of("[mqtt]\nurl = \"mqtt://b\"\nca_file = \"/ca\"");
-        assert!(e.contains("mqtt.ca_file") && e.contains("mqtts://"), "{e}");
-        let e = error_of("[mqtt]\nclient_key_file = \"/k\"");
-        assert!(
-            e.contains("mqtt.client_key_file") && e.contains("mqtts://"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}client_cert_file = \"/c\""));
-        assert!(
-            e.contains("mqtt.client_key_file") && e.contains("missing"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}client_key_file = \"/k\""));
-        assert!(
-            e.contains("mqtt.client_cert_file") && e.contains("missing"),
-            "{e}"
-        );
-        let e = error_of(&format!("{tls}ca_file = \"\""));
-        assert!(e.contains("mqtt.ca_file") && e.contains("path"), "{e}");
-    }
-
-    #[test]
-    fn tools_reach_the_embedded_broker_with_its_credentials() {
-        let c = Config::from_toml(
-            "[broker]\nlisten = \"0.0.0.0:1884\"\nusername = \"u\"\npassword = \"p\"",
-        )
-        .unwrap();
-        let mqtt = c.client_mqtt();
-        assert_eq!(mqtt.url, "mqtt://127.0.0.1:1884");
-        assert_eq!(mqtt.username.as_deref(), Some("u"));
-        assert_eq!(mqtt.password.as_deref(), Some("p"));
-        let external = Config::from_toml("[mqtt]\nurl = \"mqtts://b\"\nprefix = \"x\"").unwrap();
-        assert_eq!(external.client_mqtt(), external.mqtt);
-    }
-
-    #[test]
-    fn standalone_listens_on_loopback_and_beyond_only_with_credentials() {
-        let c = Config::from_toml("").unwrap();
-        assert!(c.embedded());
-        assert_eq!(c.web_listen(), Some("127.0.0.1:8080"));
-        let open = Config::from_toml(
-            "[broker]\nlisten = \"0.0.0.0:1883\"\nws_listen = \"0.0.0.0:9001\"\n\
-             username = \"u\"\npassword = \"p\"\n[web]\nlisten = \"0.0.0.0:8080\"",
-        )
-        .unwrap();
-        assert_eq!(open.web_listen(), Some("0.0.0.0:8080"));
-        let external = Config::from_toml("[mqtt]\nurl = \"mqtt://b:1883\"").unwrap();
-        assert_eq!(external.web_listen(), None);
-        let off = Config::from_toml("[web]\nlisten = \"off\"").unwrap();
-        assert_eq!(off.web_listen(), None);
-    }
-
-    #[test]
-    fn ice_servers_carry_turn_credentials() {
-        let c = Config::from_toml(
-            "[[webrtc.ice_servers]]\nurls = [\"stun:stun.example.org:3478\"]\n\
-             [[webrtc.ice_servers]]\nurls = [\"turn:turn.example.org:3478?transport=udp\"]\n\
-             username = \"u\"\ncredential = \"p\"",
-        )
-        .unwrap();
-        assert_eq!(c.webrtc.ice_servers.len(), 2);
-        assert_eq!(c.webrtc.ice_servers[1].credential, "p");
-    }
-}
+mod tests;
