@@ -41,23 +41,21 @@ A viewer that is not a camera is not connected to (a receive-only viewer
 has nothing to offer another viewer); its presence is only recorded.
 """
 
-import argparse
 import base64
 import hashlib
-import json
 import re
 import secrets
 import subprocess
 import sys
 import threading
-from urllib.parse import urlparse
 
-import gi
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from protocol_peer import ProtocolPeer, WebrtcbinConnection, argument_parser, run_peer  # noqa: E402
+from protocol_peer import create, emit, in_main, parse, session_description  # noqa: E402
+from protocol_peer import add_remote_candidate, end_of_candidates, is_mdns, sdp_mids, wire_candidate  # noqa: E402
 
-gi.require_version("Gst", "1.0")
-gi.require_version("GstSdp", "1.0")
-gi.require_version("GstWebRTC", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+import gi  # noqa: E402
+from gi.repository import Gst, GstWebRTC  # noqa: E402
 
 try:
     gi.require_version("Nice", "0.1")
@@ -65,33 +63,11 @@ try:
 except (ValueError, ImportError):
     Nice = None
 
-import paho.mqtt.client as mqtt  # noqa: E402
-
 FRAME_REPORT_EVERY = 30
-MAX_PAYLOAD = 64 * 1024
+ELEMENTS = ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc")
+PACKAGES = "gstreamer1.0-plugins-bad, gstreamer1.0-nice, gstreamer1.0-libav"  # Debian's, with ELEMENTS
 
-_print_lock = threading.Lock()
 _KEEP_ALIVE = []
-
-
-def emit(event, **fields):
-    fields = {"event": event, **fields}
-    with _print_lock:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
-
-
-def in_main(fn, *args):
-    """Runs fn(*args) on the GLib main loop (every state change happens there)."""
-
-    def run():
-        try:
-            fn(*args)
-        except Exception as e:  # keep the loop alive, say what broke
-            emit("error", message=f"{type(e).__name__}: {e}")
-        return False
-
-    GLib.idle_add(run)
 
 
 def sdp_fingerprint(sdp):
@@ -108,15 +84,6 @@ def sdp_origin_session(sdp):
 
 def sdp_ice_ufrags(sdp):
     return re.findall(r"^a=ice-ufrag:(\S+)", sdp, re.M)
-
-
-def sdp_mids(sdp):
-    """mid of every m-line, in order (None where there is none)."""
-    mids = []
-    for section in re.split(r"^m=", sdp, flags=re.M)[1:]:
-        m = re.search(r"^a=mid:(\S+)", section, re.M)
-        mids.append(m.group(1) if m else None)
-    return mids
 
 
 def new_certificate():
@@ -142,18 +109,16 @@ def new_certificate():
     return "".join(blocks), fingerprint
 
 
-class Connection:
+class Connection(WebrtcbinConnection):
     """One webrtcbin answering one camera session."""
 
     def __init__(self, viewer, peer, remote_session, number):
+        super().__init__(viewer, peer, remote_session)
         self.viewer = viewer
-        self.peer = peer
-        self.remote_session = remote_session
         self.number = number
         self.frames = 0
         self.remote_set = False
         self.remote_sdp = None
-        self.mids = []
         self.pending = []  # remote candidates before the description
         self.pipeline = Gst.Pipeline.new(f"conn-{number}")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", f"webrtc-{number}")
@@ -178,7 +143,6 @@ class Connection:
                 _KEEP_ALIVE.extend([ice, agent])
                 agent.add_local_address(address)
         self.pipeline.set_state(Gst.State.PLAYING)
-        self.closed = False
 
     def _on_element_added(self, _bin, _sub_bin, element):
         factory = element.get_factory()
@@ -188,9 +152,6 @@ class Connection:
             # only the pem changes, so make it anew under the same id.
             element.set_property("pem", self.certificate)
             element.set_property("connection-id", element.get_property("connection-id"))
-
-    def current(self):
-        return not self.closed and self.viewer.conns.get(self.peer) is self
 
     def close(self):
         if self.closed:
@@ -203,16 +164,14 @@ class Connection:
     def take_offer(self, sdp, restart):
         self.remote_sdp = sdp
         self.mids = sdp_mids(sdp)
-        _, msg = GstSdp.SDPMessage.new()
-        if GstSdp.sdp_message_parse_buffer(sdp.encode(), msg) != GstSdp.SDPResult.OK:
-            emit("error", message="offer SDP does not parse")
+        offer = session_description("offer", sdp)
+        if offer is None:
             return
         if not restart:
             # A receive-only video transceiver for the camera's video.
             self.webrtc.emit(
                 "add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY, None
             )
-        offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
         self.remote_set = False
         promise = Gst.Promise.new_with_change_func(self._on_remote_set, None)
         self.webrtc.emit("set-remote-description", offer, promise)
@@ -227,18 +186,9 @@ class Connection:
         pending, self.pending = self.pending, []
         for cand in pending:
             self.add_candidate(cand)
-        promise = Gst.Promise.new_with_change_func(self._on_answer, None)
-        self.webrtc.emit("create-answer", None, promise)
+        create(self.webrtc, "answer", self._on_answer)
 
-    def _on_answer(self, promise, _):
-        # The answer lives in the promise's reply: use it here, before the
-        # reply is freed, and hand only its text to the main loop.
-        reply = promise.get_reply()
-        answer = reply.get_value("answer") if reply is not None else None
-        if answer is None:
-            error = reply.get_value("error") if reply is not None else None
-            in_main(emit, "error", message=f"create-answer failed: {error}")
-            return
+    def _on_answer(self, answer):
         text = answer.sdp.as_text()
         self.webrtc.emit("set-local-description", answer, Gst.Promise.new())
         # GStreamer 1.22 hashes every base64 line of the pem, the key's too,
@@ -266,64 +216,37 @@ class Connection:
             self.pending.append(cand)
             return
         if cand is None:
-            for index in range(max(1, len(self.mids))):
-                self.webrtc.emit("add-ice-candidate", index, None)
+            end_of_candidates(self.webrtc, self.mids)
             return
         text = cand.get("candidate")
         if not isinstance(text, str):
             emit("dropped", why="candidate without text")
             return
         if text == "":
-            for index in range(max(1, len(self.mids))):
-                self.webrtc.emit("add-ice-candidate", index, None)
+            end_of_candidates(self.webrtc, self.mids)
             return
-        parts = text.split()
-        if len(parts) > 4 and parts[4].endswith(".local"):
+        if is_mdns(text):
             emit("dropped", why="mDNS candidate", candidate=text)
             return
-        index = cand.get("sdpMLineIndex")
-        if not isinstance(index, int):
-            mid = cand.get("sdpMid")
-            index = self.mids.index(mid) if mid in self.mids else 0
-        self.webrtc.emit("add-ice-candidate", index, text)
+        add_remote_candidate(self.webrtc, self.mids, cand, text)
 
-    # --- webrtcbin callbacks (streaming threads) ---
+    # --- webrtcbin callbacks (main loop) ---
 
-    def _on_ice_candidate(self, _webrtc, mline, candidate):
-        in_main(self._send_candidate, mline, candidate)
-
-    def _send_candidate(self, mline, candidate):
+    def _local_candidate(self, mline, candidate):
         if not self.current():
             return
         if self.viewer.bind:
             parts = candidate.split()
             if len(parts) > 4 and parts[4] != self.viewer.bind:
                 return
-        text = candidate[2:] if candidate.startswith("a=") else candidate
-        mid = self.mids[mline] if mline < len(self.mids) and self.mids[mline] else str(mline)
+        self._send_candidate(wire_candidate(mline, candidate, self.mids))
+
+    def _send_candidate(self, candidate):
         self.viewer.send(
-            self.peer,
-            self.remote_session,
-            {
-                "type": "candidate",
-                "candidate": {"candidate": text, "sdpMid": mid, "sdpMLineIndex": mline},
-            },
+            self.peer, self.remote_session, {"type": "candidate", "candidate": candidate}
         )
 
-    def _on_notify(self, webrtc, pspec):
-        value = webrtc.get_property(pspec.name)
-        in_main(self._state_changed, pspec.name, value)
-
-    def _state_changed(self, name, value):
-        if not self.current():
-            return
-        nick = value.value_nick
-        if name == "ice-gathering-state":
-            if nick == "complete":
-                self.viewer.send(
-                    self.peer, self.remote_session, {"type": "candidate", "candidate": None}
-                )
-            return
+    def _state(self, name, nick):
         key = "ice" if name == "ice-connection-state" else "connection"
         emit("state", peer=self.peer, conn=self.number, **{key: nick})
 
@@ -350,127 +273,43 @@ class Connection:
         return Gst.PadProbeReturn.OK
 
 
-class Viewer:
+class Viewer(ProtocolPeer):
     def __init__(self, args):
+        super().__init__(args)
         self.args = args
         self.bind = args.bind
-        self.prefix = args.prefix
-        self.room = args.room
-        self.id = args.id
-        self.session = secrets.token_urlsafe(12)
-        self.peers = {}  # id -> presence
         self.status = {}  # camera id -> last status state
         self.conns = {}  # peer id -> Connection
         self.queued = {}  # peer id -> candidates that came before any offer
         self.fresh_next = set()  # peers whose next offer gets a fresh webrtcbin
-        self.ended = set()  # (peer, session) that sent or got a bye
         self.conn_count = 0
         self.frames = 0
         self.frames_lock = threading.Lock()
         self.joined = False
         self.left = False
-        self.loop = GLib.MainLoop()
-
-        url = urlparse(args.broker)
-        if url.scheme not in ("mqtt", "tcp", ""):
-            raise SystemExit(f"only mqtt:// brokers are supported, not {args.broker}")
-        self.broker_host = url.hostname or "127.0.0.1"
-        self.broker_port = url.port or 1883
-        kwargs = dict(client_id=self.id, clean_session=True, protocol=mqtt.MQTTv311)
-        if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt 2.x
-            self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, **kwargs)
-        else:  # paho-mqtt 1.x (Debian 12)
-            self.mqtt = mqtt.Client(**kwargs)
-        self.mqtt.will_set(self.presence_topic(), payload=b"", qos=1, retain=True)
-        self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.on_message = self._on_message
-        self.join_mid = None
-
-    # --- topics ---
-
-    def presence_topic(self, peer=None):
-        return f"{self.prefix}/rooms/{self.room}/peers/{peer or self.id}"
-
-    def signal_topic(self, to, sender):
-        return f"{self.prefix}/rooms/{self.room}/signal/{to}/{sender}"
-
-    def status_topic(self, device):
-        return f"{self.prefix}/devices/{device}/status"
 
     # --- MQTT (paho's thread) ---
 
-    def _on_connect(self, client, _userdata, _flags, rc):
-        if rc != 0:
-            emit("error", message=f"broker refused the connection: {rc}")
-            return
-        # Presences and our inbox in ONE subscribe; presence after its SUBACK.
-        _, self.join_mid = client.subscribe(
-            [(self.presence_topic("+"), 1), (self.signal_topic(self.id, "+"), 1)]
-        )
+    def _connected(self, client):
         for device in list(self.status):
             client.subscribe(self.status_topic(device), 1)
 
-    def _on_subscribe(self, _client, _userdata, mid, _granted):
-        if mid == self.join_mid:
-            in_main(self._announce)
+    # --- inbound (main loop) ---
 
     def _announce(self):
         if self.left:
             return
-        presence = {"v": 1, "id": self.id, "session": self.session, "role": "viewer"}
-        self.mqtt.publish(self.presence_topic(), json.dumps(presence), qos=1, retain=True)
+        self.publish_presence("viewer")
         if not self.joined:
             self.joined = True
             emit("joined", id=self.id, session=self.session)
 
-    def _on_message(self, _client, _userdata, msg):
-        in_main(self._handle, msg.topic, bytes(msg.payload))
+    def _peer_left(self, peer, old):
+        if old is not None:
+            emit("peer_left", peer=peer)
+        self._drop_conn(peer)
 
-    def send(self, to, to_session, message):
-        message = {"v": 1, "session": self.session, "to_session": to_session, **message}
-        self.mqtt.publish(self.signal_topic(to, self.id), json.dumps(message), qos=1)
-
-    # --- inbound (main loop) ---
-
-    def _handle(self, topic, payload):
-        levels = topic.split("/")
-        base = self.prefix.split("/")
-        rest = levels[len(base) :]
-        if levels[: len(base)] != base:
-            return
-        if len(rest) == 4 and rest[:3] == ["rooms", self.room, "peers"]:
-            self._presence(rest[3], payload)
-        elif len(rest) == 5 and rest[:3] == ["rooms", self.room, "signal"] and rest[3] == self.id:
-            self._signal(rest[4], payload)
-        elif len(rest) == 3 and rest[0] == "devices" and rest[2] == "status":
-            self._status(rest[1], payload)
-
-    def _parse(self, payload):
-        if len(payload) > MAX_PAYLOAD:
-            return None
-        try:
-            value = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return None
-        if not isinstance(value, dict) or value.get("v") != 1:
-            return None
-        return value
-
-    def _presence(self, peer, payload):
-        if peer == self.id:
-            return
-        if not payload:
-            if self.peers.pop(peer, None) is not None:
-                emit("peer_left", peer=peer)
-            self._drop_conn(peer)
-            return
-        presence = self._parse(payload)
-        if presence is None or presence.get("id") != peer or not presence.get("session"):
-            emit("dropped", why="bad presence", peer=peer)
-            return
-        old = self.peers.get(peer)
-        self.peers[peer] = presence
+    def _peer_seen(self, peer, presence, old):
         if old is None or old.get("session") != presence.get("session"):
             emit("peer", peer=peer, role=presence.get("role"), session=presence["session"])
             conn = self.conns.get(peer)
@@ -482,7 +321,7 @@ class Viewer:
                 self.mqtt.subscribe(self.status_topic(peer), 1)
 
     def _status(self, device, payload):
-        status = self._parse(payload) if payload else None
+        status = parse(payload) if payload else None
         if status is None or status.get("id") != device:
             return
         self.status[device] = status.get("state")
@@ -493,21 +332,7 @@ class Viewer:
             if conn is not None and ice not in ("connected", "completed"):
                 self._drop_conn(device)
 
-    def _signal(self, sender, payload):
-        message = self._parse(payload)
-        if message is None:
-            emit("dropped", why="unparsable signal", peer=sender)
-            return
-        presence = self.peers.get(sender)
-        if presence is None:
-            emit("dropped", why="signal from a peer not in the room", peer=sender)
-            return
-        if message.get("to_session") != self.session or message.get("session") != presence.get(
-            "session"
-        ):
-            emit("dropped", why="stale session", peer=sender, type=message.get("type"))
-            return
-        session = message["session"]
+    def _on_signal(self, sender, session, presence, message):
         if (sender, session) in self.ended:
             emit("dropped", why="session ended by bye", peer=sender)
             return
@@ -612,8 +437,7 @@ class Viewer:
             self.ended.add((peer, conn.remote_session))
         for peer in list(self.conns):
             self._drop_conn(peer)
-        info = self.mqtt.publish(self.presence_topic(), b"", qos=1, retain=True)
-        info.wait_for_publish(5)
+        self.clear_presence().wait_for_publish(5)
         emit("left")
 
     def replace(self):
@@ -633,8 +457,7 @@ class Viewer:
         self.loop.quit()
 
     def run(self):
-        self.mqtt.connect_async(self.broker_host, self.broker_port, keepalive=10)
-        self.mqtt.loop_start()
+        self.connect()
 
         def read_stdin():
             for line in sys.stdin:
@@ -647,21 +470,9 @@ class Viewer:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", required=True)
-    parser.add_argument("--room", required=True)
-    parser.add_argument("--id", default=f"wbin-{secrets.token_hex(4)}")
+    parser = argument_parser(__doc__.splitlines()[0], f"wbin-{secrets.token_hex(4)}")
     parser.add_argument("--bind", default=None, help="the only local address for media")
-    parser.add_argument("--prefix", default="meshcam")
-    args = parser.parse_args()
-    Gst.init(None)
-    for element in ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc"):
-        if Gst.ElementFactory.find(element) is None:
-            raise SystemExit(
-                f"GStreamer element {element} missing (gstreamer1.0-plugins-bad, "
-                "gstreamer1.0-nice, gstreamer1.0-libav)"
-            )
-    Viewer(args).run()
+    run_peer(Viewer, parser, ELEMENTS, PACKAGES)
 
 
 if __name__ == "__main__":

@@ -43,24 +43,22 @@ Usage: webrtcbin-camera.py --broker mqtt://HOST:PORT --room R [--id cam1]
        [--max-viewers 8] [--prefix meshcam]
 """
 
-import argparse
 import json
-import re
-import secrets
+import os
 import sys
-import threading
 import time
-from urllib.parse import urlparse
 
-import gi
+# The module the interop viewer shares, in the repository's tests/interop.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "interop"))
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from protocol_peer import ProtocolPeer, WebrtcbinConnection, argument_parser, run_peer  # noqa: E402
+from protocol_peer import create, emit, in_main, session_description  # noqa: E402
+from protocol_peer import add_remote_candidate, end_of_candidates, is_mdns, sdp_mids, wire_candidate  # noqa: E402
 
-gi.require_version("Gst", "1.0")
-gi.require_version("GstSdp", "1.0")
+import gi  # noqa: E402
+
 gi.require_version("GstVideo", "1.0")
-gi.require_version("GstWebRTC", "1.0")
-from gi.repository import GLib, Gst, GstSdp, GstVideo, GstWebRTC  # noqa: E402
-
-import paho.mqtt.client as mqtt  # noqa: E402
+from gi.repository import GLib, Gst, GstVideo, GstWebRTC  # noqa: E402
 
 WIDTH, HEIGHT, FPS, BITRATE_KBPS = 640, 360, 30, 800
 ENCODE = (
@@ -70,51 +68,18 @@ ENCODE = (
     " ! application/x-rtp,media=video,encoding-name=H264,payload=102"
     " ! tee name=tee allow-not-linked=true"
 )
-MAX_PAYLOAD = 64 * 1024
 STATUS_DELAY_MS = 50  # status republished at most this often
-
-_print_lock = threading.Lock()
-
-
-def emit(event, **fields):
-    fields = {"event": event, **fields}
-    with _print_lock:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
+ELEMENTS = ("webrtcbin", "videotestsrc", "x264enc", "rtph264pay", "nicesrc")
+PACKAGES = "gstreamer1.0-plugins-bad, gstreamer1.0-plugins-ugly, gstreamer1.0-nice"  # Debian's, with ELEMENTS
 
 
-def in_main(fn, *args):
-    """Runs fn(*args) on the GLib main loop (every state change happens there)."""
-
-    def run():
-        try:
-            fn(*args)
-        except Exception as e:  # keep the loop alive, say what broke
-            emit("error", message=f"{type(e).__name__}: {e}")
-        return False
-
-    GLib.idle_add(run)
-
-
-def sdp_mids(sdp):
-    """mid of every m-line, in order (None where there is none)."""
-    mids = []
-    for section in re.split(r"^m=", sdp, flags=re.M)[1:]:
-        m = re.search(r"^a=mid:(\S+)", section, re.M)
-        mids.append(m.group(1) if m else None)
-    return mids
-
-
-class Connection:
+class Connection(WebrtcbinConnection):
     """One webrtcbin offering the video to one viewer session."""
 
     def __init__(self, camera, peer, remote_session):
+        super().__init__(camera, peer, remote_session)
         self.camera = camera
-        self.peer = peer
-        self.remote_session = remote_session
         self.offered = False
-        self.closed = False
-        self.mids = []
         self.answered = False  # the answer applied
         self.held = []  # our candidates until then
         pipeline = camera.pipeline
@@ -138,9 +103,6 @@ class Connection:
         self.tee_pad = camera.tee.request_pad_simple("src_%u")
         self.tee_pad.link(self.queue.get_static_pad("sink"))
 
-    def current(self):
-        return not self.closed and self.camera.conns.get(self.peer) is self
-
     def close(self):
         if self.closed:
             return
@@ -161,18 +123,9 @@ class Connection:
         if self.offered or not self.current():
             return
         self.offered = True
-        promise = Gst.Promise.new_with_change_func(self._on_offer, None)
-        self.webrtc.emit("create-offer", None, promise)
+        create(self.webrtc, "offer", self._on_offer)
 
-    def _on_offer(self, promise, _):
-        # The offer lives in the promise's reply: use it here, before the
-        # reply is freed, and hand only its text to the main loop.
-        reply = promise.get_reply()
-        offer = reply.get_value("offer") if reply is not None else None
-        if offer is None:
-            error = reply.get_value("error") if reply is not None else None
-            in_main(emit, "error", message=f"create-offer failed: {error}")
-            return
+    def _on_offer(self, offer):
         # Queued before set-local-description starts gathering: the offer,
         # and its mids, are there before any of its candidates.
         in_main(self._send_offer, offer.sdp.as_text())
@@ -186,11 +139,9 @@ class Connection:
         emit("viewer", peer=self.peer, session=self.remote_session)
 
     def take_answer(self, sdp):
-        _, msg = GstSdp.SDPMessage.new()
-        if GstSdp.sdp_message_parse_buffer(sdp.encode(), msg) != GstSdp.SDPResult.OK:
-            emit("error", message="answer SDP does not parse")
+        answer = session_description("answer", sdp)
+        if answer is None:
             return
-        answer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, msg)
         promise = Gst.Promise.new_with_change_func(lambda _p, _: in_main(self._answer_applied), None)
         self.webrtc.emit("set-remote-description", answer, promise)
 
@@ -209,27 +160,16 @@ class Connection:
             emit("dropped", why="candidate without text", peer=self.peer)
             return
         if not text:
-            for index in range(max(1, len(self.mids))):
-                self.webrtc.emit("add-ice-candidate", index, None)
+            end_of_candidates(self.webrtc, self.mids)
             return
-        parts = text.split()
-        if len(parts) > 4 and parts[4].endswith(".local"):
+        if is_mdns(text):
             return  # mDNS: not resolved here (see the header)
-        index = cand.get("sdpMLineIndex")
-        if not isinstance(index, int):
-            mid = cand.get("sdpMid")
-            index = self.mids.index(mid) if mid in self.mids else 0
-        self.webrtc.emit("add-ice-candidate", index, text)
+        add_remote_candidate(self.webrtc, self.mids, cand, text)
 
-    # --- webrtcbin callbacks (streaming threads) ---
+    # --- webrtcbin callbacks (main loop) ---
 
-    def _on_ice_candidate(self, _webrtc, mline, candidate):
-        in_main(self._on_candidate, mline, candidate)
-
-    def _on_candidate(self, mline, candidate):
-        text = candidate[2:] if candidate.startswith("a=") else candidate
-        mid = self.mids[mline] if mline < len(self.mids) and self.mids[mline] else str(mline)
-        self._send_candidate({"candidate": text, "sdpMid": mid, "sdpMLineIndex": mline})
+    def _local_candidate(self, mline, candidate):
+        self._send_candidate(wire_candidate(mline, candidate, self.mids))
 
     def _send_candidate(self, candidate):
         """Sends one of our candidates (None: end of candidates) once the
@@ -241,97 +181,36 @@ class Connection:
             return
         self.camera.send(self.peer, self.remote_session, {"type": "candidate", "candidate": candidate})
 
-    def _on_notify(self, webrtc, pspec):
-        value = webrtc.get_property(pspec.name)
-        in_main(self._state_changed, pspec.name, value)
-
-    def _state_changed(self, name, value):
-        if not self.current():
-            return
-        nick = value.value_nick
-        if name == "ice-gathering-state":
-            if nick == "complete":
-                self._send_candidate(None)
-            return
+    def _state(self, _name, nick):
         emit("state", peer=self.peer, connection=nick)
         if nick == "connected":
             self.camera.keyframe()
 
 
-class Camera:
+class Camera(ProtocolPeer):
     def __init__(self, args):
-        self.prefix = args.prefix
-        self.room = args.room
-        self.id = args.id
+        super().__init__(args)
         self.max_viewers = args.max_viewers
-        self.session = secrets.token_urlsafe(12)
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.peers = {}  # id -> presence
         self.conns = {}  # viewer id -> Connection
-        self.ended = set()  # (peer, session) that sent or got a bye
         self.status_due = False
         self.stopping = False
-        self.loop = GLib.MainLoop()
         self.pipeline = Gst.parse_launch(ENCODE)
         self.tee = self.pipeline.get_by_name("tee")
         self.encoder = self.pipeline.get_by_name("enc")
 
-        url = urlparse(args.broker)
-        if url.scheme not in ("mqtt", "tcp", ""):
-            raise SystemExit(f"only mqtt:// brokers are supported, not {args.broker}")
-        self.broker_host = url.hostname or "127.0.0.1"
-        self.broker_port = url.port or 1883
-        kwargs = dict(client_id=self.id, clean_session=True, protocol=mqtt.MQTTv311)
-        if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt 2.x
-            self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, **kwargs)
-        else:  # paho-mqtt 1.x (Debian 12)
-            self.mqtt = mqtt.Client(**kwargs)
-        self.mqtt.will_set(self.presence_topic(), payload=b"", qos=1, retain=True)
-        self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_subscribe = self._on_subscribe
-        self.mqtt.on_message = self._on_message
-        self.join_mid = None
-
-    # --- topics ---
-
-    def presence_topic(self, peer=None):
-        return f"{self.prefix}/rooms/{self.room}/peers/{peer or self.id}"
-
-    def signal_topic(self, to, sender):
-        return f"{self.prefix}/rooms/{self.room}/signal/{to}/{sender}"
-
-    def status_topic(self):
-        return f"{self.prefix}/devices/{self.id}/status"
-
     # --- MQTT (paho's thread) ---
 
-    def _on_connect(self, client, _userdata, _flags, rc):
-        if rc != 0:
-            emit("error", message=f"broker refused the connection: {rc}")
-            return
-        # Presences and our inbox in ONE subscribe; presence after its SUBACK.
-        _, self.join_mid = client.subscribe(
-            [(self.presence_topic("+"), 1), (self.signal_topic(self.id, "+"), 1)]
-        )
+    def _connected(self, _client):
         in_main(self.publish_status)
 
-    def _on_subscribe(self, _client, _userdata, mid, _granted):
-        if mid == self.join_mid:
-            in_main(self._announce)
+    # --- status and presence (main loop) ---
 
     def _announce(self):
         if self.stopping:
             return
-        presence = {"v": 1, "id": self.id, "session": self.session, "role": "camera", "name": self.id}
-        self.mqtt.publish(self.presence_topic(), json.dumps(presence), qos=1, retain=True)
+        self.publish_presence("camera", name=self.id)
         emit("ready", id=self.id, session=self.session)
-
-    def _on_message(self, _client, _userdata, msg):
-        in_main(self._handle, msg.topic, bytes(msg.payload))
-
-    def send(self, to, to_session, message):
-        message = {"v": 1, "session": self.session, "to_session": to_session, **message}
-        return self.mqtt.publish(self.signal_topic(to, self.id), json.dumps(message), qos=1)
 
     def status(self, state):
         return {
@@ -354,39 +233,13 @@ class Camera:
     # --- inbound (main loop) ---
 
     def _handle(self, topic, payload):
-        levels = topic.split("/")
-        base = self.prefix.split("/")
-        rest = levels[len(base) :]
-        if levels[: len(base)] != base or self.stopping:
-            return
-        if len(rest) == 4 and rest[:3] == ["rooms", self.room, "peers"]:
-            self._presence(rest[3], payload)
-        elif len(rest) == 5 and rest[:3] == ["rooms", self.room, "signal"] and rest[3] == self.id:
-            self._signal(rest[4], payload)
+        if not self.stopping:
+            super()._handle(topic, payload)
 
-    def _parse(self, payload):
-        if len(payload) > MAX_PAYLOAD:
-            return None
-        try:
-            value = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return None
-        if not isinstance(value, dict) or value.get("v") != 1:
-            return None
-        return value
+    def _peer_left(self, peer, _old):
+        self._drop_conn(peer, "presence cleared")
 
-    def _presence(self, peer, payload):
-        if peer == self.id:
-            return
-        if not payload:
-            self.peers.pop(peer, None)
-            self._drop_conn(peer, "presence cleared")
-            return
-        presence = self._parse(payload)
-        if presence is None or presence.get("id") != peer or not presence.get("session"):
-            emit("dropped", why="bad presence", peer=peer)
-            return
-        self.peers[peer] = presence
+    def _peer_seen(self, peer, presence, _old):
         session = presence["session"]
         conn = self.conns.get(peer)
         if presence.get("role") != "viewer" or (conn is not None and conn.remote_session == session):
@@ -401,19 +254,7 @@ class Camera:
         self.conns[peer] = Connection(self, peer, session)
         self.viewers_changed()
 
-    def _signal(self, sender, payload):
-        message = self._parse(payload)
-        if message is None:
-            emit("dropped", why="unparsable signal", peer=sender)
-            return
-        presence = self.peers.get(sender)
-        if presence is None:
-            emit("dropped", why="signal from a peer not in the room", peer=sender)
-            return
-        session = message.get("session")
-        if message.get("to_session") != self.session or session != presence.get("session"):
-            emit("dropped", why="stale session", peer=sender, type=message.get("type"))
-            return
+    def _on_signal(self, sender, session, _presence, message):
         conn = self.conns.get(sender)
         if conn is None or conn.remote_session != session:
             emit("dropped", why="no connection for that session", peer=sender, type=message.get("type"))
@@ -452,7 +293,7 @@ class Camera:
         for peer in list(self.conns):
             self._drop_conn(peer, "shutdown")
         self.stopping = True
-        sent.append(self.mqtt.publish(self.presence_topic(), b"", qos=1, retain=True))
+        sent.append(self.clear_presence())
         sent.append(self.mqtt.publish(self.status_topic(), json.dumps(self.status("offline")), qos=1, retain=True))
         for info in sent:
             info.wait_for_publish(2)
@@ -481,8 +322,7 @@ class Camera:
         self.pipeline.set_state(Gst.State.PLAYING)
         for signum in (2, 15):  # SIGINT, SIGTERM
             GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, self.stop)
-        self.mqtt.connect_async(self.broker_host, self.broker_port, keepalive=10)
-        self.mqtt.loop_start()
+        self.connect()
         self.loop.run()
         self.mqtt.loop_stop()
         self.pipeline.set_state(Gst.State.NULL)
@@ -493,21 +333,9 @@ class Camera:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", required=True)
-    parser.add_argument("--room", required=True)
-    parser.add_argument("--id", default="cam1")
+    parser = argument_parser(__doc__.splitlines()[0], "cam1")
     parser.add_argument("--max-viewers", type=int, default=8)
-    parser.add_argument("--prefix", default="meshcam")
-    args = parser.parse_args()
-    Gst.init(None)
-    for element in ("webrtcbin", "videotestsrc", "x264enc", "rtph264pay", "nicesrc"):
-        if Gst.ElementFactory.find(element) is None:
-            raise SystemExit(
-                f"GStreamer element {element} missing (gstreamer1.0-plugins-bad, "
-                "gstreamer1.0-plugins-ugly, gstreamer1.0-nice)"
-            )
-    Camera(args).run()
+    run_peer(Camera, parser, ELEMENTS, PACKAGES)
 
 
 if __name__ == "__main__":
