@@ -1,0 +1,146 @@
+//! The local half of a sending peer: its send-only video transceiver, its
+//! own sender task on the shared frame feed, and what it hears back (key-frame
+//! requests, what the liveness watch observes).
+//!
+//! Owns the track, the sender and their tasks. Must not touch negotiation
+//! (the peer task in `mod.rs`) or the frame feed's producer.
+
+use super::*;
+
+/// The local half of a sending peer.
+pub(super) struct Outbound {
+    feed: VideoFeed,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    /// Tells the video sender the negotiated stream once connected.
+    ready: Option<oneshot::Sender<sender::RtpStream>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub(super) async fn add_video_track(
+    pc: &Arc<dyn PeerConnection>,
+    feed: VideoFeed,
+    counters: Arc<SenderCounters>,
+) -> anyhow::Result<Outbound> {
+    let ssrc: u32 = rand::random();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "meshcam".to_owned(),
+        format!("video-{ssrc:08x}"),
+        "video".to_owned(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: factory::h264_codec(),
+            ..Default::default()
+        }],
+    )));
+    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
+    let transceiver = pc
+        .add_transceiver_from_track(
+            track.clone() as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+        .context("adding the video track")?;
+    let sender = transceiver
+        .sender()
+        .await
+        .context("the video sender")?
+        .context("the video transceiver has no sender")?;
+    // The sender starts now, preloading from the next key frame while the
+    // connection is being set up.
+    let (ready, ready_rx) = oneshot::channel();
+    let video = tokio::spawn(sender::send_video(
+        track.clone(),
+        feed.subscribe(),
+        ready_rx,
+        feed.keyframes.clone(),
+        counters,
+    ));
+    Ok(Outbound {
+        feed,
+        track,
+        sender,
+        ssrc,
+        ready: Some(ready),
+        tasks: vec![video],
+    })
+}
+
+impl Outbound {
+    /// Once connected: lets the video flow and listens for PLI/FIR.
+    pub(super) async fn start(
+        &mut self,
+        link: LinkId,
+        counters: Arc<SenderCounters>,
+        events: &mpsc::UnboundedSender<PeerEvent>,
+    ) {
+        let Some(ready) = self.ready.take() else {
+            return;
+        };
+        let payload_type = match self.sender.get_parameters().await {
+            Ok(p) => p
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type)
+                .unwrap_or(factory::H264_PAYLOAD_TYPE),
+            Err(_) => factory::H264_PAYLOAD_TYPE,
+        };
+        let _ = ready.send(sender::RtpStream {
+            ssrc: self.ssrc,
+            payload_type,
+        });
+        let track = self.track.clone();
+        let keyframes = self.feed.keyframes.clone();
+        let events = events.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets
+                    .iter()
+                    .any(|p| feedback::is_keyframe_request(p.as_ref()))
+                {
+                    counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    keyframes.request();
+                    let _ = events.send(PeerEvent::KeyframeRequest(link));
+                }
+            }
+        }));
+    }
+}
+
+impl Outbound {
+    /// What the liveness watch needs to know now.
+    pub(super) async fn observe(&self, counters: &SenderCounters) -> Observed {
+        let dtls_closed = match self.sender.transport().await {
+            Ok(Some(transport)) => {
+                matches!(transport.state().await, Ok(RTCDtlsTransportState::Closed))
+            }
+            _ => false,
+        };
+        Observed {
+            rtcp_received: counters.rtcp_received.load(Ordering::Relaxed),
+            packets_sent: counters.packets_sent.load(Ordering::Relaxed),
+            dtls_closed,
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
