@@ -296,6 +296,7 @@ fn a_missing_element_stops_the_daemon_with_status_2_naming_its_package() {
     let (status, log) = daemon_with_plugins("cam-no-clockoverlay", &plugins);
     let _ = std::fs::remove_dir_all(&plugins);
     assert_eq!(status, Some(2), "exit status; log:\n{log}");
+    // The start-up message is the interface: what to install, verbatim.
     assert!(
         log.lines().any(|line| line
             == "meshcam: element clockoverlay is missing: install the Debian package \
@@ -310,6 +311,8 @@ fn without_any_plugin_the_daemon_names_every_element_and_encoder() {
     let (status, log) = daemon_with_plugins("cam-no-plugins", &empty);
     let _ = std::fs::remove_dir_all(&empty);
     assert_eq!(status, Some(2), "exit status; log:\n{log}");
+    // The start-up message is the interface: every element and encoder
+    // missing, each with its package, and the apt-get lines.
     for expected in [
         "videotestsrc (Debian package gstreamer1.0-plugins-base)",
         "clockoverlay (Debian package gstreamer1.0-x)",

@@ -203,7 +203,16 @@ fn start_camera(fleet: &Fleet, mqtt: &MqttConfig) -> Camera {
         dir,
         &env,
     );
-    camera.wait_log(&["connected to the broker"]);
+    // A controller's login reads the camera's retained status.
+    fleet
+        .client(
+            &fleet.login("admin"),
+            "admin-ready",
+            &[&status_topic("cam1")],
+        )
+        .seen_or_wait_json(&status_topic("cam1"), "cam1 online", |s| {
+            s["state"] == "online"
+        });
     camera
 }
 
@@ -245,6 +254,8 @@ fn over_tls_nobody_speaks_for_another_client_and_the_viewer_keeps_watching() {
     let mut camera_login = fleet.login("cam1");
     camera_login.password_file = Some(fleet.password_file("cam1", 0o644));
     let camera = start_camera(&fleet, &camera_login);
+    // The warning is the product's output to a person: it names the key
+    // to fix, and nothing else about the camera differs.
     camera.wait_log(&["readable by others", "mqtt.password_file"]);
 
     // 1. A real viewer over TLS, its login from a configuration file.
@@ -423,6 +434,7 @@ fn unreadable_login_files_are_configuration_errors_naming_key_and_path() {
         .output()
         .unwrap();
     for output in [daemon, view] {
+        // The message is the interface: it names the key and the file.
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(

@@ -99,7 +99,10 @@ impl Camera {
         self.process.log()
     }
 
-    /// Waits until one line of the camera's log contains every needle.
+    /// Waits until one line of the camera's log contains every needle. Only
+    /// for messages that are themselves the product's output to a person
+    /// (a warning naming a configuration key); state is asserted on the
+    /// status, telemetry and replies instead.
     pub fn wait_log(&self, needles: &[&str]) {
         let end = Instant::now() + DEADLINE;
         while !self
@@ -285,6 +288,11 @@ impl Observer {
         }
     }
 
+    /// How many of the messages seen so far match.
+    pub fn count_seen(&self, pred: impl Fn(&str, &[u8]) -> bool) -> usize {
+        self.seen.iter().filter(|(t, p)| pred(t, p)).count()
+    }
+
     /// Like [`Observer::wait_for`], but a message already seen counts too.
     pub fn seen_or_wait_for(
         &mut self,
@@ -336,4 +344,40 @@ impl Observer {
 
 pub fn status_topic(device: &str) -> String {
     format!("meshcam/devices/{device}/status")
+}
+
+pub fn stats_topic(device: &str) -> String {
+    format!("meshcam/devices/{device}/stats")
+}
+
+/// Signals from `from` to `to` in `room`: what an observer subscribes to
+/// in order to count a camera's offers.
+pub fn signal_topic(room: &str, to: &str, from: &str) -> String {
+    format!("meshcam/rooms/{room}/signal/{to}/{from}")
+}
+
+/// Whether a message is an offer on `topic`. Every connection the camera
+/// opens to a viewer starts with one (an ICE restart is one too).
+pub fn is_offer(topic: &str) -> impl Fn(&str, &[u8]) -> bool + '_ {
+    move |t, p| t == topic && serde_json::from_slice::<Value>(p).is_ok_and(|v| v["type"] == "offer")
+}
+
+/// The connection to `peer` in a telemetry message, if there is one.
+pub fn connection_to<'a>(stats: &'a Value, peer: &str) -> Option<&'a Value> {
+    stats["connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["peer"] == peer)
+}
+
+/// The peers of the connections in a telemetry message, in its order.
+pub fn connection_peers(stats: &Value) -> Vec<String> {
+    stats["connections"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["peer"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
