@@ -316,7 +316,7 @@ fn sigterm_says_bye_clears_presence_and_publishes_offline() {
 fn joined_rooms_survive_a_restart() {
     let broker = broker();
     let dir = temp_dir("cam-durable");
-    let mut cam = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.clone());
+    let mut cam = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.to_path_buf());
     let mut obs = Observer::connect(
         &broker,
         "ctl-1",
@@ -331,7 +331,7 @@ fn joined_rooms_survive_a_restart() {
     assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
     drop(cam);
 
-    let _again = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.clone());
+    let _again = Camera::start_in(&broker, "cam-durable", SMALL_VIDEO, dir.to_path_buf());
     let mut obs2 = Observer::connect(
         &broker,
         "ctl-2",
@@ -348,7 +348,6 @@ fn joined_rooms_survive_a_restart() {
     });
     let mut viewer = Viewer::start(&broker, "garage", &["--frames", "10"]);
     viewer.wait_for("summary", |v| v["event"] == "summary" && v["ok"] == true);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -407,7 +406,6 @@ fn an_invalid_configuration_exits_2_naming_the_key() {
         stderr.contains("video.fps") && stderr.contains("1 to 60"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -424,7 +422,6 @@ fn an_unknown_key_in_the_file_exits_2_naming_it() {
     // The message is the interface here: it names the unknown key.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("widht"), "{stderr}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -439,7 +436,7 @@ fn documented_variables_configure_and_stray_ones_are_ignored() {
         &broker,
         "cam-envfile",
         SMALL_VIDEO,
-        dir.clone(),
+        dir.to_path_buf(),
         &[
             ("MESHCAM_DEVICE_ID", "kitchen"),
             ("MESHCAM_VIDEO__WIDTH", "352"),
@@ -453,7 +450,6 @@ fn documented_variables_configure_and_stray_ones_are_ignored() {
     });
     assert_eq!(status["id"], "kitchen", "{status}");
     assert_eq!(status["video"]["width"], 352, "{status}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

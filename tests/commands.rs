@@ -158,7 +158,7 @@ fn set_changes_the_bitrate_live_and_the_size_with_a_rebuild() {
 fn set_values_are_durable() {
     let broker = broker();
     let dir = temp_dir("cam-setdur");
-    let mut cam = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.clone());
+    let mut cam = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.to_path_buf());
     let mut obs = Observer::connect(
         &broker,
         "ctl-dur",
@@ -172,7 +172,7 @@ fn set_values_are_durable() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
     drop(cam);
-    let _again = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.clone());
+    let _again = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.to_path_buf());
     let mut obs = Observer::connect(
         &broker,
         "ctl-dur2",
@@ -183,7 +183,6 @@ fn set_values_are_durable() {
     });
     assert_eq!(status["video"]["fps"], 10);
     assert_eq!(status["max_viewers"], 5);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn chmod(path: &Path, mode: u32) {
 struct Fleet {
     broker: Mosquitto,
     /// Certificates, keys, password files and the broker's configuration.
-    dir: PathBuf,
+    dir: TempDir,
     /// TLS with client certificates (the example's 8884).
     cert_port: u16,
 }
@@ -64,7 +64,7 @@ impl Fleet {
     fn start() -> Self {
         let dir = temp_dir("fleet");
         run(Command::new(example("make-certs"))
-            .arg(&dir)
+            .arg(dir.path())
             .arg("DNS:localhost,IP:127.0.0.1")
             .args(["cam1", "admin"]));
         let passwd = dir.join("passwd");
@@ -105,7 +105,7 @@ impl Fleet {
             assert!(conf.contains(&from), "the example no longer has {from:?}");
             conf = conf.replace(&from, &to);
         }
-        let broker = Mosquitto::start_with_config(dir.clone(), &conf, tls_port, "mqtts")
+        let broker = Mosquitto::start_with_config(dir.to_path_buf(), &conf, tls_port, "mqtts")
             .expect("mosquitto starts with the example configuration");
         Self {
             broker,
@@ -442,5 +442,4 @@ fn unreadable_login_files_are_configuration_errors_naming_key_and_path() {
             "{stderr}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

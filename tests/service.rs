@@ -57,7 +57,7 @@ fn the_daemon_notifies_ready_watchdog_reload_and_stopping() {
         &broker,
         "cam-notify",
         SMALL_VIDEO,
-        dir.clone(),
+        dir.to_path_buf(),
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "1000000"),
@@ -72,7 +72,6 @@ fn the_daemon_notifies_ready_watchdog_reload_and_stopping() {
     wait_notify(&socket, "READY=1", &mut seen);
     assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
     wait_notify(&socket, "STOPPING=1", &mut seen);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -28,9 +28,7 @@ use serde_json::Value;
 
 use crate::procstat;
 use crate::protocol::Topics;
-use crate::tools::testbed::{
-    CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir,
-};
+use crate::tools::testbed::{CameraProcess, Mosquitto, TempDir, TopicWatch, ViewerProcess, signal};
 
 const ROOM: &str = "soak";
 const CAMERA: &str = "soak-cam";
@@ -249,7 +247,7 @@ fn holds_connected(stats: &Value, ids: &[String]) -> bool {
 /// Runs the soak and prints its report.
 pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
     let broker = Mosquitto::start("")?;
-    let dir = temp_dir("soak")?;
+    let dir = TempDir::new("soak")?;
     let toml = format!(
         "rooms = [\"{ROOM}\"]\nstats_interval_s = 1\n[video]\nwidth = 320\nheight = 240\nfps = 15\n\
          bitrate_kbps = 300\n[webrtc]\nmax_viewers = 64\n"
@@ -323,7 +321,6 @@ pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
         panics: log.matches("panicked").count(),
     };
     print_report(&report);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
 }
 

@@ -18,10 +18,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 /// turn a hang into a failure with a message.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub use meshcam::tools::testbed::Mosquitto;
+pub use meshcam::tools::testbed::{Mosquitto, TempDir};
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    meshcam::tools::testbed::temp_dir(name).expect("temp dir")
+/// A fresh directory, removed when dropped unless by a panic.
+pub fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(name).expect("temp dir")
 }
 
 fn rand_suffix() -> String {
@@ -55,8 +56,9 @@ pub struct Camera {
     process: CameraProcess,
     pub id: String,
     pub dir: PathBuf,
-    /// Remove `dir` on drop (not for a directory a restart will reuse).
-    owns_dir: bool,
+    /// `dir` when the camera made it; a directory a restart will reuse
+    /// belongs to the test.
+    _own_dir: Option<TempDir>,
 }
 
 /// A small, cheap picture so several cameras and viewers fit on two cores.
@@ -64,8 +66,9 @@ pub const SMALL_VIDEO: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbit
 
 impl Camera {
     pub fn start(broker: &Mosquitto, id: &str, toml: &str) -> Self {
-        let mut camera = Self::start_in(broker, id, toml, temp_dir(id));
-        camera.owns_dir = true;
+        let dir = temp_dir(id);
+        let mut camera = Self::start_in(broker, id, toml, dir.to_path_buf());
+        camera._own_dir = Some(dir);
         camera
     }
 
@@ -91,7 +94,7 @@ impl Camera {
             process,
             id: id.to_owned(),
             dir,
-            owns_dir: false,
+            _own_dir: None,
         }
     }
 
@@ -140,8 +143,6 @@ impl Drop for Camera {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("camera {} log:\n{}", self.id, self.log());
-        } else if self.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -225,27 +226,13 @@ impl Observer {
     }
 
     /// Connects with `options` (TLS, a login); its client id is the id.
-    pub fn connect_with(mut options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
+    pub fn connect_with(options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
         let id = options.client_id();
-        options.set_max_packet_size(meshcam::protocol::MAX_PACKET, meshcam::protocol::MAX_PACKET);
-        let (client, mut connection) = rumqttc::Client::new(options, 64);
-        for f in filters {
-            client.subscribe(*f, rumqttc::QoS::AtLeastOnce).unwrap();
-        }
         let (tx, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
+        let client = meshcam::tools::testbed::subscribe(options, filters, move |p| {
+            tx.send((p.topic, p.payload.to_vec())).is_ok()
+        })
+        .expect("subscribes");
         Self {
             client,
             messages,
