@@ -69,17 +69,30 @@ mod tests {
 
     #[test]
     fn our_own_process_is_readable() {
+        let usage = read("self").unwrap();
+        assert!(usage.rss_bytes > 0, "{usage:?}");
+        assert!(usage.threads >= 1, "{usage:?}");
+        // Standard input, output and error at least.
+        assert!(usage.open_fds >= 3, "{usage:?}");
+    }
+
+    #[test]
+    fn cpu_time_grows_while_we_compute() {
         let before = read("self").unwrap();
-        // Burn a little CPU so the second reading can only be larger or equal.
+        // A clock tick is 10 ms: compute until one is counted, at most 10 s.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        let after = read("self").unwrap();
-        assert!(after.rss_bytes > 0);
-        assert!(after.threads >= 1);
-        assert!(after.open_fds >= 3);
-        assert!(after.cpu >= before.cpu);
+        let after = loop {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+            let now = read("self").unwrap();
+            if now.cpu > before.cpu || std::time::Instant::now() > end {
+                break now;
+            }
+        };
+        assert!(after.cpu > before.cpu, "{before:?} → {after:?}");
+        assert!(cpu_percent(&before, &after, Duration::from_secs(10)) > 0.0);
     }
 }

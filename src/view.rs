@@ -62,7 +62,6 @@ pub struct ViewerStats {
     pub bytes: AtomicU64,
     pub decoded: AtomicU64,
     pub lost_packets: AtomicU64,
-    pub depacketize_errors: AtomicU64,
     /// Microseconds from join (presence published) to the first frame.
     pub first_frame_us: AtomicU64,
     pub width: AtomicU32,
@@ -330,7 +329,6 @@ async fn receive(
         match depacketizer.depacketize(&packet.payload) {
             Ok(data) => access_unit.extend_from_slice(&data),
             Err(_) => {
-                stats.depacketize_errors.fetch_add(1, Ordering::Relaxed);
                 access_unit.clear();
                 continue;
             }

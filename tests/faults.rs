@@ -22,10 +22,6 @@ fn source_toml(pipeline: &str) -> String {
     )
 }
 
-fn stats_topic(cam: &str) -> String {
-    format!("meshcam/devices/{cam}/stats")
-}
-
 /// The one connection's packet count in a stats message.
 fn packets_sent(stats: &Value) -> u64 {
     stats["connections"][0]["packets_sent"]
@@ -64,14 +60,22 @@ fn survives_restarts(broker: &Mosquitto, cam: &str, obs: &mut Observer) {
     viewer.wait_frames(Some("steady"), frames + 15);
 }
 
-/// A camera on `pipeline`, which fails on its own; the failure is logged
-/// with `needle` and survived.
-fn source_fault(id: &str, pipeline: &str, needle: &str) {
+/// A camera on `pipeline`, which fails on its own; the failure is in the
+/// status, with one of `texts` (GStreamer's), and survived.
+fn source_fault(id: &str, pipeline: &str, texts: &[&str]) {
     let broker = broker();
     let cam = Camera::start(&broker, id, &source_toml(pipeline));
-    let mut obs = Observer::connect(&broker, &format!("obs-{id}"), &[&stats_topic(&cam.id)]);
+    let mut obs = Observer::connect(
+        &broker,
+        &format!("obs-{id}"),
+        &[&stats_topic(&cam.id), &status_topic(&cam.id)],
+    );
     survives_restarts(&broker, &cam.id, &mut obs);
-    cam.wait_log(&["pipeline failed", needle]);
+    let status = obs.seen_or_wait_json(&status_topic(&cam.id), "the failure in the status", |v| {
+        v["error"].is_string()
+    });
+    let error = status["error"].as_str().unwrap();
+    assert!(texts.iter().any(|t| error.contains(t)), "{status}");
 }
 
 #[test]
@@ -79,7 +83,8 @@ fn a_source_that_errors_is_rebuilt_and_viewers_stay() {
     source_fault(
         "cam-err",
         &format!("videotestsrc is-live=true ! {RAW_320} ! identity error-after=45"),
-        "Failed after iterations",
+        // The element's error, or the source's that follows it at once.
+        &["Failed after iterations", "Internal data stream error"],
     );
 }
 
@@ -88,7 +93,7 @@ fn a_source_that_ends_is_rebuilt_and_viewers_stay() {
     source_fault(
         "cam-eos",
         &format!("videotestsrc is-live=true num-buffers=45 ! {RAW_320}"),
-        "end of stream",
+        &["end of stream"],
     );
 }
 

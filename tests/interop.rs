@@ -47,18 +47,18 @@ fn room_toml(room: &str) -> String {
 struct WebrtcbinViewer {
     process: LineProcess,
     id: String,
-    _dir: TempDir,
+    _dir: common::TempDir,
 }
 
 impl WebrtcbinViewer {
     fn start(net: &Net, room: &str, id: &str) -> Self {
-        let dir = TempDir(common::temp_dir(id));
+        let dir = common::temp_dir(id);
         let mut command = net.viewer.command(python());
         command
             .arg(SCRIPT)
             .args(["--broker", &net.broker_url(), "--room", room, "--id", id])
             .args(["--bind", &net.viewer_addr.to_string()]);
-        let mut process = LineProcess::spawn(&format!("webrtcbin viewer {id}"), command, &dir.0);
+        let mut process = LineProcess::spawn(&format!("webrtcbin viewer {id}"), command, &dir);
         process.wait_for("joined", MESSAGE, |v| v["event"] == "joined");
         Self {
             process,
@@ -116,16 +116,6 @@ impl WebrtcbinViewer {
             .find(|v| v["event"] == "answer" && v["conn"] == conn)
             .cloned()
             .unwrap_or_else(|| panic!("{}: no answer for connection {conn}", self.id))
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
@@ -200,7 +190,7 @@ fn own_viewer_decodes_with_no_routes() {
     let net = Net::new(Routes::ConnectedOnly);
     let _broker = NsBroker::start(&net);
     let _cam = NsCamera::start(&net, "cam-own", &room_toml("home"));
-    let dir = TempDir(common::temp_dir("own-viewer"));
+    let dir = common::temp_dir("own-viewer");
     let mut command = net.viewer.command(common::BIN);
     command
         .args(["view", "--broker", &net.broker_url(), "--room", "home"])
@@ -208,7 +198,7 @@ fn own_viewer_decodes_with_no_routes() {
         .args(["--id", "own-noroute", "--decode", "--frames", "30"])
         .args(["--report-interval", "0.25"])
         .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error");
-    let mut viewer = LineProcess::spawn("meshcam view", command, &dir.0);
+    let mut viewer = LineProcess::spawn("meshcam view", command, &dir);
     let summary = viewer.wait_for("summary", CONNECT, |v| v["event"] == "summary");
     assert_eq!(summary["ok"], true, "{summary}");
     assert!(

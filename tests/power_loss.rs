@@ -24,7 +24,7 @@ fn sigkill_during_state_writes_never_leaves_a_torn_file() {
         // A new device id per round: no retained status of the killed one
         // can pass for this one's. The state directory is the same.
         let id = format!("cam-power-{round}");
-        let cam = Camera::start_in(&broker, &id, SMALL_VIDEO, dir.clone());
+        let cam = Camera::start_in(&broker, &id, SMALL_VIDEO, dir.to_path_buf());
         let ctl = format!("ctl-power-{round}");
         let inbox = format!("meshcam/clients/{ctl}/#");
         let mut obs = Observer::connect(&broker, &ctl, &[&status_topic(&id), &inbox]);
@@ -67,7 +67,7 @@ fn sigkill_during_state_writes_never_leaves_a_torn_file() {
     }
     assert_eq!(writes_seen, ROUNDS);
     // The last state is read by a clean start; interrupted writes left nothing behind.
-    let cam = Camera::start_in(&broker, "cam-power-end", SMALL_VIDEO, dir.clone());
+    let cam = Camera::start_in(&broker, "cam-power-end", SMALL_VIDEO, dir.to_path_buf());
     let mut obs = Observer::connect(&broker, "ctl-power-end", &[&status_topic("cam-power-end")]);
     let status = obs.seen_or_wait_json(&status_topic("cam-power-end"), "online", |v| {
         v["state"] == "online"
@@ -90,5 +90,4 @@ fn sigkill_during_state_writes_never_leaves_a_torn_file() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     drop(cam);
-    let _ = std::fs::remove_dir_all(dir);
 }

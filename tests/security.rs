@@ -55,7 +55,7 @@ fn chmod(path: &Path, mode: u32) {
 struct Fleet {
     broker: Mosquitto,
     /// Certificates, keys, password files and the broker's configuration.
-    dir: PathBuf,
+    dir: TempDir,
     /// TLS with client certificates (the example's 8884).
     cert_port: u16,
 }
@@ -64,7 +64,7 @@ impl Fleet {
     fn start() -> Self {
         let dir = temp_dir("fleet");
         run(Command::new(example("make-certs"))
-            .arg(&dir)
+            .arg(dir.path())
             .arg("DNS:localhost,IP:127.0.0.1")
             .args(["cam1", "admin"]));
         let passwd = dir.join("passwd");
@@ -105,7 +105,7 @@ impl Fleet {
             assert!(conf.contains(&from), "the example no longer has {from:?}");
             conf = conf.replace(&from, &to);
         }
-        let broker = Mosquitto::start_with_config(dir.clone(), &conf, tls_port, "mqtts")
+        let broker = Mosquitto::start_with_config(dir.to_path_buf(), &conf, tls_port, "mqtts")
             .expect("mosquitto starts with the example configuration");
         Self {
             broker,
@@ -203,7 +203,16 @@ fn start_camera(fleet: &Fleet, mqtt: &MqttConfig) -> Camera {
         dir,
         &env,
     );
-    camera.wait_log(&["connected to the broker"]);
+    // A controller's login reads the camera's retained status.
+    fleet
+        .client(
+            &fleet.login("admin"),
+            "admin-ready",
+            &[&status_topic("cam1")],
+        )
+        .seen_or_wait_json(&status_topic("cam1"), "cam1 online", |s| {
+            s["state"] == "online"
+        });
     camera
 }
 
@@ -245,6 +254,8 @@ fn over_tls_nobody_speaks_for_another_client_and_the_viewer_keeps_watching() {
     let mut camera_login = fleet.login("cam1");
     camera_login.password_file = Some(fleet.password_file("cam1", 0o644));
     let camera = start_camera(&fleet, &camera_login);
+    // The warning is the product's output to a person: it names the key
+    // to fix, and nothing else about the camera differs.
     camera.wait_log(&["readable by others", "mqtt.password_file"]);
 
     // 1. A real viewer over TLS, its login from a configuration file.
@@ -423,6 +434,7 @@ fn unreadable_login_files_are_configuration_errors_naming_key_and_path() {
         .output()
         .unwrap();
     for output in [daemon, view] {
+        // The message is the interface: it names the key and the file.
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
@@ -430,5 +442,4 @@ fn unreadable_login_files_are_configuration_errors_naming_key_and_path() {
             "{stderr}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

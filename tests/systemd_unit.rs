@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 /// The unit with ExecStart pointing at the binary under test.
-fn unit_under_test() -> (std::path::PathBuf, std::path::PathBuf) {
+fn unit_under_test() -> (common::TempDir, std::path::PathBuf) {
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/systemd/meshcam.service"
@@ -21,7 +21,7 @@ fn unit_under_test() -> (std::path::PathBuf, std::path::PathBuf) {
 
 #[test]
 fn the_unit_verifies_and_its_exposure_is_at_most_2() {
-    let (dir, unit) = unit_under_test();
+    let (_dir, unit) = unit_under_test();
     let verify = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
@@ -45,5 +45,4 @@ fn the_unit_verifies_and_its_exposure_is_at_most_2() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     assert!(exposure <= 2.0, "exposure {exposure}:\n{text}");
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -47,7 +47,6 @@ pub struct MediaCounters {
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
     pub keyframes: AtomicU64,
-    pub packetize_errors: AtomicU64,
 }
 
 /// The shared end of the fan-out: subscribe to get encoded frames.
@@ -263,9 +262,6 @@ fn on_sample(
         match packetizer.packetize(&data, captured, keyframe) {
             Ok(frame) => feed.publish(frame),
             Err(e) => {
-                feed.counters
-                    .packetize_errors
-                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "could not packetize an access unit");
             }
         }

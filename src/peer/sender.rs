@@ -29,7 +29,6 @@ pub const MAX_PRELOAD: usize = 15;
 /// What one viewer's sender has done; read by telemetry.
 #[derive(Debug, Default)]
 pub struct SenderCounters {
-    pub frames_sent: AtomicU64,
     pub packets_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Frames this viewer missed because it fell behind.
@@ -86,7 +85,6 @@ impl Packetwriter {
                 .bytes_sent
                 .fetch_add(payload.len() as u64 + 12, Ordering::Relaxed);
         }
-        self.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
         true
     }
 }

@@ -16,9 +16,7 @@ use anyhow::{Context, bail};
 
 use crate::procstat::{self, Usage};
 use crate::protocol::{Presence, Role, Topics, encode_presence, ids};
-use crate::tools::testbed::{
-    CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir,
-};
+use crate::tools::testbed::{CameraProcess, Mosquitto, TempDir, TopicWatch, ViewerProcess, signal};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -189,7 +187,7 @@ impl Bench<'_> {
 /// Runs the benchmark and prints the table.
 pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
     let broker = Mosquitto::start("")?;
-    let dir = temp_dir("bench")?;
+    let dir = TempDir::new("bench")?;
     let toml = format!(
         "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n[webrtc]\nmax_viewers = 64\n",
         options.width, options.height, options.fps, options.bitrate_kbps
@@ -228,7 +226,6 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
         print_round(&round, rounds.first());
         rounds.push(round);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(rounds)
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::protocol::Topics;
-use crate::tools::testbed::{CameraProcess, Mosquitto, TopicWatch, ViewerProcess, temp_dir};
+use crate::tools::testbed::{CameraProcess, Mosquitto, TempDir, TopicWatch, ViewerProcess};
 
 const ROOM: &str = "outage";
 const CAMERA: &str = "outage-cam";
@@ -47,7 +47,7 @@ fn latest_report(view: &ViewerProcess, wait: Duration, latest: &mut Value) {
 
 pub fn run(bin: &Path, outage: Duration) -> anyhow::Result<OutageReport> {
     let mut broker = Mosquitto::start("")?;
-    let dir = temp_dir("outage")?;
+    let dir = TempDir::new("outage")?;
     let toml = format!(
         "rooms = [\"{ROOM}\"]\n[video]\nwidth = 1280\nheight = 720\nfps = {FPS}\nbitrate_kbps = 2000\n"
     );
@@ -110,6 +110,5 @@ pub fn run(bin: &Path, outage: Duration) -> anyhow::Result<OutageReport> {
         result.recovered_after.as_secs_f64() * 1000.0,
         result.new_viewer_first_frame_after.as_secs_f64() * 1000.0,
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
 }

@@ -28,17 +28,11 @@ use serde_json::Value;
 
 use crate::procstat;
 use crate::protocol::Topics;
-use crate::tools::testbed::{
-    CameraProcess, Mosquitto, TopicWatch, ViewerProcess, signal, temp_dir,
-};
+use crate::tools::testbed::{CameraProcess, Mosquitto, TempDir, TopicWatch, ViewerProcess, signal};
 
 const ROOM: &str = "soak";
 const CAMERA: &str = "soak-cam";
 const DEADLINE: Duration = Duration::from_secs(60);
-/// Long enough for every connection of a finished cycle to be gone, for
-/// tokio's idle blocking threads (10 s keep-alive) to exit, and for two
-/// telemetry messages.
-const SETTLE: Duration = Duration::from_secs(12);
 
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
@@ -73,6 +67,16 @@ pub struct Snapshot {
     pub threads: u64,
     pub tasks: u64,
     pub rss_bytes: u64,
+}
+
+impl Bounds {
+    /// Whether every field is at most `bounds`'.
+    fn within(&self, bounds: &Bounds) -> bool {
+        self.open_fds <= bounds.open_fds
+            && self.threads <= bounds.threads
+            && self.tasks <= bounds.tasks
+            && self.rss_bytes <= bounds.rss_bytes
+    }
 }
 
 impl Snapshot {
@@ -157,53 +161,78 @@ impl Soak {
         Ok(())
     }
 
-    /// Waits until the camera has closed a connection to each of `ids`
-    /// (their presence is still there: ICE failed them).
+    /// Waits until the camera has closed its connection to each of `ids`
+    /// (their presence is still there: ICE failed them): its telemetry
+    /// holds none to them, or only new attempts that have sent nothing.
     fn wait_closed(&self, ids: &[String]) -> anyhow::Result<()> {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let log = self.camera.log();
-            let closed = |id: &String| {
-                let peer = format!("peer={id}");
-                log.lines()
-                    .any(|l| l.contains("closing connection") && l.contains(&peer))
-            };
-            if ids.iter().all(closed) {
-                return Ok(());
-            }
-            if Instant::now() > end {
-                bail!("the camera kept the connections of silent viewers {ids:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.watch
+            .wait(
+                &self.stats_topic,
+                "the silent viewers' connections closed",
+                DEADLINE,
+                |stats| ids.iter().all(|id| !holds_used(stats, id)),
+            )
+            .with_context(|| {
+                format!("the camera kept the connections of silent viewers {ids:?}")
+            })?;
+        Ok(())
     }
 
-    /// Waits for a camera with no viewers and no connections, lets it
-    /// settle, then reads its resources.
-    fn at_rest(&self) -> anyhow::Result<Snapshot> {
+    /// Waits for a camera at rest and reads its resources: no viewers, no
+    /// connections, and a telemetry message sent a full interval after
+    /// that (its task count is at rest). With a `baseline`, it also waits
+    /// until the resources are back within [`BOUNDS`] of it (tokio's idle
+    /// blocking threads exit 10 s after their last task), up to the
+    /// deadline, and returns what it reads then.
+    fn at_rest(&self, baseline: Option<&Snapshot>) -> anyhow::Result<Snapshot> {
         self.watch
             .wait(&self.status_topic, "no viewers", DEADLINE, |v| {
                 v["viewers"] == 0
             })?;
-        self.watch
-            .wait(&self.stats_topic, "no connections", DEADLINE, |v| {
-                v["connections"].as_array().is_some_and(Vec::is_empty)
-            })?;
-        std::thread::sleep(SETTLE);
-        let stats = self
-            .watch
-            .wait(&self.stats_topic, "telemetry", DEADLINE, |v| {
-                v["tasks"].is_u64()
-            })?;
-        let usage = procstat::read(&self.camera.child.id().to_string())
-            .context("reading the camera's /proc")?;
-        Ok(Snapshot {
-            open_fds: usage.open_fds,
-            threads: usage.threads,
-            tasks: stats["tasks"].as_u64().unwrap_or(0),
-            rss_bytes: usage.rss_bytes,
-        })
+        let mut last = self.watch.wait(
+            &self.stats_topic,
+            "no connections",
+            DEADLINE,
+            no_connections,
+        )?;
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let uptime = last["uptime_s"].as_u64();
+            let stats = self
+                .watch
+                .wait(&self.stats_topic, "telemetry at rest", DEADLINE, |v| {
+                    no_connections(v) && v["uptime_s"].as_u64() > uptime && v["tasks"].is_u64()
+                })?;
+            let usage = procstat::read(&self.camera.child.id().to_string())
+                .context("reading the camera's /proc")?;
+            let snapshot = Snapshot {
+                open_fds: usage.open_fds,
+                threads: usage.threads,
+                tasks: stats["tasks"].as_u64().unwrap_or(0),
+                rss_bytes: usage.rss_bytes,
+            };
+            match baseline {
+                Some(before) if !snapshot.drift(before).within(&BOUNDS) && Instant::now() < end => {
+                    last = stats;
+                }
+                _ => return Ok(snapshot),
+            }
+        }
     }
+}
+
+fn no_connections(stats: &Value) -> bool {
+    stats["connections"].as_array().is_some_and(Vec::is_empty)
+}
+
+/// Whether the camera's stats show a connection to `id` that has carried
+/// media (a new attempt to a silent viewer never does).
+fn holds_used(stats: &Value, id: &str) -> bool {
+    stats["connections"].as_array().is_some_and(|connections| {
+        connections
+            .iter()
+            .any(|c| c["peer"] == id && c["packets_sent"].as_u64() > Some(0))
+    })
 }
 
 /// Whether the camera's stats show any of `ids` connected.
@@ -218,7 +247,7 @@ fn holds_connected(stats: &Value, ids: &[String]) -> bool {
 /// Runs the soak and prints its report.
 pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
     let broker = Mosquitto::start("")?;
-    let dir = temp_dir("soak")?;
+    let dir = TempDir::new("soak")?;
     let toml = format!(
         "rooms = [\"{ROOM}\"]\nstats_interval_s = 1\n[video]\nwidth = 320\nheight = 240\nfps = 15\n\
          bitrate_kbps = 300\n[webrtc]\nmax_viewers = 64\n"
@@ -245,7 +274,7 @@ pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
     for ending in ENDINGS {
         soak.cycle(ending)?;
     }
-    let before = soak.at_rest()?;
+    let before = soak.at_rest(None)?;
     println!("soak: at rest before: {before:?}");
 
     let started = Instant::now();
@@ -278,12 +307,9 @@ pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
             .map_err(|_| anyhow::anyhow!("a soak worker panicked"))??;
     }
     let elapsed = started.elapsed();
-    let after = soak.at_rest()?;
+    let after = soak.at_rest(Some(&before))?;
     let drift = after.drift(&before);
-    let within_bounds = drift.open_fds <= BOUNDS.open_fds
-        && drift.threads <= BOUNDS.threads
-        && drift.tasks <= BOUNDS.tasks
-        && drift.rss_bytes <= BOUNDS.rss_bytes;
+    let within_bounds = drift.within(&BOUNDS);
     let log = soak.camera.log();
     let report = SoakReport {
         cycles: done.map(|d| d.load(Ordering::SeqCst)),
@@ -295,7 +321,6 @@ pub fn run(bin: &Path, options: &SoakOptions) -> anyhow::Result<SoakReport> {
         panics: log.matches("panicked").count(),
     };
     print_report(&report);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
 }
 

@@ -18,10 +18,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 /// turn a hang into a failure with a message.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub use meshcam::tools::testbed::Mosquitto;
+pub use meshcam::tools::testbed::{Mosquitto, TempDir};
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    meshcam::tools::testbed::temp_dir(name).expect("temp dir")
+/// A fresh directory, removed when dropped unless by a panic.
+pub fn temp_dir(name: &str) -> TempDir {
+    TempDir::new(name).expect("temp dir")
 }
 
 fn rand_suffix() -> String {
@@ -55,8 +56,9 @@ pub struct Camera {
     process: CameraProcess,
     pub id: String,
     pub dir: PathBuf,
-    /// Remove `dir` on drop (not for a directory a restart will reuse).
-    owns_dir: bool,
+    /// `dir` when the camera made it; a directory a restart will reuse
+    /// belongs to the test.
+    _own_dir: Option<TempDir>,
 }
 
 /// A small, cheap picture so several cameras and viewers fit on two cores.
@@ -64,8 +66,9 @@ pub const SMALL_VIDEO: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbit
 
 impl Camera {
     pub fn start(broker: &Mosquitto, id: &str, toml: &str) -> Self {
-        let mut camera = Self::start_in(broker, id, toml, temp_dir(id));
-        camera.owns_dir = true;
+        let dir = temp_dir(id);
+        let mut camera = Self::start_in(broker, id, toml, dir.to_path_buf());
+        camera._own_dir = Some(dir);
         camera
     }
 
@@ -91,7 +94,7 @@ impl Camera {
             process,
             id: id.to_owned(),
             dir,
-            owns_dir: false,
+            _own_dir: None,
         }
     }
 
@@ -99,7 +102,10 @@ impl Camera {
         self.process.log()
     }
 
-    /// Waits until one line of the camera's log contains every needle.
+    /// Waits until one line of the camera's log contains every needle. Only
+    /// for messages that are themselves the product's output to a person
+    /// (a warning naming a configuration key); state is asserted on the
+    /// status, telemetry and replies instead.
     pub fn wait_log(&self, needles: &[&str]) {
         let end = Instant::now() + DEADLINE;
         while !self
@@ -137,8 +143,6 @@ impl Drop for Camera {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("camera {} log:\n{}", self.id, self.log());
-        } else if self.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -222,27 +226,13 @@ impl Observer {
     }
 
     /// Connects with `options` (TLS, a login); its client id is the id.
-    pub fn connect_with(mut options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
+    pub fn connect_with(options: rumqttc::MqttOptions, filters: &[&str]) -> Self {
         let id = options.client_id();
-        options.set_max_packet_size(meshcam::protocol::MAX_PACKET, meshcam::protocol::MAX_PACKET);
-        let (client, mut connection) = rumqttc::Client::new(options, 64);
-        for f in filters {
-            client.subscribe(*f, rumqttc::QoS::AtLeastOnce).unwrap();
-        }
         let (tx, messages) = mpsc::channel();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                match event {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
+        let client = meshcam::tools::testbed::subscribe(options, filters, move |p| {
+            tx.send((p.topic, p.payload.to_vec())).is_ok()
+        })
+        .expect("subscribes");
         Self {
             client,
             messages,
@@ -283,6 +273,11 @@ impl Observer {
                 ),
             }
         }
+    }
+
+    /// How many of the messages seen so far match.
+    pub fn count_seen(&self, pred: impl Fn(&str, &[u8]) -> bool) -> usize {
+        self.seen.iter().filter(|(t, p)| pred(t, p)).count()
     }
 
     /// Like [`Observer::wait_for`], but a message already seen counts too.
@@ -336,4 +331,40 @@ impl Observer {
 
 pub fn status_topic(device: &str) -> String {
     format!("meshcam/devices/{device}/status")
+}
+
+pub fn stats_topic(device: &str) -> String {
+    format!("meshcam/devices/{device}/stats")
+}
+
+/// Signals from `from` to `to` in `room`: what an observer subscribes to
+/// in order to count a camera's offers.
+pub fn signal_topic(room: &str, to: &str, from: &str) -> String {
+    format!("meshcam/rooms/{room}/signal/{to}/{from}")
+}
+
+/// Whether a message is an offer on `topic`. Every connection the camera
+/// opens to a viewer starts with one (an ICE restart is one too).
+pub fn is_offer(topic: &str) -> impl Fn(&str, &[u8]) -> bool + '_ {
+    move |t, p| t == topic && serde_json::from_slice::<Value>(p).is_ok_and(|v| v["type"] == "offer")
+}
+
+/// The connection to `peer` in a telemetry message, if there is one.
+pub fn connection_to<'a>(stats: &'a Value, peer: &str) -> Option<&'a Value> {
+    stats["connections"]
+        .as_array()?
+        .iter()
+        .find(|c| c["peer"] == peer)
+}
+
+/// The peers of the connections in a telemetry message, in its order.
+pub fn connection_peers(stats: &Value) -> Vec<String> {
+    stats["connections"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["peer"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -238,7 +238,7 @@ impl Net {
 /// loopback, port [`BROKER_PORT`].
 pub struct NsBroker {
     child: Child,
-    dir: PathBuf,
+    _dir: super::TempDir,
 }
 
 impl NsBroker {
@@ -263,7 +263,7 @@ impl NsBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto runs (apt-get install mosquitto)");
-        let mut broker = Self { child, dir };
+        let mut broker = Self { child, _dir: dir };
         let addr = SocketAddr::from((net.cam_addr, BROKER_PORT));
         let end = Instant::now() + Duration::from_secs(10);
         while !net
@@ -284,7 +284,6 @@ impl Drop for NsBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -407,7 +406,7 @@ pub fn tail(text: &str, n: usize) -> String {
 pub struct NsCamera {
     process: Option<meshcam::tools::testbed::CameraProcess>,
     pub id: String,
-    pub dir: PathBuf,
+    pub dir: super::TempDir,
     toml: String,
     wrapper: PathBuf,
     broker: String,
@@ -476,8 +475,6 @@ impl Drop for NsCamera {
         drop(self.process.take());
         if std::thread::panicking() {
             eprintln!("camera {} log (tail):\n{}", self.id, tail(&log, 80));
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -6,10 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 pub struct CameraProcess {
     pub child: Child,
-    pub id: String,
-    /// Holds the configuration, the state (`state/`) and the log.
-    pub dir: PathBuf,
-    pub log: PathBuf,
+    /// The log file, in the directory that holds the configuration and the
+    /// state (`state/`).
+    log: PathBuf,
 }
 
 impl CameraProcess {
@@ -45,12 +44,7 @@ impl CameraProcess {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        Ok(Self {
-            child,
-            id: id.to_owned(),
-            dir: dir.to_owned(),
-            log,
-        })
+        Ok(Self { child, log })
     }
 
     pub fn log(&self) -> String {

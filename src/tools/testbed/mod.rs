@@ -3,13 +3,17 @@
 //! view` as a child process whose JSON report lines are collected, and an
 //! MQTT client that follows a few topics.
 
+use std::path::{Path, PathBuf};
+
 mod camera;
 mod mosquitto;
+mod subscriber;
 mod viewer;
 mod watch;
 
 pub use camera::CameraProcess;
 pub use mosquitto::Mosquitto;
+pub use subscriber::subscribe;
 pub use viewer::ViewerProcess;
 pub use watch::TopicWatch;
 
@@ -21,7 +25,7 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// A fresh directory under the system's temporary directory.
-pub fn temp_dir(name: &str) -> std::io::Result<std::path::PathBuf> {
+pub fn temp_dir(name: &str) -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "meshcam-{name}-{}-{}",
         std::process::id(),
@@ -29,6 +33,43 @@ pub fn temp_dir(name: &str) -> std::io::Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A [`temp_dir`] removed when dropped, unless by a panic (its logs and
+/// state are then left to read).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> std::io::Result<Self> {
+        temp_dir(name).map(Self)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Sends `signal` to a child process.

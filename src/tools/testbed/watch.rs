@@ -23,21 +23,15 @@ impl TopicWatch {
             "127.0.0.1",
             broker.port,
         );
-        let (client, mut connection) = rumqttc::Client::new(options, 64);
-        for topic in topics {
-            client.subscribe(topic, rumqttc::QoS::AtLeastOnce)?;
-        }
         let latest = Arc::new(Mutex::new(HashMap::new()));
         let sink = latest.clone();
-        std::thread::spawn(move || {
-            for event in connection.iter() {
-                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event
-                    && let Ok(v) = serde_json::from_slice::<Value>(&p.payload)
-                {
-                    sink.lock().expect("watch lock").insert(p.topic, v);
-                }
+        let filters: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let client = super::subscribe(options, &filters, move |p| {
+            if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                sink.lock().expect("watch lock").insert(p.topic, v);
             }
-        });
+            true
+        })?;
         Ok(Self { latest, client })
     }
 
