@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, check_range, invalid};
 
-/// The encoders `video.encoder` accepts besides `auto`.
+/// The encoders `video.encoder` accepts besides `auto`, in the order `auto`
+/// prefers them: the Pi's hardware encoder, then x264, then OpenH264.
 pub const ENCODERS: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
 
 /// Accepted ranges, shared with the `set` command.

@@ -14,9 +14,7 @@ use tokio::sync::mpsc;
 use super::LOG_TARGET;
 use crate::config::VideoConfig;
 use crate::media::{Capture, KeyframeTarget, MediaEvent, MissingElements, VideoFeed, VideoParams};
-
-/// The longest wait between two pipeline restarts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::room::retry_backoff;
 
 /// A pipeline that played this long has recovered: its backoff starts over.
 const STABLE_RUN: Duration = Duration::from_secs(30);
@@ -58,12 +56,6 @@ impl PipelineState {
 pub(super) enum StatusEffect {
     Unchanged,
     Changed,
-}
-
-/// The wait before the next rebuild after `failures_in_row` failures:
-/// 1 s, doubling, at most [`MAX_BACKOFF`].
-fn backoff(failures_in_row: u32) -> Duration {
-    Duration::from_secs(1u64 << failures_in_row.min(5)).min(MAX_BACKOFF)
 }
 
 /// The frame count last seen to grow, and when: a playing pipeline whose
@@ -182,7 +174,8 @@ impl Pipeline {
         {
             self.failures_in_row = 0;
         }
-        let restart_at = now + backoff(self.failures_in_row);
+        // The room's retry backoff: 1 s, doubling, at most 30 s.
+        let restart_at = now + retry_backoff(self.failures_in_row);
         self.failures_in_row += 1;
         self.state = PipelineState::Failed { restart_at };
         self.error = Some(error);
@@ -245,7 +238,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_one_second_up_to_thirty() {
-        let waits: Vec<u64> = (0..8).map(|n| backoff(n).as_secs()).collect();
+        let waits: Vec<u64> = (0..8).map(|n| retry_backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 

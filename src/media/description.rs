@@ -7,9 +7,8 @@
 
 use crate::config::{SourceFormat, SourceKind, VideoConfig};
 
-/// Encoders in order of preference: the Pi's hardware encoder, then x264,
-/// then OpenH264.
-pub const ENCODER_PREFERENCE: [&str; 3] = ["v4l2h264enc", "x264enc", "openh264enc"];
+/// Encoders in order of preference: those the configuration accepts.
+pub const ENCODER_PREFERENCE: [&str; 3] = crate::config::ENCODERS;
 
 /// The parameters that shape the pipeline (the configuration, after `set`).
 #[derive(Debug, Clone, PartialEq, Eq)]
