@@ -12,7 +12,6 @@
 //! namespaces are ever used. Without root (CAP_NET_ADMIN, CAP_SYS_ADMIN)
 //! nothing here can work, and the caller fails saying so.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -310,16 +309,7 @@ impl LineProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
         let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let lines = meshcam::tools::testbed::json_lines(stdout);
         Self {
             child,
             lines,
