@@ -4,6 +4,9 @@
 //!
 //! rumqttd runs its listeners on threads of its own; the daemon connects to
 //! it like to any broker, so the protocol code has one path only.
+//!
+//! Owns: the embedded broker's settings and threads. Must not touch: the
+//! protocol (the daemon talks to it as to any broker).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};

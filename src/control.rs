@@ -3,6 +3,9 @@
 //! Sans I/O: the daemon carries a [`Request`] out and publishes the reply;
 //! everything that can be refused without touching the camera is refused
 //! here, with the error codes of PROTOCOL.md.
+//!
+//! Owns: the command set and its checks. Must not touch: the camera's state
+//! or the broker (the daemon carries requests out).
 
 use serde_json::Value;
 

@@ -4,6 +4,9 @@
 //!
 //! Exit codes: 0 ok, 1 the camera answered with an error, 2 usage (clap's
 //! own), 3 no answer in time (or no broker).
+//!
+//! Owns: the controller's command line and its exit codes. Must not touch:
+//! anything of the daemon; it speaks PROTOCOL.md like any controller.
 
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! CPU time, memory, threads and open files of a process, from `/proc`.
 //! Used by telemetry (our own process), and by the benchmark and the soak
 //! of `tools` (the camera's).
+//!
+//! Owns: reading `/proc`. Must not touch: anything else; it has no state.
 
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! systemd integration: readiness, the watchdog, reload and stop
 //! notifications (`Type=notify`, `WatchdogSec=`). Outside systemd (no
 //! `NOTIFY_SOCKET`) every call is a no-op.
+//!
+//! Owns: the notifications to systemd. Must not touch: the daemon's decisions
+//! (it only reports them).
 
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,9 @@
 //! The file is replaced atomically (write a temporary file, fsync it, rename
 //! it over the old one, fsync the directory), so after a power cut it is
 //! always the old or the new version, never a torn one.
+//!
+//! Owns: the state file and its format. Must not touch: what the state means
+//! (the daemon decides what to keep).
 
 use std::fs::{self, File};
 use std::io::Write;

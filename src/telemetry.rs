@@ -1,5 +1,8 @@
 //! Rates for telemetry: frames per second, bitrate and CPU between two
 //! samples of monotonically growing counters.
+//!
+//! Owns: turning two samples into rates. Must not touch: where the samples
+//! come from or where the rates go.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

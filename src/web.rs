@@ -4,6 +4,9 @@
 //! The page is a static bundle built by `web/build.mjs` (mqtt.js and the
 //! viewer, no CDN); `web/dist` is committed so that building meshcam needs
 //! no Node.js.
+//!
+//! Owns: the HTTP server of the page and its `config.json`. Must not touch:
+//! the page's logic (in `web/src`) or the broker.
 
 use std::net::SocketAddr;
 

@@ -2,6 +2,10 @@
 //! environment variables (`MESHCAM_VIDEO__WIDTH=640`), then command-line
 //! flags. Validation names the offending key and what it accepts, so a
 //! device flashed with a typo says exactly what to fix.
+//!
+//! Owns: every configuration key, its default and its check. Must not touch:
+//! files other than the configuration, the network, the pipeline (others read
+//! the values; nothing here acts on them).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

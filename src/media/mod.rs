@@ -6,6 +6,10 @@
 //! channel. Each viewer's sender reads that channel at its own pace: a
 //! viewer that falls behind loses frames for itself alone (and then waits
 //! for a key frame), while the encoder and the other viewers never wait.
+//!
+//! Owns: the pipeline, the encoded frames and their fan-out, key-frame
+//! requests to the encoder. Must not touch: peer connections, the broker, the
+//! room rules (viewers are subscribers of the feed, no more).
 
 pub mod description;
 pub mod elements;

@@ -14,6 +14,9 @@
 //! [`session`] decides (the [`Session`] state: backoff, tokens, what to
 //! report), without I/O; this module does: it runs rumqttc's event loop,
 //! feeds the session what happens and carries out what it returns.
+//!
+//! Owns: the broker connection and its event loop. Must not touch: what is
+//! published or subscribed and why (the participant and the daemon decide).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

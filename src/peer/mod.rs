@@ -13,6 +13,10 @@
 //! A sending peer (the camera) gets its own track and its own sender task on
 //! the shared frame feed (webrtc 0.21 binds a local track to one connection
 //! only). A receiving peer (a viewer) reports the remote track instead.
+//!
+//! Owns: one connection's negotiation, its tasks and counters. Must not
+//! touch: the room rules (whether to connect, retry or close is the room's),
+//! topics, the encoder (key frames are requested through the feed).
 
 pub mod answer;
 pub mod factory;

@@ -2,6 +2,9 @@
 //!
 //! Nothing here does I/O; everything inbound is validated on decode so the
 //! room logic and the daemon only ever see well-formed values.
+//!
+//! Owns: the wire format and its limits. Must not touch: I/O, time, the rules
+//! of who does what (`room`).
 
 pub mod ids;
 pub mod message;

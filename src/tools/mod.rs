@@ -10,6 +10,10 @@
 //! the camera daemon and `meshcam view` processes for them and for the
 //! integration tests under `tests/`. They use the product as a user does:
 //! its binary, its configuration and its MQTT topics.
+//!
+//! Owns: the measuring and test tools. Must not touch: the product's
+//! internals (they drive its binary from outside); nothing in the product may
+//! depend on them.
 
 mod cli;
 
