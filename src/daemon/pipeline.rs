@@ -165,6 +165,13 @@ impl Pipeline {
 
     /// Stops the pipeline and schedules its rebuild.
     pub(super) fn failed(&mut self, error: String, now: Instant) -> StatusEffect {
+        if matches!(self.state, PipelineState::Failed { .. }) {
+            // What a dying pipeline says after its first error (the source's
+            // own error, an end of stream) is the same failure: the first
+            // message names the cause, and the backoff counts it once.
+            tracing::debug!(target: LOG_TARGET, %error, "after the pipeline failed");
+            return StatusEffect::Unchanged;
+        }
         tracing::error!(target: LOG_TARGET, %error, restarts = self.restarts, "pipeline failed");
         self.stop();
         if self
@@ -204,10 +211,11 @@ impl Pipeline {
 
     fn restart(&mut self, video: &VideoConfig, now: Instant) -> StatusEffect {
         self.restarts += 1;
+        // A new pipeline: its failures are its own (see `failed`).
+        self.state = PipelineState::Starting;
         match self.launch(video) {
             Ok(capture) => {
                 self.capture = Some(capture);
-                self.state = PipelineState::Starting;
                 self.feed.keyframes.request();
                 StatusEffect::Unchanged
             }
