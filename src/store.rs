@@ -35,6 +35,10 @@ pub struct State {
     /// Rooms joined by command, in join order.
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// Rooms of the configuration (or the standalone room) left by command:
+    /// not rejoined at start or on reload until joined by command again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
     #[serde(default)]
     pub settings: Settings,
 }
@@ -117,6 +121,7 @@ mod tests {
         assert_eq!(store.load().unwrap(), State::default());
         let state = State {
             rooms: vec!["home".into(), "garage".into()],
+            left: vec!["door".into()],
             settings: Settings {
                 bitrate_kbps: Some(1500),
                 ..Settings::default()

@@ -323,6 +323,39 @@ fn sigterm_says_bye_clears_presence_and_publishes_offline() {
 }
 
 #[test]
+fn a_configured_room_left_by_command_stays_left_after_a_restart() {
+    let broker = broker();
+    let dir = temp_dir("cam-left");
+    let toml = format!("rooms = [\"home\", \"door\"]\n{SMALL_VIDEO}");
+    let mut cam = Camera::start_in(&broker, "cam-left", &toml, dir.to_path_buf());
+    let mut obs = Observer::connect(
+        &broker,
+        "ctl-left",
+        &[&status_topic("cam-left"), "meshcam/clients/ctl-left/#"],
+    );
+    status_where(&mut obs, "cam-left", "online", |v| v["state"] == "online");
+    let reply = obs.command("cam-left", json!({"cmd": "leave", "room": "door"}));
+    assert_eq!(reply["result"]["rooms"], json!(["home"]), "{reply}");
+    assert_eq!(cam.terminate(DEADLINE).and_then(|s| s.code()), Some(0));
+    drop(cam);
+
+    let _again = Camera::start_in(&broker, "cam-left", &toml, dir.to_path_buf());
+    let mut obs2 = Observer::connect(
+        &broker,
+        "ctl-left2",
+        &[&status_topic("cam-left"), "meshcam/clients/ctl-left2/#"],
+    );
+    status_where(&mut obs2, "cam-left", "online again", |v| {
+        v["state"] == "online"
+    });
+    let reply = obs2.command("cam-left", json!({"cmd": "status"}));
+    assert_eq!(reply["result"]["rooms"], json!(["home"]), "{reply}");
+    // Joined by command again, it is a room of the camera's again.
+    let reply = obs2.command("cam-left", json!({"cmd": "join", "room": "door"}));
+    assert_eq!(reply["result"]["rooms"], json!(["door", "home"]), "{reply}");
+}
+
+#[test]
 fn joined_rooms_survive_a_restart() {
     let broker = broker();
     let dir = temp_dir("cam-durable");

@@ -131,6 +131,7 @@ impl Daemon {
             );
         }
         self.participant.join(&room);
+        self.state.left.retain(|r| *r != room);
         if !self.state.rooms.contains(&room) {
             self.state.rooms.push(room);
         }
@@ -146,7 +147,13 @@ impl Daemon {
             );
         }
         self.participant.leave(&room, "leaving");
-        self.state.rooms.retain(|r| *r != room);
+        if self.state.rooms.contains(&room) {
+            self.state.rooms.retain(|r| *r != room);
+        } else if !self.state.left.contains(&room) {
+            // A room of the configuration: remembered as left, or the next
+            // start would join it again.
+            self.state.left.push(room);
+        }
         self.rooms_changed(id)
     }
 

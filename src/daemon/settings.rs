@@ -181,7 +181,7 @@ impl Daemon {
             );
         }
         for room in &new.rooms {
-            if !self.participant.mesh.is_in(room) {
+            if !self.participant.mesh.is_in(room) && !self.state.left.contains(room) {
                 self.participant.join(room);
             }
         }

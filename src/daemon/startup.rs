@@ -39,15 +39,26 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The rooms to be in at start: the configured ones, then those joined by
 /// command, each once; the standalone room when there is none and the broker
 /// is embedded.
-fn rooms_at_start(configured: &[String], joined: &[String], standalone: bool) -> Vec<String> {
-    let mut rooms = configured.to_vec();
+fn rooms_at_start(
+    configured: &[String],
+    joined: &[String],
+    left: &[String],
+    standalone: bool,
+) -> Vec<String> {
+    let mut rooms: Vec<String> = configured
+        .iter()
+        .filter(|room| !left.contains(room))
+        .cloned()
+        .collect();
     for room in joined {
         if !rooms.contains(room) {
             rooms.push(room.clone());
         }
     }
-    if rooms.is_empty() && standalone {
-        rooms.push(STANDALONE_ROOM.to_string());
+    let standalone_room = STANDALONE_ROOM.to_string();
+    if configured.is_empty() && joined.is_empty() && standalone && !left.contains(&standalone_room)
+    {
+        rooms.push(standalone_room);
     }
     rooms
 }
@@ -122,7 +133,12 @@ impl Daemon {
             Some(feed.clone()),
             peer_tx,
         );
-        let rooms = rooms_at_start(&config.rooms, &state.rooms, standalone.is_some());
+        let rooms = rooms_at_start(
+            &config.rooms,
+            &state.rooms,
+            &state.left,
+            standalone.is_some(),
+        );
         for room in &rooms {
             if participant.mesh.can_join(room) {
                 participant.join(room);
@@ -219,22 +235,35 @@ mod tests {
             rooms_at_start(
                 &rooms(&["home", "door"]),
                 &rooms(&["garage", "home"]),
+                &[],
                 false
             ),
             rooms(&["home", "door", "garage"])
         );
         assert_eq!(
-            rooms_at_start(&rooms(&["home"]), &rooms(&[]), true),
+            rooms_at_start(&rooms(&["home"]), &rooms(&[]), &[], true),
             rooms(&["home"])
         );
     }
 
     #[test]
-    fn a_standalone_camera_without_rooms_joins_the_standalone_room() {
-        assert_eq!(rooms_at_start(&[], &[], true), rooms(&[STANDALONE_ROOM]));
-        assert!(rooms_at_start(&[], &[], false).is_empty());
+    fn configured_rooms_left_by_command_stay_left() {
         assert_eq!(
-            rooms_at_start(&[], &rooms(&["garage"]), true),
+            rooms_at_start(&rooms(&["home", "door"]), &[], &rooms(&["door"]), false),
+            rooms(&["home"])
+        );
+        assert!(rooms_at_start(&[], &[], &rooms(&[STANDALONE_ROOM]), true).is_empty());
+    }
+
+    #[test]
+    fn a_standalone_camera_without_rooms_joins_the_standalone_room() {
+        assert_eq!(
+            rooms_at_start(&[], &[], &[], true),
+            rooms(&[STANDALONE_ROOM])
+        );
+        assert!(rooms_at_start(&[], &[], &[], false).is_empty());
+        assert_eq!(
+            rooms_at_start(&[], &rooms(&["garage"]), &[], true),
             rooms(&["garage"])
         );
     }
