@@ -32,18 +32,9 @@ fn keyframe_forces_a_key_frame() {
     let keyframes = before["result"]["pipeline"]["keyframes"].as_u64().unwrap();
     let reply = obs.command("cam-key", json!({"cmd": "keyframe"}));
     assert_eq!(reply["ok"], true, "{reply}");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let now = obs.command("cam-key", json!({"cmd": "stats"}));
-        if now["result"]["pipeline"]["keyframes"].as_u64().unwrap() > keyframes {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no key frame after the command"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    obs.stats_until("cam-key", "key frame after the command", |stats| {
+        stats["pipeline"]["keyframes"].as_u64().unwrap() > keyframes
+    });
 }
 
 #[test]
@@ -62,19 +53,9 @@ fn stats_reply_follows_the_telemetry_shape() {
     online(&mut obs, "cam-stats");
     let mut viewer = Viewer::start(&broker, "home", &["--id", "measured"]);
     viewer.wait_frames(Some("measured"), 10);
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let stats = loop {
-        let stats = obs.command("cam-stats", json!({"cmd": "stats"}))["result"].clone();
-        if stats["pipeline"]["state"] == "playing" && stats["connections"][0]["rtt_ms"].is_number()
-        {
-            break stats;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never playing: {stats}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let stats = obs.stats_until("cam-stats", "playing pipeline with an RTT", |stats| {
+        stats["pipeline"]["state"] == "playing" && stats["connections"][0]["rtt_ms"].is_number()
+    });
     assert_eq!(stats["v"], 1);
     assert_eq!(stats["id"], "cam-stats");
     for key in ["uptime_s", "cpu_percent", "rss_bytes"] {
@@ -389,8 +370,8 @@ fn an_oversized_retained_presence_is_dropped_and_counted_and_the_camera_stays() 
         &[&status_topic("cam-big"), &inbox("ctl-big")],
     );
     online(&mut obs, "cam-big");
-    let dropped = |stats: &Value| stats["result"]["signal"]["dropped"].as_u64().unwrap();
-    let before = dropped(&obs.command("cam-big", json!({"cmd": "stats"})));
+    let dropped = |stats: &Value| stats["signal"]["dropped"].as_u64().unwrap();
+    let before = dropped(&obs.command("cam-big", json!({"cmd": "stats"}))["result"]);
     // Over the 64 KiB payload limit, within the broker's packet limit, and
     // retained: a camera cut off by it would meet it at every reconnect.
     obs.publish(
@@ -398,14 +379,11 @@ fn an_oversized_retained_presence_is_dropped_and_counted_and_the_camera_stays() 
         vec![b' '; 2 << 20],
         true,
     );
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while dropped(&obs.command("cam-big", json!({"cmd": "stats"}))) <= before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the oversized presence was never counted as dropped"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    obs.stats_until(
+        "cam-big",
+        "oversized presence counted as dropped",
+        |stats| dropped(stats) > before,
+    );
     let mut viewer = Viewer::start(&broker, "home", &["--id", "after-big"]);
     viewer.wait_frames(Some("after-big"), 10);
 }

@@ -107,15 +107,10 @@ fn settings_result(config: &Config) -> Value {
     })
 }
 
-/// Whether a reload names settings that are only read at start-up.
+/// Whether a reload names settings that are only read at start-up: those
+/// [`reloaded`] keeps as they started.
 fn waits_for_restart(old: &Config, new: &Config) -> bool {
-    new.device != old.device
-        || new.mqtt != old.mqtt
-        || new.webrtc.ice_servers != old.webrtc.ice_servers
-        || new.webrtc.bind_address != old.webrtc.bind_address
-        || new.webrtc.udp_port_min != old.webrtc.udp_port_min
-        || new.webrtc.udp_port_max != old.webrtc.udp_port_max
-        || new.state_dir != old.state_dir
+    reloaded(old, new.clone()) != *new
 }
 
 /// The configuration that runs after a reload: `new`, except for who the

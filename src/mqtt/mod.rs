@@ -28,9 +28,8 @@ pub mod login;
 pub mod session;
 
 pub use login::Broker;
-pub use session::{
-    MAX_RECONNECT_DELAY, MqttEvent, Retry, Session, Step, reconnect_delay, reconnect_delay_from,
-};
+pub use session::MqttEvent;
+use session::{Session, Step};
 
 /// A client on `options` whose socket sends each packet at once.
 ///

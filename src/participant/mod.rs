@@ -169,18 +169,6 @@ impl<E: Effects> Participant<E> {
         }
     }
 
-    pub fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
-    pub fn effects(&self) -> &E {
-        &self.effects
-    }
-
-    pub fn effects_mut(&mut self) -> &mut E {
-        &mut self.effects
-    }
-
     /// A token for a subscription that is not a room's (the caller's own).
     pub fn subscription_token(&mut self) -> u64 {
         self.next_token += 1;

@@ -45,7 +45,7 @@ fn viewer(id: &str) -> Fake {
 
 /// The effects so far, taken out.
 fn drain(p: &mut Fake) -> Vec<Effect> {
-    std::mem::take(p.effects_mut())
+    std::mem::take(&mut p.effects)
 }
 
 fn session_of(id: &str) -> String {

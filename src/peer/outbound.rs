@@ -5,7 +5,26 @@
 //! Owns the track, the sender and their tasks. Must not touch negotiation
 //! (the peer task in `mod.rs`) or the frame feed's producer.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::transport::RTCDtlsTransportState;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::PeerConnection;
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::{PeerEvent, SenderCounters, factory, feedback, liveness::Observed, sender};
+use crate::media::VideoFeed;
+use crate::room::LinkId;
 
 /// The local half of a sending peer.
 pub(super) struct Outbound {

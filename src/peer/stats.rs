@@ -3,7 +3,11 @@
 //!
 //! Owns nothing but the reading. Must not touch the connection otherwise.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+
+use super::SenderCounters;
 
 /// How often a connection's statistics (RTT, NACKs) are read.
 pub(super) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);

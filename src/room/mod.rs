@@ -343,6 +343,14 @@ impl Mesh {
             .collect()
     }
 
+    /// Forgets a peer that left, closing the connection we held with it.
+    fn forget_peer(&mut self, room: &str, peer: &str) -> Vec<Action> {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.peers.remove(peer);
+        }
+        self.drop_link(room, peer)
+    }
+
     /// Removes a pair's link, closing its connection.
     fn drop_link(&mut self, room: &str, peer: &str) -> Vec<Action> {
         let Some(link) = self.rooms.get_mut(room).and_then(|r| r.links.remove(peer)) else {

@@ -76,10 +76,7 @@ impl Mesh {
                     known.cleared_at.get_or_insert(now);
                     return Vec::new();
                 }
-                _ => {
-                    r.peers.remove(peer);
-                    return self.drop_link(room, peer);
-                }
+                _ => return self.forget_peer(room, peer),
             }
         };
         let mut actions = Vec::new();

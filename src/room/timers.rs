@@ -21,8 +21,7 @@ impl Mesh {
             )
         {
             // It left while the connection held; now the connection is gone too.
-            r.peers.remove(&peer);
-            return self.drop_link(&room, &peer);
+            return self.forget_peer(&room, &peer);
         }
         let l = r.links.get_mut(&peer).expect("index follows links");
         match state {
@@ -122,12 +121,7 @@ impl Mesh {
                 .map(|(id, _)| id.clone())
                 .collect();
             for peer in gone {
-                self.rooms
-                    .get_mut(&room)
-                    .expect("room listed above")
-                    .peers
-                    .remove(&peer);
-                actions.extend(self.drop_link(&room, &peer));
+                actions.extend(self.forget_peer(&room, &peer));
             }
             let due: Vec<(String, u32)> = self.rooms[&room]
                 .peers

@@ -313,6 +313,28 @@ impl Observer {
         serde_json::from_slice(&payload).unwrap()
     }
 
+    /// Asks `device` for its telemetry (the `stats` command) until `pred`
+    /// holds, and returns that telemetry.
+    pub fn stats_until(
+        &mut self,
+        device: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let stats = self.command(device, serde_json::json!({"cmd": "stats"}))["result"].clone();
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {what} within {DEADLINE:?}: {stats}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends a command to `device` and waits for its reply on our inbox.
     pub fn command(&mut self, device: &str, mut command: Value) -> Value {
         let inbox = format!("meshcam/clients/{}/replies", self.id);

@@ -51,8 +51,8 @@ process.env.MESHCAM_BIN = bin;
 const harness = await import("../tests/harness.mjs");
 const driver = await import("../tests/independent/driver.mjs");
 delete process.env.MESHCAM_BIN;
-const { HEIGHT, WIDTH, cleanup, launchChromium, observe, startMosquitto, waitFor } = harness;
-const { cameraInRoom, cameraOf, openViewer, serveIndependent } = driver;
+const { HEIGHT, WIDTH, cleanup, launchChromium, onCleanup, startMosquitto, waitFor } = harness;
+const { cameraInRoom, cameraOf, openViewer, serveIndependent, watchRoom } = driver;
 
 const ROOM = "bench";
 const DEADLINE_MS = 30_000;
@@ -61,19 +61,15 @@ const WEBRTCBIN = join(ROOT, "web/bench/webrtcbin-camera.py");
 /** As driver.cameraInRoom, with the webrtcbin camera: ready once its presence is in the room. */
 async function webrtcbinInRoom(room, id = "cam1") {
   const broker = await startMosquitto();
-  const status = await observe(broker.url, `meshcam/devices/${id}/status`);
-  const presence = await observe(broker.url, `meshcam/rooms/${room}/peers/+`);
+  const watch = await watchRoom(broker, room, id);
   const child = spawn("/usr/bin/python3", [WEBRTCBIN, "--broker", broker.url, "--room", room, "--id", id],
     { stdio: ["ignore", "ignore", "inherit"] });
-  process.on("exit", () => child.kill("SIGKILL"));
+  onCleanup(() => child.kill("SIGKILL"));
   await waitFor("the webrtcbin camera's presence", () => {
     if (child.exitCode !== null) throw new Error(`webrtcbin camera exited with ${child.exitCode}`);
-    return presence.json(`meshcam/rooms/${room}/peers/${id}`)?.role === "camera";
+    return watch.presence.json(`meshcam/rooms/${room}/peers/${id}`)?.role === "camera";
   }, DEADLINE_MS);
-  return {
-    broker, camera: { id, child }, status, presence,
-    viewers: () => status.json(`meshcam/devices/${id}/status`)?.viewers,
-  };
+  return { broker, camera: { id, child }, ...watch };
 }
 
 function median(xs) {

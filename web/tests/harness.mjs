@@ -21,6 +21,11 @@ export const HEIGHT = 360;
 
 const cleanups = [];
 
+/** Runs `fn` at cleanup(), after what was started later. */
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+
 /** Runs every cleanup registered by the harness, newest first. */
 export async function cleanup() {
   while (cleanups.length) {

@@ -16,16 +16,18 @@ export async function serveIndependent() {
   return `${base}/index.html`;
 }
 
+/** The status of camera `id` and the presences of `room`, observed on `broker`. */
+export async function watchRoom(broker, room, id) {
+  const status = await observe(broker.url, `meshcam/devices/${id}/status`);
+  const presence = await observe(broker.url, `meshcam/rooms/${room}/peers/+`);
+  return { status, presence, viewers: () => status.json(`meshcam/devices/${id}/status`)?.viewers };
+}
+
 /** Mosquitto (TCP + WebSockets) and a camera told to be in `room`; its status observed. */
 export async function cameraInRoom(room, { id = "cam1" } = {}) {
   const broker = await startMosquitto();
   const camera = await startCamera({ id, toml: `rooms = ["${room}"]\n[mqtt]\nurl = "${broker.url}"` });
-  const status = await observe(broker.url, `meshcam/devices/${camera.id}/status`);
-  const presence = await observe(broker.url, `meshcam/rooms/${room}/peers/+`);
-  return {
-    broker, camera, status, presence,
-    viewers: () => status.json(`meshcam/devices/${camera.id}/status`)?.viewers,
-  };
+  return { broker, camera, ...(await watchRoom(broker, room, camera.id)) };
 }
 
 /** Opens the page in its own browser context. `manual`: joins only on `viewer.join()`. */
