@@ -13,6 +13,17 @@ fn inbox(id: &str) -> String {
     format!("meshcam/clients/{id}/#")
 }
 
+/// A controller `ctl` subscribed to `cam`'s status, its own inbox and
+/// `extra`, once the camera is online.
+fn controller(broker: &Mosquitto, cam: &str, ctl: &str, extra: &[&str]) -> Observer {
+    let (status, inbox) = (status_topic(cam), inbox(ctl));
+    let mut filters = vec![status.as_str(), inbox.as_str()];
+    filters.extend_from_slice(extra);
+    let mut obs = Observer::connect(broker, ctl, &filters);
+    online(&mut obs, cam);
+    obs
+}
+
 #[test]
 fn keyframe_forces_a_key_frame() {
     let broker = broker();
@@ -22,12 +33,7 @@ fn keyframe_forces_a_key_frame() {
         "cam-key",
         &format!("{SMALL_VIDEO}keyframe_interval_s = 60\n"),
     );
-    let mut obs = Observer::connect(
-        &broker,
-        "ctl-key",
-        &[&status_topic("cam-key"), &inbox("ctl-key")],
-    );
-    online(&mut obs, "cam-key");
+    let mut obs = controller(&broker, "cam-key", "ctl-key", &[]);
     let before = obs.command("cam-key", json!({"cmd": "stats"}));
     let keyframes = before["result"]["pipeline"]["keyframes"].as_u64().unwrap();
     let reply = obs.command("cam-key", json!({"cmd": "keyframe"}));
@@ -45,12 +51,7 @@ fn stats_reply_follows_the_telemetry_shape() {
         "cam-stats",
         &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
     );
-    let mut obs = Observer::connect(
-        &broker,
-        "ctl-stats",
-        &[&status_topic("cam-stats"), &inbox("ctl-stats")],
-    );
-    online(&mut obs, "cam-stats");
+    let mut obs = controller(&broker, "cam-stats", "ctl-stats", &[]);
     let mut viewer = Viewer::start(&broker, "home", &["--id", "measured"]);
     viewer.wait_frames(Some("measured"), 10);
     let stats = obs.stats_until("cam-stats", "playing pipeline with an RTT", |stats| {
@@ -140,12 +141,7 @@ fn set_values_are_durable() {
     let broker = broker();
     let dir = temp_dir("cam-setdur");
     let mut cam = Camera::start_in(&broker, "cam-setdur", SMALL_VIDEO, dir.to_path_buf());
-    let mut obs = Observer::connect(
-        &broker,
-        "ctl-dur",
-        &[&status_topic("cam-setdur"), &inbox("ctl-dur")],
-    );
-    online(&mut obs, "cam-setdur");
+    let mut obs = controller(&broker, "cam-setdur", "ctl-dur", &[]);
     let reply = obs.command(
         "cam-setdur",
         json!({"cmd": "set", "fps": 10, "max_viewers": 5}),
@@ -237,16 +233,12 @@ fn jpeg_size(data: &[u8]) -> (i32, i32) {
 fn snapshot_publishes_a_jpeg_of_the_configured_size() {
     let broker = broker();
     let _cam = Camera::start(&broker, "cam-snap", SMALL_VIDEO);
-    let mut obs = Observer::connect(
+    let mut obs = controller(
         &broker,
+        "cam-snap",
         "ctl-snap",
-        &[
-            &status_topic("cam-snap"),
-            &inbox("ctl-snap"),
-            "meshcam/devices/cam-snap/snapshot",
-        ],
+        &["meshcam/devices/cam-snap/snapshot"],
     );
-    online(&mut obs, "cam-snap");
     let reply = obs.command(
         "cam-snap",
         json!({"cmd": "snapshot", "topic": "meshcam/clients/ctl-snap/snap"}),
@@ -281,12 +273,12 @@ fn snapshot_publishes_a_jpeg_of_the_configured_size() {
 fn a_reply_to_outside_the_client_inboxes_is_refused_on_the_default_topic() {
     let broker = broker();
     let _cam = Camera::start(&broker, "cam-rt", SMALL_VIDEO);
-    let mut obs = Observer::connect(
+    let mut obs = controller(
         &broker,
+        "cam-rt",
         "ctl-rt",
-        &[&status_topic("cam-rt"), "meshcam/devices/cam-rt/reply"],
+        &["meshcam/devices/cam-rt/reply"],
     );
-    online(&mut obs, "cam-rt");
     obs.publish(
         "meshcam/devices/cam-rt/cmd",
         json!({"v":1,"id":"x-1","cmd":"status","reply_to":"meshcam/devices/cam-rt/cmd"})
@@ -303,16 +295,12 @@ fn a_reply_to_outside_the_client_inboxes_is_refused_on_the_default_topic() {
 fn a_command_of_another_version_is_refused_with_a_null_id() {
     let broker = broker();
     let _cam = Camera::start(&broker, "cam-v2", SMALL_VIDEO);
-    let mut obs = Observer::connect(
+    let mut obs = controller(
         &broker,
+        "cam-v2",
         "ctl-v2",
-        &[
-            &status_topic("cam-v2"),
-            "meshcam/devices/cam-v2/reply",
-            &inbox("ctl-v2"),
-        ],
+        &["meshcam/devices/cam-v2/reply"],
     );
-    online(&mut obs, "cam-v2");
     obs.publish(
         "meshcam/devices/cam-v2/cmd",
         json!({"v":2,"id":"v2-1","cmd":"status","reply_to":"meshcam/clients/ctl-v2/r"}).to_string(),
@@ -333,12 +321,7 @@ fn a_command_of_another_version_is_refused_with_a_null_id() {
 fn joins_beyond_the_room_limit_are_refused_and_the_rooms_stay() {
     let broker = broker();
     let _cam = Camera::start(&broker, "cam-many", SMALL_VIDEO);
-    let mut obs = Observer::connect(
-        &broker,
-        "ctl-many",
-        &[&status_topic("cam-many"), &inbox("ctl-many")],
-    );
-    online(&mut obs, "cam-many");
+    let mut obs = controller(&broker, "cam-many", "ctl-many", &[]);
     for n in 0..meshcam::room::MAX_ROOMS {
         let reply = obs.command("cam-many", json!({"cmd": "join", "room": format!("r{n}")}));
         assert_eq!(reply["ok"], true, "{reply}");
@@ -364,12 +347,7 @@ fn an_oversized_retained_presence_is_dropped_and_counted_and_the_camera_stays() 
         "cam-big",
         &format!("rooms = [\"home\"]\n{SMALL_VIDEO}"),
     );
-    let mut obs = Observer::connect(
-        &broker,
-        "ctl-big",
-        &[&status_topic("cam-big"), &inbox("ctl-big")],
-    );
-    online(&mut obs, "cam-big");
+    let mut obs = controller(&broker, "cam-big", "ctl-big", &[]);
     let dropped = |stats: &Value| stats["signal"]["dropped"].as_u64().unwrap();
     let before = dropped(&obs.command("cam-big", json!({"cmd": "stats"}))["result"]);
     // Over the 64 KiB payload limit, within the broker's packet limit, and
