@@ -9,6 +9,7 @@
 //! The benchmark, the soak and the testbed of the integration tests live in
 //! `tools`, built only with the `tools` feature.
 
+pub mod adapt;
 pub mod broker;
 pub mod config;
 pub mod control;

@@ -1,0 +1,211 @@
+//! The layer one viewer gets, with hysteresis.
+//!
+//! Down is fast: the estimator says the link is congested, and both the
+//! estimate and what the viewer acknowledges stay below what its layer needs
+//! for [`DOWN_HOLD`]; the viewer goes to the best layer that fits. Checking
+//! the acknowledged rate too keeps a viewer whose link carries its layer
+//! from dropping on a passing dip of the estimate.
+//!
+//! Up is slow: after [`QUIET`] without congestion the controller asks the
+//! sender to probe, padding the stream up to the next layer's rate in steps
+//! of the acknowledged-rate cap; once the viewer has acknowledged that rate
+//! for [`UP_HOLD`], it switches up. A probe the link objects to ends at
+//! once, and the next waits twice as long (up to [`PROBE_WAIT_MAX`]).
+//!
+//! Layers are ordered best first; a layer's need is its rate in bit/s, or
+//! `None` when it cannot be sent now (the pipeline could not encode it).
+
+use std::time::{Duration, Instant};
+
+use super::Estimate;
+
+/// How long congestion must last before a viewer goes down.
+pub const DOWN_HOLD: Duration = Duration::from_millis(500);
+/// A layer needs this margin under the estimate to be kept or chosen.
+pub const FIT: f64 = 0.9;
+/// Clean link before a probe starts.
+pub const QUIET: Duration = Duration::from_secs(2);
+/// How long the higher layer's rate must have been acknowledged.
+pub const UP_HOLD: Duration = Duration::from_millis(1500);
+/// The first wait before probing, and the longest.
+pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
+pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(8);
+/// A probe that has not shown the rate by then has failed.
+pub const PROBE_MAX: Duration = Duration::from_secs(6);
+/// A probe aims this much above the higher layer's need.
+pub const PROBE_OVERSHOOT: f64 = 1.1;
+
+/// What the sender should do for this viewer now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// The layer to send; a change is made at that layer's next key frame.
+    pub layer: usize,
+    /// Padding to add on top of the layer, in bit/s (0 when not probing).
+    pub padding_bps: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Probe {
+    Waiting { until: Instant },
+    Active { since: Instant },
+}
+
+/// One viewer's layer choice.
+#[derive(Debug)]
+pub struct LayerController {
+    layer: usize,
+    pinned: Option<usize>,
+    below_since: Option<Instant>,
+    quiet_since: Instant,
+    fit_since: Option<Instant>,
+    probe: Probe,
+    backoff: Duration,
+    switches: u64,
+}
+
+impl LayerController {
+    /// Starts on `layer` at `now`.
+    pub fn new(now: Instant, layer: usize) -> Self {
+        Self {
+            layer,
+            pinned: None,
+            below_since: None,
+            quiet_since: now,
+            fit_since: None,
+            probe: Probe::Waiting {
+                until: now + PROBE_WAIT_MIN,
+            },
+            backoff: PROBE_WAIT_MIN,
+            switches: 0,
+        }
+    }
+
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// Times the layer changed.
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    pub fn pinned(&self) -> Option<usize> {
+        self.pinned
+    }
+
+    /// Holds the viewer on `layer` (when it can be sent), or lets it adapt.
+    pub fn pin(&mut self, layer: Option<usize>) {
+        self.pinned = layer;
+    }
+
+    pub fn update(&mut self, now: Instant, estimate: &Estimate, needs: &[Option<f64>]) -> Decision {
+        let available = |i: usize| needs.get(i).copied().flatten();
+        if let Some(pin) = self.pinned.filter(|p| available(*p).is_some()) {
+            self.switch(now, pin);
+            return self.steady();
+        }
+        if available(self.layer).is_none() {
+            let Some(nearest) = (0..needs.len()).find(|i| available(*i).is_some()) else {
+                return self.steady();
+            };
+            self.switch(now, nearest);
+        }
+        let need = available(self.layer).expect("made available above");
+        let lower = (self.layer + 1..needs.len()).filter(|i| available(*i).is_some());
+
+        let short = |rate: f64| rate < need * FIT;
+        if estimate.congested
+            && short(estimate.bps)
+            && estimate.acked_bps.is_none_or(short)
+            && lower.clone().next().is_some()
+        {
+            let since = *self.below_since.get_or_insert(now);
+            if now.duration_since(since) >= DOWN_HOLD {
+                let fits = |i: &usize| available(*i).is_some_and(|n| n <= estimate.bps * FIT);
+                let target = lower
+                    .clone()
+                    .find(fits)
+                    .or_else(|| lower.last())
+                    .expect("checked non-empty");
+                self.switch(now, target);
+                self.backoff = PROBE_WAIT_MIN;
+                self.probe = Probe::Waiting {
+                    until: now + PROBE_WAIT_MIN,
+                };
+                return self.steady();
+            }
+        } else {
+            self.below_since = None;
+        }
+
+        if estimate.congested {
+            self.quiet_since = now;
+            self.fit_since = None;
+            if let Probe::Active { .. } = self.probe {
+                self.fail_probe(now);
+            }
+        }
+        let Some(up) = (0..self.layer).rev().find(|i| available(*i).is_some()) else {
+            return self.steady();
+        };
+        let want = available(up).expect("found available");
+        if !estimate.congested && estimate.acked_bps.is_some_and(|a| a >= want) {
+            let since = *self.fit_since.get_or_insert(now);
+            if now.duration_since(since) >= UP_HOLD {
+                self.switch(now, up);
+                self.backoff = PROBE_WAIT_MIN;
+                self.probe = Probe::Waiting {
+                    until: now + PROBE_WAIT_MIN,
+                };
+                return self.steady();
+            }
+        } else {
+            self.fit_since = None;
+        }
+        match self.probe {
+            Probe::Waiting { until }
+                if now >= until && now.duration_since(self.quiet_since) >= QUIET =>
+            {
+                self.probe = Probe::Active { since: now };
+            }
+            Probe::Active { since } if now.duration_since(since) >= PROBE_MAX => {
+                self.fail_probe(now);
+            }
+            _ => {}
+        }
+        let padding_bps = match (self.probe, estimate.headroom_bps) {
+            (Probe::Active { .. }, Some(headroom)) => {
+                (headroom.min(want * PROBE_OVERSHOOT) - need).max(0.0)
+            }
+            _ => 0.0,
+        };
+        Decision {
+            layer: self.layer,
+            padding_bps,
+        }
+    }
+
+    fn steady(&self) -> Decision {
+        Decision {
+            layer: self.layer,
+            padding_bps: 0.0,
+        }
+    }
+
+    fn switch(&mut self, now: Instant, layer: usize) {
+        if layer != self.layer {
+            self.layer = layer;
+            self.switches += 1;
+            self.below_since = None;
+            self.fit_since = None;
+            self.quiet_since = now;
+        }
+    }
+
+    fn fail_probe(&mut self, now: Instant) {
+        self.backoff = (self.backoff * 2).min(PROBE_WAIT_MAX);
+        self.probe = Probe::Waiting {
+            until: now + self.backoff,
+        };
+    }
+}

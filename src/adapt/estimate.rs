@@ -1,0 +1,222 @@
+//! One viewer's link, estimated from what the viewer reports.
+//!
+//! Three sources, best first: the TWCC estimator's target (delay and loss of
+//! every packet, the WebRTC stack's Google congestion control), the
+//! viewer's own REMB, and receiver-report loss with NACKs. Whichever is used,
+//! the estimate is capped to 1.5 × what the viewer acknowledged + 10 kbit/s:
+//! an estimator that hears no complaint on a link that carries little would
+//! otherwise climb without bound, and the controller would switch up into a
+//! link it never measured.
+//!
+//! "Congested" means, within the last second, the estimate fell, the delay
+//! of our packets grew (a queue is building: TWCC only), or loss rose: the
+//! one signal the controller goes down on and a probe stops on.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Counters and latest values from a viewer's feedback, read at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Heard {
+    /// Feedback packets the TWCC estimator has taken.
+    pub twcc_updates: u64,
+    /// Its target after the latest, in bit/s.
+    pub twcc_target_bps: f64,
+    /// What the viewer acknowledged in its TWCC feedback (bit/s); 0 until known.
+    pub twcc_acked_bps: f64,
+    /// The delay between our packets grew in the latest TWCC feedback: a
+    /// queue is building on the path.
+    pub twcc_overusing: bool,
+    pub remb_updates: u64,
+    pub remb_bps: f64,
+    /// Receiver reports about our stream, and the loss the latest one gave.
+    pub reports: u64,
+    pub fraction_lost: f64,
+    /// Packets the viewer asked to have sent again.
+    pub nacked_packets: u64,
+    /// What we sent it, padding included.
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+}
+
+/// Where an estimate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Twcc,
+    Remb,
+    Loss,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Twcc => "twcc",
+            Self::Remb => "remb",
+            Self::Loss => "loss",
+        }
+    }
+}
+
+/// The link as estimated now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub source: Source,
+    /// What the link is believed to carry (bit/s), capped to `headroom_bps`.
+    pub bps: f64,
+    /// The estimate fell, or loss rose, within [`CONGESTION_MEMORY`].
+    pub congested: bool,
+    /// What the viewer received of what we sent (bit/s), once measured.
+    pub acked_bps: Option<f64>,
+    /// 1.5 × acked + 10 kbit/s: the most the link is trusted with.
+    pub headroom_bps: Option<f64>,
+    /// Loss fraction, from receiver reports and NACKs.
+    pub loss: f64,
+    /// What we sent (bit/s) over the last [`RATE_WINDOW`].
+    pub sent_bps: f64,
+}
+
+/// The window sent rate and NACK rate are measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// How long a fall of the estimate counts as congestion.
+pub const CONGESTION_MEMORY: Duration = Duration::from_secs(1);
+/// A source that said nothing for this long is not used.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Loss above this is congestion; below [`LOW_LOSS`] the link is clean.
+pub const HIGH_LOSS: f64 = 0.10;
+pub const LOW_LOSS: f64 = 0.02;
+/// A fall smaller than this fraction is noise, not congestion.
+const FALL: f64 = 0.97;
+
+/// The acknowledged-rate cap.
+pub fn headroom(acked_bps: f64) -> f64 {
+    1.5 * acked_bps + 10_000.0
+}
+
+/// Turns one viewer's feedback over time into [`Estimate`]s.
+#[derive(Debug)]
+pub struct LinkEstimator {
+    last: Heard,
+    /// (when, bytes sent, packets sent, packets nacked), oldest first.
+    history: VecDeque<(Instant, u64, u64, u64)>,
+    twcc_at: Option<Instant>,
+    remb_at: Option<Instant>,
+    /// The loss-based estimate, for viewers without TWCC or REMB.
+    loss_bps: f64,
+    /// The last raw estimate of the source in use, to see it fall.
+    last_raw: Option<(Source, f64)>,
+    fell_at: Option<Instant>,
+    loss: f64,
+}
+
+impl LinkEstimator {
+    /// Starts believing the link carries `initial_bps`.
+    pub fn new(initial_bps: f64) -> Self {
+        Self {
+            last: Heard::default(),
+            history: VecDeque::new(),
+            twcc_at: None,
+            remb_at: None,
+            loss_bps: initial_bps,
+            last_raw: None,
+            fell_at: None,
+            loss: 0.0,
+        }
+    }
+
+    pub fn update(&mut self, now: Instant, heard: Heard) -> Estimate {
+        let new_report = heard.reports > self.last.reports;
+        if heard.twcc_updates > self.last.twcc_updates {
+            self.twcc_at = Some(now);
+        }
+        if heard.remb_updates > self.last.remb_updates {
+            self.remb_at = Some(now);
+        }
+        self.last = heard;
+
+        self.history.push_back((
+            now,
+            heard.bytes_sent,
+            heard.packets_sent,
+            heard.nacked_packets,
+        ));
+        while self
+            .history
+            .get(1)
+            .is_some_and(|(at, ..)| now.duration_since(*at) >= RATE_WINDOW)
+        {
+            self.history.pop_front();
+        }
+        let (since, bytes0, packets0, nacked0) = *self.history.front().expect("just pushed");
+        let span = now.duration_since(since).as_secs_f64();
+        let sent_bps = if span > 0.0 {
+            (heard.bytes_sent - bytes0) as f64 * 8.0 / span
+        } else {
+            0.0
+        };
+        let packets = heard.packets_sent - packets0;
+        let nack_ratio = if packets > 0 {
+            ((heard.nacked_packets - nacked0) as f64 / packets as f64).min(1.0)
+        } else {
+            0.0
+        };
+        if new_report {
+            self.loss = heard.fraction_lost;
+        }
+        let loss = self.loss.max(nack_ratio);
+        let measured = span >= RATE_WINDOW.as_secs_f64() / 2.0;
+
+        let fresh = |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < SOURCE_TIMEOUT);
+        let source = if fresh(self.twcc_at) {
+            Source::Twcc
+        } else if fresh(self.remb_at) {
+            Source::Remb
+        } else {
+            Source::Loss
+        };
+        let acked_bps = match source {
+            Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
+            Source::Twcc => None,
+            _ => measured.then_some(sent_bps * (1.0 - loss)),
+        };
+        let headroom_bps = acked_bps.map(headroom);
+
+        if source == Source::Loss && new_report && measured {
+            if loss > HIGH_LOSS {
+                // What got through, with a margin below it.
+                self.loss_bps = sent_bps * (1.0 - loss) * 0.9;
+            } else if loss < LOW_LOSS
+                && let Some(h) = headroom_bps
+            {
+                self.loss_bps = self.loss_bps.max(h);
+            }
+        }
+        let raw = match source {
+            Source::Twcc => heard.twcc_target_bps,
+            Source::Remb => heard.remb_bps,
+            Source::Loss => self.loss_bps,
+        };
+        // The loss-based estimate falls only on loss, which is seen directly.
+        let fell = match self.last_raw {
+            Some((previous, value)) if previous == source && source != Source::Loss => {
+                raw < value * FALL
+            }
+            _ => false,
+        };
+        let overusing = source == Source::Twcc && heard.twcc_overusing;
+        if fell || overusing || (new_report && loss >= LOW_LOSS) {
+            self.fell_at = Some(now);
+        }
+        self.last_raw = Some((source, raw));
+        Estimate {
+            source,
+            bps: headroom_bps.map_or(raw, |h| raw.min(h)),
+            congested: self
+                .fell_at
+                .is_some_and(|at| now.duration_since(at) < CONGESTION_MEMORY),
+            acked_bps,
+            headroom_bps,
+            loss,
+            sent_bps,
+        }
+    }
+}
