@@ -125,7 +125,7 @@ impl LayerController {
                 let target = lower
                     .clone()
                     .find(fits)
-                    .or_else(|| lower.last())
+                    .or_else(|| lower.clone().next_back())
                     .expect("checked non-empty");
                 self.switch(now, target);
                 self.backoff = PROBE_WAIT_MIN;
