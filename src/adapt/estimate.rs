@@ -165,7 +165,8 @@ impl LinkEstimator {
         let loss = self.loss.max(nack_ratio);
         let measured = span >= RATE_WINDOW.as_secs_f64() / 2.0;
 
-        let fresh = |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < SOURCE_TIMEOUT);
+        let fresh =
+            |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < SOURCE_TIMEOUT);
         let source = if fresh(self.twcc_at) {
             Source::Twcc
         } else if fresh(self.remb_at) {

@@ -136,7 +136,12 @@ fn a_shaped_viewer_goes_down_fast_and_climbs_back_when_the_shaping_ends() {
         let up = first_on(&layers, 0).expect("climbed back") - lifted;
         assert!(up <= Duration::from_secs(15), "up after {up:?}");
         assert!(up >= UP_HOLD, "not before the rate was carried");
-        assert!(layers.iter().skip_while(|(_, l)| *l == 1).all(|(_, l)| *l == 0));
+        assert!(
+            layers
+                .iter()
+                .skip_while(|(_, l)| *l == 1)
+                .all(|(_, l)| *l == 0)
+        );
     }
 }
 

@@ -17,8 +17,8 @@ use crate::protocol::ids::{is_peer_id, is_room};
 pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
 pub use video::{
-    BITRATE_RANGE, ENCODERS, FPS_RANGE, HEIGHT_RANGE, SourceFormat, SourceKind, VideoConfig,
-    WIDTH_RANGE,
+    BITRATE_RANGE, ENCODERS, FPS_RANGE, HEIGHT_RANGE, LOWER_LAYER_MIN_KBPS, LayerConfig,
+    MAX_LOWER_LAYERS, SourceFormat, SourceKind, VideoConfig, WIDTH_RANGE,
 };
 pub use webrtc::{IceServer, MAX_VIEWERS_RANGE, MdnsMode, WebrtcConfig};
 

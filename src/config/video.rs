@@ -101,6 +101,99 @@ pub struct VideoConfig {
     /// Key-frame requests closer together than this are merged.
     #[serde(default = "default_keyframe_min_interval")]
     pub keyframe_min_interval_ms: u64,
+    /// The layers below the top one (`width`×`height` at `bitrate_kbps`),
+    /// best first, each encoded only while a viewer gets it. Absent: one,
+    /// at half the width and height and a fifth of the bitrate. Empty: the
+    /// top layer only. How many there are is read at start.
+    #[serde(default)]
+    pub layers: Option<Vec<LayerConfig>>,
+    /// Every viewer on this layer (0 is the top one) instead of the one its
+    /// link carries: for diagnostics.
+    #[serde(default)]
+    pub pin_layer: Option<usize>,
+}
+
+/// One layer below the top.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LayerConfig {
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+/// Most layers below the top one.
+pub const MAX_LOWER_LAYERS: usize = 3;
+/// The lowest bitrate of a layer below the top one.
+pub const LOWER_LAYER_MIN_KBPS: u32 = 50;
+
+impl VideoConfig {
+    /// The layers below the top one, as configured or by default.
+    pub fn lower_layers(&self) -> Vec<LayerConfig> {
+        match &self.layers {
+            Some(layers) => layers.clone(),
+            None => {
+                let even = |n: u32| (n / 2) & !1;
+                vec![LayerConfig {
+                    width: even(self.width).max(WIDTH_RANGE.0 / 2),
+                    height: even(self.height).max(HEIGHT_RANGE.0 / 2),
+                    bitrate_kbps: (self.bitrate_kbps / 5).max(LOWER_LAYER_MIN_KBPS),
+                }]
+            }
+        }
+    }
+
+    fn validate_layers(&self) -> Result<(), ConfigError> {
+        let layers = self.lower_layers();
+        if layers.len() > MAX_LOWER_LAYERS {
+            return Err(invalid(
+                "video.layers",
+                format!("at most {MAX_LOWER_LAYERS} layers below the top one"),
+            ));
+        }
+        let (mut width, mut height, mut bitrate) = (self.width, self.height, self.bitrate_kbps);
+        for (i, layer) in layers.iter().enumerate() {
+            let key = format!("video.layers[{i}]");
+            if layer.width < 16 || layer.height < 16 || layer.width % 2 + layer.height % 2 > 0 {
+                return Err(invalid(
+                    &key,
+                    "width and height must be even and at least 16",
+                ));
+            }
+            if layer.width > width || layer.height > height {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{}x{} is larger than the layer above ({width}x{height})",
+                        layer.width, layer.height
+                    ),
+                ));
+            }
+            if layer.bitrate_kbps < LOWER_LAYER_MIN_KBPS || layer.bitrate_kbps >= bitrate {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "bitrate_kbps {} must be at least {LOWER_LAYER_MIN_KBPS} and below the layer above ({bitrate})",
+                        layer.bitrate_kbps
+                    ),
+                ));
+            }
+            (width, height, bitrate) = (layer.width, layer.height, layer.bitrate_kbps);
+        }
+        if let Some(pin) = self.pin_layer
+            && pin > layers.len()
+        {
+            return Err(invalid(
+                "video.pin_layer",
+                format!(
+                    "there are {} layers (0 to {})",
+                    layers.len() + 1,
+                    layers.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_source() -> SourceKind {
@@ -148,6 +241,8 @@ impl Default for VideoConfig {
             encoder: default_encoder(),
             keyframe_interval_s: default_keyframe_interval(),
             keyframe_min_interval_ms: default_keyframe_min_interval(),
+            layers: None,
+            pin_layer: None,
         }
     }
 }
@@ -169,6 +264,7 @@ impl VideoConfig {
             self.keyframe_min_interval_ms,
             (0, 10_000),
         )?;
+        self.validate_layers()?;
         if self.encoder != "auto" && !ENCODERS.contains(&self.encoder.as_str()) {
             return Err(invalid(
                 "video.encoder",

@@ -106,11 +106,13 @@ impl Daemon {
                 serde_json::to_value(self.current_status()).expect("status serialises"),
             ),
             Request::Stats => {
-                let sample = Sample::take(Instant::now(), &self.feed.counters);
+                let sample = Sample::take(Instant::now(), &self.layers.top().counters);
                 Reply::ok(id, self.telemetry(&sample))
             }
             Request::Keyframe => {
-                self.feed.keyframes.request();
+                for feed in self.layers.iter() {
+                    feed.keyframes.request();
+                }
                 Reply::ok(id, json!({}))
             }
             Request::Restart => {
@@ -182,7 +184,7 @@ impl Daemon {
     /// the supervisor's `replies`.
     fn snapshot(&mut self, topic: Option<String>, id: String, reply_to: Option<String>) {
         let topic = topic.unwrap_or_else(|| self.topics.snapshot(&self.config.device.id));
-        let feed = self.feed.clone();
+        let feed = self.layers.top().clone();
         let mqtt = self.mqtt.clone();
         let replies = self.commands.replies.clone();
         tokio::spawn(async move {

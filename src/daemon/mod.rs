@@ -29,7 +29,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::media::{MediaEvent, VideoFeed};
+use crate::media::{MediaEvent, VideoLayers};
 use crate::mqtt::{MqttEvent, MqttLink};
 use crate::participant::{Participant, sleep_until};
 use crate::peer::PeerEvent;
@@ -76,13 +76,13 @@ struct Daemon {
     mqtt: MqttLink,
     mqtt_connected: bool,
     participant: Participant,
-    feed: VideoFeed,
+    layers: VideoLayers,
     pipeline: Pipeline,
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
     events: Events,
-    keyframe_server: tokio::task::JoinHandle<()>,
+    keyframe_servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What the supervisor waits for, besides signals and its tick.

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 use super::LOG_TARGET;
 use crate::config::VideoConfig;
-use crate::media::{Capture, KeyframeTarget, MediaEvent, MissingElements, VideoFeed, VideoParams};
+use crate::media::{
+    Capture, KeyframeTarget, MediaEvent, MissingElements, VideoLayers, VideoParams,
+};
 use crate::room::retry_backoff;
 
 /// A pipeline that played this long has recovered: its backoff starts over.
@@ -87,8 +89,9 @@ pub(super) struct Pipeline {
     failures_in_row: u32,
     playing_since: Option<Instant>,
     progress: Progress,
-    feed: VideoFeed,
-    target: KeyframeTarget,
+    layers: VideoLayers,
+    /// One per layer.
+    targets: Vec<KeyframeTarget>,
     events: mpsc::UnboundedSender<MediaEvent>,
 }
 
@@ -100,8 +103,8 @@ impl Pipeline {
     /// (status 2, naming its package): that is the `Err`.
     pub(super) fn start(
         video: &VideoConfig,
-        feed: VideoFeed,
-        target: KeyframeTarget,
+        layers: VideoLayers,
+        targets: Vec<KeyframeTarget>,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> anyhow::Result<(Self, Option<String>)> {
         let mut pipeline = Self {
@@ -115,8 +118,8 @@ impl Pipeline {
                 frames: 0,
                 since: Instant::now(),
             },
-            feed,
-            target,
+            layers,
+            targets,
             events,
         };
         let error = match pipeline.launch(video) {
@@ -135,8 +138,8 @@ impl Pipeline {
         Capture::start(
             video,
             &VideoParams::from_config(video),
-            &self.feed,
-            &self.target,
+            &self.layers,
+            &self.targets,
             self.events.clone(),
         )
     }
@@ -198,7 +201,7 @@ impl Pipeline {
     /// The timers: a stalled pipeline fails, a failed one is rebuilt when
     /// its backoff is over.
     pub(super) fn supervise(&mut self, video: &VideoConfig, now: Instant) -> StatusEffect {
-        let frames = self.feed.counters.frames.load(Ordering::Relaxed);
+        let frames = self.layers.top().counters.frames.load(Ordering::Relaxed);
         let playing = self.state == PipelineState::Playing;
         if self.progress.stalled(frames, playing, now) {
             return self.failed(format!("no frame for {STALL:?}"), now);
@@ -216,18 +219,27 @@ impl Pipeline {
         match self.launch(video) {
             Ok(capture) => {
                 self.capture = Some(capture);
-                self.feed.keyframes.request();
+                for feed in self.layers.iter() {
+                    feed.keyframes.request();
+                }
                 StatusEffect::Unchanged
             }
             Err(e) => self.failed(format!("{e:#}"), now),
         }
     }
 
-    /// Changes the encoder's bitrate; a pipeline that is down takes it when
-    /// it is rebuilt.
-    pub(super) fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
+    /// Changes the encoders' bitrates (top layer first); a pipeline that is
+    /// down takes them when it is rebuilt.
+    pub(super) fn set_bitrates(&self, video: &VideoConfig) -> anyhow::Result<()> {
+        let params = VideoParams::from_config(video);
+        for (feed, layer) in self.layers.iter().zip(params.layers()) {
+            feed.state.set(&layer, feed.state.is_available());
+        }
         match &self.capture {
-            Some(capture) => capture.set_bitrate(kbps),
+            Some(capture) => {
+                let kbps: Vec<u32> = params.layers().iter().map(|l| l.bitrate_kbps).collect();
+                capture.set_bitrates(&kbps)
+            }
             None => Ok(()),
         }
     }
@@ -235,7 +247,7 @@ impl Pipeline {
     /// Stops the capture, if one runs.
     pub(super) fn stop(&mut self) {
         if let Some(capture) = self.capture.take() {
-            capture.stop(&self.target);
+            capture.stop(&self.targets);
         }
     }
 }

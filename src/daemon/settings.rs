@@ -205,7 +205,7 @@ impl Daemon {
     fn apply_pipeline_change(&mut self, change: PipelineChange) -> anyhow::Result<()> {
         match change {
             PipelineChange::Nothing => Ok(()),
-            PipelineChange::Bitrate(kbps) => self.pipeline.set_bitrate(kbps),
+            PipelineChange::Bitrate(_) => self.pipeline.set_bitrates(&self.config.video),
             PipelineChange::Rebuild => {
                 self.rebuild_pipeline();
                 Ok(())

@@ -22,7 +22,7 @@ use super::stats::StatsSchedule;
 use super::status::StatusSchedule;
 use super::{ConfigSource, Daemon, Events, LOG_TARGET};
 use crate::config::{Config, STANDALONE_ROOM};
-use crate::media::{KeyframeTarget, VideoFeed};
+use crate::media::{KeyframeTarget, VideoLayers, VideoParams};
 use crate::mqtt::{self, Broker, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::PeerFactory;
@@ -78,15 +78,24 @@ impl Daemon {
         let topics = Topics::new(config.mqtt.prefix.clone());
         let id = config.device.id.clone();
 
-        let feed = VideoFeed::new();
-        let target = KeyframeTarget::default();
+        // How many layers there are is read here, once; a pipeline that
+        // encodes fewer marks the others unavailable.
+        let layers = VideoLayers::new(&VideoParams::from_config(&config.video).layers());
+        let targets: Vec<KeyframeTarget> =
+            layers.iter().map(|_| KeyframeTarget::default()).collect();
         let (media_tx, media_events) = mpsc::unbounded_channel();
         let (pipeline, start_error) =
-            Pipeline::start(&config.video, feed.clone(), target.clone(), media_tx)?;
-        let keyframe_server = tokio::spawn(feed.keyframes.clone().serve(
-            Duration::from_millis(config.video.keyframe_min_interval_ms),
-            move || target.force(),
-        ));
+            Pipeline::start(&config.video, layers.clone(), targets.clone(), media_tx)?;
+        let keyframe_servers: Vec<_> = layers
+            .iter()
+            .zip(targets)
+            .map(|(feed, target)| {
+                tokio::spawn(feed.keyframes.clone().serve(
+                    Duration::from_millis(config.video.keyframe_min_interval_ms),
+                    move || target.force(),
+                ))
+            })
+            .collect();
 
         let factory = Arc::new(
             tokio::task::spawn_blocking({
@@ -130,7 +139,7 @@ impl Daemon {
             topics.clone(),
             mqtt.clone(),
             factory,
-            Some(feed.clone()),
+            Some(layers.clone()),
             peer_tx,
         );
         let rooms = rooms_at_start(
@@ -165,7 +174,7 @@ impl Daemon {
         let (replies_tx, replies) = mpsc::unbounded_channel();
         let commands = Commands::new(participant.subscription_token(), replies_tx);
         let stats = StatsSchedule::new(
-            Sample::take(Instant::now(), &feed.counters),
+            Sample::take(Instant::now(), &layers.top().counters),
             Duration::from_secs(config.stats_interval_s),
         );
         let mut daemon = Self {
@@ -178,7 +187,7 @@ impl Daemon {
             mqtt,
             mqtt_connected: false,
             participant,
-            feed,
+            layers,
             pipeline,
             status: StatusSchedule::new(),
             stats,
@@ -189,7 +198,7 @@ impl Daemon {
                 media: media_events,
                 replies,
             },
-            keyframe_server,
+            keyframe_servers,
         };
         if let Some(error) = start_error {
             let effect = daemon.pipeline.failed(error, Instant::now());
@@ -216,7 +225,9 @@ impl Daemon {
         if flushed.is_err() {
             tracing::warn!(target: LOG_TARGET, "the broker link did not flush in time");
         }
-        self.keyframe_server.abort();
+        for server in &self.keyframe_servers {
+            server.abort();
+        }
         self.pipeline.stop();
     }
 }

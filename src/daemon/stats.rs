@@ -137,7 +137,7 @@ impl Daemon {
                 .num_alive_tasks(),
             pipeline: self.pipeline.state(),
             restarts: self.pipeline.restarts(),
-            keyframes: self.feed.counters.keyframes.load(Ordering::Relaxed),
+            keyframes: self.layers.top().counters.keyframes.load(Ordering::Relaxed),
             connections,
             signals: self.participant.signals,
             commands: self.commands.counters(),
@@ -150,7 +150,7 @@ impl Daemon {
         if !self.stats.due(now, interval) {
             return;
         }
-        let sample = Sample::take(now, &self.feed.counters);
+        let sample = Sample::take(now, &self.layers.top().counters);
         let stats = self.telemetry(&sample);
         self.stats.last_sample = sample;
         self.mqtt.publish(

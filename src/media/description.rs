@@ -4,8 +4,14 @@
 //! Pure functions: the description for every source kind and encoder is
 //! covered by tests here, including the Pi's `v4l2h264enc` path, which only
 //! runs on the Pi itself.
+//!
+//! One capture and one conversion feed a `tee`; each layer is a branch of
+//! it with its own scaler, encoder (`encoder{i}`), parser and appsink
+//! (`sink{i}`). Every branch but the top one starts behind a closed `valve`
+//! (`gate{i}`): a layer nobody gets costs nothing until a viewer needs it.
+//! A source that delivers H.264 itself is passed through as the one layer.
 
-use crate::config::{SourceFormat, SourceKind, VideoConfig};
+use crate::config::{LayerConfig, SourceFormat, SourceKind, VideoConfig};
 
 /// Encoders in order of preference: those the configuration accepts.
 pub const ENCODER_PREFERENCE: [&str; 3] = crate::config::ENCODERS;
@@ -18,6 +24,8 @@ pub struct VideoParams {
     pub fps: u32,
     pub bitrate_kbps: u32,
     pub keyframe_interval_s: u32,
+    /// The layers below the top one, best first.
+    pub lower: Vec<LayerConfig>,
 }
 
 impl VideoParams {
@@ -28,6 +36,37 @@ impl VideoParams {
             fps: v.fps,
             bitrate_kbps: v.bitrate_kbps,
             keyframe_interval_s: v.keyframe_interval_s,
+            lower: v.lower_layers(),
+        }
+    }
+
+    /// Every layer, the top one first.
+    pub fn layers(&self) -> Vec<LayerConfig> {
+        let top = LayerConfig {
+            width: self.width,
+            height: self.height,
+            bitrate_kbps: self.bitrate_kbps,
+        };
+        std::iter::once(top)
+            .chain(self.lower.iter().copied())
+            .collect()
+    }
+
+    /// The same with the top layer only.
+    pub fn top_only(&self) -> Self {
+        Self {
+            lower: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// These parameters for layer `layer` alone.
+    fn layer(&self, layer: &LayerConfig) -> Self {
+        Self {
+            width: layer.width,
+            height: layer.height,
+            bitrate_kbps: layer.bitrate_kbps,
+            ..self.top_only()
         }
     }
 
@@ -88,52 +127,85 @@ pub fn source_description(v: &VideoConfig, p: &VideoParams) -> (String, bool) {
     }
 }
 
-/// The encoder element with its rate control, GOP and profile.
-pub fn encoder_description(encoder: &str, p: &VideoParams) -> String {
+/// The encoder element of layer `index` (named `encoder{index}`) with its
+/// rate control, GOP and profile.
+pub fn encoder_description(encoder: &str, p: &VideoParams, index: usize) -> String {
     let element = match encoder {
         "v4l2h264enc" => format!(
-            "v4l2h264enc name=encoder extra-controls=\"controls,video_bitrate={},\
+            "v4l2h264enc name=encoder{index} extra-controls=\"controls,video_bitrate={},\
              h264_i_frame_period={},repeat_sequence_header=1\" ! video/x-h264,level=(string)4",
             p.bitrate_kbps * 1000,
             p.gop()
         ),
         "x264enc" => format!(
-            "x264enc name=encoder tune=zerolatency speed-preset=ultrafast bitrate={} \
+            "x264enc name=encoder{index} tune=zerolatency speed-preset=ultrafast bitrate={} \
              key-int-max={} bframes=0 byte-stream=true trellis=false",
             p.bitrate_kbps,
             p.gop()
         ),
         "openh264enc" => format!(
-            "openh264enc name=encoder bitrate={} rate-control=bitrate complexity=low gop-size={}",
+            "openh264enc name=encoder{index} bitrate={} rate-control=bitrate complexity=low gop-size={}",
             p.bitrate_kbps * 1000,
             p.gop()
         ),
-        other => format!("{other} name=encoder"),
+        other => format!("{other} name=encoder{index}"),
     };
     format!("{element} ! video/x-h264,profile=constrained-baseline")
 }
 
-/// The whole pipeline: source, (scale and encode,) one appsink named `sink`
-/// that receives one byte-stream access unit per buffer.
+/// How many layers the pipeline of these settings encodes: one for a source
+/// that delivers H.264 itself.
+pub fn layer_count(encoded: bool, p: &VideoParams, encoder: Option<&str>) -> usize {
+    match (encoded, encoder) {
+        (false, Some(_)) => 1 + p.lower.len(),
+        _ => 1,
+    }
+}
+
+/// The whole pipeline: source, (convert, split, scale and encode per
+/// layer,) one appsink per layer, `sink{i}`, that receives one byte-stream
+/// access unit per buffer.
 pub fn pipeline_description(v: &VideoConfig, p: &VideoParams, encoder: Option<&str>) -> String {
     let (source, encoded) = source_description(v, p);
     format!("{source} ! {}", downstream_description(encoded, p, encoder))
 }
 
-/// What follows the source: (scale and encode,) parse, appsink.
+fn sink_description(index: usize) -> String {
+    format!(
+        "h264parse config-interval=-1 ! \
+         video/x-h264,stream-format=byte-stream,alignment=au ! \
+         appsink name=sink{index} max-buffers=4 drop=true sync=false"
+    )
+}
+
+/// What follows the source: (convert, then per layer scale and encode,)
+/// parse, appsink.
 fn downstream_description(encoded: bool, p: &VideoParams, encoder: Option<&str>) -> String {
-    let sink = "h264parse config-interval=-1 ! \
-                video/x-h264,stream-format=byte-stream,alignment=au ! \
-                appsink name=sink max-buffers=4 drop=true sync=false";
-    match (encoded, encoder) {
-        (true, _) | (false, None) => sink.to_owned(),
-        (false, Some(encoder)) => format!(
-            "videoconvert ! videoscale ! videorate ! {},format=I420 ! \
-             queue max-size-buffers=2 leaky=downstream ! {} ! {sink}",
-            p.raw_caps(),
-            encoder_description(encoder, p)
-        ),
+    let (false, Some(encoder)) = (encoded, encoder) else {
+        return sink_description(0);
+    };
+    let queue = "queue max-size-buffers=2 leaky=downstream";
+    let mut d = format!(
+        "videoconvert ! videoscale ! videorate ! {},format=I420 ! tee name=split",
+        p.raw_caps()
+    );
+    for (index, layer) in p.layers().iter().enumerate() {
+        let lp = p.layer(layer);
+        let head = if index == 0 {
+            queue.to_owned()
+        } else {
+            format!(
+                "valve name=gate{index} drop=true ! {queue} ! videoscale ! {},format=I420",
+                lp.raw_caps()
+            )
+        };
+        d.push_str(&format!(
+            " split. ! {head} ! {} ! {}",
+            encoder_description(encoder, &lp, index),
+            sink_description(index)
+        ));
     }
+    d
 }
 
 /// The part of the pipeline whose elements meshcam chooses: all of it, but
@@ -188,19 +260,19 @@ mod tests {
     #[test]
     fn every_encoder_yields_constrained_baseline_with_the_bitrate() {
         let p = VideoParams::from_config(&VideoConfig::default());
-        let pi = encoder_description("v4l2h264enc", &p);
+        let pi = encoder_description("v4l2h264enc", &p, 0);
         assert!(pi.contains("video_bitrate=2000000"), "{pi}");
         assert!(pi.contains("h264_i_frame_period=60"), "{pi}");
         assert!(pi.contains("repeat_sequence_header=1"), "{pi}");
-        let x264 = encoder_description("x264enc", &p);
+        let x264 = encoder_description("x264enc", &p, 0);
         assert!(
             x264.contains("bitrate=2000 ") && x264.contains("tune=zerolatency"),
             "{x264}"
         );
-        let open = encoder_description("openh264enc", &p);
+        let open = encoder_description("openh264enc", &p, 0);
         assert!(open.contains("bitrate=2000000"), "{open}");
         for d in [pi, x264, open] {
-            assert!(d.contains("name=encoder"));
+            assert!(d.contains("name=encoder0"));
             assert!(d.ends_with("profile=constrained-baseline"), "{d}");
         }
     }
@@ -233,16 +305,34 @@ mod tests {
         let p = VideoParams::from_config(&v);
         let d = pipeline_description(&v, &p, Some("x264enc"));
         assert!(!d.contains("x264enc"), "{d}");
-        assert!(d.ends_with("appsink name=sink max-buffers=4 drop=true sync=false"));
+        assert!(d.ends_with("appsink name=sink0 max-buffers=4 drop=true sync=false"));
+        assert_eq!(layer_count(true, &p, Some("x264enc")), 1);
     }
 
     #[test]
-    fn raw_sources_are_scaled_and_encoded_once() {
+    fn raw_sources_are_converted_once_and_encoded_once_per_layer() {
         let v = video(SourceKind::Test, SourceFormat::Auto);
         let p = VideoParams::from_config(&v);
         let d = pipeline_description(&v, &p, Some("x264enc"));
-        assert_eq!(d.matches("x264enc").count(), 1);
-        assert_eq!(d.matches("appsink").count(), 1);
+        assert_eq!(d.matches("videoconvert").count(), 1);
+        assert_eq!(d.matches("x264enc").count(), 2);
+        assert_eq!(d.matches("appsink").count(), 2);
+        assert_eq!(layer_count(false, &p, Some("x264enc")), 2);
+        // The low layer: a quarter of the pixels at a fifth of the bitrate,
+        // behind a closed valve.
+        assert!(
+            d.contains(
+                "valve name=gate1 drop=true ! queue max-size-buffers=2 leaky=downstream ! \
+                        videoscale ! video/x-raw,width=640,height=360,framerate=30/1,format=I420 ! \
+                        x264enc name=encoder1"
+            ),
+            "{d}"
+        );
+        assert!(d.contains("bitrate=400 "), "{d}");
+        assert!(!d.contains("gate0"), "the top layer always runs: {d}");
+        let single = pipeline_description(&v, &p.top_only(), Some("x264enc"));
+        assert_eq!(single.matches("x264enc").count(), 1);
+        assert!(!single.contains("valve"));
         assert!(
             d.contains("width=1280,height=720,framerate=30/1,format=I420"),
             "{d}"
@@ -272,15 +362,17 @@ mod tests {
     fn every_description_parses_in_gstreamer() {
         gstreamer::init().unwrap();
         let p = VideoParams::from_config(&VideoConfig::default());
-        for (kind, format) in [
-            (SourceKind::Test, SourceFormat::Auto),
-            (SourceKind::V4l2, SourceFormat::Raw),
-            (SourceKind::V4l2, SourceFormat::Mjpeg),
-            (SourceKind::V4l2, SourceFormat::H264),
-            (SourceKind::V4l2, SourceFormat::Auto),
-        ] {
-            let d = pipeline_description(&video(kind, format), &p, Some("x264enc"));
-            gstreamer::parse::launch(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+        for p in [p.clone(), p.top_only()] {
+            for (kind, format) in [
+                (SourceKind::Test, SourceFormat::Auto),
+                (SourceKind::V4l2, SourceFormat::Raw),
+                (SourceKind::V4l2, SourceFormat::Mjpeg),
+                (SourceKind::V4l2, SourceFormat::H264),
+                (SourceKind::V4l2, SourceFormat::Auto),
+            ] {
+                let d = pipeline_description(&video(kind, format), &p, Some("x264enc"));
+                gstreamer::parse::launch(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+            }
         }
     }
 }

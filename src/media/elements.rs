@@ -66,6 +66,8 @@ pub const ELEMENTS: &[Element] = &[
     element("videoscale", BASE),
     element("videorate", BASE),
     element("queue", CORE),
+    element("tee", CORE),
+    element("valve", CORE),
     // Encoders: one of them is enough.
     // The Pi's encoder is registered by the V4L2 plugin only where the
     // hardware encoder device exists.

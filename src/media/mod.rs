@@ -1,41 +1,40 @@
-//! Capture and encode once; fan the encoded frames out to every viewer.
+//! Capture and encode once per layer; fan the encoded frames out to every
+//! viewer.
 //!
-//! One GStreamer pipeline ends in one appsink. Its callback, on GStreamer's
-//! streaming thread, packetizes each access unit once ([`frame`]) and
-//! broadcasts it as an `Arc<EncodedFrame>` on a [`tokio::sync::broadcast`]
-//! channel. Each viewer's sender reads that channel at its own pace: a
-//! viewer that falls behind loses frames for itself alone (and then waits
-//! for a key frame), while the encoder and the other viewers never wait.
+//! One GStreamer pipeline ends in one appsink per layer. Its callback, on
+//! GStreamer's streaming thread, packetizes each access unit once
+//! ([`frame`]) and publishes it on that layer's [`feed`]. RTP timestamps
+//! come from the buffers' presentation time on the pipeline clock, so the
+//! same captured picture has the same timestamp in every layer and a
+//! viewer can be switched between them.
 //!
 //! Owns: the pipeline, the encoded frames and their fan-out, key-frame
-//! requests to the encoder. Must not touch: peer connections, the broker, the
-//! room rules (viewers are subscribers of the feed, no more).
+//! requests to the encoders. Must not touch: peer connections, the broker,
+//! the room rules (viewers are subscribers of the feeds, no more).
 
 pub mod description;
 pub mod elements;
+pub mod feed;
 pub mod frame;
 pub mod keyframe;
 pub mod snapshot;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::config::VideoConfig;
 pub use description::VideoParams;
 pub use elements::MissingElements;
+pub use feed::{FANOUT_DEPTH, MediaCounters, VideoFeed, VideoLayers, Watching};
 pub use frame::EncodedFrame;
 pub use keyframe::KeyframeRequests;
-
-/// Frames kept for slow viewers before they lag (about 1 s at 30 fps).
-pub const FANOUT_DEPTH: usize = 32;
 
 /// What the pipeline reports to the supervisor.
 #[derive(Debug, Clone)]
@@ -43,57 +42,6 @@ pub enum MediaEvent {
     Playing,
     Error(String),
     EndOfStream,
-}
-
-/// Counters of the encoded stream, read by telemetry.
-#[derive(Debug, Default)]
-pub struct MediaCounters {
-    pub frames: AtomicU64,
-    pub bytes: AtomicU64,
-    pub keyframes: AtomicU64,
-}
-
-/// The shared end of the fan-out: subscribe to get encoded frames.
-#[derive(Clone)]
-pub struct VideoFeed {
-    frames: broadcast::Sender<Arc<EncodedFrame>>,
-    pub keyframes: KeyframeRequests,
-    pub counters: Arc<MediaCounters>,
-    /// RTP time counts from here, so it keeps running across pipeline
-    /// rebuilds (a new pipeline's timestamps start again at zero).
-    epoch: Instant,
-}
-
-impl VideoFeed {
-    pub fn new() -> Self {
-        Self {
-            frames: broadcast::channel(FANOUT_DEPTH).0,
-            keyframes: KeyframeRequests::new(),
-            counters: Arc::default(),
-            epoch: Instant::now(),
-        }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
-        self.frames.subscribe()
-    }
-
-    /// Publishes a frame to whoever listens; no listener is fine.
-    pub fn publish(&self, frame: EncodedFrame) {
-        let c = &self.counters;
-        c.frames.fetch_add(1, Ordering::Relaxed);
-        c.bytes.fetch_add(frame.size as u64, Ordering::Relaxed);
-        if frame.keyframe {
-            c.keyframes.fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = self.frames.send(Arc::new(frame));
-    }
-}
-
-impl Default for VideoFeed {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Whether GStreamer has an element factory of that name.
@@ -104,12 +52,14 @@ pub fn has_element(name: &str) -> bool {
 /// A running capture pipeline.
 pub struct Capture {
     pipeline: gst::Pipeline,
-    sink: gst_app::AppSink,
     bus_thread: Option<std::thread::JoinHandle<()>>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The encoder chosen, `None` when the source delivers H.264 itself.
     pub encoder: Option<String>,
     pub description: String,
+    /// Layers this pipeline encodes (fewer than configured when the board
+    /// could not take them all).
+    pub layers: usize,
 }
 
 /// The sink that key-frame requests go to; replaced on pipeline rebuilds.
@@ -143,34 +93,89 @@ impl KeyframeTarget {
 }
 
 impl Capture {
-    /// Builds and starts the pipeline; frames go to `feed`, bus news to `events`.
-    /// An element missing from the installation is a [`MissingElements`].
+    /// Builds and starts the pipeline; frames go to `layers`, bus news to
+    /// `events`. An element missing from the installation is a
+    /// [`MissingElements`]. A pipeline of several layers that refuses to
+    /// play (a hardware encoder with room for one session) is tried again
+    /// with the top layer only, and said so.
     pub fn start(
         video: &VideoConfig,
         params: &VideoParams,
-        feed: &VideoFeed,
-        target: &KeyframeTarget,
+        layers: &VideoLayers,
+        targets: &[KeyframeTarget],
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> anyhow::Result<Self> {
         gst::init().context("GStreamer failed to initialise")?;
         // A missing element is named with its package here, rather than as
         // a parse error or a pipeline that never plays.
         let encoder = elements::check(video, params, has_element)?;
-        let desc = description::pipeline_description(video, params, encoder.as_deref());
+        let encoded = !description::needs_encoder(video);
+        let wanted =
+            description::layer_count(encoded, params, encoder.as_deref()).min(layers.len());
+        match Self::start_with(
+            video,
+            params,
+            wanted,
+            encoder.clone(),
+            layers,
+            targets,
+            events.clone(),
+        ) {
+            Err(e) if wanted > 1 => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    layers = wanted,
+                    "the pipeline did not play with every layer; trying the top layer only"
+                );
+                Self::start_with(
+                    video,
+                    &params.top_only(),
+                    1,
+                    encoder,
+                    layers,
+                    targets,
+                    events,
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn start_with(
+        video: &VideoConfig,
+        params: &VideoParams,
+        count: usize,
+        encoder: Option<String>,
+        layers: &VideoLayers,
+        targets: &[KeyframeTarget],
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> anyhow::Result<Self> {
+        let params = if count > 1 {
+            params.clone()
+        } else {
+            params.top_only()
+        };
+        let desc = description::pipeline_description(video, &params, encoder.as_deref());
         tracing::info!(pipeline = %desc, "starting capture");
         let pipeline = gst::parse::launch(&desc)
             .with_context(|| format!("pipeline does not parse: {desc}"))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| anyhow!("the description did not make a pipeline"))?;
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or_else(|| anyhow!("the pipeline has no appsink named sink"))?;
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(on_sample(feed.clone()))
-                .build(),
-        );
+        let mut sinks = Vec::new();
+        for index in 0..count {
+            let sink = pipeline
+                .by_name(&format!("sink{index}"))
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| anyhow!("the pipeline has no appsink named sink{index}"))?;
+            let feed = layers.get(index).expect("count is at most the layers");
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(on_sample(feed.clone()))
+                    .build(),
+            );
+            feed.set_valve(pipeline.by_name(&format!("gate{index}")));
+            sinks.push(sink);
+        }
         let bus = pipeline
             .bus()
             .ok_or_else(|| anyhow!("pipeline has no bus"))?;
@@ -185,6 +190,9 @@ impl Capture {
                 })
                 .unwrap_or_else(|| "no error message".into());
             let _ = pipeline.set_state(gst::State::Null);
+            for feed in layers.iter() {
+                feed.set_valve(None);
+            }
             return Err(anyhow!(
                 "the pipeline refused to play: {reason}; pipeline: {desc}"
             ));
@@ -198,20 +206,40 @@ impl Capture {
                 move || watch_bus(bus, pipeline, stopping, events)
             })
             .context("spawning the bus thread")?;
-        target.set(Some(sink.clone()));
+        let configured = params.layers();
+        for (index, feed) in layers.iter().enumerate() {
+            if let Some(layer) = configured.get(index) {
+                feed.state.set(layer, index < count);
+            } else {
+                feed.state.available.store(false, Ordering::Relaxed);
+            }
+            if let Some(target) = targets.get(index) {
+                target.set(sinks.get(index).cloned());
+            }
+        }
         Ok(Self {
             pipeline,
-            sink,
             bus_thread: Some(bus_thread),
             stopping,
             encoder,
             description: desc,
+            layers: count,
         })
     }
 
-    /// Changes the encoder's bitrate while it runs.
-    pub fn set_bitrate(&self, kbps: u32) -> anyhow::Result<()> {
-        let (Some(name), Some(encoder)) = (&self.encoder, self.pipeline.by_name("encoder")) else {
+    /// Changes the layers' bitrates (top first) while they run.
+    pub fn set_bitrates(&self, kbps: &[u32]) -> anyhow::Result<()> {
+        for (index, kbps) in kbps.iter().enumerate().take(self.layers) {
+            self.set_bitrate(index, *kbps)?;
+        }
+        Ok(())
+    }
+
+    fn set_bitrate(&self, index: usize, kbps: u32) -> anyhow::Result<()> {
+        let (Some(name), Some(encoder)) = (
+            &self.encoder,
+            self.pipeline.by_name(&format!("encoder{index}")),
+        ) else {
             bail!("the source's own H.264 is passed through: there is no encoder to change");
         };
         match name.as_str() {
@@ -227,8 +255,10 @@ impl Capture {
     }
 
     /// Stops the pipeline and its bus thread.
-    pub fn stop(mut self, target: &KeyframeTarget) {
-        target.set(None);
+    pub fn stop(mut self, targets: &[KeyframeTarget]) {
+        for target in targets {
+            target.set(None);
+        }
         self.shutdown();
     }
 
@@ -238,7 +268,6 @@ impl Capture {
         if let Some(thread) = self.bus_thread.take() {
             let _ = thread.join();
         }
-        let _ = &self.sink;
     }
 }
 
@@ -255,9 +284,9 @@ fn on_sample(
     let mut packetizer = frame::FramePacketizer::default();
     move |sink| {
         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+        let captured = capture_time(sink, &sample, &feed);
         let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        let captured = feed.epoch.elapsed().as_nanos() as u64;
         let mapped = buffer
             .into_mapped_buffer_readable()
             .map_err(|_| gst::FlowError::Error)?;
@@ -270,6 +299,29 @@ fn on_sample(
             }
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// When the sample's picture was captured, in nanoseconds since the feed's
+/// epoch: now, less how long ago its presentation time was on the pipeline
+/// clock. Every layer's encoding of one picture gets the same time, however
+/// long its encoder took. Without a time (a source that sets none), now.
+fn capture_time(sink: &gst_app::AppSink, sample: &gst::Sample, feed: &VideoFeed) -> u64 {
+    let now = feed.epoch.elapsed().as_nanos() as u64;
+    let presented = sample
+        .buffer()
+        .and_then(|b| b.pts())
+        .zip(
+            sample
+                .segment()
+                .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned()),
+        )
+        .and_then(|(pts, segment)| segment.to_running_time(pts));
+    match (presented, sink.current_running_time()) {
+        (Some(presented), Some(running)) => {
+            now.saturating_sub(running.saturating_sub(presented).nseconds())
+        }
+        _ => now,
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn next_keyframe(
     feed: &VideoFeed,
     timeout: Duration,
 ) -> anyhow::Result<Arc<EncodedFrame>> {
-    let mut frames = feed.subscribe();
+    let (mut frames, _watching) = feed.watch();
     feed.keyframes.request();
     tokio::time::timeout(timeout, async {
         loop {

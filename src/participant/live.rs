@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Effect, Effects};
-use crate::media::VideoFeed;
+use crate::media::VideoLayers;
 use crate::mqtt::MqttLink;
 use crate::peer::{self, PeerEvent, PeerFactory, PeerHandle, PeerSpec};
 use crate::room::LinkId;
@@ -22,7 +22,9 @@ pub struct Live {
     mqtt: MqttLink,
     factory: Arc<PeerFactory>,
     /// The frames to send, for a camera.
-    video: Option<VideoFeed>,
+    video: Option<VideoLayers>,
+    /// The layer every new viewer is held on, if any.
+    pin: Option<usize>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     peers: BTreeMap<LinkId, PeerHandle>,
 }
@@ -31,13 +33,14 @@ impl Live {
     pub fn new(
         mqtt: MqttLink,
         factory: Arc<PeerFactory>,
-        video: Option<VideoFeed>,
+        video: Option<VideoLayers>,
         peer_events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Self {
         Self {
             mqtt,
             factory,
             video,
+            pin: None,
             peer_events,
             peers: BTreeMap::new(),
         }
@@ -45,6 +48,15 @@ impl Live {
 
     pub fn peer(&self, link: LinkId) -> Option<&PeerHandle> {
         self.peers.get(&link)
+    }
+
+    /// Holds every viewer, present and to come, on `layer`; `None` lets
+    /// them adapt.
+    pub fn pin_all(&mut self, layer: Option<usize>) {
+        self.pin = layer;
+        for peer in self.peers.values() {
+            peer.pin(layer);
+        }
     }
 }
 
@@ -66,6 +78,7 @@ impl Effects for Live {
                     link,
                     offerer,
                     video: self.video.clone(),
+                    pin: self.pin,
                 };
                 let handle = peer::spawn(self.factory.clone(), spec, self.peer_events.clone());
                 self.peers.insert(link, handle);

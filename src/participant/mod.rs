@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 
 pub use live::Live;
 
-use crate::media::VideoFeed;
+use crate::media::VideoLayers;
 use crate::mqtt::MqttLink;
 use crate::peer::{PeerCommand, PeerEvent, PeerFactory, PeerHandle};
 use crate::protocol::{
@@ -141,7 +141,7 @@ impl Participant<Live> {
         topics: Topics,
         mqtt: MqttLink,
         factory: Arc<PeerFactory>,
-        video: Option<VideoFeed>,
+        video: Option<VideoLayers>,
         peer_events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Self {
         let live = Live::new(mqtt, factory, video, peer_events);
@@ -150,6 +150,11 @@ impl Participant<Live> {
 
     pub fn peer(&self, link: LinkId) -> Option<&PeerHandle> {
         self.effects.peer(link)
+    }
+
+    /// See [`Live::pin_all`].
+    pub fn pin_all(&mut self, layer: Option<usize>) {
+        self.effects.pin_all(layer);
     }
 }
 

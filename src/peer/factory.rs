@@ -5,6 +5,12 @@
 //! once per process. Every connection offers exactly one video codec, H.264
 //! constrained baseline with packetization mode 1 (`42e01f`), which every
 //! browser decodes, usually in hardware.
+//!
+//! A sending connection numbers its packets transport-wide and runs the
+//! stack's congestion control on the viewer's TWCC feedback
+//! ([`super::congestion`]); every connection reports what it receives (TWCC
+//! and receiver reports), unless made [`PeerFactory::without_twcc`], a
+//! viewer for tests of the cameras' fallback estimate.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rtc::crypto::{self, SignatureScheme};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Slot;
+use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -22,12 +28,13 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder, configure_nack,
+    configure_rtcp_reports, configure_simulcast_extension_headers, register_default_interceptors,
 };
 
 use super::SenderCounters;
-use super::feedback::{KeyframeRequestForwarder, SLOT};
+use super::congestion::ViewerEstimator;
+use super::feedback::{Feedback, FeedbackInterceptor, SLOT};
 use crate::config::{MdnsMode, WebrtcConfig};
 
 /// The payload type we offer H.264 on.
@@ -87,6 +94,18 @@ pub struct PeerFactory {
     mdns: MdnsMode,
     /// Said once that multicast DNS cannot work here.
     mdns_warned: AtomicBool,
+    /// Negotiate transport-wide congestion control feedback.
+    twcc: bool,
+}
+
+/// What a connection's interceptors report into, and how it sends.
+#[derive(Clone)]
+pub struct Wiring {
+    pub counters: Arc<SenderCounters>,
+    pub feedback: Arc<Feedback>,
+    /// For a sending connection: the rate its estimate starts at and the
+    /// most it may reach (bit/s).
+    pub send_bps: Option<(f64, f64)>,
 }
 
 impl PeerFactory {
@@ -122,7 +141,15 @@ impl PeerFactory {
             next_port: AtomicU32::new(0),
             mdns: config.mdns,
             mdns_warned: AtomicBool::new(false),
+            twcc: true,
         })
+    }
+
+    /// Connections that neither send nor ask for TWCC feedback, as a viewer
+    /// that reports only with receiver reports does.
+    pub fn without_twcc(mut self) -> Self {
+        self.twcc = false;
+        self
     }
 
     /// Builds one connection, counting what the remote side sends back into
@@ -130,17 +157,17 @@ impl PeerFactory {
     pub async fn build(
         &self,
         handler: Arc<dyn PeerConnectionEventHandler>,
-        counters: &Arc<SenderCounters>,
+        wiring: &Wiring,
     ) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let Some((min, max)) = self.ports else {
-            return self.build_on(0, handler, counters).await;
+            return self.build_on(0, handler, wiring).await;
         };
         let span = u32::from(max - min) + 1;
         let mut last_error = None;
         for _ in 0..span {
             let offset = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
             let port = min + offset as u16;
-            match self.build_on(port, handler.clone(), counters).await {
+            match self.build_on(port, handler.clone(), wiring).await {
                 Ok(pc) => return Ok(pc),
                 Err(e) => last_error = Some(e),
             }
@@ -159,22 +186,22 @@ impl PeerFactory {
         &self,
         port: u16,
         handler: Arc<dyn PeerConnectionEventHandler>,
-        counters: &Arc<SenderCounters>,
+        wiring: &Wiring,
     ) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let mode = match self.mdns {
             MdnsMode::Off => {
                 return self
-                    .build_with(port, MulticastDnsMode::Disabled, handler, counters)
+                    .build_with(port, MulticastDnsMode::Disabled, handler, wiring)
                     .await;
             }
             MdnsMode::Query => MulticastDnsMode::QueryOnly,
             MdnsMode::Gather => MulticastDnsMode::QueryAndGather,
         };
-        match self.build_with(port, mode, handler.clone(), counters).await {
+        match self.build_with(port, mode, handler.clone(), wiring).await {
             Ok(pc) => Ok(pc),
             Err(e) => {
                 let pc = self
-                    .build_with(port, MulticastDnsMode::Disabled, handler, counters)
+                    .build_with(port, MulticastDnsMode::Disabled, handler, wiring)
                     .await?;
                 if !self.mdns_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -193,7 +220,7 @@ impl PeerFactory {
         port: u16,
         mdns: MulticastDnsMode,
         handler: Arc<dyn PeerConnectionEventHandler>,
-        counters: &Arc<SenderCounters>,
+        wiring: &Wiring,
     ) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let mut media = MediaEngine::default();
         media.register_codec(
@@ -203,10 +230,31 @@ impl PeerFactory {
             },
             RtpCodecKind::Video,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
+        let registry = if self.twcc {
+            register_default_interceptors(Registry::new(), &mut media)?
+        } else {
+            configure_simulcast_extension_headers(&mut media)?;
+            configure_rtcp_reports(configure_nack(Registry::new(), &mut media))
+        };
+        let mut registry = registry.with(
             Slot::from(SLOT),
-            KeyframeRequestForwarder::new(counters.clone()),
+            FeedbackInterceptor::new(wiring.counters.clone(), wiring.feedback.clone()),
         );
+        if let Some((initial, max)) = wiring.send_bps {
+            // The header extension and feedback type are registered above
+            // (TWCC receiver): number what leaves, estimate from what returns.
+            registry = registry
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(ViewerEstimator::new(
+                        initial,
+                        max,
+                        wiring.feedback.clone(),
+                    ))
+                    .build(),
+                );
+        }
         let configuration = RTCConfigurationBuilder::new()
             .with_ice_servers(self.ice_servers.clone())
             .with_certificates(vec![self.certificate.clone()])

@@ -19,10 +19,12 @@
 //! topics, the encoder (key frames are requested through the feed).
 
 pub mod answer;
+mod congestion;
 pub mod factory;
 pub mod feedback;
 pub mod liveness;
 mod outbound;
+mod padding;
 pub mod sender;
 mod stats;
 
@@ -32,7 +34,7 @@ use anyhow::Context;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -45,11 +47,12 @@ use liveness::{Gone, Liveness};
 use outbound::add_video_track;
 use stats::{STATS_INTERVAL, read_stats};
 
-use crate::media::VideoFeed;
+use crate::media::VideoLayers;
 use crate::protocol::{Candidate, SignalBody};
 use crate::room::{LinkId, LinkState};
-pub use factory::PeerFactory;
-pub use sender::SenderCounters;
+pub use factory::{PeerFactory, Wiring};
+pub use feedback::Feedback;
+pub use sender::{Adaptation, SenderCounters};
 
 /// What the supervisor asks of a peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,12 +83,18 @@ pub struct PeerHandle {
     commands: mpsc::UnboundedSender<PeerCommand>,
     task: JoinHandle<()>,
     pub counters: Arc<SenderCounters>,
+    pin: watch::Sender<Option<usize>>,
 }
 
 impl PeerHandle {
     pub fn send(&self, command: PeerCommand) {
         // A peer that already ended has reported why; nothing to add.
         let _ = self.commands.send(command);
+    }
+
+    /// Holds the viewer on a layer, or (`None`) lets it adapt.
+    pub fn pin(&self, layer: Option<usize>) {
+        self.pin.send_replace(layer);
     }
 
     /// Closes the connection and frees what it holds.
@@ -101,8 +110,10 @@ impl PeerHandle {
 pub struct PeerSpec {
     pub link: LinkId,
     pub offerer: bool,
-    /// Send this video (cameras); `None` receives video instead (viewers).
-    pub video: Option<VideoFeed>,
+    /// Send these layers (cameras); `None` receives video instead (viewers).
+    pub video: Option<VideoLayers>,
+    /// The layer the viewer is held on, if any.
+    pub pin: Option<usize>,
 }
 
 /// Starts a peer task.
@@ -112,12 +123,28 @@ pub fn spawn(
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> PeerHandle {
     let (commands, command_rx) = mpsc::unbounded_channel();
+    let (pin, pin_rx) = watch::channel(spec.pin);
     let counters = Arc::new(SenderCounters::default());
-    let task = tokio::spawn(run(factory, spec, command_rx, events, counters.clone()));
+    let wiring = Wiring {
+        counters: counters.clone(),
+        feedback: Arc::default(),
+        send_bps: spec.video.as_ref().map(|layers| {
+            let top = f64::from(
+                layers
+                    .top()
+                    .state
+                    .bitrate_kbps
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ) * 1000.0;
+            (top, 2.0 * top)
+        }),
+    };
+    let task = tokio::spawn(run(factory, spec, command_rx, events, wiring, pin_rx));
     PeerHandle {
         commands,
         task,
         counters,
+        pin,
     }
 }
 
@@ -202,21 +229,28 @@ async fn run(
     spec: PeerSpec,
     mut commands: mpsc::UnboundedReceiver<PeerCommand>,
     events: mpsc::UnboundedSender<PeerEvent>,
-    counters: Arc<SenderCounters>,
+    wiring: Wiring,
+    pin: watch::Receiver<Option<usize>>,
 ) {
     let link = spec.link;
     let (callback_tx, mut callbacks) = mpsc::unbounded_channel();
-    let pc = match factory
-        .build(Arc::new(Handler(callback_tx)), &counters)
-        .await
-    {
+    let pc = match factory.build(Arc::new(Handler(callback_tx)), &wiring).await {
         Ok(pc) => pc,
         Err(e) => {
             let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
             return;
         }
     };
-    let result = negotiate(&pc, spec, &mut commands, &mut callbacks, &events, counters).await;
+    let result = negotiate(
+        &pc,
+        spec,
+        &mut commands,
+        &mut callbacks,
+        &events,
+        wiring,
+        pin,
+    )
+    .await;
     if let Err(e) = result {
         let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
     }
@@ -231,11 +265,15 @@ async fn negotiate(
     commands: &mut mpsc::UnboundedReceiver<PeerCommand>,
     callbacks: &mut mpsc::UnboundedReceiver<Callback>,
     events: &mpsc::UnboundedSender<PeerEvent>,
-    counters: Arc<SenderCounters>,
+    wiring: Wiring,
+    pin: watch::Receiver<Option<usize>>,
 ) -> anyhow::Result<()> {
     let link = spec.link;
+    let counters = wiring.counters;
     let mut outbound = match spec.video {
-        Some(feed) => Some(add_video_track(pc, feed, counters.clone()).await?),
+        Some(layers) => {
+            Some(add_video_track(pc, layers, counters.clone(), wiring.feedback, pin).await?)
+        }
         None => {
             pc.add_transceiver_from_kind(
                 RtpCodecKind::Video,

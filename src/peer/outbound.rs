@@ -15,20 +15,21 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::{PeerEvent, SenderCounters, factory, feedback, liveness::Observed, sender};
-use crate::media::VideoFeed;
+use super::feedback::{self, Feedback};
+use super::{PeerEvent, SenderCounters, factory, liveness::Observed, sender};
+use crate::media::VideoLayers;
 use crate::room::LinkId;
 
 /// The local half of a sending peer.
 pub(super) struct Outbound {
-    feed: VideoFeed,
+    layers: VideoLayers,
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -39,8 +40,10 @@ pub(super) struct Outbound {
 
 pub(super) async fn add_video_track(
     pc: &Arc<dyn PeerConnection>,
-    feed: VideoFeed,
+    layers: VideoLayers,
     counters: Arc<SenderCounters>,
+    feedback: Arc<Feedback>,
+    pin: watch::Receiver<Option<usize>>,
 ) -> anyhow::Result<Outbound> {
     let ssrc: u32 = rand::random();
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -77,15 +80,16 @@ pub(super) async fn add_video_track(
     // The sender starts now, preloading from the next key frame while the
     // connection is being set up.
     let (ready, ready_rx) = oneshot::channel();
-    let video = tokio::spawn(sender::send_video(
-        track.clone(),
-        feed.subscribe(),
-        ready_rx,
-        feed.keyframes.clone(),
+    let video = tokio::spawn(sender::send_video(sender::SenderSetup {
+        track: track.clone(),
+        layers: layers.clone(),
+        ready: ready_rx,
         counters,
-    ));
+        feedback,
+        pin,
+    }));
     Ok(Outbound {
-        feed,
+        layers,
         track,
         sender,
         ssrc,
@@ -95,7 +99,8 @@ pub(super) async fn add_video_track(
 }
 
 impl Outbound {
-    /// Once connected: lets the video flow and listens for PLI/FIR.
+    /// Once connected: lets the video flow and listens for PLI/FIR, which
+    /// go to the encoder of the layer this viewer gets.
     pub(super) async fn start(
         &mut self,
         link: LinkId,
@@ -119,7 +124,7 @@ impl Outbound {
             payload_type,
         });
         let track = self.track.clone();
-        let keyframes = self.feed.keyframes.clone();
+        let layers = self.layers.clone();
         let events = events.clone();
         self.tasks.push(tokio::spawn(async move {
             while let Some(event) = track.poll().await {
@@ -131,7 +136,10 @@ impl Outbound {
                     .any(|p| feedback::is_keyframe_request(p.as_ref()))
                 {
                     counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-                    keyframes.request();
+                    let layer = counters.layer.load(Ordering::Relaxed);
+                    if let Some(feed) = layers.get(layer) {
+                        feed.keyframes.request();
+                    }
                     let _ = events.send(PeerEvent::KeyframeRequest(link));
                 }
             }

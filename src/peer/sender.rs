@@ -1,5 +1,6 @@
-//! One viewer's video sender: reads the shared frames at its own pace and
-//! writes them as RTP to that viewer's track.
+//! One viewer's video sender: reads the shared frames of the layer its
+//! link carries, at its own pace, and writes them as RTP to that viewer's
+//! track.
 //!
 //! It subscribes to the feed as soon as the connection is created and asks
 //! for a key frame then, so the key frame is usually there by the time ICE
@@ -10,21 +11,39 @@
 //! When it falls behind the fan-out (its network or its connection is slow)
 //! it loses frames for this viewer alone, then waits for the next key frame
 //! so the picture recovers cleanly instead of smearing.
+//!
+//! Every [`TICK`] it hands the viewer's feedback to its [`LinkEstimator`]
+//! and [`LayerController`] and carries the decision out: a switch starts by
+//! watching the target layer and asking it for a key frame, and happens at
+//! that key frame, on the same SSRC with continuous sequence numbers (the
+//! viewer's decoder sees a new resolution at an IDR); a probe adds filler
+//! NAL units to the frames ([`super::padding`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rtc::rtp;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
-use crate::media::{EncodedFrame, KeyframeRequests};
+use super::feedback::Feedback;
+use super::padding::Padding;
+use crate::adapt::{Estimate, LayerController, LinkEstimator};
+use crate::media::{EncodedFrame, VideoLayers, Watching};
 
 /// Frames kept while the connection is being set up (half a second at
 /// 30 fps); a longer preload is dropped rather than sent as a burst.
 pub const MAX_PRELOAD: usize = 15;
+/// How often the layer choice is made again.
+pub const TICK: Duration = Duration::from_millis(100);
+/// A layer switch whose key frame has not come by then asks again.
+pub const SWITCH_RETRY: Duration = Duration::from_secs(1);
+/// What RTP, SRTP, UDP and IP add to a layer's encoded rate, about.
+pub const OVERHEAD: f64 = 1.06;
 
 /// What one viewer's sender has done; read by telemetry.
 #[derive(Debug, Default)]
@@ -41,6 +60,20 @@ pub struct SenderCounters {
     /// From the connection's statistics: round-trip time in microseconds
     /// (0 until measured).
     pub rtt_us: AtomicU64,
+    /// The layer being sent: where the viewer's key-frame requests go.
+    pub layer: AtomicUsize,
+    /// The adaptation as last decided, once the sender runs.
+    pub adaptation: Mutex<Option<Adaptation>>,
+}
+
+/// One viewer's adaptation, for telemetry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adaptation {
+    pub layer: usize,
+    pub estimate: Estimate,
+    pub switches: u64,
+    pub pinned: Option<usize>,
+    pub padding_bps: f64,
 }
 
 /// The per-viewer RTP stream identity, known once negotiation is done.
@@ -60,14 +93,17 @@ struct Packetwriter {
 }
 
 impl Packetwriter {
+    /// Sends `frame`, with `filler` payloads before its last packet.
     /// `false` when the track is gone (the connection is closing).
-    async fn send(&mut self, frame: &EncodedFrame) -> bool {
-        let last = frame.payloads.len().saturating_sub(1);
-        for (i, payload) in frame.payloads.iter().enumerate() {
+    async fn send(&mut self, frame: &EncodedFrame, filler: &[Bytes]) -> bool {
+        let (last, body) = frame.payloads.split_last().expect("a frame has payloads");
+        let payloads = body.iter().chain(filler).chain(std::iter::once(last));
+        let count = frame.payloads.len() + filler.len();
+        for (i, payload) in payloads.enumerate() {
             let packet = rtp::Packet {
                 header: rtp::header::Header {
                     version: 2,
-                    marker: i == last,
+                    marker: i + 1 == count,
                     payload_type: self.stream.payload_type,
                     sequence_number: self.sequence,
                     timestamp: frame.rtp_timestamp.wrapping_add(self.timestamp_base),
@@ -116,17 +152,117 @@ async fn preload(
     }
 }
 
+/// The layer being watched, frames and all.
+struct Watched {
+    layer: usize,
+    frames: broadcast::Receiver<Arc<EncodedFrame>>,
+    _watching: Watching,
+}
+
+impl Watched {
+    fn new(layers: &VideoLayers, layer: usize) -> Self {
+        let feed = layers.get(layer).expect("a layer of the feed");
+        let (frames, watching) = feed.watch();
+        feed.keyframes.request();
+        Self {
+            layer,
+            frames,
+            _watching: watching,
+        }
+    }
+}
+
+/// A switch under way: the target layer, watched until its key frame.
+struct Switch {
+    target: Watched,
+    asked: Instant,
+}
+
+async fn next_of(switch: &mut Option<Switch>) -> Result<Arc<EncodedFrame>, RecvError> {
+    match switch {
+        Some(s) => s.target.frames.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What each layer needs from a link now (bit/s), `None` for a layer the
+/// pipeline does not encode: its measured rate while it runs, else its
+/// configured bitrate; with the transport's overhead.
+struct LayerNeeds {
+    /// (when, bytes of each layer so far).
+    last: Option<(Instant, Vec<u64>)>,
+    rates: Vec<Option<f64>>,
+}
+
+impl LayerNeeds {
+    fn new() -> Self {
+        Self {
+            last: None,
+            rates: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, now: Instant, layers: &VideoLayers) -> Vec<Option<f64>> {
+        let bytes: Vec<u64> = layers
+            .iter()
+            .map(|f| f.counters.bytes.load(Ordering::Relaxed))
+            .collect();
+        match &self.last {
+            Some((at, before)) if now.duration_since(*at) >= Duration::from_secs(2) => {
+                let span = now.duration_since(*at).as_secs_f64();
+                self.rates = bytes
+                    .iter()
+                    .zip(before)
+                    .map(|(b, a)| (b > a).then(|| (b - a) as f64 * 8.0 / span))
+                    .collect();
+                self.last = Some((now, bytes));
+            }
+            None => self.last = Some((now, bytes)),
+            _ => {}
+        }
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, feed)| {
+                feed.state.is_available().then(|| {
+                    let configured =
+                        f64::from(feed.state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
+                    self.rates.get(i).copied().flatten().unwrap_or(configured) * OVERHEAD
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a viewer's sender is given.
+pub struct SenderSetup {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub layers: VideoLayers,
+    pub ready: oneshot::Receiver<RtpStream>,
+    pub counters: Arc<SenderCounters>,
+    pub feedback: Arc<Feedback>,
+    /// The layer this viewer is held on, if any.
+    pub pin: watch::Receiver<Option<usize>>,
+}
+
 /// Sends video for one viewer: preloads until `ready` gives the negotiated
 /// stream, then sends until the connection goes away or the feed closes.
-pub async fn send_video(
-    track: Arc<TrackLocalStaticRTP>,
-    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
-    ready: oneshot::Receiver<RtpStream>,
-    keyframes: KeyframeRequests,
-    counters: Arc<SenderCounters>,
-) {
-    keyframes.request();
-    let Some((stream, preloaded)) = preload(&mut frames, ready).await else {
+pub async fn send_video(setup: SenderSetup) {
+    let SenderSetup {
+        track,
+        layers,
+        ready,
+        counters,
+        feedback,
+        mut pin,
+    } = setup;
+    let start = pin
+        .borrow()
+        .filter(|l| layers.get(*l).is_some_and(|f| f.state.is_available()))
+        .unwrap_or(0);
+    let mut current = Watched::new(&layers, start);
+    counters.layer.store(start, Ordering::Relaxed);
+    let Some((stream, preloaded)) = preload(&mut current.frames, ready).await else {
         return;
     };
     let mut writer = Packetwriter {
@@ -138,35 +274,102 @@ pub async fn send_video(
     };
     let mut waiting_for_keyframe = preloaded.is_empty();
     if waiting_for_keyframe {
-        keyframes.request();
+        layers.get(start).expect("watched").keyframes.request();
     }
     for frame in &preloaded {
-        if !writer.send(frame).await {
+        if !writer.send(frame, &[]).await {
             return;
         }
     }
     drop(preloaded);
+
+    let now = Instant::now();
+    let top_bps = f64::from(layers.top().state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
+    let mut estimator = LinkEstimator::new(top_bps);
+    let mut controller = LayerController::new(now, start);
+    controller.pin(*pin.borrow());
+    let mut needs = LayerNeeds::new();
+    let mut padding = Padding::default();
+    let mut switch: Option<Switch> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let frame = match frames.recv().await {
-            Ok(frame) => frame,
-            Err(RecvError::Lagged(missed)) => {
-                counters.frames_dropped.fetch_add(missed, Ordering::Relaxed);
-                if !waiting_for_keyframe {
-                    waiting_for_keyframe = true;
-                    keyframes.request();
+        tokio::select! {
+            frame = current.frames.recv() => {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(RecvError::Lagged(missed)) => {
+                        counters.frames_dropped.fetch_add(missed, Ordering::Relaxed);
+                        if !waiting_for_keyframe {
+                            waiting_for_keyframe = true;
+                            layers.get(current.layer).expect("watched").keyframes.request();
+                        }
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if waiting_for_keyframe {
+                    if !frame.keyframe {
+                        continue;
+                    }
+                    waiting_for_keyframe = false;
                 }
-                continue;
+                if !writer.send(&frame, &padding.filler(Instant::now())).await {
+                    return;
+                }
             }
-            Err(RecvError::Closed) => return,
-        };
-        if waiting_for_keyframe {
-            if !frame.keyframe {
-                continue;
+            frame = next_of(&mut switch) => {
+                match frame {
+                    Ok(frame) if frame.keyframe => {
+                        let target = switch.take().expect("a switch is under way").target;
+                        counters.layer.store(target.layer, Ordering::Relaxed);
+                        current = target;
+                        waiting_for_keyframe = false;
+                        if !writer.send(&frame, &[]).await {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
             }
-            waiting_for_keyframe = false;
-        }
-        if !writer.send(&frame).await {
-            return;
+            changed = pin.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                controller.pin(*pin.borrow());
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let estimate = estimator.update(now, feedback.heard(&counters));
+                let decision = controller.update(now, &estimate, &needs.update(now, &layers));
+                padding.set_rate(decision.padding_bps);
+                if decision.layer == current.layer {
+                    switch = None;
+                } else {
+                    match &mut switch {
+                        Some(s) if s.target.layer == decision.layer => {
+                            if now.duration_since(s.asked) >= SWITCH_RETRY {
+                                layers.get(s.target.layer).expect("watched").keyframes.request();
+                                s.asked = now;
+                            }
+                        }
+                        _ => {
+                            switch = Some(Switch {
+                                target: Watched::new(&layers, decision.layer),
+                                asked: now,
+                            });
+                        }
+                    }
+                }
+                *counters.adaptation.lock().expect("adaptation lock is never poisoned") = Some(Adaptation {
+                    layer: current.layer,
+                    estimate,
+                    switches: controller.switches(),
+                    pinned: controller.pinned(),
+                    padding_bps: decision.padding_bps,
+                });
+            }
         }
     }
 }
@@ -174,7 +377,6 @@ pub async fn send_video(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn frame(keyframe: bool, n: u32) -> Arc<EncodedFrame> {
         Arc::new(EncodedFrame {
