@@ -2,7 +2,7 @@
 //!
 //! Three sources, best first: the TWCC estimator's target (delay and loss of
 //! every packet, the WebRTC stack's Google congestion control), the
-//! viewer's own REMB, and receiver-report loss with NACKs. Whichever is used,
+//! viewer's own REMB, and receiver-report loss. Whichever is used,
 //! the estimate is capped to 1.5 × what the viewer acknowledged + 10 kbit/s:
 //! an estimator that hears no complaint on a link that carries little would
 //! otherwise climb without bound, and the controller would switch up into a
@@ -69,8 +69,12 @@ pub struct Estimate {
     pub acked_bps: Option<f64>,
     /// 1.5 × acked + 10 kbit/s: the most the link is trusted with.
     pub headroom_bps: Option<f64>,
-    /// Loss fraction, from receiver reports and NACKs.
+    /// Loss fraction, from the latest receiver report.
     pub loss: f64,
+    /// Packets the viewer asked for again, per packet sent, over the last
+    /// [`RATE_WINDOW`]. Not a loss rate: a receiver asks for a missing
+    /// packet again every round trip until it comes.
+    pub nack_ratio: f64,
     /// What we sent (bit/s) over the last [`RATE_WINDOW`].
     pub sent_bps: f64,
 }
@@ -162,7 +166,7 @@ impl LinkEstimator {
         if new_report {
             self.loss = heard.fraction_lost;
         }
-        let loss = self.loss.max(nack_ratio);
+        let loss = self.loss;
         let measured = span >= RATE_WINDOW.as_secs_f64() / 2.0;
 
         let fresh =
@@ -217,6 +221,7 @@ impl LinkEstimator {
             acked_bps,
             headroom_bps,
             loss,
+            nack_ratio,
             sent_bps,
         }
     }

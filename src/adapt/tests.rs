@@ -198,6 +198,7 @@ fn a_layer_that_cannot_be_sent_is_skipped() {
         acked_bps: Some(300_000.0),
         headroom_bps: Some(headroom(300_000.0)),
         loss: 0.0,
+        nack_ratio: 0.0,
         sent_bps: 300_000.0,
     };
     let decision = controller.update(now, &estimate, &[Some(TOP), None]);

@@ -14,7 +14,8 @@ use super::Daemon;
 use super::commands::CommandCounters;
 use super::pipeline::PipelineState;
 use crate::participant::SignalCounters;
-use crate::peer::SenderCounters;
+use crate::media::VideoLayers;
+use crate::peer::{Adaptation, SenderCounters};
 use crate::procstat::Usage;
 use crate::telemetry::{self, Rates, Sample};
 
@@ -51,7 +52,8 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
     let load = |f: fn(&SenderCounters) -> &AtomicU64| {
         counters.map(|c| f(c).load(Ordering::Relaxed)).unwrap_or(0)
     };
-    json!({
+    let adaptation = counters.and_then(|c| *c.adaptation.lock().expect("adaptation lock is never poisoned"));
+    let mut value = json!({
         "room": room,
         "peer": peer,
         "state": if connected { "connected" } else { "connecting" },
@@ -64,7 +66,47 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
         "nacks": load(|c| &c.nacks),
         "plis": load(|c| &c.keyframe_requests),
         "frames_dropped": load(|c| &c.frames_dropped),
-    })
+    });
+    if let Some(a) = adaptation {
+        let fields = value.as_object_mut().expect("an object");
+        for (key, field) in adaptation_fields(&a) {
+            fields.insert(key.into(), field);
+        }
+    }
+    value
+}
+
+/// A connection's layer and what it was chosen from.
+fn adaptation_fields(a: &Adaptation) -> [(&'static str, Value); 8] {
+    let kbps = |bps: f64| json!((bps / 1000.0).round());
+    [
+        ("layer", json!(a.layer)),
+        ("layer_pinned", json!(a.pinned)),
+        ("layer_switches", json!(a.switches)),
+        ("estimator", json!(a.estimate.source.name())),
+        ("estimate_kbps", kbps(a.estimate.bps)),
+        ("loss", json!((a.estimate.loss * 1000.0).round() / 1000.0)),
+        ("nack_ratio", json!((a.estimate.nack_ratio * 1000.0).round() / 1000.0)),
+        ("padding_kbps", kbps(a.padding_bps)),
+    ]
+}
+
+/// The layers of the pipeline: size, configured bitrate, whether encoded
+/// now, and how many viewers get each.
+fn layers(feeds: &VideoLayers) -> Value {
+    feeds
+        .iter()
+        .map(|feed| {
+            let s = &feed.state;
+            json!({
+                "width": s.width.load(Ordering::Relaxed),
+                "height": s.height.load(Ordering::Relaxed),
+                "bitrate_kbps": s.bitrate_kbps.load(Ordering::Relaxed),
+                "available": s.is_available(),
+                "watchers": feed.watchers(),
+            })
+        })
+        .collect()
 }
 
 /// What the telemetry object says.
@@ -78,6 +120,7 @@ struct Telemetry<'a> {
     pipeline: PipelineState,
     restarts: u64,
     keyframes: u64,
+    layers: Value,
     connections: Vec<Value>,
     signals: SignalCounters,
     commands: CommandCounters,
@@ -100,6 +143,7 @@ impl Telemetry<'_> {
                 "bitrate_kbps": self.rates.bitrate_kbps.round(),
                 "keyframes": self.keyframes,
                 "restarts": self.restarts,
+                "layers": self.layers,
             },
             "connections": self.connections,
             "signal": {
@@ -138,6 +182,7 @@ impl Daemon {
             pipeline: self.pipeline.state(),
             restarts: self.pipeline.restarts(),
             keyframes: self.layers.top().counters.keyframes.load(Ordering::Relaxed),
+            layers: layers(&self.layers),
             connections,
             signals: self.participant.signals,
             commands: self.commands.counters(),
@@ -182,6 +227,29 @@ mod tests {
             connection("home", "v-8f2c", true, Some(&counters))["rtt_ms"],
             3.1
         );
+        *counters.adaptation.lock().unwrap() = Some(Adaptation {
+            layer: 1,
+            estimate: crate::adapt::Estimate {
+                source: crate::adapt::Source::Loss,
+                bps: 412_345.0,
+                congested: false,
+                acked_bps: None,
+                headroom_bps: None,
+                loss: 0.01234,
+                nack_ratio: 0.0,
+                sent_bps: 0.0,
+            },
+            switches: 2,
+            pinned: None,
+            padding_bps: 0.0,
+        });
+        let adapted = connection("home", "v-8f2c", true, Some(&counters));
+        assert_eq!(adapted["layer"], 1);
+        assert_eq!(adapted["estimator"], "loss");
+        assert_eq!(adapted["estimate_kbps"], 412.0);
+        assert_eq!(adapted["loss"], 0.012);
+        assert_eq!(adapted["layer_switches"], 2);
+        assert_eq!(adapted["layer_pinned"], Value::Null);
         let waiting = connection("home", "v-1", false, None);
         assert_eq!(waiting["state"], "connecting");
         assert_eq!(waiting["packets_sent"], 0);
@@ -207,6 +275,7 @@ mod tests {
             pipeline: PipelineState::Playing,
             restarts: 0,
             keyframes: 61,
+            layers: json!([{"width": 1280}]),
             connections: vec![json!({"room": "home"})],
             signals: SignalCounters {
                 received: 120,
@@ -222,7 +291,7 @@ mod tests {
             json!({"v":1,"id":"cam-kitchen","uptime_s":3600,"cpu_percent":12.5,
                    "rss_bytes":31457280,"threads":24,"open_fds":41,"tasks":37,
                    "pipeline":{"state":"playing","fps":30.0,"bitrate_kbps":1980.0,
-                               "keyframes":61,"restarts":0},
+                               "keyframes":61,"restarts":0,"layers":[{"width":1280}]},
                    "connections":[{"room":"home"}],
                    "signal":{"received":120,"dropped":0},
                    "commands":{"received":4,"errors":1}})

@@ -174,7 +174,7 @@ fn sink_description(index: usize) -> String {
     format!(
         "h264parse config-interval=-1 ! \
          video/x-h264,stream-format=byte-stream,alignment=au ! \
-         appsink name=sink{index} max-buffers=4 drop=true sync=false"
+         appsink name=sink{index} max-buffers=4 drop=true sync=false async=false"
     )
 }
 
@@ -305,7 +305,7 @@ mod tests {
         let p = VideoParams::from_config(&v);
         let d = pipeline_description(&v, &p, Some("x264enc"));
         assert!(!d.contains("x264enc"), "{d}");
-        assert!(d.ends_with("appsink name=sink0 max-buffers=4 drop=true sync=false"));
+        assert!(d.ends_with("appsink name=sink0 max-buffers=4 drop=true sync=false async=false"));
         assert_eq!(layer_count(true, &p, Some("x264enc")), 1);
     }
 
