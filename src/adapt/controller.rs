@@ -7,10 +7,13 @@
 //! from dropping on a passing dip of the estimate.
 //!
 //! Up is slow: after [`QUIET`] without congestion the controller asks the
-//! sender to probe, padding the stream up to the next layer's rate in steps
-//! of the acknowledged-rate cap; once the viewer has acknowledged that rate
-//! for [`UP_HOLD`], it switches up. A probe the link objects to ends at
-//! once, and the next waits twice as long (up to [`PROBE_WAIT_MAX`]).
+//! sender to probe, padding the stream up towards the next layer's rate in
+//! steps of [`PROBE_STEP`] every [`PROBE_STEP_EVERY`] (never above the
+//! acknowledged-rate cap); once the viewer has acknowledged that rate for
+//! [`UP_HOLD`], it switches up. Small steps keep a failed probe cheap: the
+//! link is overrun by a quarter at most, and only until the estimator sees
+//! the queue grow. A probe the link objects to ends at once, and the next
+//! waits twice as long (up to [`PROBE_WAIT_MAX`]).
 //!
 //! Layers are ordered best first; a layer's need is its rate in bit/s, or
 //! `None` when it cannot be sent now (the pipeline could not encode it).
@@ -34,6 +37,10 @@ pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(8);
 pub const PROBE_MAX: Duration = Duration::from_secs(6);
 /// A probe aims this much above the higher layer's need.
 pub const PROBE_OVERSHOOT: f64 = 1.1;
+/// A probe raises what is sent by this factor at each step…
+pub const PROBE_STEP: f64 = 1.25;
+/// …once the previous step has been carried for this long.
+pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 
 /// What the sender should do for this viewer now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,8 +53,15 @@ pub struct Decision {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Probe {
-    Waiting { until: Instant },
-    Active { since: Instant },
+    Waiting {
+        until: Instant,
+    },
+    Active {
+        since: Instant,
+        /// What is sent now, layer and padding, in bit/s.
+        level: f64,
+        stepped: Instant,
+    },
 }
 
 /// One viewer's layer choice.
@@ -162,21 +176,31 @@ impl LayerController {
         } else {
             self.fit_since = None;
         }
-        match self.probe {
+        let top = want * PROBE_OVERSHOOT;
+        match &mut self.probe {
             Probe::Waiting { until }
-                if now >= until && now.duration_since(self.quiet_since) >= QUIET =>
+                if now >= *until && now.duration_since(self.quiet_since) >= QUIET =>
             {
-                self.probe = Probe::Active { since: now };
+                self.probe = Probe::Active {
+                    since: now,
+                    level: (need * PROBE_STEP).min(top),
+                    stepped: now,
+                };
             }
-            Probe::Active { since } if now.duration_since(since) >= PROBE_MAX => {
+            Probe::Active { since, .. } if now.duration_since(*since) >= PROBE_MAX => {
                 self.fail_probe(now);
+            }
+            Probe::Active { level, stepped, .. }
+                if now.duration_since(*stepped) >= PROBE_STEP_EVERY
+                    && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
+            {
+                *level = (*level * PROBE_STEP).min(top);
+                *stepped = now;
             }
             _ => {}
         }
         let padding_bps = match (self.probe, estimate.headroom_bps) {
-            (Probe::Active { .. }, Some(headroom)) => {
-                (headroom.min(want * PROBE_OVERSHOOT) - need).max(0.0)
-            }
+            (Probe::Active { level, .. }, Some(headroom)) => (level.min(headroom) - need).max(0.0),
             _ => 0.0,
         };
         Decision {

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::Daemon;
 use super::commands::CommandCounters;
 use super::pipeline::PipelineState;
-use crate::participant::SignalCounters;
 use crate::media::VideoLayers;
+use crate::participant::SignalCounters;
 use crate::peer::{Adaptation, SenderCounters};
 use crate::procstat::Usage;
 use crate::telemetry::{self, Rates, Sample};
@@ -52,7 +52,11 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
     let load = |f: fn(&SenderCounters) -> &AtomicU64| {
         counters.map(|c| f(c).load(Ordering::Relaxed)).unwrap_or(0)
     };
-    let adaptation = counters.and_then(|c| *c.adaptation.lock().expect("adaptation lock is never poisoned"));
+    let adaptation = counters.and_then(|c| {
+        *c.adaptation
+            .lock()
+            .expect("adaptation lock is never poisoned")
+    });
     let mut value = json!({
         "room": room,
         "peer": peer,
@@ -86,7 +90,10 @@ fn adaptation_fields(a: &Adaptation) -> [(&'static str, Value); 8] {
         ("estimator", json!(a.estimate.source.name())),
         ("estimate_kbps", kbps(a.estimate.bps)),
         ("loss", json!((a.estimate.loss * 1000.0).round() / 1000.0)),
-        ("nack_ratio", json!((a.estimate.nack_ratio * 1000.0).round() / 1000.0)),
+        (
+            "nack_ratio",
+            json!((a.estimate.nack_ratio * 1000.0).round() / 1000.0),
+        ),
         ("padding_kbps", kbps(a.padding_bps)),
     ]
 }

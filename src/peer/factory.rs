@@ -35,6 +35,7 @@ use webrtc::peer_connection::{
 use super::SenderCounters;
 use super::congestion::ViewerEstimator;
 use super::feedback::{Feedback, FeedbackInterceptor, SLOT};
+use super::retransmit::{self, RetransmitBudget};
 use crate::config::{MdnsMode, WebrtcConfig};
 
 /// The payload type we offer H.264 on.
@@ -242,8 +243,10 @@ impl PeerFactory {
         );
         if let Some((initial, max)) = wiring.send_bps {
             // The header extension and feedback type are registered above
-            // (TWCC receiver): number what leaves, estimate from what returns.
+            // (TWCC receiver): number what leaves, estimate from what returns;
+            // and retransmit within a budget.
             registry = registry
+                .with(Slot::from(retransmit::SLOT), RetransmitBudget::default())
                 .with(Slot::TwccSender, TwccSenderBuilder::new().build())
                 .with(
                     Slot::CongestionControl,

@@ -25,6 +25,7 @@ pub mod feedback;
 pub mod liveness;
 mod outbound;
 mod padding;
+mod retransmit;
 pub mod sender;
 mod stats;
 
