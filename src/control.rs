@@ -19,6 +19,16 @@ pub struct SetRequest {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub max_viewers: Option<usize>,
+    /// The bitrates of the layers below the top one, best first.
+    pub layer_bitrates_kbps: Option<Vec<u32>>,
+}
+
+/// Holds viewers on a layer, or lets them adapt (`layer: None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinRequest {
+    /// One viewer; `None`: every viewer.
+    pub peer: Option<String>,
+    pub layer: Option<usize>,
 }
 
 /// A command that passed every check.
@@ -30,6 +40,7 @@ pub enum Request {
     Stats,
     Keyframe,
     Set(SetRequest),
+    Pin(PinRequest),
     Restart,
     /// Publish a JPEG to this topic (`None`: the device's snapshot topic).
     Snapshot(Option<String>),
@@ -44,8 +55,8 @@ pub struct Refusal {
 }
 
 /// The commands this camera implements.
-pub const COMMANDS: [&str; 8] = [
-    "join", "leave", "status", "stats", "keyframe", "set", "restart", "snapshot",
+pub const COMMANDS: [&str; 9] = [
+    "join", "leave", "status", "stats", "keyframe", "set", "pin", "restart", "snapshot",
 ];
 
 /// The longest unknown command name that a refusal quotes back.
@@ -76,13 +87,71 @@ fn set_request(command: &Command) -> Result<SetRequest, String> {
         width: ranged(command, "width", WIDTH_RANGE)?,
         height: ranged(command, "height", HEIGHT_RANGE)?,
         max_viewers: ranged(command, "max_viewers", MAX_VIEWERS_RANGE)?,
+        layer_bitrates_kbps: layer_bitrates(command)?,
     };
     if set == SetRequest::default() {
         return Err(
-            "set needs at least one of bitrate_kbps, fps, width, height, max_viewers".into(),
+            "set needs at least one of bitrate_kbps, fps, width, height, max_viewers, \
+                    layer_bitrates_kbps"
+                .into(),
         );
     }
     Ok(set)
+}
+
+/// `layer_bitrates_kbps`: a list of integers in range, each below the one
+/// before. Whether it names every layer is the daemon's to check.
+fn layer_bitrates(command: &Command) -> Result<Option<Vec<u32>>, String> {
+    use crate::config::{BITRATE_RANGE, LOWER_LAYER_MIN_KBPS, MAX_LOWER_LAYERS};
+    let Some(value) = command.args.get("layer_bitrates_kbps") else {
+        return Ok(None);
+    };
+    let (min, max) = (LOWER_LAYER_MIN_KBPS, BITRATE_RANGE.1);
+    let wrong = || {
+        format!(
+            "layer_bitrates_kbps must be a list of at most {MAX_LOWER_LAYERS} integers from \
+             {min} to {max}, each below the one before"
+        )
+    };
+    let list = value
+        .as_array()
+        .filter(|l| l.len() <= MAX_LOWER_LAYERS)
+        .ok_or_else(wrong)?;
+    let mut bitrates = Vec::with_capacity(list.len());
+    for item in list {
+        let n = item
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(wrong)?;
+        if bitrates.last().is_some_and(|before| n >= *before) {
+            return Err(wrong());
+        }
+        bitrates.push(n);
+    }
+    Ok(Some(bitrates))
+}
+
+/// `pin`: `peer` (optional) and `layer` (an index, or null to adapt).
+fn pin_request(command: &Command) -> Result<PinRequest, String> {
+    use crate::config::MAX_LOWER_LAYERS;
+    let peer = match command.args.get("peer") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(peer)) if crate::protocol::ids::is_peer_id(peer) => Some(peer.clone()),
+        Some(_) => return Err("peer must be a peer id".into()),
+    };
+    let layer = match command.args.get("layer") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|n| *n as usize <= MAX_LOWER_LAYERS)
+                .ok_or_else(|| {
+                    format!("layer must be null or a layer index from 0 to {MAX_LOWER_LAYERS}")
+                })? as usize,
+        ),
+    };
+    Ok(PinRequest { peer, layer })
 }
 
 /// Checks a decoded command. On success, returns the request and the topic
@@ -122,6 +191,9 @@ pub fn interpret(command: &Command, topics: &Topics) -> Result<(Request, Option<
         "restart" => Request::Restart,
         "set" => Request::Set(
             set_request(command).map_err(|m| refuse(reply_to.clone(), ErrorCode::BadRequest, m))?,
+        ),
+        "pin" => Request::Pin(
+            pin_request(command).map_err(|m| refuse(reply_to.clone(), ErrorCode::BadRequest, m))?,
         ),
         "snapshot" => match command.args.get("topic") {
             None | Some(Value::Null) => Request::Snapshot(None),
@@ -190,6 +262,61 @@ mod tests {
                 .0,
             Request::Status
         );
+    }
+
+    #[test]
+    fn layer_bitrates_and_pins_are_checked() {
+        let t = Topics::new("meshcam");
+        let set = |args: &str| {
+            interpret(
+                &cmd(&format!(r#"{{"v":1,"id":"1","cmd":"set",{args}}}"#)),
+                &t,
+            )
+            .map(|(r, _)| r)
+        };
+        assert_eq!(
+            set(r#""layer_bitrates_kbps":[600,200]"#).unwrap(),
+            Request::Set(SetRequest {
+                layer_bitrates_kbps: Some(vec![600, 200]),
+                ..SetRequest::default()
+            })
+        );
+        for bad in [
+            r#"[200,600]"#,
+            r#"[10]"#,
+            r#""400""#,
+            r#"[400,300,200,100]"#,
+        ] {
+            let refused = set(&format!(r#""layer_bitrates_kbps":{bad}"#)).unwrap_err();
+            assert_eq!(
+                refused.reply.error.unwrap().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        let pin = |args: &str| {
+            interpret(
+                &cmd(&format!(r#"{{"v":1,"id":"1","cmd":"pin"{args}}}"#)),
+                &t,
+            )
+            .map(|(r, _)| r)
+        };
+        assert_eq!(
+            pin(r#","peer":"v-1","layer":1"#).unwrap(),
+            Request::Pin(PinRequest {
+                peer: Some("v-1".into()),
+                layer: Some(1)
+            })
+        );
+        assert_eq!(
+            pin("").unwrap(),
+            Request::Pin(PinRequest {
+                peer: None,
+                layer: None
+            })
+        );
+        assert!(pin(r#","layer":9"#).is_err());
+        assert!(pin(r#","peer":"a/b","layer":0"#).is_err());
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Settings {
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_viewers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_bitrates_kbps: Option<Vec<u32>>,
 }
 
 /// What survives a restart.

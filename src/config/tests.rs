@@ -94,3 +94,38 @@ fn ice_servers_carry_turn_credentials() {
     assert_eq!(c.webrtc.ice_servers.len(), 2);
     assert_eq!(c.webrtc.ice_servers[1].credential, "p");
 }
+
+#[test]
+fn layers_default_to_one_low_layer_and_can_be_configured_or_removed() {
+    let default = Config::from_toml("").unwrap();
+    assert_eq!(
+        default.video.lower_layers(),
+        [LayerConfig {
+            width: 640,
+            height: 360,
+            bitrate_kbps: 400
+        }]
+    );
+    let one = Config::from_toml("[video]\nlayers = []\n").unwrap();
+    assert!(one.video.lower_layers().is_empty());
+    let two = Config::from_toml(
+        "[video]\npin_layer = 2\n[[video.layers]]\nwidth = 960\nheight = 540\nbitrate_kbps = 900\n\
+         [[video.layers]]\nwidth = 480\nheight = 270\nbitrate_kbps = 250\n",
+    )
+    .unwrap();
+    assert_eq!(two.video.lower_layers().len(), 2);
+    assert_eq!(two.video.pin_layer, Some(2));
+}
+
+#[test]
+fn a_layer_must_be_smaller_and_cheaper_than_the_one_above() {
+    let layer = |w: u32, h: u32, kbps: u32| {
+        error_of(&format!(
+            "[video]\n[[video.layers]]\nwidth = {w}\nheight = {h}\nbitrate_kbps = {kbps}\n"
+        ))
+    };
+    assert!(layer(1920, 1080, 400).contains("video.layers[0]"));
+    assert!(layer(640, 360, 2000).contains("below the layer above"));
+    assert!(layer(641, 360, 400).contains("even"));
+    assert!(error_of("[video]\npin_layer = 3\n").contains("video.pin_layer"));
+}

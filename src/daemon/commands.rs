@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Daemon, LOG_TARGET};
-use crate::control::{self, Request};
+use crate::control::{self, PinRequest, Request};
 use crate::protocol::{Command, ErrorCode, Reply};
 use crate::room::MAX_ROOMS;
 use crate::telemetry::Sample;
@@ -120,8 +120,45 @@ impl Daemon {
                 Reply::ok(id, json!({ "restarts": self.pipeline.restarts() }))
             }
             Request::Set(set) => self.set(set, id),
+            Request::Pin(pin) => self.pin(pin, id),
             Request::Snapshot(_) => unreachable!("snapshots run in their own task"),
         }
+    }
+
+    /// `pin`: holds one viewer, or all, on a layer; not kept across restarts
+    /// (`video.pin_layer` is the durable one).
+    fn pin(&mut self, pin: PinRequest, id: &str) -> Reply {
+        if let Some(layer) = pin.layer
+            && layer >= self.layers.len()
+        {
+            return Reply::error(
+                Some(id),
+                ErrorCode::BadRequest,
+                format!(
+                    "layer {layer}: this camera has layers 0 to {}",
+                    self.layers.len() - 1
+                ),
+            );
+        }
+        let Some(peer) = pin.peer else {
+            self.participant.pin_all(pin.layer);
+            return Reply::ok(id, json!({ "peer": null, "layer": pin.layer }));
+        };
+        let handles: Vec<_> = self
+            .participant
+            .mesh
+            .links()
+            .into_iter()
+            .filter(|(_, p, _, _)| *p == peer)
+            .filter_map(|(_, _, link, _)| self.participant.peer(link))
+            .collect();
+        if handles.is_empty() {
+            return Reply::error(Some(id), ErrorCode::NotFound, format!("no viewer {peer:?}"));
+        }
+        for handle in handles {
+            handle.pin(pin.layer);
+        }
+        Reply::ok(id, json!({ "peer": peer, "layer": pin.layer }))
     }
 
     fn join(&mut self, room: String, id: &str) -> Reply {

@@ -10,8 +10,9 @@
 use serde_json::{Value, json};
 
 use super::{Daemon, LOG_TARGET};
-use crate::config::{Config, VideoConfig, WebrtcConfig};
+use crate::config::{Config, LayerConfig, VideoConfig, WebrtcConfig};
 use crate::control::SetRequest;
+use crate::media::VideoParams;
 use crate::protocol::{ErrorCode, Reply};
 use crate::store::Settings;
 
@@ -59,20 +60,40 @@ fn settings_change(old: &Config, new: &Config, origin: Origin) -> SettingsChange
 }
 
 fn pipeline_change(old: &VideoConfig, new: &VideoConfig, origin: Origin) -> PipelineChange {
-    let bitrate_aside = VideoConfig {
-        bitrate_kbps: old.bitrate_kbps,
-        ..new.clone()
-    };
     let names_bitrate = match origin {
         Origin::Set { names_bitrate } => names_bitrate,
         Origin::Reload => false,
     };
-    if bitrate_aside != *old {
+    let bitrates = |v: &VideoConfig| -> Vec<u32> {
+        VideoParams::from_config(v)
+            .layers()
+            .iter()
+            .map(|l| l.bitrate_kbps)
+            .collect()
+    };
+    if without_bitrates(old) != without_bitrates(new) {
         PipelineChange::Rebuild
-    } else if new.bitrate_kbps != old.bitrate_kbps || names_bitrate {
+    } else if bitrates(new) != bitrates(old) || names_bitrate {
         PipelineChange::Bitrate(new.bitrate_kbps)
     } else {
         PipelineChange::Nothing
+    }
+}
+
+/// The video settings but their bitrates, which encoders take running.
+fn without_bitrates(v: &VideoConfig) -> VideoConfig {
+    let layers = v
+        .lower_layers()
+        .into_iter()
+        .map(|l| LayerConfig {
+            bitrate_kbps: 0,
+            ..l
+        })
+        .collect();
+    VideoConfig {
+        bitrate_kbps: 0,
+        layers: Some(layers),
+        ..v.clone()
     }
 }
 
@@ -83,6 +104,16 @@ pub(super) fn apply_stored(config: &mut Config, settings: &Settings) {
     v.fps = settings.fps.unwrap_or(v.fps);
     v.width = settings.width.unwrap_or(v.width);
     v.height = settings.height.unwrap_or(v.height);
+    if let Some(bitrates) = &settings.layer_bitrates_kbps {
+        let mut layers = v.lower_layers();
+        // Stored for another number of layers (the file changed since): left.
+        if layers.len() == bitrates.len() {
+            for (layer, kbps) in layers.iter_mut().zip(bitrates) {
+                layer.bitrate_kbps = *kbps;
+            }
+            v.layers = Some(layers);
+        }
+    }
     config.webrtc.max_viewers = settings.max_viewers.unwrap_or(config.webrtc.max_viewers);
 }
 
@@ -93,6 +124,32 @@ fn record(settings: &mut Settings, set: &SetRequest) {
     settings.width = set.width.or(settings.width);
     settings.height = set.height.or(settings.height);
     settings.max_viewers = set.max_viewers.or(settings.max_viewers);
+    settings.layer_bitrates_kbps = set
+        .layer_bitrates_kbps
+        .clone()
+        .or(settings.layer_bitrates_kbps.take());
+}
+
+/// What a `set` cannot take that the command's own checks could not see:
+/// bitrates for another number of layers, or not below the top layer's.
+fn check_layer_bitrates(config: &Config, set: &SetRequest) -> Result<(), String> {
+    let Some(bitrates) = &set.layer_bitrates_kbps else {
+        return Ok(());
+    };
+    let count = config.video.lower_layers().len();
+    if bitrates.len() != count {
+        return Err(format!(
+            "layer_bitrates_kbps names {} layers; this camera has {count} below the top one",
+            bitrates.len()
+        ));
+    }
+    let top = set.bitrate_kbps.unwrap_or(config.video.bitrate_kbps);
+    if bitrates.first().is_some_and(|first| *first >= top) {
+        return Err(format!(
+            "layer_bitrates_kbps must stay below the top layer's bitrate ({top})"
+        ));
+    }
+    Ok(())
 }
 
 /// The result of `set`: every run-time setting as it now is.
@@ -104,6 +161,7 @@ fn settings_result(config: &Config) -> Value {
         "width": v.width,
         "height": v.height,
         "max_viewers": config.webrtc.max_viewers,
+        "layer_bitrates_kbps": v.lower_layers().iter().map(|l| l.bitrate_kbps).collect::<Vec<_>>(),
     })
 }
 
@@ -132,11 +190,14 @@ fn reloaded(old: &Config, new: Config) -> Config {
 impl Daemon {
     /// `set`: applies and persists run-time settings.
     pub(super) fn set(&mut self, set: SetRequest, id: &str) -> Reply {
+        if let Err(message) = check_layer_bitrates(&self.config, &set) {
+            return Reply::error(Some(id), ErrorCode::BadRequest, message);
+        }
         let old = self.config.clone();
         record(&mut self.state.settings, &set);
         apply_stored(&mut self.config, &self.state.settings);
         let origin = Origin::Set {
-            names_bitrate: set.bitrate_kbps.is_some(),
+            names_bitrate: set.bitrate_kbps.is_some() || set.layer_bitrates_kbps.is_some(),
         };
         let change = settings_change(&old, &self.config, origin);
         self.apply_viewer_limit(change.max_viewers);
@@ -187,6 +248,9 @@ impl Daemon {
         }
         let change = settings_change(&self.config, &new, Origin::Reload);
         self.apply_viewer_limit(change.max_viewers);
+        if new.video.pin_layer != self.config.video.pin_layer {
+            self.participant.pin_all(new.video.pin_layer);
+        }
         self.config = reloaded(&self.config, new);
         if let Err(e) = self.apply_pipeline_change(change.pipeline) {
             tracing::warn!(target: LOG_TARGET, error = %e, "bitrate not changed");
@@ -288,8 +352,10 @@ mod tests {
             width: None,
             height: Some(240),
             max_viewers: Some(3),
+            layer_bitrates_kbps: Some(vec![120]),
         };
         apply_stored(&mut config, &stored);
+        assert_eq!(config.video.lower_layers()[0].bitrate_kbps, 120);
         assert_eq!(config.video.bitrate_kbps, 800);
         assert_eq!(config.video.fps, 10);
         assert_eq!(config.video.width, file.video.width);
@@ -320,15 +386,56 @@ mod tests {
                 width: Some(320),
                 height: None,
                 max_viewers: None,
+                layer_bitrates_kbps: None,
             }
         );
+    }
+
+    #[test]
+    fn layer_bitrates_are_taken_running_and_must_name_every_layer() {
+        let with_low = |kbps| {
+            let mut c = config();
+            c.video.layers = Some(vec![LayerConfig {
+                width: 320,
+                height: 180,
+                bitrate_kbps: kbps,
+            }]);
+            c
+        };
+        let set = Origin::Set {
+            names_bitrate: true,
+        };
+        assert_eq!(
+            settings_change(&with_low(300), &with_low(200), Origin::Reload).pipeline,
+            PipelineChange::Bitrate(1500)
+        );
+        assert_eq!(
+            settings_change(&with_low(300), &with_low(300), set).pipeline,
+            PipelineChange::Bitrate(1500)
+        );
+        let two = SetRequest {
+            layer_bitrates_kbps: Some(vec![300, 100]),
+            ..SetRequest::default()
+        };
+        assert!(check_layer_bitrates(&with_low(300), &two).is_err());
+        let above_top = SetRequest {
+            layer_bitrates_kbps: Some(vec![1600]),
+            ..SetRequest::default()
+        };
+        assert!(check_layer_bitrates(&with_low(300), &above_top).is_err());
+        let fine = SetRequest {
+            layer_bitrates_kbps: Some(vec![250]),
+            ..SetRequest::default()
+        };
+        assert!(check_layer_bitrates(&with_low(300), &fine).is_ok());
     }
 
     #[test]
     fn the_set_result_names_every_run_time_setting() {
         assert_eq!(
             settings_result(&config()),
-            json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4})
+            json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4,
+                   "layer_bitrates_kbps":[300]})
         );
     }
 

@@ -142,6 +142,7 @@ impl Daemon {
             Some(layers.clone()),
             peer_tx,
         );
+        participant.pin_all(config.video.pin_layer);
         let rooms = rooms_at_start(
             &config.rooms,
             &state.rooms,
