@@ -189,6 +189,16 @@ fn check_outcome(
                     check_set(command, set);
                     "set"
                 }
+                Request::Pin(pin) => {
+                    if let Some(peer) = &pin.peer {
+                        assert_eq!(command.args.get("peer"), Some(&Value::String(peer.clone())));
+                    }
+                    assert_eq!(
+                        pin.layer.map(|l| l as u64),
+                        command.args.get("layer").and_then(Value::as_u64)
+                    );
+                    "pin"
+                }
                 Request::Snapshot(topic) => {
                     if let Some(topic) = topic {
                         assert!(topics.is_client_topic(topic));
@@ -244,6 +254,10 @@ fn check_set(command: &Command, set: &control::SetRequest) {
         set.max_viewers.map(|n| n as u64),
         (min as u64, max as u64),
     );
+    if let Some(bitrates) = &set.layer_bitrates_kbps {
+        assert!(bitrates.windows(2).all(|w| w[0] > w[1]), "{bitrates:?}");
+        assert!(bitrates.len() <= meshcam::config::MAX_LOWER_LAYERS);
+    }
 }
 
 /// A refusal is an error reply that reaches the controller: valid JSON,

@@ -198,11 +198,38 @@ pub fn set_arguments(pairs: &[String]) -> Result<Map<String, Value>, String> {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("{pair:?}: expected key=value, e.g. bitrate_kbps=1500"))?;
-        let value = value
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(value));
-        args.insert(key.to_owned(), value);
+        args.insert(key.to_owned(), setting_value(value));
+    }
+    Ok(args)
+}
+
+/// A number, a comma-separated list of numbers, or else the text itself
+/// (the camera says what it expected).
+fn setting_value(text: &str) -> Value {
+    let number = |t: &str| t.parse::<u64>().ok().map(Value::from);
+    if text.contains(',') {
+        let list: Option<Vec<Value>> = text.split(',').map(number).collect();
+        if let Some(list) = list {
+            return Value::from(list);
+        }
+    }
+    number(text).unwrap_or_else(|| Value::from(text))
+}
+
+/// The arguments of `pin`: a layer index or `adapt`, for one viewer or all.
+pub fn pin_arguments(layer: &str, peer: Option<String>) -> Result<Map<String, Value>, String> {
+    let layer =
+        match layer {
+            "adapt" => Value::Null,
+            n => Value::from(n.parse::<u64>().map_err(|_| {
+                format!("{n:?}: expected a layer index (0 is the top one) or adapt")
+            })?),
+        };
+    let mut args = Map::new();
+    args.insert("cmd".into(), json!("pin"));
+    args.insert("layer".into(), layer);
+    if let Some(peer) = peer {
+        args.insert("peer".into(), json!(peer));
     }
     Ok(args)
 }
@@ -217,5 +244,16 @@ mod tests {
         assert_eq!(args["bitrate_kbps"], 1500);
         assert_eq!(args["fps"], "x");
         assert!(set_arguments(&["nonsense".into()]).is_err());
+        let layers = set_arguments(&["layer_bitrates_kbps=600,200".into()]).unwrap();
+        assert_eq!(layers["layer_bitrates_kbps"], json!([600, 200]));
+    }
+
+    #[test]
+    fn pin_takes_an_index_or_adapt() {
+        assert_eq!(pin_arguments("1", None).unwrap()["layer"], 1);
+        let all = pin_arguments("adapt", Some("v-1".into())).unwrap();
+        assert_eq!(all["layer"], Value::Null);
+        assert_eq!(all["peer"], "v-1");
+        assert!(pin_arguments("top", None).is_err());
     }
 }

@@ -134,9 +134,17 @@ enum CtlCommand {
     /// Rebuild the capture pipeline (viewers stay connected)
     Restart,
     /// Change settings: bitrate_kbps=N fps=N width=N height=N max_viewers=N
+    /// layer_bitrates_kbps=N,N
     Set {
         #[arg(required = true)]
         settings: Vec<String>,
+    },
+    /// Hold viewers on a layer (0 is the top one), or `adapt` to let them choose
+    Pin {
+        layer: String,
+        /// One viewer; without it, every viewer
+        #[arg(long)]
+        peer: Option<String>,
     },
     /// Take a JPEG of the current picture
     Snapshot {
@@ -271,6 +279,13 @@ async fn run_ctl(args: CtlArgs, config: Option<&Path>) -> ExitCode {
         CtlCommand::Keyframe => simple("keyframe"),
         CtlCommand::Restart => simple("restart"),
         CtlCommand::Set { settings } => match ctl::set_arguments(&settings) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("meshcam ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        CtlCommand::Pin { layer, peer } => match ctl::pin_arguments(&layer, peer) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("meshcam ctl: {e}");
