@@ -9,6 +9,8 @@
 //! it with its own scaler, encoder (`encoder{i}`), parser and appsink
 //! (`sink{i}`). Every branch but the top one starts behind a closed `valve`
 //! (`gate{i}`): a layer nobody gets costs nothing until a viewer needs it.
+//! The valve lets sticky events through (caps, segment, end of stream), so
+//! a source that ends ends every branch, and the pipeline reports it.
 //! A source that delivers H.264 itself is passed through as the one layer.
 
 use crate::config::{LayerConfig, SourceFormat, SourceKind, VideoConfig};
@@ -195,7 +197,7 @@ fn downstream_description(encoded: bool, p: &VideoParams, encoder: Option<&str>)
             queue.to_owned()
         } else {
             format!(
-                "valve name=gate{index} drop=true ! {queue} ! videoscale ! {},format=I420",
+                "valve name=gate{index} drop=true drop-mode=forward-sticky-events ! {queue} ! videoscale ! {},format=I420",
                 lp.raw_caps()
             )
         };
@@ -338,6 +340,17 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("stream-format=byte-stream,alignment=au"));
+    }
+
+    #[test]
+    fn on_the_pi_each_layer_is_a_hardware_encoder_session_of_its_own() {
+        let v = video(SourceKind::Libcamera, SourceFormat::Auto);
+        let p = VideoParams::from_config(&v);
+        let d = pipeline_description(&v, &p, Some("v4l2h264enc"));
+        assert!(d.contains("v4l2h264enc name=encoder0"), "{d}");
+        assert!(d.contains("v4l2h264enc name=encoder1"), "{d}");
+        assert!(d.contains("video_bitrate=400000"), "{d}");
+        assert!(d.contains("appsink name=sink1"), "{d}");
     }
 
     #[test]
