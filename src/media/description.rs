@@ -324,7 +324,7 @@ mod tests {
         // behind a closed valve.
         assert!(
             d.contains(
-                "valve name=gate1 drop=true ! queue max-size-buffers=2 leaky=downstream ! \
+                "valve name=gate1 drop=true drop-mode=forward-sticky-events ! queue max-size-buffers=2 leaky=downstream ! \
                         videoscale ! video/x-raw,width=640,height=360,framerate=30/1,format=I420 ! \
                         x264enc name=encoder1"
             ),
