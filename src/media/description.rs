@@ -141,7 +141,7 @@ pub fn encoder_description(encoder: &str, p: &VideoParams, index: usize) -> Stri
         ),
         "x264enc" => format!(
             "x264enc name=encoder{index} tune=zerolatency speed-preset=ultrafast bitrate={} \
-             key-int-max={} bframes=0 byte-stream=true trellis=false",
+             key-int-max={} bframes=0 byte-stream=true trellis=false vbv-buf-capacity=300",
             p.bitrate_kbps,
             p.gop()
         ),
