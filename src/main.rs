@@ -182,6 +182,10 @@ struct ViewArgs {
     /// Address for media sockets
     #[arg(long, default_value = "0.0.0.0")]
     bind: String,
+    /// Do not negotiate transport-wide congestion control: the camera
+    /// hears only receiver reports
+    #[arg(long)]
+    no_twcc: bool,
 }
 
 fn init_logging() {
@@ -378,6 +382,7 @@ fn run_view(
         duration: args.duration.map(Duration::from_secs_f64),
         report_interval: Duration::from_secs_f64(args.report_interval.max(0.05)),
         bind: args.bind,
+        twcc: !args.no_twcc,
     };
     match runtime.block_on(meshcam::view::run(options)) {
         Ok(true) => ExitCode::SUCCESS,

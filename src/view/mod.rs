@@ -2,10 +2,13 @@
 //!
 //! It joins a room as a viewer (the same room logic and peer code as the
 //! camera, from the other side), receives the camera's video, reassembles
-//! H.264 access units, and reports time to first frame, frame rate and
-//! bitrate as JSON lines on stdout. With `--decode` every access unit also
-//! goes through GStreamer's `avdec_h264`, proving the frames decode.
-//! `--count N` runs N independent viewers in one process, for benchmarks.
+//! H.264 access units ([`assembly`]), and reports time to first frame,
+//! frame rate, bitrate and freezes ([`freeze`]) as JSON lines on stdout.
+//! With `--decode` every access unit also goes through GStreamer's
+//! `avdec_h264` ([`decoder`]), proving the frames decode. `--count N` runs N
+//! independent viewers in one process, for benchmarks; `--no-twcc` leaves
+//! transport-wide congestion control out of the negotiation, so the camera
+//! hears only receiver reports, as from a viewer that has no TWCC.
 //!
 //! Owns each viewer's loop (broker session, peer events, the room timer
 //! woken at [`Participant::next_deadline`]), the media receive path and the
@@ -16,13 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod assembly;
+mod decoder;
+mod freeze;
+
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -34,6 +36,9 @@ use crate::participant::sleep_until;
 use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Role, Topics, ids};
 use crate::room::Me;
+use assembly::{Assembler, is_keyframe};
+use decoder::Decoder;
+use freeze::Freezes;
 
 /// What `meshcam view` was asked to do.
 #[derive(Debug, Clone)]
@@ -52,6 +57,8 @@ pub struct ViewOptions {
     pub report_interval: Duration,
     /// Address for media sockets.
     pub bind: String,
+    /// Negotiate transport-wide congestion control feedback.
+    pub twcc: bool,
 }
 
 /// One viewer's counters.
@@ -62,6 +69,11 @@ pub struct ViewerStats {
     pub bytes: AtomicU64,
     pub decoded: AtomicU64,
     pub lost_packets: AtomicU64,
+    /// Duplicates and packets older than one already received.
+    pub stale_packets: AtomicU64,
+    /// Freezes since the first frame ([`freeze`]), and their total length.
+    pub freezes: AtomicU64,
+    pub frozen_us: AtomicU64,
     /// Microseconds from join (presence published) to the first frame.
     pub first_frame_us: AtomicU64,
     pub width: AtomicU32,
@@ -85,10 +97,15 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
             "--decode needs avdec_h264 (Debian package gstreamer1.0-libav)"
         );
     }
-    let factory = Arc::new(PeerFactory::new(&WebrtcConfig {
+    let factory = PeerFactory::new(&WebrtcConfig {
         bind_address: options.bind.clone(),
         ..WebrtcConfig::default()
-    })?);
+    })?;
+    let factory = Arc::new(if options.twcc {
+        factory
+    } else {
+        factory.without_twcc()
+    });
     let base = options
         .id
         .clone()
@@ -139,6 +156,9 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                         "fps": ((frames - f0) as f64 / wall * 10.0).round() / 10.0,
                         "kbps": ((bytes - b0) as f64 * 8.0 / 1000.0 / wall).round(),
                         "lost_packets": v.stats.lost_packets.load(Ordering::Relaxed),
+                        "stale_packets": v.stats.stale_packets.load(Ordering::Relaxed),
+                        "freezes": v.stats.freezes.load(Ordering::Relaxed),
+                        "frozen_ms": v.stats.frozen_us.load(Ordering::Relaxed) / 1000,
                         "width": v.stats.width.load(Ordering::Relaxed),
                         "height": v.stats.height.load(Ordering::Relaxed),
                     }));
@@ -292,51 +312,40 @@ async fn run_viewer(
     }
 }
 
-/// Whether an Annex-B access unit holds an IDR slice.
-pub fn is_keyframe(access_unit: &[u8]) -> bool {
-    access_unit
-        .windows(4)
-        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
-}
-
-/// Reassembles access units from RTP and counts them.
+/// Reassembles access units from RTP and counts them, their freezes, and
+/// the packets lost or dropped on the way.
 async fn receive(
     track: Arc<dyn TrackRemote>,
     stats: Arc<ViewerStats>,
     joined_at: Instant,
     decoder: Option<Decoder>,
 ) {
-    let mut depacketizer = H264Packet::default();
-    let mut access_unit = BytesMut::new();
-    let mut last_sequence: Option<u16> = None;
+    let mut assembler = Assembler::default();
+    let mut freezes = Freezes::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             continue;
         };
-        let seq = packet.header.sequence_number;
-        if let Some(last) = last_sequence {
-            let gap = seq.wrapping_sub(last).wrapping_sub(1);
-            if gap > 0 && gap < 1000 {
-                stats
-                    .lost_packets
-                    .fetch_add(u64::from(gap), Ordering::Relaxed);
-            }
-        }
-        last_sequence = Some(seq);
         stats
             .bytes
             .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-        match depacketizer.depacketize(&packet.payload) {
-            Ok(data) => access_unit.extend_from_slice(&data),
-            Err(_) => {
-                access_unit.clear();
-                continue;
-            }
-        }
-        if !packet.header.marker || access_unit.is_empty() {
+        let frame = assembler.push(&packet);
+        stats
+            .lost_packets
+            .store(assembler.lost(), Ordering::Relaxed);
+        stats
+            .stale_packets
+            .store(assembler.stale(), Ordering::Relaxed);
+        let Some(frame) = frame else {
             continue;
+        };
+        if freezes.frame(Instant::now()) {
+            stats.freezes.store(freezes.count(), Ordering::Relaxed);
+            stats.frozen_us.store(
+                u64::try_from(freezes.total().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
-        let frame = access_unit.split().freeze();
         if is_keyframe(&frame) {
             stats.keyframes.fetch_add(1, Ordering::Relaxed);
         }
@@ -347,71 +356,5 @@ async fn receive(
         if let Some(decoder) = &decoder {
             decoder.push(frame);
         }
-    }
-}
-
-/// `appsrc ! h264parse ! avdec_h264 ! appsink`, counting decoded pictures.
-struct Decoder {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
-
-impl Decoder {
-    fn start(stats: Arc<ViewerStats>) -> anyhow::Result<Self> {
-        let pipeline = gst::parse::launch(
-            "appsrc name=src is-live=true do-timestamp=true format=time \
-             caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
-             h264parse ! avdec_h264 ! appsink name=out sync=false max-buffers=2 drop=true",
-        )?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .context("no appsrc")?;
-        let sink = pipeline
-            .by_name("out")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .context("no appsink")?;
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(s) = sample.caps().and_then(|c| c.structure(0)) {
-                        let w = s.get::<i32>("width").unwrap_or(0);
-                        let h = s.get::<i32>("height").unwrap_or(0);
-                        stats.width.store(w as u32, Ordering::Relaxed);
-                        stats.height.store(h as u32, Ordering::Relaxed);
-                    }
-                    stats.decoded.fetch_add(1, Ordering::Relaxed);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow::anyhow!("decoder refused to play"))?;
-        Ok(Self { pipeline, src })
-    }
-
-    fn push(&self, frame: Bytes) {
-        let _ = self.src.push_buffer(gst::Buffer::from_slice(frame));
-    }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idr_slices_mark_key_frames() {
-        assert!(is_keyframe(&[0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x65, 9]));
-        assert!(!is_keyframe(&[0, 0, 0, 1, 0x41, 9, 9]));
     }
 }
