@@ -321,18 +321,34 @@ impl Observer {
         what: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let end = Instant::now() + DEADLINE;
+        self.stats_within(device, what, DEADLINE, pred)
+    }
+
+    /// Like [`Observer::stats_until`], for a deadline the test is about.
+    pub fn stats_within(
+        &mut self,
+        device: &str,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + deadline;
         loop {
-            let stats = self.command(device, serde_json::json!({"cmd": "stats"}))["result"].clone();
+            let stats = self.stats(device);
             if pred(&stats) {
                 return stats;
             }
             assert!(
                 Instant::now() < end,
-                "no {what} within {DEADLINE:?}: {stats}"
+                "no {what} within {deadline:?}: {stats}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `device`'s telemetry now (the `stats` command).
+    pub fn stats(&mut self, device: &str) -> Value {
+        self.command(device, serde_json::json!({"cmd": "stats"}))["result"].clone()
     }
 
     /// Sends a command to `device` and waits for its reply on our inbox.

@@ -2,15 +2,19 @@
 //! joined by a veth pair on a private /24, each with `lo` up and either no
 //! route but the connected subnet (no default route, so no multicast route
 //! either: a camera LAN without a gateway) or only a default route via the
-//! other end. Mosquitto, the camera and viewers run inside them with
-//! `ip netns exec`; the test process reaches the broker from a thread that
-//! joined the namespace.
+//! other end ([`Net`]); or one camera namespace with two viewers, each on a
+//! veth pair and /24 of its own, connected routes only, whose links can be
+//! shaped one by one ([`Star`]: viewers on links of different capacity).
+//! Mosquitto, the camera and viewers run inside them with `ip netns exec`;
+//! the test process reaches the broker from a thread that joined the
+//! namespace.
 //!
-//! Names are `mc-{pid}-{n}-{a|b}`; everything is removed on drop, also when
-//! the test panics, and namespaces left by a test process that no longer
-//! runs are removed before new ones are made. Only the addresses of these
-//! namespaces are ever used. Without root (CAP_NET_ADMIN, CAP_SYS_ADMIN)
-//! nothing here can work, and the caller fails saying so.
+//! Names are `mc-{pid}-{n}-{a|b|c}`; everything is removed on drop, also
+//! when the test panics, and namespaces left by a test process that no
+//! longer runs are removed before new ones are made. At most
+//! [`MAX_NAMESPACES`] exist at once per test process. Only the addresses of
+//! these namespaces are ever used. Without root (CAP_NET_ADMIN,
+//! CAP_SYS_ADMIN) nothing here can work, and the caller fails saying so.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +27,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Namespaces of this process that exist now.
+static ALIVE: AtomicU32 = AtomicU32::new(0);
+/// Most namespaces one test process has at once: a leak fails instead of
+/// piling up.
+pub const MAX_NAMESPACES: u32 = 12;
 const PREFIX: &str = "mc-";
 /// The MQTT port of the broker inside the camera's namespace (a fresh
 /// namespace has every port free).
@@ -38,21 +47,32 @@ pub enum Routes {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
+    run("ip", args)
+}
+
+/// Runs `program` (of iproute2) with `args`; the error names the command.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("`ip` (Debian package iproute2) does not run: {e}"))?;
+        .map_err(|e| format!("`{program}` (Debian package iproute2) does not run: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "`ip {}` failed ({}): {}",
+            "`{program} {}` failed ({}): {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// The uid this process runs as, for messages that say root is needed.
+fn uid() -> u32 {
+    // SAFETY: getuid(2) has no preconditions.
+    unsafe { libc::getuid() }
 }
 
 /// One network namespace made by this process.
@@ -62,14 +82,21 @@ pub struct Netns {
 
 impl Netns {
     fn create(name: String) -> Result<Self, String> {
-        ip(&["netns", "add", &name]).map_err(|e| {
-            format!(
+        if ALIVE.fetch_add(1, Ordering::SeqCst) >= MAX_NAMESPACES {
+            ALIVE.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!(
+                "cannot create network namespace {name}: this process has \
+                 {MAX_NAMESPACES} already (one is not dropped?)"
+            ));
+        }
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            ALIVE.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!(
                 "cannot create network namespace {name}: these tests need root \
                  (CAP_NET_ADMIN and CAP_SYS_ADMIN); running as uid {}: {e}",
-                // SAFETY: getuid(2) has no preconditions.
-                unsafe { libc::getuid() }
-            )
-        })?;
+                uid()
+            ));
+        }
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
@@ -129,6 +156,7 @@ impl Drop for Netns {
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("netns: {e}");
         }
+        ALIVE.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -233,7 +261,161 @@ impl Net {
     }
 }
 
-/// Mosquitto inside the camera's namespace, on the veth address and
+/// Where the camera and its broker run, as [`NsBroker`] and [`NsCamera`]
+/// need to know it.
+pub trait CameraNet {
+    /// The camera's namespace.
+    fn cam(&self) -> &Netns;
+    /// Its addresses on the links to the viewers; the broker listens on
+    /// every one of them, and the camera reaches it on the first.
+    fn cam_addrs(&self) -> Vec<Ipv4Addr>;
+    /// What the camera's WebRTC binds to.
+    fn cam_bind(&self) -> Ipv4Addr;
+}
+
+impl CameraNet for Net {
+    fn cam(&self) -> &Netns {
+        &self.cam
+    }
+
+    fn cam_addrs(&self) -> Vec<Ipv4Addr> {
+        vec![self.cam_addr]
+    }
+
+    fn cam_bind(&self) -> Ipv4Addr {
+        self.cam_addr
+    }
+}
+
+/// One viewer's namespace in a [`Star`], and its link to the camera's.
+pub struct Spoke {
+    pub ns: Netns,
+    /// The viewer's address.
+    pub addr: Ipv4Addr,
+    /// The camera namespace's address on this link: where this viewer
+    /// reaches the broker and the camera.
+    pub cam_addr: Ipv4Addr,
+    /// The camera's end of the veth pair, where what the camera sends to
+    /// this viewer leaves: the device [`Star::shape`] shapes.
+    pub cam_dev: String,
+}
+
+impl Spoke {
+    /// The broker's URL from this viewer's namespace.
+    pub fn broker_url(&self) -> String {
+        format!("mqtt://{}:{BROKER_PORT}", self.cam_addr)
+    }
+
+    /// `meshcam view` in this namespace, bound to its address, on the
+    /// broker of [`NsBroker`], with `args` after the connection arguments.
+    pub fn view(&self, room: &str, id: &str, args: &[&str], dir: &Path) -> LineProcess {
+        let mut command = self.ns.command(super::BIN);
+        command
+            .args(["view", "--broker", &self.broker_url(), "--room", room])
+            .args(["--bind", &self.addr.to_string(), "--id", id])
+            .args(args)
+            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error");
+        LineProcess::spawn(&format!("meshcam view {id}"), command, dir)
+    }
+}
+
+/// One camera namespace and two viewer namespaces, each viewer on a veth
+/// pair and /24 of its own: the camera's namespace is `.1` on both
+/// subnets, each viewer `.2` on its own. Connected routes only, so each
+/// viewer reaches nothing but the camera's namespace, and the viewers do
+/// not reach each other.
+pub struct Star {
+    /// Dropped before `cam`: the fields go in declaration order.
+    pub viewers: [Spoke; 2],
+    pub cam: Netns,
+}
+
+impl Star {
+    /// Makes the namespaces and links; panics saying why when namespaces
+    /// cannot be made.
+    pub fn new() -> Self {
+        Self::try_new().unwrap_or_else(|e| panic!("network namespaces: {e}"))
+    }
+
+    pub fn try_new() -> Result<Self, String> {
+        remove_stale();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{PREFIX}{}-{n}", std::process::id());
+        let cam = Netns::create(format!("{base}-a"))?;
+        let spoke = |i: u8, suffix: &str| -> Result<Spoke, String> {
+            let ns = Netns::create(format!("{base}-{suffix}"))?;
+            // A subnet per link, apart from those of [`Net`].
+            let subnet = 2 * (n % 100) as u8 + i;
+            let cam_addr = Ipv4Addr::new(10, 214, subnet, 1);
+            let addr = Ipv4Addr::new(10, 214, subnet, 2);
+            let cam_dev = format!("mcv{i}");
+            ip(&[
+                "link", "add", &cam_dev, "netns", &cam.name, "type", "veth", "peer", "name", "mcc",
+                "netns", &ns.name,
+            ])?;
+            cam.ip(&["addr", "add", &format!("{cam_addr}/24"), "dev", &cam_dev])?;
+            cam.ip(&["link", "set", &cam_dev, "up"])?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "mcc"])?;
+            ns.ip(&["link", "set", "mcc", "up"])?;
+            Ok(Spoke {
+                ns,
+                addr,
+                cam_addr,
+                cam_dev,
+            })
+        };
+        let viewers = [spoke(0, "b")?, spoke(1, "c")?];
+        Ok(Self { viewers, cam })
+    }
+
+    /// Limits what the camera sends to viewer `i` to `rate` (tc's units:
+    /// `500kbit`) with a token bucket: a 16 kB burst, and what would wait
+    /// longer than 200 ms is dropped, as at a real bottleneck.
+    pub fn shape(&self, i: usize, rate: &str) -> Result<(), String> {
+        let dev = &self.viewers[i].cam_dev;
+        self.tc(&[
+            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "16kb",
+            "latency", "200ms",
+        ])
+    }
+
+    /// Takes the shaping of viewer `i`'s link away.
+    pub fn unshape(&self, i: usize) -> Result<(), String> {
+        let dev = &self.viewers[i].cam_dev;
+        self.tc(&["qdisc", "del", "dev", dev, "root"])
+    }
+
+    /// `tc {args}` in the camera's namespace.
+    fn tc(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", &self.cam.name];
+        all.extend_from_slice(args);
+        run("tc", &all).map_err(|e| {
+            format!(
+                "cannot change the traffic control of {}: shaping needs root \
+                 (CAP_NET_ADMIN) and the kernel's sch_tbf; running as uid {}: {e}",
+                self.cam.name,
+                uid()
+            )
+        })
+    }
+}
+
+impl CameraNet for Star {
+    fn cam(&self) -> &Netns {
+        &self.cam
+    }
+
+    fn cam_addrs(&self) -> Vec<Ipv4Addr> {
+        self.viewers.iter().map(|v| v.cam_addr).collect()
+    }
+
+    /// Every address: each viewer reaches the camera on its own subnet.
+    fn cam_bind(&self) -> Ipv4Addr {
+        Ipv4Addr::UNSPECIFIED
+    }
+}
+
+/// Mosquitto inside the camera's namespace, on its veth addresses and
 /// loopback, port [`BROKER_PORT`].
 pub struct NsBroker {
     child: Child,
@@ -241,20 +423,23 @@ pub struct NsBroker {
 }
 
 impl NsBroker {
-    pub fn start(net: &Net) -> Self {
+    pub fn start(net: &impl CameraNet) -> Self {
         let dir = super::temp_dir("ns-mosquitto");
         let conf = dir.join("mosquitto.conf");
+        let addrs = net.cam_addrs();
+        let listeners: String = addrs
+            .iter()
+            .map(ToString::to_string)
+            .chain(["127.0.0.1".to_owned()])
+            .map(|addr| format!("listener {BROKER_PORT} {addr}\n"))
+            .collect();
         std::fs::write(
             &conf,
-            format!(
-                "listener {BROKER_PORT} {}\nlistener {BROKER_PORT} 127.0.0.1\n\
-                 allow_anonymous true\npersistence false\n",
-                net.cam_addr
-            ),
+            format!("{listeners}allow_anonymous true\npersistence false\n"),
         )
         .unwrap();
-        let child = net
-            .cam
+        let cam = net.cam();
+        let child = cam
             .command("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -263,17 +448,18 @@ impl NsBroker {
             .spawn()
             .expect("mosquitto runs (apt-get install mosquitto)");
         let mut broker = Self { child, _dir: dir };
-        let addr = SocketAddr::from((net.cam_addr, BROKER_PORT));
         let end = Instant::now() + Duration::from_secs(10);
-        while !net
-            .cam
-            .enter(move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
-        {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                panic!("mosquitto in {} exited: {status}", net.cam.name);
+        for addr in addrs {
+            let addr = SocketAddr::from((addr, BROKER_PORT));
+            while !cam.enter(move || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }) {
+                if let Ok(Some(status)) = broker.child.try_wait() {
+                    panic!("mosquitto in {} exited: {status}", cam.name);
+                }
+                assert!(Instant::now() < end, "mosquitto did not listen on {addr}");
+                std::thread::sleep(Duration::from_millis(30));
             }
-            assert!(Instant::now() < end, "mosquitto did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(30));
         }
         broker
     }
@@ -407,17 +593,17 @@ pub struct NsCamera {
 
 impl NsCamera {
     /// `toml` is added to a configuration with telemetry every second.
-    pub fn start(net: &Net, id: &str, toml: &str) -> Self {
+    pub fn start(net: &impl CameraNet, id: &str, toml: &str) -> Self {
         let dir = super::temp_dir(id);
-        let wrapper = net.cam.wrapper(&dir, Path::new(super::BIN));
+        let wrapper = net.cam().wrapper(&dir, Path::new(super::BIN));
         let mut camera = Self {
             process: None,
             id: id.to_owned(),
             dir,
             toml: format!("stats_interval_s = 1\n{toml}"),
             wrapper,
-            broker: net.broker_url(),
-            bind: net.cam_addr.to_string(),
+            broker: format!("mqtt://{}:{BROKER_PORT}", net.cam_addrs()[0]),
+            bind: net.cam_bind().to_string(),
             old_logs: String::new(),
         };
         camera.spawn();
@@ -471,7 +657,13 @@ impl Drop for NsCamera {
 
 /// An MQTT observer inside `ns`, on the broker of [`NsBroker`].
 pub fn observer(ns: &Netns, net: &Net, id: &str, filters: &[&str]) -> super::Observer {
-    let host = net.cam_addr.to_string();
+    observer_at(ns, net.cam_addr, id, filters)
+}
+
+/// An MQTT observer inside `ns`, on the broker of [`NsBroker`] at `broker`
+/// (an address of the camera's namespace that `ns` reaches).
+pub fn observer_at(ns: &Netns, broker: Ipv4Addr, id: &str, filters: &[&str]) -> super::Observer {
+    let host = broker.to_string();
     let id = id.to_owned();
     let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
     ns.enter(move || {
