@@ -205,8 +205,21 @@ fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
     let free_start = fresh_report(&mut free);
     let end = shaped_start.1 + WINDOW;
     let mut last = stats;
+    // The shaped link as telemetry saw it, for the failure messages.
+    let mut trace = String::new();
     while Instant::now() < end {
         last = obs.stats(&cam.id);
+        if let Some(c) = common::connection_to(&last, &shaped_id) {
+            trace += &format!(
+                "\n  {:5.2} s layer {} estimate {} kbit/s loss {} nack {} padding {} kbit/s",
+                shaped_start.1.elapsed().as_secs_f64(),
+                c["layer"],
+                c["estimate_kbps"],
+                c["loss"],
+                c["nack_ratio"],
+                c["padding_kbps"]
+            );
+        }
         assert_eq!(
             layer_of(&last, &free_id),
             Some(0),
@@ -229,12 +242,12 @@ fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
     assert_eq!(link["layer"], 1, "{shaped_id} ends on layer 1: {link}");
     assert!(
         shaped_window.fps >= SHAPED_FPS,
-        "{shaped_id} below {SHAPED_FPS} fps: {}",
+        "{shaped_id} below {SHAPED_FPS} fps: {}; its link:{trace}",
         shaped_window.describe()
     );
     assert!(
         shaped_window.frozen_percent < FROZEN_PERCENT,
-        "{shaped_id} frozen {FROZEN_PERCENT} % or more: {}",
+        "{shaped_id} frozen {FROZEN_PERCENT} % or more: {}; its link:{trace}",
         shaped_window.describe()
     );
     assert_eq!(

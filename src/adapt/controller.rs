@@ -6,8 +6,10 @@
 //! the acknowledged rate too keeps a viewer whose link carries its layer
 //! from dropping on a passing dip of the estimate.
 //!
-//! Up is slow: after [`QUIET`] without congestion the controller asks the
-//! sender to probe, padding the stream up towards the next layer's rate in
+//! Up is slow: after [`QUIET`] without congestion, and once the estimate
+//! says the link carries the current layer (a link kept full by the lowest
+//! layer is not probed: each probe would be a freeze), the controller asks
+//! the sender to probe, padding the stream up towards the next layer's rate in
 //! steps of [`PROBE_STEP`] every [`PROBE_STEP_EVERY`] (never above the
 //! acknowledged-rate cap); once the viewer has acknowledged that rate for
 //! [`UP_HOLD`], it switches up. Small steps keep a failed probe cheap: the
@@ -20,25 +22,29 @@
 
 use std::time::{Duration, Instant};
 
-use super::Estimate;
+use super::{Estimate, Source};
 
 /// How long congestion must last before a viewer goes down.
 pub const DOWN_HOLD: Duration = Duration::from_millis(500);
 /// A layer needs this margin under the estimate to be kept or chosen.
 pub const FIT: f64 = 0.9;
 /// Clean link before a probe starts.
-pub const QUIET: Duration = Duration::from_secs(2);
+pub const QUIET: Duration = Duration::from_secs(3);
 /// How long the higher layer's rate must have been acknowledged.
 pub const UP_HOLD: Duration = Duration::from_millis(1500);
 /// The first wait before probing, and the longest.
 pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
 pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(8);
 /// A probe that has not shown the rate by then has failed.
-pub const PROBE_MAX: Duration = Duration::from_secs(6);
+pub const PROBE_MAX: Duration = Duration::from_secs(15);
 /// A probe aims this much above the higher layer's need.
 pub const PROBE_OVERSHOOT: f64 = 1.1;
-/// A probe raises what is sent by this factor at each step…
+/// A probe raises what is sent by this factor at each step (by the
+/// smaller one when only receiver reports, one a second, tell how the step
+/// went: a bottleneck's buffer of 200 ms takes longer than that to fill
+/// 15 % above its rate)…
 pub const PROBE_STEP: f64 = 1.25;
+pub const PROBE_STEP_REPORTS: f64 = 1.15;
 /// …once the previous step has been carried for this long.
 pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -177,13 +183,20 @@ impl LayerController {
             self.fit_since = None;
         }
         let top = want * PROBE_OVERSHOOT;
+        let step = if estimate.source == Source::Twcc {
+            PROBE_STEP
+        } else {
+            PROBE_STEP_REPORTS
+        };
         match &mut self.probe {
             Probe::Waiting { until }
-                if now >= *until && now.duration_since(self.quiet_since) >= QUIET =>
+                if now >= *until
+                    && now.duration_since(self.quiet_since) >= QUIET
+                    && estimate.bps >= need * FIT =>
             {
                 self.probe = Probe::Active {
                     since: now,
-                    level: (need * PROBE_STEP).min(top),
+                    level: (need * step).min(top),
                     stepped: now,
                 };
             }
@@ -194,7 +207,7 @@ impl LayerController {
                 if now.duration_since(*stepped) >= PROBE_STEP_EVERY
                     && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
             {
-                *level = (*level * PROBE_STEP).min(top);
+                *level = (*level * step).min(top);
                 *stepped = now;
             }
             _ => {}

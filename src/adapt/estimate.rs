@@ -9,8 +9,16 @@
 //! link it never measured.
 //!
 //! "Congested" means, within the last second, the estimate fell, the delay
-//! of our packets grew (a queue is building: TWCC only), or loss rose: the
-//! one signal the controller goes down on and a probe stops on.
+//! of our packets grew, or loss rose: the one signal the controller goes
+//! down on and a probe stops on. With TWCC the delay is seen per packet.
+//! Without it, two signs of a queue come from receiver reports: the
+//! packets that arrived between two reports (the highest sequence number
+//! advanced by less than [`DELIVERED`] of what was sent meanwhile) and the
+//! round trip rising [`QUEUE_DELAY`] above the lowest of the last
+//! [`BASE_RTT_WINDOW`]. Many bottlenecks queue long before they drop (a
+//! router's buffer, a sender's own socket): seeing only loss, a link
+//! without TWCC would be found full a freeze late. The arrivals are also
+//! what such a link is said to have acknowledged.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,6 +40,11 @@ pub struct Heard {
     /// Receiver reports about our stream, and the loss the latest one gave.
     pub reports: u64,
     pub fraction_lost: f64,
+    /// The round trip the latest report gives (from its LSR and DLSR), in
+    /// seconds; 0 until a report has one.
+    pub report_rtt: f64,
+    /// The extended highest sequence number the latest report says arrived.
+    pub highest_seq: u64,
     /// Packets the viewer asked to have sent again.
     pub nacked_packets: u64,
     /// What we sent it, padding included.
@@ -80,7 +93,7 @@ pub struct Estimate {
 }
 
 /// The window sent rate and NACK rate are measured over.
-pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+pub const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// How long a fall of the estimate counts as congestion.
 pub const CONGESTION_MEMORY: Duration = Duration::from_secs(1);
 /// A source that said nothing for this long is not used.
@@ -88,6 +101,15 @@ pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Loss above this is congestion; below [`LOW_LOSS`] the link is clean.
 pub const HIGH_LOSS: f64 = 0.10;
 pub const LOW_LOSS: f64 = 0.02;
+/// Loss below this is rounding in a receiver report (1/256 is 0.4 %).
+pub const ANY_LOSS: f64 = 0.005;
+/// Fewer arrivals than this share of what was sent is a queue building.
+pub const DELIVERED: f64 = 0.9;
+/// A round trip this much above the link's lowest is a queue building.
+pub const QUEUE_DELAY: f64 = 0.05;
+/// The lowest round trip is taken over this much recent history, so a
+/// route that got longer is learnt again.
+pub const BASE_RTT_WINDOW: Duration = Duration::from_secs(30);
 /// A fall smaller than this fraction is noise, not congestion.
 const FALL: f64 = 0.97;
 
@@ -110,6 +132,24 @@ pub struct LinkEstimator {
     last_raw: Option<(Source, f64)>,
     fell_at: Option<Instant>,
     loss: f64,
+    /// Without TWCC: what the latest receiver report says arrived. It is
+    /// known once a report, so a probe steps up only after a report has
+    /// seen the step before carried.
+    reported_acked: Option<f64>,
+    /// (when, round trip) of the recent reports, for the lowest one.
+    round_trips: VecDeque<(Instant, f64)>,
+    /// (when, highest sequence number, packets sent, bytes sent) at the
+    /// latest report.
+    last_report: Option<(Instant, u64, u64, u64)>,
+}
+
+/// What arrived between two receiver reports.
+struct Arrivals {
+    /// Of what was sent meanwhile, the share that arrived or was lost
+    /// (the highest sequence number's advance per packet sent).
+    share: f64,
+    /// What arrived, in bit/s.
+    bps: f64,
 }
 
 impl LinkEstimator {
@@ -124,6 +164,9 @@ impl LinkEstimator {
             last_raw: None,
             fell_at: None,
             loss: 0.0,
+            reported_acked: None,
+            round_trips: VecDeque::new(),
+            last_report: None,
         }
     }
 
@@ -178,15 +221,27 @@ impl LinkEstimator {
         } else {
             Source::Loss
         };
+        let arrivals = if new_report {
+            self.arrivals(now, &heard, loss)
+        } else {
+            None
+        };
+        if let Some(arrivals) = &arrivals {
+            self.reported_acked = Some(arrivals.bps);
+        } else if new_report && measured && self.reported_acked.is_none() {
+            self.reported_acked = Some(sent_bps * (1.0 - loss));
+        }
+        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt);
+        let queued = rtt_rising || arrivals.is_some_and(|a| a.share < DELIVERED);
         let acked_bps = match source {
             Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
             Source::Twcc => None,
-            _ => measured.then_some(sent_bps * (1.0 - loss)),
+            _ => self.reported_acked,
         };
         let headroom_bps = acked_bps.map(headroom);
 
         if source == Source::Loss && new_report && measured {
-            if loss > HIGH_LOSS {
+            if loss > HIGH_LOSS || queued {
                 // What got through, with a margin below it.
                 self.loss_bps = sent_bps * (1.0 - loss) * 0.9;
             } else if loss < LOW_LOSS
@@ -207,8 +262,16 @@ impl LinkEstimator {
             }
             _ => false,
         };
-        let overusing = source == Source::Twcc && heard.twcc_overusing;
-        if fell || overusing || (new_report && loss >= LOW_LOSS) {
+        // Without TWCC the per-packet delay is not seen: the round trip
+        // stands in for it, and any loss at all counts, so a link the
+        // stream already fills is not probed.
+        let overusing = if source == Source::Twcc {
+            heard.twcc_overusing
+        } else {
+            queued
+        };
+        let lossy = new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS));
+        if fell || overusing || lossy {
             self.fell_at = Some(now);
         }
         self.last_raw = Some((source, raw));
@@ -224,5 +287,44 @@ impl LinkEstimator {
             nack_ratio,
             sent_bps,
         }
+    }
+
+    /// What arrived since the previous report, once there is one.
+    fn arrivals(&mut self, now: Instant, heard: &Heard, loss: f64) -> Option<Arrivals> {
+        let this = (now, heard.highest_seq, heard.packets_sent, heard.bytes_sent);
+        let (at, seq, packets, bytes) = self.last_report.replace(this)?;
+        let span = now.duration_since(at).as_secs_f64();
+        let sent = heard.packets_sent.checked_sub(packets)?;
+        if sent == 0 || span <= 0.0 || heard.highest_seq < seq {
+            return None;
+        }
+        let share = ((heard.highest_seq - seq) as f64 / sent as f64).min(1.0);
+        let sent_bps = (heard.bytes_sent - bytes) as f64 * 8.0 / span;
+        Some(Arrivals {
+            share,
+            bps: sent_bps * share * (1.0 - loss),
+        })
+    }
+
+    /// Takes a report's round trip; whether it is [`QUEUE_DELAY`] above the
+    /// lowest of the last [`BASE_RTT_WINDOW`].
+    fn queue_building(&mut self, now: Instant, rtt: f64) -> bool {
+        if rtt <= 0.0 {
+            return false;
+        }
+        while self
+            .round_trips
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > BASE_RTT_WINDOW)
+        {
+            self.round_trips.pop_front();
+        }
+        self.round_trips.push_back((now, rtt));
+        let base = self
+            .round_trips
+            .iter()
+            .map(|(_, rtt)| *rtt)
+            .fold(f64::INFINITY, f64::min);
+        rtt > base + QUEUE_DELAY
     }
 }

@@ -81,10 +81,12 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
 }
 
 /// A connection's layer and what it was chosen from.
-fn adaptation_fields(a: &Adaptation) -> [(&'static str, Value); 8] {
+fn adaptation_fields(a: &Adaptation) -> [(&'static str, Value); 10] {
     let kbps = |bps: f64| json!((bps / 1000.0).round());
     [
         ("layer", json!(a.layer)),
+        ("layer_width", json!(a.width)),
+        ("layer_height", json!(a.height)),
         ("layer_pinned", json!(a.pinned)),
         ("layer_switches", json!(a.switches)),
         ("estimator", json!(a.estimate.source.name())),
@@ -236,6 +238,8 @@ mod tests {
         );
         *counters.adaptation.lock().unwrap() = Some(Adaptation {
             layer: 1,
+            width: 640,
+            height: 360,
             estimate: crate::adapt::Estimate {
                 source: crate::adapt::Source::Loss,
                 bps: 412_345.0,
@@ -252,6 +256,7 @@ mod tests {
         });
         let adapted = connection("home", "v-8f2c", true, Some(&counters));
         assert_eq!(adapted["layer"], 1);
+        assert_eq!(adapted["layer_width"], 640);
         assert_eq!(adapted["estimator"], "loss");
         assert_eq!(adapted["estimate_kbps"], 412.0);
         assert_eq!(adapted["loss"], 0.012);

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -42,6 +42,10 @@ pub struct Feedback {
     pub reports: AtomicU64,
     /// Of the latest report, in 1/256 (RTCP's own unit).
     pub fraction_lost: AtomicU64,
+    /// The round trip of the latest report that has one, in microseconds.
+    pub report_rtt_us: AtomicU64,
+    /// The extended highest sequence number of the latest report.
+    pub highest_seq: AtomicU64,
     pub nacked_packets: AtomicU64,
 }
 
@@ -58,6 +62,8 @@ impl Feedback {
             remb_bps: load(&self.remb_bps) as f64,
             reports: load(&self.reports),
             fraction_lost: load(&self.fraction_lost) as f64 / 256.0,
+            report_rtt: load(&self.report_rtt_us) as f64 / 1e6,
+            highest_seq: load(&self.highest_seq),
             nacked_packets: load(&self.nacked_packets),
             packets_sent: load(&sent.packets_sent),
             bytes_sent: load(&sent.bytes_sent),
@@ -78,6 +84,12 @@ impl Feedback {
         if let Some(block) = blocks.first() {
             self.fraction_lost
                 .store(u64::from(block.fraction_lost), Ordering::Relaxed);
+            self.highest_seq
+                .store(u64::from(block.last_sequence_number), Ordering::Relaxed);
+            if let Some(rtt) = round_trip(block, SystemTime::now()) {
+                self.report_rtt_us
+                    .store(rtt.as_micros() as u64, Ordering::Relaxed);
+            }
             self.reports.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
@@ -91,6 +103,32 @@ impl Feedback {
         }
     }
 }
+
+/// The round trip a reception report gives (RFC 3550 §6.4.1): now, less
+/// when the sender report it answers was sent (LSR), less how long the
+/// viewer held it (DLSR), all in the middle 32 bits of NTP time. The stack
+/// stamps its sender reports with the wall clock, so `now` is too. None
+/// before the viewer has had a sender report, and for a value no link has
+/// (a clock step).
+fn round_trip(block: &ReceptionReport, now: SystemTime) -> Option<Duration> {
+    if block.last_sender_report == 0 {
+        return None;
+    }
+    let since_epoch = now.duration_since(UNIX_EPOCH).ok()?;
+    let ntp_seconds = since_epoch.as_secs() + NTP_UNIX_OFFSET;
+    let fraction = (u64::from(since_epoch.subsec_nanos()) << 32) / 1_000_000_000;
+    let middle = (((ntp_seconds << 32) | fraction) >> 16) as u32;
+    let rtt = middle
+        .wrapping_sub(block.last_sender_report)
+        .wrapping_sub(block.delay);
+    let rtt = Duration::from_secs_f64(f64::from(rtt) / 65536.0);
+    (rtt < MAX_ROUND_TRIP).then_some(rtt)
+}
+
+/// Seconds from 1900 (NTP's epoch) to 1970.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+/// Longer than any round trip: a longer one is a clock step.
+const MAX_ROUND_TRIP: Duration = Duration::from_secs(10);
 
 /// The position in the chain: after every default interceptor.
 pub const SLOT: usize = 14_000;
@@ -168,4 +206,37 @@ impl Interceptor for FeedbackInterceptor {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(lsr: u32, dlsr: u32) -> ReceptionReport {
+        ReceptionReport {
+            last_sender_report: lsr,
+            delay: dlsr,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_round_trip_is_now_less_the_report_it_answers_and_the_hold() {
+        // 1 s after the epoch: NTP 2208988801.0, middle bits 0x83AA7E81_0000 >> 16.
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        let middle = ((NTP_UNIX_OFFSET + 1) << 16) as u32;
+        // The report answered was sent 250 ms ago, held 200 ms: 50 ms.
+        let lsr = middle.wrapping_sub(65536 / 4);
+        let rtt = round_trip(&block(lsr, 65536 / 5), now).expect("a round trip");
+        assert!((rtt.as_secs_f64() - 0.05).abs() < 0.001, "{rtt:?}");
+    }
+
+    #[test]
+    fn no_round_trip_before_a_sender_report_or_across_a_clock_step() {
+        let now = UNIX_EPOCH + Duration::from_secs(1);
+        assert_eq!(round_trip(&block(0, 0), now), None);
+        let middle = ((NTP_UNIX_OFFSET + 1) << 16) as u32;
+        // An answer to a report "from the future": the clock went back.
+        assert_eq!(round_trip(&block(middle.wrapping_add(65536), 0), now), None);
+    }
 }

@@ -70,6 +70,9 @@ pub struct SenderCounters {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adaptation {
     pub layer: usize,
+    /// The layer's picture size.
+    pub width: u32,
+    pub height: u32,
     pub estimate: Estimate,
     pub switches: u64,
     pub pinned: Option<usize>,
@@ -362,8 +365,11 @@ pub async fn send_video(setup: SenderSetup) {
                         }
                     }
                 }
+                let state = &layers.get(current.layer).expect("watched").state;
                 *counters.adaptation.lock().expect("adaptation lock is never poisoned") = Some(Adaptation {
                     layer: current.layer,
+                    width: state.width.load(Ordering::Relaxed),
+                    height: state.height.load(Ordering::Relaxed),
                     estimate,
                     switches: controller.switches(),
                     pinned: controller.pinned(),
