@@ -1,8 +1,10 @@
 // The meshcam browser viewer: joins a room over MQTT (WebSockets), keeps one
 // RTCPeerConnection per participant (cameras offer to us; between browsers
-// the smaller id offers), and shows a tile per participant with live stats.
+// the smaller id offers), and shows a tile per participant with live stats:
+// the browser's own (size, frame rate, bitrate, RTT) and, for a camera, what
+// its telemetry says of our link (the layer it sends us, its estimate).
 import mqtt from "mqtt";
-import { Topics, decode, iOffer, isSession, randomToken, VERSION } from "./protocol.js";
+import { Topics, decode, iOffer, isSession, linkTo, randomToken, VERSION } from "./protocol.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (selector) => document.querySelector(selector);
@@ -192,6 +194,15 @@ class Peer {
       };
     }
     if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
+    const link = this.link;
+    if (link) {
+      const size = link.width && link.height ? ` ${link.width}×${link.height}` : "";
+      parts.push(`layer ${link.layer}${size}${link.pinned !== null ? " pinned" : ""}`);
+      if (typeof link.estimateKbps === "number") parts.push(`estimate ${link.estimateKbps} kbps (${link.estimator})`);
+      parts.push(`loss ${(link.loss * 100).toFixed(1)} %`);
+      parts.push(`${link.switches} switch${link.switches === 1 ? "" : "es"}`);
+      window.meshcam.peers[this.id] = { ...(window.meshcam.peers[this.id] || {}), link };
+    }
     tile.querySelector(".stats").textContent = parts.join(" · ");
   }
 }
@@ -249,6 +260,14 @@ function peerGone(peer) {
   else removeTile(peer.id);
 }
 
+/** A camera's telemetry: what it says of its connection to us. */
+function onTelemetry(device, payload) {
+  const telemetry = decode(payload);
+  const peer = room.peers.get(device);
+  if (!telemetry || telemetry.id !== device || !peer) return;
+  peer.link = linkTo(telemetry, room.topics.room, room.me);
+}
+
 function onStatus(device, payload) {
   const status = decode(payload);
   if (!status || status.id !== device) return;
@@ -292,7 +311,7 @@ async function join({ broker, roomName, username, password, media }) {
   room.client = client;
   client.on("connect", () => {
     // One subscribe request, acknowledged before our presence goes out.
-    client.subscribe([topics.presences(), topics.inbox(me), topics.statuses()], { qos: 1 }, (err) => {
+    client.subscribe([topics.presences(), topics.inbox(me), topics.statuses(), topics.telemetry()], { qos: 1 }, (err) => {
       if (err || room?.client !== client) return;
       client.publish(topics.presence(me), presencePayload(), { qos: 1, retain: true });
       window.meshcam.connected = true;
@@ -307,6 +326,7 @@ async function join({ broker, roomName, username, password, media }) {
     if (t?.kind === "presence") onPresence(t.peer, payload);
     else if (t?.kind === "signal" && t.to === me) onSignal(t.from, payload);
     else if (t?.kind === "status") onStatus(t.device, payload);
+    else if (t?.kind === "telemetry") onTelemetry(t.device, payload);
   });
   $("#leave").hidden = false;
 }

@@ -28,6 +28,7 @@ export class Topics {
   signal(to, from) { return `${this.prefix}/rooms/${this.room}/signal/${to}/${from}`; }
   inbox(me) { return `${this.prefix}/rooms/${this.room}/signal/${me}/+`; }
   statuses() { return `${this.prefix}/devices/+/status`; }
+  telemetry() { return `${this.prefix}/devices/+/stats`; }
 
   /** {kind, ...} for a topic we subscribed to, or null. */
   parse(topic) {
@@ -37,6 +38,9 @@ export class Topics {
     if (levels.slice(0, base).join("/") !== this.prefix) return null;
     if (rest[0] === "devices" && rest[2] === "status" && rest.length === 3 && isPeerId(rest[1])) {
       return { kind: "status", device: rest[1] };
+    }
+    if (rest[0] === "devices" && rest[2] === "stats" && rest.length === 3 && isPeerId(rest[1])) {
+      return { kind: "telemetry", device: rest[1] };
     }
     if (rest[0] !== "rooms" || rest[1] !== this.room) return null;
     if (rest[2] === "peers" && rest.length === 4 && isPeerId(rest[3])) {
@@ -66,4 +70,26 @@ export function decode(payload) {
   } catch {
     return null;
   }
+}
+
+/**
+ * What a camera's telemetry says about its connection to `me` in `room`:
+ * the layer it sends us and what it estimates of our link; null when it
+ * has none (yet).
+ */
+export function linkTo(telemetry, room, me) {
+  const c = Array.isArray(telemetry?.connections)
+    ? telemetry.connections.find((c) => c && c.room === room && c.peer === me)
+    : null;
+  if (!c || typeof c.layer !== "number") return null;
+  return {
+    layer: c.layer,
+    width: c.layer_width,
+    height: c.layer_height,
+    pinned: c.layer_pinned ?? null,
+    switches: c.layer_switches ?? 0,
+    estimator: c.estimator,
+    estimateKbps: c.estimate_kbps,
+    loss: c.loss ?? 0,
+  };
 }

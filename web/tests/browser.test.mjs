@@ -4,8 +4,8 @@
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  WIDTH, cleanup, figure, launchBrowser, observe, peerState, screenshot, startCamera,
-  startMosquitto, waitDecoded, waitFor,
+  HEIGHT, WIDTH, cleanup, command, figure, launchBrowser, observe, peerState, screenshot,
+  startCamera, startMosquitto, waitDecoded, waitFor,
 } from "./harness.mjs";
 
 afterEach(cleanup);
@@ -99,4 +99,39 @@ test("e: a stopped camera shows offline within 5 s", async () => {
   assert.equal(await badge.textContent(), "live");
   assert.equal(await camera.stop(), 0);
   await waitFor("the offline badge", async () => (await badge.textContent()) === "offline", 5_000);
+});
+
+test("f: pinned to the low layer, Chromium decodes its size on the same stream, and the tile says so; let go, the top layer again", async () => {
+  const { broker, camera, url } = await cameraOnMosquitto("attic");
+  const browser = await launchBrowser();
+  const page = await browser.newPage();
+  await page.goto(`${url}&id=web-pin`);
+  await waitDecoded(page, camera.id, 30);
+  const tile = page.locator(`.tile[data-peer="${camera.id}"] .stats`);
+  await waitFor("the tile showing layer 0", async () => (await tile.textContent()).includes(`layer 0 ${WIDTH}×${HEIGHT}`));
+
+  const pinned = await command(broker.url, camera.id, { cmd: "pin", peer: "web-pin", layer: 1 });
+  assert.equal(pinned.ok, true, JSON.stringify(pinned));
+  // The default low layer: half the width and height.
+  const low = await waitFor("Chromium decoding the low layer", async () => {
+    const s = await peerState(page, camera.id);
+    return s?.videoWidth === WIDTH / 2 && s.link?.layer === 1 ? s : null;
+  });
+  assert.equal(low.link.pinned, 1);
+  assert.equal(low.link.width, WIDTH / 2);
+  await waitFor("the tile showing the pinned layer", async () =>
+    (await tile.textContent()).includes(`layer 1 ${WIDTH / 2}×${HEIGHT / 2} pinned`));
+  await waitDecoded(page, camera.id, low.framesDecoded + 30);
+  console.log(`screenshot ${await screenshot(page, "pinned-low-layer")}`);
+
+  const free = await command(broker.url, camera.id, { cmd: "pin", peer: "web-pin", layer: null });
+  assert.equal(free.ok, true, JSON.stringify(free));
+  const top = await waitFor("Chromium decoding the top layer again", async () => {
+    const s = await peerState(page, camera.id);
+    return s?.videoWidth === WIDTH && s.link?.layer === 0 ? s : null;
+  });
+  assert.equal(top.link.pinned, null);
+  await waitDecoded(page, camera.id, top.framesDecoded + 30);
+  const unknown = await command(broker.url, camera.id, { cmd: "pin", peer: "nobody", layer: 1 });
+  assert.equal(unknown.error?.code, "not_found", JSON.stringify(unknown));
 });

@@ -191,6 +191,31 @@ export async function observe(url, filter) {
   };
 }
 
+/**
+ * Sends `command` (without `v`, `id`, `reply_to`) to camera `device` on the
+ * broker at `url`; returns its reply.
+ */
+export async function command(url, device, body) {
+  const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 500 });
+  cleanups.push(() => client.end(true));
+  const id = `c-${Math.random().toString(36).slice(2, 10)}`;
+  const replyTo = `meshcam/clients/test-ctl/${id}`;
+  const reply = new Promise((ok) => client.on("message", (topic, payload) => {
+    const msg = JSON.parse(payload.toString());
+    if (topic === replyTo && msg.id === id) ok(msg);
+  }));
+  await new Promise((ok, fail) => {
+    client.once("connect", () => client.subscribe(replyTo, { qos: 1 }, (e) => (e ? fail(e) : ok())));
+    client.once("error", fail);
+  });
+  client.publish(`meshcam/devices/${device}/cmd`, JSON.stringify({ v: 1, id, reply_to: replyTo, ...body }), { qos: 1 });
+  let answered = null;
+  reply.then((msg) => { answered = msg; });
+  await waitFor(`the reply to ${body.cmd}`, () => answered);
+  client.end(true);
+  return answered;
+}
+
 export async function screenshot(page, name) {
   mkdirSync(OUT, { recursive: true });
   const path = join(OUT, `${name}.png`);
