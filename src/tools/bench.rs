@@ -7,6 +7,12 @@
 //! a viewer that never completes its handshake and one whose process is
 //! frozen (SIGSTOP) after its first frame, and checks that the healthy
 //! viewers keep their frame rate.
+//!
+//! With the default two layers, two more rounds at the largest count pin
+//! viewers (the `pin` command) to the low layer: all of them, then every
+//! other one, for the cost of a layer that is encoded against one that is
+//! not, and of viewers split between layers. `--single-layer` runs the
+//! camera with one layer, for the second layer's fixed cost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +36,8 @@ pub struct BenchOptions {
     pub bitrate_kbps: u32,
     /// Also run the round with a stalled and a never-answering viewer.
     pub stall: bool,
+    /// The camera encodes one layer (`layers = []`), not the default two.
+    pub single_layer: bool,
 }
 
 /// One measured round.
@@ -46,6 +54,10 @@ pub struct Round {
 
 const ROOM: &str = "bench";
 const CAMERA: &str = "bench-cam";
+/// The viewers' ids are this with `-0`, `-1`, … (`meshcam view --count`).
+const VIEWER: &str = "bench-view";
+/// Where the camera answers our commands.
+const REPLIES: &str = "meshcam/clients/bench/replies";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Per-viewer frame counts from report lines.
@@ -102,7 +114,7 @@ impl Bench<'_> {
                 &self.bin,
                 &self.broker.url(),
                 ROOM,
-                &["--count", &n, "--report-interval", "0.5"],
+                &["--count", &n, "--id", VIEWER, "--report-interval", "0.5"],
             )?)
         } else {
             None
@@ -154,6 +166,33 @@ impl Bench<'_> {
         })
     }
 
+    /// Pins the viewers of `indices` to `layer`, each answered.
+    fn pin(&self, indices: impl Iterator<Item = usize>, layer: usize) -> anyhow::Result<()> {
+        let topic = Topics::new("meshcam").command(CAMERA);
+        for i in indices {
+            let id = format!("pin-{i}-{}", &ids::new_session()[..6]);
+            let command = serde_json::json!({
+                "v": 1, "id": id, "cmd": "pin", "peer": format!("{VIEWER}-{i}"),
+                "layer": layer, "reply_to": REPLIES,
+            });
+            self.status.client.publish(
+                topic.clone(),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                command.to_string(),
+            )?;
+            let reply =
+                self.status
+                    .wait(REPLIES, &format!("the reply to {id}"), DEADLINE, |v| {
+                        v["id"] == id.as_str()
+                    })?;
+            if reply["ok"] != true {
+                bail!("pin {VIEWER}-{i} to layer {layer}: {reply}");
+            }
+        }
+        Ok(())
+    }
+
     /// A viewer that announces itself and never answers the offer.
     fn ghost(&self) -> anyhow::Result<()> {
         let id = "ghost";
@@ -189,13 +228,21 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
     let broker = Mosquitto::start("")?;
     let dir = TempDir::new("bench")?;
     let toml = format!(
-        "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n[webrtc]\nmax_viewers = 64\n",
-        options.width, options.height, options.fps, options.bitrate_kbps
+        "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n{}[webrtc]\nmax_viewers = 64\n",
+        options.width,
+        options.height,
+        options.fps,
+        options.bitrate_kbps,
+        if options.single_layer {
+            "layers = []\n"
+        } else {
+            ""
+        },
     );
     let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir, &[])?;
     let topics = Topics::new("meshcam");
     let status_topic = topics.status(CAMERA);
-    let status = TopicWatch::connect(&broker, std::slice::from_ref(&status_topic))?;
+    let status = TopicWatch::connect(&broker, &[status_topic.clone(), REPLIES.to_owned()])?;
     status.wait(&status_topic, "online", DEADLINE, |v| {
         v["state"] == "online"
     })?;
@@ -217,6 +264,24 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
             .wait(&bench.status_topic, "no viewers", DEADLINE, |v| {
                 v["viewers"] == 0
             })?;
+    }
+    let most = options.viewers.iter().copied().max().unwrap_or(0);
+    if !options.single_layer && most > 1 {
+        let rounds_pinned: [(&str, usize); 2] =
+            [("all on layer 1", 1), ("every other on layer 1", 2)];
+        for (what, every) in rounds_pinned {
+            let round = bench.round(&format!("{most} viewers, {what}"), most, || {
+                bench.pin((0..most).step_by(every), 1)?;
+                Ok(Vec::new())
+            })?;
+            print_round(&round, rounds.first());
+            rounds.push(round);
+            bench
+                .status
+                .wait(&bench.status_topic, "no viewers", DEADLINE, |v| {
+                    v["viewers"] == 0
+                })?;
+        }
     }
     if options.stall {
         let round = bench.round("8 viewers + 1 frozen + 1 never answering", 8, || {

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Skip the round with a frozen and a never-answering viewer
     #[arg(long)]
     no_stall: bool,
+    /// Encode one layer only (`layers = []`): beside a default run, the
+    /// second layer's fixed cost
+    #[arg(long)]
+    single_layer: bool,
     /// Instead: stop the broker under a streaming camera for this many
     /// seconds and measure frames lost and the time to recover
     #[arg(long)]
@@ -118,6 +122,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         fps: args.fps,
         bitrate_kbps: args.bitrate_kbps,
         stall: !args.no_stall,
+        single_layer: args.single_layer,
     };
     measured("bench", super::bench::run(&bin, options).map(|_| true))
 }
