@@ -10,7 +10,8 @@
 //! says the link carries the current layer (a link kept full by the lowest
 //! layer is not probed: each probe would be a freeze), the controller asks
 //! the sender to probe, padding the stream up towards the next layer's rate in
-//! steps of [`PROBE_STEP`] every [`PROBE_STEP_EVERY`] (never above the
+//! steps of [`PROBE_STEP`] (smaller at first without TWCC:
+//! [`PROBE_STEP_REPORTS`]) every [`PROBE_STEP_EVERY`] (never above the
 //! acknowledged-rate cap); once the viewer has acknowledged that rate for
 //! [`UP_HOLD`], it switches up. Small steps keep a failed probe cheap: the
 //! link is overrun by a quarter at most, and only until the estimator sees
@@ -39,12 +40,16 @@ pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(8);
 pub const PROBE_MAX: Duration = Duration::from_secs(15);
 /// A probe aims this much above the higher layer's need.
 pub const PROBE_OVERSHOOT: f64 = 1.1;
-/// A probe raises what is sent by this factor at each step (by the
-/// smaller one when only receiver reports, one a second, tell how the step
-/// went: a bottleneck's buffer of 200 ms takes longer than that to fill
-/// 15 % above its rate)…
+/// A probe raises what is sent by this factor at each step. When only
+/// receiver reports, one a second, tell how a step went, the first step is
+/// smaller (a bottleneck's buffer of 200 ms takes longer than that to fill
+/// 15 % above its rate: the report sees the queue before it overflows) and
+/// each step carried raises the next by [`PROBE_STEP_GROWTH`], up to
+/// [`PROBE_STEP`]: a narrow link is crossed in small steps, a free one
+/// climbed in large ones…
 pub const PROBE_STEP: f64 = 1.25;
 pub const PROBE_STEP_REPORTS: f64 = 1.15;
+pub const PROBE_STEP_GROWTH: f64 = 0.05;
 /// …once the previous step has been carried for this long.
 pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -67,6 +72,8 @@ enum Probe {
         /// What is sent now, layer and padding, in bit/s.
         level: f64,
         stepped: Instant,
+        /// The factor of the next step.
+        step: f64,
     },
 }
 
@@ -183,7 +190,7 @@ impl LayerController {
             self.fit_since = None;
         }
         let top = want * PROBE_OVERSHOOT;
-        let step = if estimate.source == Source::Twcc {
+        let first_step = if estimate.source == Source::Twcc {
             PROBE_STEP
         } else {
             PROBE_STEP_REPORTS
@@ -196,19 +203,25 @@ impl LayerController {
             {
                 self.probe = Probe::Active {
                     since: now,
-                    level: (need * step).min(top),
+                    level: (need * first_step).min(top),
                     stepped: now,
+                    step: (first_step + PROBE_STEP_GROWTH).min(PROBE_STEP),
                 };
             }
             Probe::Active { since, .. } if now.duration_since(*since) >= PROBE_MAX => {
                 self.fail_probe(now);
             }
-            Probe::Active { level, stepped, .. }
-                if now.duration_since(*stepped) >= PROBE_STEP_EVERY
-                    && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
+            Probe::Active {
+                level,
+                stepped,
+                step,
+                ..
+            } if now.duration_since(*stepped) >= PROBE_STEP_EVERY
+                && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
             {
-                *level = (*level * step).min(top);
+                *level = (*level * *step).min(top);
                 *stepped = now;
+                *step = (*step + PROBE_STEP_GROWTH).min(PROBE_STEP);
             }
             _ => {}
         }
