@@ -56,6 +56,21 @@ pub struct BenchArgs {
     /// seconds and measure frames lost and the time to recover
     #[arg(long)]
     outage: Option<f64>,
+    /// Instead: one viewer on a link shaped to this rate (tc's units, e.g.
+    /// 500kbit), then freed; its adaptation over time (needs root)
+    #[arg(long)]
+    shaped: Option<String>,
+    /// Seconds the link is shaped, then free
+    #[arg(long, default_value_t = 20.0)]
+    shaped_seconds: f64,
+    #[arg(long, default_value_t = 25.0)]
+    free_seconds: f64,
+    /// The shaped viewer sends receiver reports only
+    #[arg(long)]
+    no_twcc: bool,
+    /// Where the shaped run writes its CSV and SVG (OUT.csv, OUT.svg)
+    #[arg(long, default_value = "adaptation")]
+    out: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +127,17 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     if let Some(seconds) = args.outage {
         let report = super::outage::run(&bin, Duration::from_secs_f64(seconds));
         return measured("bench --outage", report.map(|_| true));
+    }
+    if let Some(rate) = args.shaped {
+        let options = super::shaped::ShapedOptions {
+            rate,
+            shaped: Duration::from_secs_f64(args.shaped_seconds),
+            free: Duration::from_secs_f64(args.free_seconds),
+            no_twcc: args.no_twcc,
+            out: args.out,
+        };
+        let summary = super::shaped::run_shaped(&bin, &options);
+        return measured("bench --shaped", summary.map(|_| true));
     }
     let options = super::bench::BenchOptions {
         viewers: args.viewers,

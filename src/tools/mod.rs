@@ -4,7 +4,8 @@
 //! (the binary of the Debian package) leaves out. They exist to check the
 //! product from outside, on real processes: [`bench`] (`meshcam bench`, the
 //! cost per viewer) and [`outage`] (`meshcam bench --outage`, a broker
-//! outage under a streaming camera) give the figures of
+//! outage under a streaming camera) and [`shaped`] (`meshcam bench
+//! --shaped`, a viewer's adaptation on a shaped link) give the figures of
 //! `docs/BENCHMARKS.md`; [`soak`] (`meshcam soak`) churns viewers and checks
 //! that the camera gives back what they took; [`testbed`] starts Mosquitto,
 //! the camera daemon and `meshcam view` processes for them and for the
@@ -19,6 +20,7 @@ mod cli;
 
 pub mod bench;
 pub mod outage;
+pub mod shaped;
 pub mod soak;
 pub mod testbed;
 
