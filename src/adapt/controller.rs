@@ -6,12 +6,13 @@
 //! the acknowledged rate too keeps a viewer whose link carries its layer
 //! from dropping on a passing dip of the estimate.
 //!
-//! Up is slow: after [`QUIET`] without congestion, and once the estimate
-//! says the link carries the current layer (a link kept full by the lowest
-//! layer is not probed: each probe would be a freeze), the controller asks
-//! the sender to probe, padding the stream up towards the next layer's rate in
-//! steps of [`PROBE_STEP`] (smaller at first without TWCC:
-//! [`PROBE_STEP_REPORTS`]) every [`PROBE_STEP_EVERY`] (never above the
+//! Up is slow: after [`QUIET`] without congestion, and once the viewer
+//! acknowledges the current layer's rate (a link the lowest layer keeps
+//! full shows a queue or loss, and is not probed: each probe would be a
+//! freeze), the controller asks the sender to probe, padding the stream up
+//! towards the next layer's rate in steps of [`PROBE_STEP`] (smaller at
+//! first, [`PROBE_STEP_REPORTS`], unless TWCC's estimate vouches for the
+//! current layer) every [`PROBE_STEP_EVERY`] (never above the
 //! acknowledged-rate cap); once the viewer has acknowledged that rate for
 //! [`UP_HOLD`], it switches up. Small steps keep a failed probe cheap: the
 //! link is overrun by a quarter at most, and only until the estimator sees
@@ -190,7 +191,8 @@ impl LayerController {
             self.fit_since = None;
         }
         let top = want * PROBE_OVERSHOOT;
-        let first_step = if estimate.source == Source::Twcc {
+        // Large steps only while TWCC's estimate vouches for the link.
+        let first_step = if estimate.source == Source::Twcc && estimate.bps >= need * FIT {
             PROBE_STEP
         } else {
             PROBE_STEP_REPORTS
@@ -199,7 +201,7 @@ impl LayerController {
             Probe::Waiting { until }
                 if now >= *until
                     && now.duration_since(self.quiet_since) >= QUIET
-                    && estimate.bps >= need * FIT =>
+                    && estimate.acked_bps.is_some_and(|a| a >= need * FIT) =>
             {
                 self.probe = Probe::Active {
                     since: now,

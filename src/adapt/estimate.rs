@@ -11,14 +11,15 @@
 //! "Congested" means, within the last second, the estimate fell, the delay
 //! of our packets grew, or loss rose: the one signal the controller goes
 //! down on and a probe stops on. With TWCC the delay is seen per packet.
-//! Without it, two signs of a queue come from receiver reports: the
-//! packets that arrived between two reports (the highest sequence number
-//! advanced by less than [`DELIVERED`] of what was sent meanwhile) and the
-//! round trip rising [`QUEUE_DELAY`] above the lowest of the last
-//! [`BASE_RTT_WINDOW`]. Many bottlenecks queue long before they drop (a
-//! router's buffer, a sender's own socket): seeing only loss, a link
-//! without TWCC would be found full a freeze late. The arrivals are also
-//! what such a link is said to have acknowledged.
+//! Two more signs of a queue come from receiver reports, with or without
+//! TWCC: the packets that arrived between two reports (the highest
+//! sequence number advanced by less than [`DELIVERED`] of what was sent
+//! meanwhile) and the round trip rising [`QUEUE_DELAY`] above the lowest of
+//! the last [`BASE_RTT_WINDOW`]. Many bottlenecks queue long before they
+//! drop (a router's buffer, a sender's own socket): seeing only loss, a
+//! link without TWCC would be found full a freeze late, and TWCC's estimate
+//! at its floor after a lossy spell cannot fall to say so. Without TWCC the
+//! arrivals are also what the link is said to have acknowledged.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -262,14 +263,11 @@ impl LinkEstimator {
             }
             _ => false,
         };
-        // Without TWCC the per-packet delay is not seen: the round trip
-        // stands in for it, and any loss at all counts, so a link the
-        // stream already fills is not probed.
-        let overusing = if source == Source::Twcc {
-            heard.twcc_overusing
-        } else {
-            queued
-        };
+        // The reports' signs of a queue count whatever the source: TWCC's
+        // estimate can sit at its floor after a lossy spell, and then it
+        // cannot fall. Without TWCC any loss at all counts too, so a link
+        // the stream already fills is not probed.
+        let overusing = (source == Source::Twcc && heard.twcc_overusing) || queued;
         let lossy = new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS));
         if fell || overusing || lossy {
             self.fell_at = Some(now);

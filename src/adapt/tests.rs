@@ -307,3 +307,19 @@ fn without_twcc_a_queue_building_ends_a_probe_before_the_buffer_overflows() {
     assert_eq!(link.controller.layer(), 1);
     assert!(lost / sent < 0.01, "lost {:.2} %", lost / sent * 100.0);
 }
+
+#[test]
+fn a_twcc_viewer_whose_estimate_sits_at_its_floor_climbs_back_on_what_it_acknowledges() {
+    let mut link = Link::new(500_000.0, Feedback::Twcc);
+    link.run(Duration::from_secs(10));
+    assert_eq!(link.controller.layer(), 1);
+    // A lossy spell left the estimator at its floor; it climbs 8 % a
+    // second from there, which alone would take ~45 s to vouch for the top
+    // layer.
+    link.target_bps = 50_000.0;
+    link.capacity_bps = 10_000_000.0;
+    let lifted = link.now.duration_since(link.start);
+    let layers = link.run(Duration::from_secs(20));
+    let up = first_on(&layers, 0).expect("climbed back") - lifted;
+    assert!(up <= Duration::from_secs(15), "up after {up:?}");
+}
