@@ -11,6 +11,10 @@
 //! viewer that sends TWCC feedback, once with one that sends only receiver
 //! reports (`--no-twcc`), where the camera estimates from loss.
 //!
+//! A third test puts the shaped viewer behind a link narrower than every
+//! layer (300 kbit/s) and checks that nobody else pays for it: the encoder,
+//! the other viewer and the camera's memory.
+//!
 //! The layer and estimator come from the camera's telemetry (the `stats`
 //! command); frame rate, frozen time and the decoded size from the
 //! viewers' report lines. Every wait polls until its condition or its
@@ -289,4 +293,89 @@ fn a_viewer_on_a_narrow_link_gets_the_low_layer_and_climbs_back_with_twcc() {
 #[test]
 fn a_viewer_that_sends_only_receiver_reports_adapts_on_loss() {
     adapts("rr", &["--no-twcc"], &["loss", "remb"]);
+}
+
+/// Memory the camera may gain while serving a viewer it cannot serve well:
+/// every viewer's queue is bounded (what it cannot send is dropped and
+/// counted in `frames_dropped`), so this is room for allocator noise only.
+const RSS_GROWTH: u64 = 16 * 1024 * 1024;
+
+/// A viewer behind a link narrower than the lowest layer (300 kbit/s for
+/// a 300 kbit/s layer plus its packet overhead) gets what the link lets
+/// through and stays connected; the encoder keeps its frame rate, the other
+/// viewer keeps the top layer at full rate, and the camera's memory stays
+/// where it was.
+#[test]
+fn a_viewer_behind_a_link_narrower_than_every_layer_slows_nobody() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let star = Star::new();
+    star.shape(SHAPED, "300kbit")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _broker = NsBroker::start(&star);
+    let cam = NsCamera::start(&star, "cam-narrow", CAMERA);
+    let obs_id = "obs-narrow";
+    let mut obs = observer_at(
+        &star.cam,
+        star.viewers[SHAPED].cam_addr,
+        obs_id,
+        &[&format!("meshcam/clients/{obs_id}/#")],
+    );
+    let dir = common::temp_dir("viewers-narrow");
+    let args = ["--decode", "--report-interval", "1"];
+    let (shaped_id, free_id) = ("shaped-narrow", "free-narrow");
+    let _shaped = star.viewers[SHAPED].view(ROOM, shaped_id, &args, &dir);
+    let mut free = star.viewers[FREE].view(ROOM, free_id, &args, &dir);
+    free.wait_for("first frame", CONNECT, |v| v["event"] == "first_frame");
+    let before = obs.stats_within(
+        &cam.id,
+        &format!("{shaped_id} on layer 1 and {free_id} on layer 0"),
+        CONNECT,
+        |s| layer_of(s, shaped_id) == Some(1) && layer_of(s, free_id) == Some(0),
+    );
+
+    let free_start = fresh_report(&mut free);
+    let end = free_start.1 + WINDOW;
+    let mut last = before.clone();
+    while Instant::now() < end {
+        last = obs.stats(&cam.id);
+        assert_eq!(
+            layer_of(&last, free_id),
+            Some(0),
+            "{free_id} left the top layer: {last}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let free_end = fresh_report(&mut free);
+    let window = Window::between(&free, &free_start, &free_end);
+    let shaped = connection(&last, shaped_id);
+    eprintln!(
+        "narrow: {free_id} {}; {shaped_id}'s link {shaped}; camera {} → {} bytes RSS, pipeline {}",
+        window.describe(),
+        before["rss_bytes"],
+        last["rss_bytes"],
+        last["pipeline"]
+    );
+    assert_eq!(
+        shaped["state"], "connected",
+        "{shaped_id} dropped: {shaped}"
+    );
+    assert!(
+        window.fps >= FREE_FPS && window.frozen_percent < FROZEN_PERCENT,
+        "{free_id} suffered: {}",
+        window.describe()
+    );
+    assert_eq!(window.height, 720.0, "{free_id} decodes the top layer");
+    let pipeline_fps = last["pipeline"]["fps"].as_f64().unwrap_or_default();
+    assert!(
+        pipeline_fps >= FREE_FPS,
+        "the encoder slowed to {pipeline_fps} fps: {}",
+        last["pipeline"]
+    );
+    let rss = |s: &Value| s["rss_bytes"].as_u64().expect("rss_bytes in telemetry");
+    assert!(
+        rss(&last) < rss(&before) + RSS_GROWTH,
+        "the camera grew from {} to {} bytes",
+        rss(&before),
+        rss(&last)
+    );
 }

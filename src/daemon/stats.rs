@@ -22,18 +22,39 @@ use crate::telemetry::{self, Rates, Sample};
 /// When the next periodic telemetry is due, and what its rates count from.
 pub(super) struct StatsSchedule {
     started: Instant,
-    /// The sample of the last periodic telemetry.
+    /// The samples of the last two periodic telemetries, latest first.
     last_sample: Sample,
+    sample_before: Sample,
     next: Instant,
 }
+
+/// Rates count over at least this long: a `stats` reply just after a
+/// periodic telemetry counts from the one before it, not over a few
+/// milliseconds (3 frames in 50 ms would read as 60 fps).
+const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);
 
 impl StatsSchedule {
     pub(super) fn new(first_sample: Sample, interval: Duration) -> Self {
         Self {
             started: first_sample.at,
             last_sample: first_sample,
+            sample_before: first_sample,
             next: first_sample.at + interval,
         }
+    }
+
+    /// What rates at `sample` count from.
+    fn rates_base(&self, sample: &Sample) -> &Sample {
+        if sample.at.saturating_duration_since(self.last_sample.at) >= MIN_RATE_WINDOW {
+            &self.last_sample
+        } else {
+            &self.sample_before
+        }
+    }
+
+    /// Takes the sample of a periodic telemetry.
+    fn record(&mut self, sample: Sample) {
+        self.sample_before = std::mem::replace(&mut self.last_sample, sample);
     }
 
     /// Whether periodic telemetry is due; if so, the next one is scheduled.
@@ -183,7 +204,7 @@ impl Daemon {
         Telemetry {
             id: &self.config.device.id,
             uptime: sample.at.duration_since(self.stats.started),
-            rates: telemetry::rates(&self.stats.last_sample, sample),
+            rates: telemetry::rates(self.stats.rates_base(sample), sample),
             usage: sample.usage,
             tasks: tokio::runtime::Handle::current()
                 .metrics()
@@ -206,7 +227,7 @@ impl Daemon {
         }
         let sample = Sample::take(now, &self.layers.top().counters);
         let stats = self.telemetry(&sample);
-        self.stats.last_sample = sample;
+        self.stats.record(sample);
         self.mqtt.publish(
             self.topics.stats(&self.config.device.id),
             serde_json::to_vec(&stats).expect("stats serialise"),
@@ -218,6 +239,23 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_right_after_a_periodic_telemetry_count_from_the_one_before() {
+        let t0 = Instant::now();
+        let sample = |after_ms: u64| Sample {
+            at: t0 + Duration::from_millis(after_ms),
+            frames: after_ms * 30 / 1000,
+            bytes: 0,
+            usage: Usage::default(),
+        };
+        let mut schedule = StatsSchedule::new(sample(0), Duration::from_secs(2));
+        schedule.record(sample(2000));
+        assert_eq!(schedule.rates_base(&sample(2050)).at, t0);
+        assert_eq!(schedule.rates_base(&sample(3500)).at, sample(2000).at);
+        let rates = telemetry::rates(schedule.rates_base(&sample(2050)), &sample(2050));
+        assert!((rates.fps - 30.0).abs() < 1.0, "{rates:?}");
+    }
 
     #[test]
     fn a_connection_reports_its_counters_and_no_rtt_until_measured() {
