@@ -267,13 +267,15 @@ mod tests {
     #[test]
     fn layer_bitrates_and_pins_are_checked() {
         let t = Topics::new("meshcam");
-        let set = |args: &str| {
+        let request = |name: &str, args: &str| {
             interpret(
-                &cmd(&format!(r#"{{"v":1,"id":"1","cmd":"set",{args}}}"#)),
+                &cmd(&format!(r#"{{"v":1,"id":"1","cmd":"{name}"{args}}}"#)),
                 &t,
             )
             .map(|(r, _)| r)
         };
+        let set = |args: &str| request("set", &format!(",{args}"));
+        let pin = |args: &str| request("pin", args);
         assert_eq!(
             set(r#""layer_bitrates_kbps":[600,200]"#).unwrap(),
             Request::Set(SetRequest {
@@ -294,13 +296,6 @@ mod tests {
                 "{bad}"
             );
         }
-        let pin = |args: &str| {
-            interpret(
-                &cmd(&format!(r#"{{"v":1,"id":"1","cmd":"pin"{args}}}"#)),
-                &t,
-            )
-            .map(|(r, _)| r)
-        };
         assert_eq!(
             pin(r#","peer":"v-1","layer":1"#).unwrap(),
             Request::Pin(PinRequest {

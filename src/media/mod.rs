@@ -49,6 +49,27 @@ pub fn has_element(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
+/// A pipeline made from `description`.
+pub fn launch(description: &str) -> anyhow::Result<gst::Pipeline> {
+    gst::parse::launch(description)
+        .with_context(|| format!("pipeline does not parse: {description}"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("the description did not make a pipeline: {description}"))
+}
+
+/// The element of `pipeline` named `name`, as a `T` (an appsrc, an appsink).
+pub fn named<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> anyhow::Result<T> {
+    pipeline
+        .by_name(name)
+        .and_then(|e| e.downcast::<T>().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "the pipeline has no {} named {name}",
+                std::any::type_name::<T>()
+            )
+        })
+}
+
 /// A running capture pipeline.
 pub struct Capture {
     pipeline: gst::Pipeline,
@@ -157,16 +178,10 @@ impl Capture {
         };
         let desc = description::pipeline_description(video, &params, encoder.as_deref());
         tracing::info!(pipeline = %desc, "starting capture");
-        let pipeline = gst::parse::launch(&desc)
-            .with_context(|| format!("pipeline does not parse: {desc}"))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| anyhow!("the description did not make a pipeline"))?;
+        let pipeline = launch(&desc)?;
         let mut sinks = Vec::new();
         for index in 0..count {
-            let sink = pipeline
-                .by_name(&format!("sink{index}"))
-                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-                .ok_or_else(|| anyhow!("the pipeline has no appsink named sink{index}"))?;
+            let sink: gst_app::AppSink = named(&pipeline, &format!("sink{index}"))?;
             let feed = layers.get(index).expect("count is at most the layers");
             sink.set_callbacks(
                 gst_app::AppSinkCallbacks::builder()

@@ -60,17 +60,9 @@ pub fn encode_jpeg(access_unit: &[u8]) -> anyhow::Result<Jpeg> {
         .into_iter()
         .find(|d| has_element(d))
         .ok_or_else(|| anyhow!("no H.264 decoder: {}", elements::one_of(&DECODERS)))?;
-    let pipeline = gst::parse::launch(&snapshot_description(decoder))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .context("no appsrc")?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("no appsink")?;
+    let pipeline = super::launch(&snapshot_description(decoder))?;
+    let src: gst_app::AppSrc = super::named(&pipeline, "src")?;
+    let sink: gst_app::AppSink = super::named(&pipeline, "sink")?;
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| anyhow!("the snapshot pipeline refused to play"))?;

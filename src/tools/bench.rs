@@ -166,6 +166,15 @@ impl Bench<'_> {
         })
     }
 
+    /// Waits until the camera's status says the last round's viewers left.
+    fn wait_for_no_viewers(&self) -> anyhow::Result<()> {
+        self.status
+            .wait(&self.status_topic, "no viewers", DEADLINE, |v| {
+                v["viewers"] == 0
+            })
+            .map(drop)
+    }
+
     /// Pins the viewers of `indices` to `layer`, each answered.
     fn pin(&self, indices: impl Iterator<Item = usize>, layer: usize) -> anyhow::Result<()> {
         let topic = Topics::new("meshcam").command(CAMERA);
@@ -257,13 +266,8 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
     for &n in &options.viewers {
         let round = bench.round(&format!("{n} viewers"), n, || Ok(Vec::new()))?;
-        print_round(&round, rounds.first());
-        rounds.push(round);
-        bench
-            .status
-            .wait(&bench.status_topic, "no viewers", DEADLINE, |v| {
-                v["viewers"] == 0
-            })?;
+        record(&mut rounds, round);
+        bench.wait_for_no_viewers()?;
     }
     let most = options.viewers.iter().copied().max().unwrap_or(0);
     if !options.single_layer && most > 1 {
@@ -274,13 +278,8 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
                 bench.pin((0..most).step_by(every), 1)?;
                 Ok(Vec::new())
             })?;
-            print_round(&round, rounds.first());
-            rounds.push(round);
-            bench
-                .status
-                .wait(&bench.status_topic, "no viewers", DEADLINE, |v| {
-                    v["viewers"] == 0
-                })?;
+            record(&mut rounds, round);
+            bench.wait_for_no_viewers()?;
         }
     }
     if options.stall {
@@ -288,10 +287,15 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
             bench.ghost()?;
             Ok(vec![bench.frozen()?])
         })?;
-        print_round(&round, rounds.first());
-        rounds.push(round);
+        record(&mut rounds, round);
     }
     Ok(rounds)
+}
+
+/// Prints a round beside the first (idle) one and keeps it.
+fn record(rounds: &mut Vec<Round>, round: Round) {
+    print_round(&round, rounds.first());
+    rounds.push(round);
 }
 
 fn median(v: &[f64]) -> Option<f64> {

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use anyhow::Context;
 use bytes::Bytes;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::ViewerStats;
+use crate::media;
 
 /// One track's decoding pipeline; stopped when dropped.
 pub struct Decoder {
@@ -26,21 +26,13 @@ impl Decoder {
     /// Starts a pipeline that counts decoded pictures and their size into
     /// `stats`.
     pub fn start(stats: Arc<ViewerStats>) -> anyhow::Result<Self> {
-        let pipeline = gst::parse::launch(
+        let pipeline = media::launch(
             "appsrc name=src is-live=true do-timestamp=true format=time \
              caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
              h264parse ! avdec_h264 ! appsink name=out sync=false max-buffers=2 drop=true",
-        )?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .context("no appsrc")?;
-        let sink = pipeline
-            .by_name("out")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .context("no appsink")?;
+        )?;
+        let src: gst_app::AppSrc = media::named(&pipeline, "src")?;
+        let sink: gst_app::AppSink = media::named(&pipeline, "out")?;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -83,7 +75,7 @@ mod tests {
     /// `count` access units of the test picture at `width`×`height`, from
     /// the encoder and settings the camera uses, starting with an IDR.
     fn encode(width: u32, height: u32, count: u32) -> Vec<Bytes> {
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = media::launch(&format!(
             "videotestsrc num-buffers={count} pattern=ball ! \
              video/x-raw,width={width},height={height},framerate=30/1 ! \
              x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 \
@@ -91,13 +83,8 @@ mod tests {
              h264parse config-interval=-1 ! \
              video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=out sync=false"
         ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
         .unwrap();
-        let sink = pipeline
-            .by_name("out")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .unwrap();
+        let sink: gst_app::AppSink = media::named(&pipeline, "out").unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut units = Vec::new();
         while let Ok(sample) = sink.pull_sample() {
