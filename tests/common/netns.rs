@@ -192,6 +192,28 @@ pub struct Net {
     pub routes: Routes,
 }
 
+/// Clears what a killed run left, and names this run's namespaces: their
+/// number and common prefix.
+fn fresh_names() -> (u32, String) {
+    remove_stale();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (n, format!("{PREFIX}{}-{n}", std::process::id()))
+}
+
+/// A veth pair between two namespaces, each end with its /24 address, up.
+fn veth(a: (&Netns, &str, Ipv4Addr), b: (&Netns, &str, Ipv4Addr)) -> Result<(), String> {
+    let ((a_ns, a_dev, _), (b_ns, b_dev, _)) = (a, b);
+    ip(&[
+        "link", "add", a_dev, "netns", &a_ns.name, "type", "veth", "peer", "name", b_dev, "netns",
+        &b_ns.name,
+    ])?;
+    for (ns, dev, addr) in [a, b] {
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
 impl Net {
     /// Makes the pair; panics saying why when namespaces cannot be made.
     pub fn new(routes: Routes) -> Self {
@@ -199,9 +221,7 @@ impl Net {
     }
 
     pub fn try_new(routes: Routes) -> Result<Self, String> {
-        remove_stale();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = format!("{PREFIX}{}-{n}", std::process::id());
+        let (n, base) = fresh_names();
         let cam = Netns::create(format!("{base}-a"))?;
         let viewer = Netns::create(format!("{base}-b"))?;
         // Namespaces are separate worlds; a subnet per pair only keeps logs
@@ -209,27 +229,9 @@ impl Net {
         let subnet = 200 + (n % 50) as u8;
         let cam_addr = Ipv4Addr::new(10, 213, subnet, 1);
         let viewer_addr = Ipv4Addr::new(10, 213, subnet, 2);
-        ip(&[
-            "link",
-            "add",
-            "mc0",
-            "netns",
-            &cam.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "mc1",
-            "netns",
-            &viewer.name,
-        ])?;
-        for (ns, dev, addr, peer) in [
-            (&cam, "mc0", cam_addr, viewer_addr),
-            (&viewer, "mc1", viewer_addr, cam_addr),
-        ] {
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ns.ip(&["link", "set", dev, "up"])?;
-            if routes == Routes::DefaultViaPeer {
+        veth((&cam, "mc0", cam_addr), (&viewer, "mc1", viewer_addr))?;
+        if routes == Routes::DefaultViaPeer {
+            for (ns, peer) in [(&cam, viewer_addr), (&viewer, cam_addr)] {
                 ns.ip(&["route", "add", "default", "via", &peer.to_string()])?;
             }
         }
@@ -338,9 +340,7 @@ impl Star {
     }
 
     pub fn try_new() -> Result<Self, String> {
-        remove_stale();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = format!("{PREFIX}{}-{n}", std::process::id());
+        let (n, base) = fresh_names();
         let cam = Netns::create(format!("{base}-a"))?;
         let spoke = |i: u8, suffix: &str| -> Result<Spoke, String> {
             let ns = Netns::create(format!("{base}-{suffix}"))?;
@@ -349,14 +349,7 @@ impl Star {
             let cam_addr = Ipv4Addr::new(10, 214, subnet, 1);
             let addr = Ipv4Addr::new(10, 214, subnet, 2);
             let cam_dev = format!("mcv{i}");
-            ip(&[
-                "link", "add", &cam_dev, "netns", &cam.name, "type", "veth", "peer", "name", "mcc",
-                "netns", &ns.name,
-            ])?;
-            cam.ip(&["addr", "add", &format!("{cam_addr}/24"), "dev", &cam_dev])?;
-            cam.ip(&["link", "set", &cam_dev, "up"])?;
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "mcc"])?;
-            ns.ip(&["link", "set", "mcc", "up"])?;
+            veth((&cam, &cam_dev, cam_addr), (&ns, "mcc", addr))?;
             Ok(Spoke {
                 ns,
                 addr,
