@@ -14,6 +14,7 @@ use config::{Config as Layers, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ids::{is_peer_id, is_room};
+pub use audio::{AUDIO_BITRATE_RANGE, AudioConfig, AudioSource, SpeakerKind, TalkbackMode};
 pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
 pub use video::{
@@ -22,6 +23,7 @@ pub use video::{
 };
 pub use webrtc::{IceServer, MAX_VIEWERS_RANGE, MdnsMode, WebrtcConfig};
 
+mod audio;
 mod broker_login;
 mod environment;
 mod video;
@@ -55,6 +57,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub video: VideoConfig,
+    #[serde(default)]
+    pub audio: AudioConfig,
     #[serde(default)]
     pub webrtc: WebrtcConfig,
     /// Where durable state (rooms joined, settings) is kept.
@@ -384,6 +388,7 @@ impl Config {
         }
         self.mqtt.validate()?;
         self.video.validate()?;
+        self.audio.validate()?;
         self.webrtc.validate()?;
         if self.rooms.len() > crate::room::MAX_ROOMS {
             return Err(invalid(

@@ -38,7 +38,7 @@ use crate::service::Service;
 use crate::store::{State, Store};
 
 use commands::Commands;
-use pipeline::{Pipeline, StatusEffect};
+use pipeline::{AudioSource, Pipeline, StatusEffect, VideoSource};
 use stats::StatsSchedule;
 use status::StatusSchedule;
 
@@ -77,7 +77,8 @@ struct Daemon {
     mqtt_connected: bool,
     participant: Participant,
     layers: VideoLayers,
-    pipeline: Pipeline,
+    pipeline: Pipeline<VideoSource>,
+    audio: Pipeline<AudioSource>,
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
@@ -90,6 +91,8 @@ struct Events {
     mqtt: mpsc::Receiver<MqttEvent>,
     peers: mpsc::UnboundedReceiver<PeerEvent>,
     media: mpsc::UnboundedReceiver<MediaEvent>,
+    /// News of the microphone's pipeline.
+    audio: mpsc::UnboundedReceiver<MediaEvent>,
     /// Replies of commands that finish in their own task (snapshots).
     replies: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
 }
@@ -112,6 +115,7 @@ impl Daemon {
                 }
                 Some(event) = self.events.peers.recv() => self.on_peer(event),
                 Some(event) = self.events.media.recv() => self.on_media(event),
+                Some(event) = self.events.audio.recv() => self.on_audio(event),
                 Some((reply_to, reply)) = self.events.replies.recv() => {
                     self.reply(reply_to.as_deref(), reply)
                 }
@@ -186,8 +190,20 @@ impl Daemon {
         self.after_pipeline(effect);
     }
 
+    fn on_audio(&mut self, event: MediaEvent) {
+        let now = Instant::now();
+        let effect = match event {
+            MediaEvent::Playing => self.audio.playing(now),
+            MediaEvent::Error(error) => self.audio.failed(error, now),
+            MediaEvent::EndOfStream => self.audio.failed("end of stream".into(), now),
+        };
+        self.after_pipeline(effect);
+    }
+
     fn on_tick(&mut self, now: Instant) {
-        let effect = self.pipeline.supervise(&self.config.video, now);
+        let effect = self.pipeline.supervise(&self.config, now);
+        self.after_pipeline(effect);
+        let effect = self.audio.supervise(&self.config, now);
         self.after_pipeline(effect);
         // The loop runs, so the daemon is alive; systemd restarts it when
         // these pings stop.
@@ -199,7 +215,7 @@ impl Daemon {
     /// Stops the pipeline if it runs and builds it again from the current
     /// settings; viewers keep their connections.
     fn rebuild_pipeline(&mut self) {
-        let effect = self.pipeline.rebuild(&self.config.video, Instant::now());
+        let effect = self.pipeline.rebuild(&self.config, Instant::now());
         self.after_pipeline(effect);
     }
 

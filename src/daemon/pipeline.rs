@@ -1,8 +1,9 @@
-//! The capture pipeline's supervisor: it starts the pipeline, follows its
-//! state, rebuilds it with backoff when it fails or stalls, and changes its
-//! bitrate while it runs.
+//! The capture pipelines' supervisor: it starts a pipeline, follows its
+//! state, rebuilds it with backoff when it fails or stalls. The picture and
+//! the sound each have one ([`VideoSource`], [`AudioSource`]), so a
+//! microphone that fails is retried on its own while the video flows.
 //!
-//! It owns the running [`Capture`] and everything about its health. It must
+//! It owns the running capture and everything about its health. It must
 //! not publish or decide anything else: each step says whether the device
 //! status changed ([`StatusEffect`]) and the daemon passes that on.
 
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::LOG_TARGET;
-use crate::config::VideoConfig;
+use crate::config::Config;
 use crate::media::{
-    Capture, KeyframeTarget, MediaEvent, MissingElements, VideoLayers, VideoParams,
+    AudioCapture, AudioFeed, Capture, KeyframeTarget, MediaEvent, MissingElements, VideoLayers,
+    VideoParams,
 };
 use crate::room::retry_backoff;
 
@@ -24,7 +26,7 @@ const STABLE_RUN: Duration = Duration::from_secs(30);
 /// A stalled pipeline (playing, yet no frame for this long) is rebuilt.
 const STALL: Duration = Duration::from_secs(10);
 
-/// Where the pipeline stands, as telemetry names it.
+/// Where a pipeline stands, as telemetry names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PipelineState {
     /// Built, not playing yet.
@@ -34,21 +36,24 @@ pub(super) enum PipelineState {
     Failed {
         restart_at: Instant,
     },
+    /// Nothing to capture (no sound configured).
+    Off,
 }
 
 impl PipelineState {
-    /// The name in telemetry's `pipeline.state`.
+    /// The name in telemetry's `pipeline.state` and `audio.state`.
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Starting => "starting",
             Self::Playing => "playing",
             Self::Failed { .. } => "error",
+            Self::Off => "off",
         }
     }
 
-    /// Playing, or failed and reported: start-up is over either way.
+    /// Playing, failed and reported, or off: start-up is over either way.
     pub(super) fn counts_as_started(self) -> bool {
-        matches!(self, Self::Playing | Self::Failed { .. })
+        !matches!(self, Self::Starting)
     }
 }
 
@@ -79,8 +84,86 @@ impl Progress {
     }
 }
 
-pub(super) struct Pipeline {
-    capture: Option<Capture>,
+/// What one kind of capture needs from its supervisor.
+pub(super) trait Source {
+    type Running;
+    /// In the log: "video", "audio".
+    const NAME: &'static str;
+    /// Builds and starts the pipeline; `None` when there is nothing to
+    /// capture.
+    fn launch(&self, config: &Config) -> anyhow::Result<Option<Self::Running>>;
+    /// Frames (or packets) produced so far.
+    fn frames(&self) -> u64;
+    fn stop(&self, running: Self::Running);
+    /// A rebuilt pipeline runs.
+    fn restarted(&self) {}
+}
+
+/// The camera's picture, in every layer.
+pub(super) struct VideoSource {
+    pub layers: VideoLayers,
+    /// One per layer.
+    pub targets: Vec<KeyframeTarget>,
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Source for VideoSource {
+    type Running = Capture;
+    const NAME: &'static str = "video";
+
+    fn launch(&self, config: &Config) -> anyhow::Result<Option<Capture>> {
+        Capture::start(
+            &config.video,
+            &VideoParams::from_config(&config.video),
+            &self.layers,
+            &self.targets,
+            self.events.clone(),
+        )
+        .map(Some)
+    }
+
+    fn frames(&self) -> u64 {
+        self.layers.top().counters.frames.load(Ordering::Relaxed)
+    }
+
+    fn stop(&self, running: Capture) {
+        running.stop(&self.targets);
+    }
+
+    fn restarted(&self) {
+        for feed in self.layers.iter() {
+            feed.keyframes.request();
+        }
+    }
+}
+
+/// The camera's microphone.
+pub(super) struct AudioSource {
+    pub feed: AudioFeed,
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Source for AudioSource {
+    type Running = AudioCapture;
+    const NAME: &'static str = "audio";
+
+    fn launch(&self, config: &Config) -> anyhow::Result<Option<AudioCapture>> {
+        let source = config.audio.source_for(config.video.source);
+        AudioCapture::start(&config.audio, source, &self.feed, self.events.clone())
+    }
+
+    fn frames(&self) -> u64 {
+        self.feed.counters.frames.load(Ordering::Relaxed)
+    }
+
+    fn stop(&self, running: AudioCapture) {
+        drop(running);
+    }
+}
+
+pub(super) struct Pipeline<S: Source> {
+    pub source: S,
+    running: Option<S::Running>,
     state: PipelineState,
     /// The last failure, reported until the pipeline plays again.
     error: Option<String>,
@@ -89,26 +172,19 @@ pub(super) struct Pipeline {
     failures_in_row: u32,
     playing_since: Option<Instant>,
     progress: Progress,
-    layers: VideoLayers,
-    /// One per layer.
-    targets: Vec<KeyframeTarget>,
-    events: mpsc::UnboundedSender<MediaEvent>,
 }
 
-impl Pipeline {
-    /// Starts the first pipeline. A camera that is unplugged at boot is a
-    /// state to report and retry, not a reason to exit: its error comes back
-    /// beside the pipeline, for [`Pipeline::failed`] once the daemon runs.
-    /// A GStreamer element missing from the installation is a reason to exit
-    /// (status 2, naming its package): that is the `Err`.
-    pub(super) fn start(
-        video: &VideoConfig,
-        layers: VideoLayers,
-        targets: Vec<KeyframeTarget>,
-        events: mpsc::UnboundedSender<MediaEvent>,
-    ) -> anyhow::Result<(Self, Option<String>)> {
+impl<S: Source> Pipeline<S> {
+    /// Starts the first pipeline. A camera or microphone that is unplugged
+    /// at boot is a state to report and retry, not a reason to exit: its
+    /// error comes back beside the pipeline, for [`Pipeline::failed`] once
+    /// the daemon runs. A GStreamer element missing from the installation
+    /// is a reason to exit (status 2, naming its package): that is the
+    /// `Err`.
+    pub(super) fn start(config: &Config, source: S) -> anyhow::Result<(Self, Option<String>)> {
         let mut pipeline = Self {
-            capture: None,
+            source,
+            running: None,
             state: PipelineState::Starting,
             error: None,
             restarts: 0,
@@ -118,30 +194,21 @@ impl Pipeline {
                 frames: 0,
                 since: Instant::now(),
             },
-            layers,
-            targets,
-            events,
         };
-        let error = match pipeline.launch(video) {
-            Ok(capture) => {
-                tracing::info!(target: LOG_TARGET, encoder = ?capture.encoder, "capture started");
-                pipeline.capture = Some(capture);
+        let error = match pipeline.source.launch(config) {
+            Ok(Some(running)) => {
+                tracing::info!(target: LOG_TARGET, capture = S::NAME, "capture started");
+                pipeline.running = Some(running);
+                None
+            }
+            Ok(None) => {
+                pipeline.state = PipelineState::Off;
                 None
             }
             Err(e) if e.is::<MissingElements>() => return Err(e),
             Err(e) => Some(format!("{e:#}")),
         };
         Ok((pipeline, error))
-    }
-
-    fn launch(&self, video: &VideoConfig) -> anyhow::Result<Capture> {
-        Capture::start(
-            video,
-            &VideoParams::from_config(video),
-            &self.layers,
-            &self.targets,
-            self.events.clone(),
-        )
     }
 
     pub(super) fn state(&self) -> PipelineState {
@@ -157,7 +224,7 @@ impl Pipeline {
     }
 
     pub(super) fn playing(&mut self, now: Instant) -> StatusEffect {
-        tracing::info!(target: LOG_TARGET, "pipeline playing");
+        tracing::info!(target: LOG_TARGET, capture = S::NAME, "pipeline playing");
         self.state = PipelineState::Playing;
         self.playing_since = Some(now);
         match self.error.take() {
@@ -172,10 +239,10 @@ impl Pipeline {
             // What a dying pipeline says after its first error (the source's
             // own error, an end of stream) is the same failure: the first
             // message names the cause, and the backoff counts it once.
-            tracing::debug!(target: LOG_TARGET, %error, "after the pipeline failed");
+            tracing::debug!(target: LOG_TARGET, capture = S::NAME, %error, "after the pipeline failed");
             return StatusEffect::Unchanged;
         }
-        tracing::error!(target: LOG_TARGET, %error, restarts = self.restarts, "pipeline failed");
+        tracing::error!(target: LOG_TARGET, capture = S::NAME, %error, restarts = self.restarts, "pipeline failed");
         self.stop();
         if self
             .playing_since
@@ -192,62 +259,69 @@ impl Pipeline {
         StatusEffect::Changed
     }
 
-    /// Stops the pipeline if it runs and builds it again from `video`.
-    pub(super) fn rebuild(&mut self, video: &VideoConfig, now: Instant) -> StatusEffect {
+    /// Stops the pipeline if it runs and builds it again from `config`.
+    pub(super) fn rebuild(&mut self, config: &Config, now: Instant) -> StatusEffect {
         self.stop();
-        self.restart(video, now)
+        self.restart(config, now)
     }
 
     /// The timers: a stalled pipeline fails, a failed one is rebuilt when
     /// its backoff is over.
-    pub(super) fn supervise(&mut self, video: &VideoConfig, now: Instant) -> StatusEffect {
-        let frames = self.layers.top().counters.frames.load(Ordering::Relaxed);
+    pub(super) fn supervise(&mut self, config: &Config, now: Instant) -> StatusEffect {
+        let frames = self.source.frames();
         let playing = self.state == PipelineState::Playing;
         if self.progress.stalled(frames, playing, now) {
             return self.failed(format!("no frame for {STALL:?}"), now);
         }
         match self.state {
-            PipelineState::Failed { restart_at } if now >= restart_at => self.restart(video, now),
+            PipelineState::Failed { restart_at } if now >= restart_at => self.restart(config, now),
             _ => StatusEffect::Unchanged,
         }
     }
 
-    fn restart(&mut self, video: &VideoConfig, now: Instant) -> StatusEffect {
+    fn restart(&mut self, config: &Config, now: Instant) -> StatusEffect {
         self.restarts += 1;
         // A new pipeline: its failures are its own (see `failed`).
         self.state = PipelineState::Starting;
-        match self.launch(video) {
-            Ok(capture) => {
-                self.capture = Some(capture);
-                for feed in self.layers.iter() {
-                    feed.keyframes.request();
-                }
+        match self.source.launch(config) {
+            Ok(Some(running)) => {
+                self.running = Some(running);
+                self.source.restarted();
                 StatusEffect::Unchanged
+            }
+            Ok(None) => {
+                self.state = PipelineState::Off;
+                match self.error.take() {
+                    Some(_) => StatusEffect::Changed,
+                    None => StatusEffect::Unchanged,
+                }
             }
             Err(e) => self.failed(format!("{e:#}"), now),
         }
     }
 
+    /// Stops the capture, if one runs.
+    pub(super) fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.source.stop(running);
+        }
+    }
+}
+
+impl Pipeline<VideoSource> {
     /// Changes the encoders' bitrates (top layer first); a pipeline that is
     /// down takes them when it is rebuilt.
-    pub(super) fn set_bitrates(&self, video: &VideoConfig) -> anyhow::Result<()> {
-        let params = VideoParams::from_config(video);
-        for (feed, layer) in self.layers.iter().zip(params.layers()) {
+    pub(super) fn set_bitrates(&self, config: &Config) -> anyhow::Result<()> {
+        let params = VideoParams::from_config(&config.video);
+        for (feed, layer) in self.source.layers.iter().zip(params.layers()) {
             feed.state.set(&layer, feed.state.is_available());
         }
-        match &self.capture {
+        match &self.running {
             Some(capture) => {
                 let kbps: Vec<u32> = params.layers().iter().map(|l| l.bitrate_kbps).collect();
                 capture.set_bitrates(&kbps)
             }
             None => Ok(()),
-        }
-    }
-
-    /// Stops the capture, if one runs.
-    pub(super) fn stop(&mut self) {
-        if let Some(capture) = self.capture.take() {
-            capture.stop(&self.targets);
         }
     }
 }
@@ -298,6 +372,8 @@ mod tests {
         assert_eq!(PipelineState::Starting.name(), "starting");
         assert_eq!(PipelineState::Playing.name(), "playing");
         assert_eq!(failed.name(), "error");
+        assert_eq!(PipelineState::Off.name(), "off");
+        assert!(PipelineState::Off.counts_as_started());
         assert!(!PipelineState::Starting.counts_as_started());
         assert!(PipelineState::Playing.counts_as_started());
         assert!(failed.counts_as_started());

@@ -269,7 +269,7 @@ impl Daemon {
     fn apply_pipeline_change(&mut self, change: PipelineChange) -> anyhow::Result<()> {
         match change {
             PipelineChange::Nothing => Ok(()),
-            PipelineChange::Bitrate(_) => self.pipeline.set_bitrates(&self.config.video),
+            PipelineChange::Bitrate(_) => self.pipeline.set_bitrates(&self.config),
             PipelineChange::Rebuild => {
                 self.rebuild_pipeline();
                 Ok(())

@@ -16,16 +16,16 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::commands::Commands;
-use super::pipeline::Pipeline;
+use super::pipeline::{AudioSource, Pipeline, VideoSource};
 use super::settings::apply_stored;
 use super::stats::StatsSchedule;
 use super::status::StatusSchedule;
 use super::{ConfigSource, Daemon, Events, LOG_TARGET};
 use crate::config::{Config, STANDALONE_ROOM};
-use crate::media::{KeyframeTarget, VideoLayers, VideoParams};
+use crate::media::{AudioFeed, KeyframeTarget, VideoLayers, VideoParams};
 use crate::mqtt::{self, Broker, SessionOptions};
 use crate::participant::Participant;
-use crate::peer::PeerFactory;
+use crate::peer::{Outgoing, PeerFactory};
 use crate::protocol::{DeviceStatus, Role, Topics};
 use crate::room::{MAX_ROOMS, Me};
 use crate::service::Service;
@@ -84,8 +84,26 @@ impl Daemon {
         let targets: Vec<KeyframeTarget> =
             layers.iter().map(|_| KeyframeTarget::default()).collect();
         let (media_tx, media_events) = mpsc::unbounded_channel();
-        let (pipeline, start_error) =
-            Pipeline::start(&config.video, layers.clone(), targets.clone(), media_tx)?;
+        let (pipeline, start_error) = Pipeline::start(
+            &config,
+            VideoSource {
+                layers: layers.clone(),
+                targets: targets.clone(),
+                events: media_tx,
+            },
+        )?;
+        // The microphone has a pipeline of its own: its failures are its own.
+        let audio_feed = AudioFeed::default();
+        let (audio_tx, audio_events) = mpsc::unbounded_channel();
+        let (audio, audio_error) = Pipeline::start(
+            &config,
+            AudioSource {
+                feed: audio_feed.clone(),
+                events: audio_tx,
+            },
+        )?;
+        let has_audio =
+            config.audio.source_for(config.video.source) != crate::config::AudioSource::None;
         let keyframe_servers: Vec<_> = layers
             .iter()
             .zip(targets)
@@ -139,7 +157,11 @@ impl Daemon {
             topics.clone(),
             mqtt.clone(),
             factory,
-            Some(layers.clone()),
+            Some(Outgoing {
+                video: layers.clone(),
+                audio: has_audio.then_some(audio_feed),
+                talkback: config.audio.talkback(),
+            }),
             peer_tx,
         );
         participant.pin_all(config.video.pin_layer);
@@ -190,6 +212,7 @@ impl Daemon {
             participant,
             layers,
             pipeline,
+            audio,
             status: StatusSchedule::new(),
             stats,
             commands,
@@ -197,12 +220,17 @@ impl Daemon {
                 mqtt: mqtt_events,
                 peers: peer_events,
                 media: media_events,
+                audio: audio_events,
                 replies,
             },
             keyframe_servers,
         };
         if let Some(error) = start_error {
             let effect = daemon.pipeline.failed(error, Instant::now());
+            daemon.after_pipeline(effect);
+        }
+        if let Some(error) = audio_error {
+            let effect = daemon.audio.failed(error, Instant::now());
             daemon.after_pipeline(effect);
         }
         Ok(daemon)
@@ -230,6 +258,7 @@ impl Daemon {
             server.abort();
         }
         self.pipeline.stop();
+        self.audio.stop();
     }
 }
 

@@ -151,6 +151,8 @@ struct Telemetry<'a> {
     restarts: u64,
     keyframes: u64,
     layers: Value,
+    /// The microphone's pipeline: state, error, packets so far.
+    audio: Value,
     connections: Vec<Value>,
     signals: SignalCounters,
     commands: CommandCounters,
@@ -175,6 +177,7 @@ impl Telemetry<'_> {
                 "restarts": self.restarts,
                 "layers": self.layers,
             },
+            "audio": self.audio,
             "connections": self.connections,
             "signal": {
                 "received": self.signals.received,
@@ -213,6 +216,13 @@ impl Daemon {
             restarts: self.pipeline.restarts(),
             keyframes: self.layers.top().counters.keyframes.load(Ordering::Relaxed),
             layers: layers(&self.layers),
+            audio: json!({
+                "state": self.audio.state().name(),
+                "error": self.audio.error(),
+                "restarts": self.audio.restarts(),
+                "packets": self.audio.source.feed.counters.frames.load(Ordering::Relaxed),
+                "bytes": self.audio.source.feed.counters.bytes.load(Ordering::Relaxed),
+            }),
             connections,
             signals: self.participant.signals,
             commands: self.commands.counters(),
@@ -326,6 +336,7 @@ mod tests {
             restarts: 0,
             keyframes: 61,
             layers: json!([{"width": 1280}]),
+            audio: json!({"state": "off"}),
             connections: vec![json!({"room": "home"})],
             signals: SignalCounters {
                 received: 120,

@@ -78,7 +78,7 @@ fn device_status(
     let mut status = DeviceStatus::offline(&config.device.id);
     status.state = match pipeline {
         PipelineState::Failed { .. } => "error",
-        PipelineState::Starting | PipelineState::Playing => "online",
+        PipelineState::Starting | PipelineState::Playing | PipelineState::Off => "online",
     }
     .into();
     status.name = Some(config.device.name.clone());

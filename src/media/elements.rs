@@ -49,6 +49,7 @@ const GOOD: &str = "gstreamer1.0-plugins-good";
 const BAD: &str = "gstreamer1.0-plugins-bad";
 const UGLY: &str = "gstreamer1.0-plugins-ugly";
 const CORE: &str = "libgstreamer1.0-0";
+const ALSA: &str = "gstreamer1.0-alsa";
 
 /// The element factories of every pipeline description in [`description`]
 /// and [`super::snapshot`]; `capsfilter` stands for every caps string.
@@ -82,6 +83,22 @@ pub const ELEMENTS: &[Element] = &[
     element("avdec_h264", "gstreamer1.0-libav"),
     element("openh264dec", BAD),
     element("jpegenc", GOOD),
+    // Sound: the microphone, Opus, the speaker.
+    element("audiotestsrc", BASE),
+    element("alsasrc", ALSA),
+    element("pulsesrc", GOOD),
+    element("audioconvert", BASE),
+    element("audioresample", BASE),
+    element("volume", BASE),
+    element("opusenc", BASE),
+    element("opusdec", BASE),
+    element("rtpopusdepay", GOOD),
+    element("audiomixer", BASE),
+    element("level", GOOD),
+    element("spectrum", GOOD),
+    element("alsasink", ALSA),
+    element("webrtcdsp", BAD),
+    element("webrtcechoprobe", BAD),
 ];
 
 /// The table entry of an element.

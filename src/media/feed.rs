@@ -13,7 +13,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -101,20 +100,16 @@ pub struct VideoFeed {
     pub counters: Arc<MediaCounters>,
     pub state: Arc<LayerState>,
     gate: Arc<Gate>,
-    /// RTP time counts from here, the same for every layer, so it keeps
-    /// running across pipeline rebuilds and layer switches.
-    pub(super) epoch: Instant,
 }
 
 impl VideoFeed {
-    fn new(epoch: Instant) -> Self {
+    fn new() -> Self {
         Self {
             frames: broadcast::channel(FANOUT_DEPTH).0,
             keyframes: KeyframeRequests::new(),
             counters: Arc::default(),
             state: Arc::default(),
             gate: Arc::default(),
-            epoch,
         }
     }
 
@@ -158,8 +153,7 @@ impl VideoLayers {
     /// A feed per layer, sharing one RTP clock; not encoded until a
     /// pipeline runs.
     pub fn new(layers: &[LayerConfig]) -> Self {
-        let epoch = Instant::now();
-        let feeds: Arc<[VideoFeed]> = layers.iter().map(|_| VideoFeed::new(epoch)).collect();
+        let feeds: Arc<[VideoFeed]> = layers.iter().map(|_| VideoFeed::new()).collect();
         for (feed, layer) in feeds.iter().zip(layers) {
             feed.state.set(layer, false);
         }

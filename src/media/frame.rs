@@ -1,4 +1,4 @@
-//! An encoded access unit, packetized once and shared by every viewer.
+//! An encoded access unit (or Opus packet), packetized once and shared by every viewer.
 //!
 //! Packetizing is the last step that is the same for all viewers: the RTP
 //! payloads (single NAL units, STAP-A, FU-A) depend only on the frame. What
@@ -19,7 +19,7 @@ pub const RTP_PAYLOAD_MTU: usize = 1200;
 pub struct EncodedFrame {
     /// RTP payloads in order; the last one carries the marker bit.
     pub payloads: Vec<Bytes>,
-    /// Presentation time on the 90 kHz RTP clock.
+    /// Capture time on the track's RTP clock (90 kHz video, 48 kHz Opus).
     pub rtp_timestamp: u32,
     /// An IDR frame, where a new or recovering viewer can start decoding.
     pub keyframe: bool,
@@ -37,11 +37,6 @@ pub struct FramePacketizer {
     payloader: H264Payloader,
 }
 
-/// Nanoseconds of presentation time to the 90 kHz RTP clock (wrapping).
-pub fn rtp_timestamp_from_ns(ns: u64) -> u32 {
-    ((ns as u128 * 90_000 / 1_000_000_000) & 0xffff_ffff) as u32
-}
-
 impl FramePacketizer {
     /// Packetizes one Annex-B access unit captured `capture_ns` after the
     /// feed's epoch.
@@ -54,7 +49,7 @@ impl FramePacketizer {
         let payloads = self.payloader.payload(RTP_PAYLOAD_MTU, access_unit)?;
         Ok(EncodedFrame {
             payloads,
-            rtp_timestamp: rtp_timestamp_from_ns(capture_ns),
+            rtp_timestamp: super::clock::rtp_ticks(capture_ns, 90_000),
             keyframe,
             size: access_unit.len(),
             access_unit: access_unit.clone(),
@@ -79,11 +74,5 @@ mod tests {
         // FU-A: type 28 with the original NAL type in the FU header.
         assert_eq!(frame.payloads[0][0] & 0x1f, 28);
         assert_eq!(frame.payloads[0][1] & 0x1f, 5);
-    }
-
-    #[test]
-    fn the_rtp_clock_wraps() {
-        let wrap_ns = (1u64 << 32) * 1_000_000_000 / 90_000;
-        assert!(rtp_timestamp_from_ns(wrap_ns + 1_000_000) < 100);
     }
 }

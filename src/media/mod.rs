@@ -12,11 +12,14 @@
 //! requests to the encoders. Must not touch: peer connections, the broker,
 //! the room rules (viewers are subscribers of the feeds, no more).
 
+pub mod audio;
+pub mod clock;
 pub mod description;
 pub mod elements;
 pub mod feed;
 pub mod frame;
 pub mod keyframe;
+pub mod running;
 pub mod snapshot;
 
 use std::sync::atomic::Ordering;
@@ -30,11 +33,13 @@ use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
 use crate::config::VideoConfig;
+pub use audio::{AudioCapture, AudioFeed};
 pub use description::VideoParams;
 pub use elements::MissingElements;
 pub use feed::{FANOUT_DEPTH, MediaCounters, VideoFeed, VideoLayers, Watching};
 pub use frame::EncodedFrame;
 pub use keyframe::KeyframeRequests;
+pub use running::Running;
 
 /// What the pipeline reports to the supervisor.
 #[derive(Debug, Clone)]
@@ -72,9 +77,7 @@ pub fn named<T: IsA<gst::Element>>(pipeline: &gst::Pipeline, name: &str) -> anyh
 
 /// A running capture pipeline.
 pub struct Capture {
-    pipeline: gst::Pipeline,
-    bus_thread: Option<std::thread::JoinHandle<()>>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    running: Running,
     /// The encoder chosen, `None` when the source delivers H.264 itself.
     pub encoder: Option<String>,
     pub description: String,
@@ -191,36 +194,15 @@ impl Capture {
             feed.set_valve(pipeline.by_name(&format!("gate{index}")));
             sinks.push(sink);
         }
-        let bus = pipeline
-            .bus()
-            .ok_or_else(|| anyhow!("pipeline has no bus"))?;
-        // The bus keeps its messages until they are read: the watcher starts
-        // after the state change, so a refusal's error is ours to report.
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            let reason = bus
-                .pop_filtered(&[gst::MessageType::Error])
-                .and_then(|msg| match msg.view() {
-                    gst::MessageView::Error(err) => Some(error_text(err)),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "no error message".into());
-            let _ = pipeline.set_state(gst::State::Null);
-            for feed in layers.iter() {
-                feed.set_valve(None);
+        let running = match Running::play(pipeline, &desc, events) {
+            Ok(running) => running,
+            Err(e) => {
+                for feed in layers.iter() {
+                    feed.set_valve(None);
+                }
+                return Err(e);
             }
-            return Err(anyhow!(
-                "the pipeline refused to play: {reason}; pipeline: {desc}"
-            ));
-        }
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let bus_thread = std::thread::Builder::new()
-            .name("gst-bus".into())
-            .spawn({
-                let stopping = stopping.clone();
-                let pipeline = pipeline.downgrade();
-                move || watch_bus(bus, pipeline, stopping, events)
-            })
-            .context("spawning the bus thread")?;
+        };
         let configured = params.layers();
         for (index, feed) in layers.iter().enumerate() {
             if let Some(layer) = configured.get(index) {
@@ -233,9 +215,7 @@ impl Capture {
             }
         }
         Ok(Self {
-            pipeline,
-            bus_thread: Some(bus_thread),
-            stopping,
+            running,
             encoder,
             description: desc,
             layers: count,
@@ -253,7 +233,7 @@ impl Capture {
     fn set_bitrate(&self, index: usize, kbps: u32) -> anyhow::Result<()> {
         let (Some(name), Some(encoder)) = (
             &self.encoder,
-            self.pipeline.by_name(&format!("encoder{index}")),
+            self.running.pipeline.by_name(&format!("encoder{index}")),
         ) else {
             bail!("the source's own H.264 is passed through: there is no encoder to change");
         };
@@ -270,25 +250,11 @@ impl Capture {
     }
 
     /// Stops the pipeline and its bus thread.
-    pub fn stop(mut self, targets: &[KeyframeTarget]) {
+    pub fn stop(self, targets: &[KeyframeTarget]) {
         for target in targets {
             target.set(None);
         }
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.pipeline.set_state(gst::State::Null);
-        if let Some(thread) = self.bus_thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.shutdown();
+        drop(self.running);
     }
 }
 
@@ -299,7 +265,7 @@ fn on_sample(
     let mut packetizer = frame::FramePacketizer::default();
     move |sink| {
         let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-        let captured = capture_time(sink, &sample, &feed);
+        let captured = clock::capture_time(sink, &sample);
         let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mapped = buffer
@@ -314,67 +280,5 @@ fn on_sample(
             }
         }
         Ok(gst::FlowSuccess::Ok)
-    }
-}
-
-/// When the sample's picture was captured, in nanoseconds since the feed's
-/// epoch: now, less how long ago its presentation time was on the pipeline
-/// clock. Every layer's encoding of one picture gets the same time, however
-/// long its encoder took. Without a time (a source that sets none), now.
-fn capture_time(sink: &gst_app::AppSink, sample: &gst::Sample, feed: &VideoFeed) -> u64 {
-    let now = feed.epoch.elapsed().as_nanos() as u64;
-    let presented = sample
-        .buffer()
-        .and_then(|b| b.pts())
-        .zip(
-            sample
-                .segment()
-                .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned()),
-        )
-        .and_then(|(pts, segment)| segment.to_running_time(pts));
-    match (presented, sink.current_running_time()) {
-        (Some(presented), Some(running)) => {
-            now.saturating_sub(running.saturating_sub(presented).nseconds())
-        }
-        _ => now,
-    }
-}
-
-/// GStreamer's error and its debug detail, e.g. "Cannot identify device
-/// '/dev/video9'. (../sys/v4l2/v4l2_calls.c(…): … No such file or directory)".
-fn error_text(err: &gst::message::Error) -> String {
-    match err.debug() {
-        Some(debug) => format!("{} ({debug})", err.error()),
-        None => err.error().to_string(),
-    }
-}
-
-fn watch_bus(
-    bus: gst::Bus,
-    pipeline: gst::glib::WeakRef<gst::Pipeline>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    events: mpsc::UnboundedSender<MediaEvent>,
-) {
-    use gst::MessageView;
-    while !stopping.load(Ordering::SeqCst) {
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
-            continue;
-        };
-        let event = match msg.view() {
-            MessageView::Error(err) => Some(MediaEvent::Error(error_text(err))),
-            MessageView::Eos(_) => Some(MediaEvent::EndOfStream),
-            MessageView::StateChanged(s)
-                if s.current() == gst::State::Playing
-                    && msg.src().map(|src| src.name()) == pipeline.upgrade().map(|p| p.name()) =>
-            {
-                Some(MediaEvent::Playing)
-            }
-            _ => None,
-        };
-        if let Some(event) = event
-            && events.send(event).is_err()
-        {
-            return;
-        }
     }
 }

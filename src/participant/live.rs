@@ -13,16 +13,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Effect, Effects};
-use crate::media::VideoLayers;
 use crate::mqtt::MqttLink;
-use crate::peer::{self, PeerEvent, PeerFactory, PeerHandle, PeerSpec};
+use crate::peer::{self, Outgoing, PeerEvent, PeerFactory, PeerHandle, PeerSpec};
 use crate::room::LinkId;
 
 pub struct Live {
     mqtt: MqttLink,
     factory: Arc<PeerFactory>,
-    /// The frames to send, for a camera.
-    video: Option<VideoLayers>,
+    /// What to send, for a camera.
+    media: Option<Outgoing>,
     /// The layer every new viewer is held on, if any.
     pin: Option<usize>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
@@ -33,13 +32,13 @@ impl Live {
     pub fn new(
         mqtt: MqttLink,
         factory: Arc<PeerFactory>,
-        video: Option<VideoLayers>,
+        media: Option<Outgoing>,
         peer_events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Self {
         Self {
             mqtt,
             factory,
-            video,
+            media,
             pin: None,
             peer_events,
             peers: BTreeMap::new(),
@@ -77,7 +76,7 @@ impl Effects for Live {
                 let spec = PeerSpec {
                     link,
                     offerer,
-                    video: self.video.clone(),
+                    media: self.media.clone(),
                     pin: self.pin,
                 };
                 let handle = peer::spawn(self.factory.clone(), spec, self.peer_events.clone());

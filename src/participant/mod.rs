@@ -35,9 +35,8 @@ use tokio::sync::mpsc;
 
 pub use live::Live;
 
-use crate::media::VideoLayers;
 use crate::mqtt::MqttLink;
-use crate::peer::{PeerCommand, PeerEvent, PeerFactory, PeerHandle};
+use crate::peer::{Outgoing, PeerCommand, PeerEvent, PeerFactory, PeerHandle};
 use crate::protocol::{
     DeviceStatus, Presence, Role, Signal, SignalBody, Topic, Topics, encode_presence, ids,
 };
@@ -141,10 +140,10 @@ impl Participant<Live> {
         topics: Topics,
         mqtt: MqttLink,
         factory: Arc<PeerFactory>,
-        video: Option<VideoLayers>,
+        media: Option<Outgoing>,
         peer_events: mpsc::UnboundedSender<PeerEvent>,
     ) -> Self {
-        let live = Live::new(mqtt, factory, video, peer_events);
+        let live = Live::new(mqtt, factory, media, peer_events);
         Self::with_effects(me, max_viewers, topics, live)
     }
 

@@ -21,23 +21,25 @@ use anyhow::Context;
 use rtc::crypto::{self, SignatureScheme};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Slot, TwccSenderBuilder,
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder,
+    Slot, TwccSenderBuilder,
 };
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder, configure_rtcp_reports,
+    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
     configure_simulcast_extension_headers,
 };
 
 use super::SenderCounters;
 use super::congestion::ViewerEstimator;
 use super::feedback::{Feedback, FeedbackInterceptor, SLOT};
+use super::reports::{CaptureClockReports, StreamClocks};
 use super::retransmit::{self, RetransmitBudget};
 use crate::config::{MdnsMode, WebrtcConfig};
 
@@ -94,6 +96,21 @@ pub fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+/// The payload type of Opus, as browsers offer it.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// Opus as every browser negotiates it: `opus/48000/2` (RFC 7587 names two
+/// channels whatever is sent), with in-band FEC.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
 /// Makes peer connections; one per process.
 pub struct PeerFactory {
     certificate: RTCCertificate,
@@ -113,6 +130,8 @@ pub struct PeerFactory {
 pub struct Wiring {
     pub counters: Arc<SenderCounters>,
     pub feedback: Arc<Feedback>,
+    /// The RTP timestamp bases its sender reports need.
+    pub clocks: Arc<StreamClocks>,
     /// For a sending connection: the rate its estimate starts at and the
     /// most it may reach (bit/s).
     pub send_bps: Option<(f64, f64)>,
@@ -240,6 +259,13 @@ impl PeerFactory {
             },
             RtpCodecKind::Video,
         )?;
+        media.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )?;
         // The stack's default interceptors, but with a shorter NACK history
         // (the codec above already offers nack and nack pli).
         let registry = Registry::new()
@@ -254,7 +280,14 @@ impl PeerFactory {
         } else {
             registry
         };
-        let registry = configure_rtcp_reports(registry);
+        // Receiver reports as the stack makes them; sender reports on the
+        // capture clock, for lip sync (see `reports`).
+        let registry = registry
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(
+                Slot::SenderReport,
+                CaptureClockReports::new(wiring.clocks.clone()),
+            );
         let mut registry = registry.with(
             Slot::from(SLOT),
             FeedbackInterceptor::new(wiring.counters.clone(), wiring.feedback.clone()),

@@ -25,8 +25,10 @@ pub mod feedback;
 pub mod liveness;
 mod outbound;
 mod padding;
+mod reports;
 mod retransmit;
 pub mod sender;
+mod sound;
 mod stats;
 
 use std::sync::Arc;
@@ -45,10 +47,10 @@ use webrtc::peer_connection::{
 
 use answer::RemoteIdentity;
 use liveness::{Gone, Liveness};
-use outbound::add_video_track;
+use outbound::add_tracks;
 use stats::{STATS_INTERVAL, read_stats};
 
-use crate::media::VideoLayers;
+use crate::media::{AudioFeed, VideoLayers};
 use crate::protocol::{Candidate, SignalBody};
 use crate::room::{LinkId, LinkState};
 pub use factory::{PeerFactory, Wiring};
@@ -107,12 +109,23 @@ impl PeerHandle {
     }
 }
 
+/// What a camera sends every viewer: the picture's layers and, when there
+/// is a microphone, its sound, in one media stream.
+#[derive(Clone)]
+pub struct Outgoing {
+    pub video: VideoLayers,
+    pub audio: Option<AudioFeed>,
+    /// Viewers may send sound back (a speaker is configured).
+    pub talkback: bool,
+}
+
 /// How one peer is set up.
 pub struct PeerSpec {
     pub link: LinkId,
     pub offerer: bool,
-    /// Send these layers (cameras); `None` receives video instead (viewers).
-    pub video: Option<VideoLayers>,
+    /// Send this (cameras); `None` receives video and sound instead
+    /// (viewers).
+    pub media: Option<Outgoing>,
     /// The layer the viewer is held on, if any.
     pub pin: Option<usize>,
 }
@@ -129,7 +142,8 @@ pub fn spawn(
     let wiring = Wiring {
         counters: counters.clone(),
         feedback: Arc::default(),
-        send_bps: spec.video.as_ref().map(|layers| {
+        clocks: Arc::default(),
+        send_bps: spec.media.as_ref().map(|Outgoing { video: layers, .. }| {
             let top = f64::from(
                 layers
                     .top()
@@ -271,20 +285,30 @@ async fn negotiate(
 ) -> anyhow::Result<()> {
     let link = spec.link;
     let counters = wiring.counters;
-    let mut outbound = match spec.video {
-        Some(layers) => {
-            Some(add_video_track(pc, layers, counters.clone(), wiring.feedback, pin).await?)
-        }
-        None => {
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Video,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
+    let mut outbound = match spec.media {
+        Some(media) => Some(
+            add_tracks(
+                pc,
+                media,
+                counters.clone(),
+                wiring.feedback,
+                &wiring.clocks,
+                pin,
             )
-            .await
-            .context("adding the receiving transceiver")?;
+            .await?,
+        ),
+        None => {
+            for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+                pc.add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .context("adding the receiving transceivers")?;
+            }
             None
         }
     };

@@ -1,5 +1,6 @@
-//! The local half of a sending peer: its send-only video transceiver, its
-//! own sender task on the shared frame feed, and what it hears back (key-frame
+//! The local half of a sending peer: its send-only video transceiver and
+//! its audio transceiver (one media stream), their own sender tasks on the
+//! shared feeds, and what it hears back (key-frame
 //! requests, what the liveness watch observes).
 //!
 //! Owns the track, the sender and their tasks. Must not touch negotiation
@@ -23,7 +24,8 @@ use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::feedback::{self, Feedback};
-use super::{PeerEvent, SenderCounters, factory, liveness::Observed, sender};
+use super::reports::StreamClocks;
+use super::{Outgoing, PeerEvent, SenderCounters, factory, liveness::Observed, sender, sound};
 use crate::media::VideoLayers;
 use crate::room::LinkId;
 
@@ -35,66 +37,165 @@ pub(super) struct Outbound {
     ssrc: u32,
     /// Tells the video sender the negotiated stream once connected.
     ready: Option<oneshot::Sender<sender::RtpStream>>,
+    audio: Option<LocalTrack>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-pub(super) async fn add_video_track(
+/// One local track on its transceiver, and its stream's identity.
+struct LocalTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    /// The RTP timestamp base, told to the sender reports.
+    base: u32,
+    ready: Option<oneshot::Sender<sender::RtpStream>>,
+}
+
+/// The media stream both tracks belong to: a browser plays them in one
+/// element, in sync.
+const STREAM_ID: &str = "meshcam";
+
+async fn add_track(
     pc: &Arc<dyn PeerConnection>,
-    layers: VideoLayers,
-    counters: Arc<SenderCounters>,
-    feedback: Arc<Feedback>,
-    pin: watch::Receiver<Option<usize>>,
-) -> anyhow::Result<Outbound> {
+    kind: RtpCodecKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    direction: RTCRtpTransceiverDirection,
+    clocks: &StreamClocks,
+) -> anyhow::Result<(LocalTrack, oneshot::Receiver<sender::RtpStream>)> {
     let ssrc: u32 = rand::random();
+    let name = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "meshcam".to_owned(),
-        format!("video-{ssrc:08x}"),
-        "video".to_owned(),
-        RtpCodecKind::Video,
+        STREAM_ID.to_owned(),
+        format!("{name}-{ssrc:08x}"),
+        name.to_owned(),
+        kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: factory::h264_codec(),
+            codec,
             ..Default::default()
         }],
     )));
-    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
     let transceiver = pc
         .add_transceiver_from_track(
             track.clone() as Arc<dyn TrackLocal>,
             Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
+                direction,
                 streams: vec![],
                 send_encodings: vec![],
             }),
         )
         .await
-        .context("adding the video track")?;
+        .with_context(|| format!("adding the {name} track"))?;
     let sender = transceiver
         .sender()
         .await
-        .context("the video sender")?
-        .context("the video transceiver has no sender")?;
+        .with_context(|| format!("the {name} sender"))?
+        .with_context(|| format!("the {name} transceiver has no sender"))?;
+    let base: u32 = rand::random();
+    clocks.set(ssrc, base);
+    let (ready, ready_rx) = oneshot::channel();
+    Ok((
+        LocalTrack {
+            track,
+            sender,
+            ssrc,
+            base,
+            ready: Some(ready),
+        },
+        ready_rx,
+    ))
+}
+
+/// The negotiated payload type of a sender, or `default`.
+async fn payload_type(sender: &Arc<dyn RtpSender>, default: u8) -> u8 {
+    match sender.get_parameters().await {
+        Ok(p) => p
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .unwrap_or(default),
+        Err(_) => default,
+    }
+}
+
+pub(super) async fn add_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    media: Outgoing,
+    counters: Arc<SenderCounters>,
+    feedback: Arc<Feedback>,
+    clocks: &StreamClocks,
+    pin: watch::Receiver<Option<usize>>,
+) -> anyhow::Result<Outbound> {
+    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
+    let (video, ready_rx) = add_track(
+        pc,
+        RtpCodecKind::Video,
+        factory::h264_codec(),
+        RTCRtpTransceiverDirection::Sendonly,
+        clocks,
+    )
+    .await?;
     // The sender starts now, preloading from the next key frame while the
     // connection is being set up.
-    let (ready, ready_rx) = oneshot::channel();
-    let video = tokio::spawn(sender::send_video(sender::SenderSetup {
-        track: track.clone(),
-        layers: layers.clone(),
+    let mut tasks = vec![tokio::spawn(sender::send_video(sender::SenderSetup {
+        track: video.track.clone(),
+        layers: media.video.clone(),
         ready: ready_rx,
+        timestamp_base: video.base,
         counters,
         feedback,
         pin,
-    }));
-    Ok(Outbound {
-        layers,
+    }))];
+    let audio = match media.audio {
+        Some(feed) => {
+            // Sound both ways where viewers may talk back.
+            let direction = if media.talkback {
+                RTCRtpTransceiverDirection::Sendrecv
+            } else {
+                RTCRtpTransceiverDirection::Sendonly
+            };
+            let (audio, ready_rx) = add_track(
+                pc,
+                RtpCodecKind::Audio,
+                factory::opus_codec(),
+                direction,
+                clocks,
+            )
+            .await?;
+            tasks.push(tokio::spawn(sound::send_audio(
+                audio.track.clone(),
+                feed,
+                ready_rx,
+                audio.base,
+                Arc::default(),
+            )));
+            Some(audio)
+        }
+        None => None,
+    };
+    let LocalTrack {
         track,
         sender,
         ssrc,
-        ready: Some(ready),
-        tasks: vec![video],
+        ready,
+        ..
+    } = video;
+    Ok(Outbound {
+        layers: media.video,
+        track,
+        sender,
+        ssrc,
+        ready,
+        audio,
+        tasks,
     })
 }
 
@@ -110,19 +211,18 @@ impl Outbound {
         let Some(ready) = self.ready.take() else {
             return;
         };
-        let payload_type = match self.sender.get_parameters().await {
-            Ok(p) => p
-                .rtp_parameters
-                .codecs
-                .first()
-                .map(|c| c.payload_type)
-                .unwrap_or(factory::H264_PAYLOAD_TYPE),
-            Err(_) => factory::H264_PAYLOAD_TYPE,
-        };
         let _ = ready.send(sender::RtpStream {
             ssrc: self.ssrc,
-            payload_type,
+            payload_type: payload_type(&self.sender, factory::H264_PAYLOAD_TYPE).await,
         });
+        if let Some(audio) = self.audio.as_mut()
+            && let Some(ready) = audio.ready.take()
+        {
+            let _ = ready.send(sender::RtpStream {
+                ssrc: audio.ssrc,
+                payload_type: payload_type(&audio.sender, factory::OPUS_PAYLOAD_TYPE).await,
+            });
+        }
         let track = self.track.clone();
         let layers = self.layers.clone();
         let events = events.clone();

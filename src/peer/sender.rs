@@ -87,18 +87,18 @@ pub struct RtpStream {
 }
 
 /// Writes frames as RTP with this viewer's own header fields.
-struct Packetwriter {
-    track: Arc<TrackLocalStaticRTP>,
-    stream: RtpStream,
-    sequence: u16,
-    timestamp_base: u32,
-    counters: Arc<SenderCounters>,
+pub(super) struct Packetwriter {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub stream: RtpStream,
+    pub sequence: u16,
+    pub timestamp_base: u32,
+    pub counters: Arc<SenderCounters>,
 }
 
 impl Packetwriter {
     /// Sends `frame`, with `filler` payloads before its last packet.
     /// `false` when the track is gone (the connection is closing).
-    async fn send(&mut self, frame: &EncodedFrame, filler: &[Bytes]) -> bool {
+    pub async fn send(&mut self, frame: &EncodedFrame, filler: &[Bytes]) -> bool {
         let (last, body) = frame.payloads.split_last().expect("a frame has payloads");
         let payloads = body.iter().chain(filler).chain(std::iter::once(last));
         let count = frame.payloads.len() + filler.len();
@@ -242,6 +242,8 @@ pub struct SenderSetup {
     pub track: Arc<TrackLocalStaticRTP>,
     pub layers: VideoLayers,
     pub ready: oneshot::Receiver<RtpStream>,
+    /// The stream's RTP timestamp base, known to its sender reports.
+    pub timestamp_base: u32,
     pub counters: Arc<SenderCounters>,
     pub feedback: Arc<Feedback>,
     /// The layer this viewer is held on, if any.
@@ -255,6 +257,7 @@ pub async fn send_video(setup: SenderSetup) {
         track,
         layers,
         ready,
+        timestamp_base,
         counters,
         feedback,
         mut pin,
@@ -272,7 +275,7 @@ pub async fn send_video(setup: SenderSetup) {
         track,
         stream,
         sequence: rand::random(),
-        timestamp_base: rand::random(),
+        timestamp_base,
         counters: counters.clone(),
     };
     let mut waiting_for_keyframe = preloaded.is_empty();

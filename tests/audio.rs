@@ -1,0 +1,73 @@
+//! The microphone, for real: a camera on the test tone offers Opus beside
+//! H.264 in one media stream and sends it, and a microphone that cannot be
+//! opened leaves the picture flowing while it is reported and retried.
+
+mod common;
+
+use common::*;
+
+const ROOM_TOML: &str =
+    "rooms = [\"home\"]\n[video]\nwidth = 320\nheight = 240\nbitrate_kbps = 300\n";
+
+#[test]
+fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-sound",
+        &format!("{ROOM_TOML}[audio]\ntest_tone_hz = 660\n"),
+    );
+    let mut obs = Observer::connect(
+        &broker,
+        "obs-sound",
+        &["meshcam/rooms/home/signal/ear/cam-sound"],
+    );
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "ear"]);
+    viewer.wait_frames(Some("ear"), 10);
+    let offer = obs.seen_or_wait_json(
+        "meshcam/rooms/home/signal/ear/cam-sound",
+        "the camera's offer",
+        |v| v["type"] == "offer",
+    );
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("m=audio"), "{sdp}");
+    assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
+    // No speaker is configured: nobody may talk back.
+    let audio = &sdp[sdp.find("m=audio").unwrap()..];
+    assert!(audio.contains("a=sendonly"), "{audio}");
+    // Both tracks in one stream: a browser plays them in one element.
+    let streams: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(streams, ["meshcam", "meshcam"], "{sdp}");
+    let stats = obs.stats_until(&cam.id, "Opus packets", |s| {
+        s["audio"]["state"] == "playing" && s["audio"]["packets"].as_u64().unwrap_or(0) > 50
+    });
+    assert!(stats["audio"]["error"].is_null(), "{stats}");
+}
+
+#[test]
+fn a_microphone_that_cannot_be_opened_is_retried_and_the_picture_flows() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-nomic",
+        &format!("{ROOM_TOML}[audio]\nsource = \"alsa\"\ndevice = \"hw:9,0\"\n"),
+    );
+    let mut obs = Observer::connect(&broker, "obs-nomic", &[&stats_topic(&cam.id)]);
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "eyes"]);
+    viewer.wait_frames(Some("eyes"), 30);
+    let stats = obs.stats_until(&cam.id, "the microphone retried", |s| {
+        s["audio"]["state"] == "error" && s["audio"]["restarts"].as_u64().unwrap_or(0) >= 1
+    });
+    let error = stats["audio"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("hw:9,0"),
+        "the error names the device: {error}"
+    );
+    assert_eq!(stats["pipeline"]["state"], "playing", "{stats}");
+    let frames = viewer.frames_of("eyes");
+    viewer.wait_frames(Some("eyes"), frames + 15);
+}
