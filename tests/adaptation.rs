@@ -27,6 +27,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::inbox;
 use common::netns::{LineProcess, NsBroker, NsCamera, Star, observer_at};
 use serde_json::Value;
 
@@ -163,7 +164,7 @@ fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
         &star.cam,
         star.viewers[SHAPED].cam_addr,
         &obs_id,
-        &[&format!("meshcam/clients/{obs_id}/#")],
+        &[&inbox(&obs_id)],
     );
     let dir = common::temp_dir(&format!("viewers-{name}"));
     let common_args = ["--decode", "--report-interval", "1"];
@@ -318,7 +319,7 @@ fn a_viewer_behind_a_link_narrower_than_every_layer_slows_nobody() {
         &star.cam,
         star.viewers[SHAPED].cam_addr,
         obs_id,
-        &[&format!("meshcam/clients/{obs_id}/#")],
+        &[&inbox(obs_id)],
     );
     let dir = common::temp_dir("viewers-narrow");
     let args = ["--decode", "--report-interval", "1"];

@@ -20,7 +20,10 @@ fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
     let mut obs = Observer::connect(
         &broker,
         "obs-sound",
-        &["meshcam/rooms/home/signal/ear/cam-sound"],
+        &[
+            "meshcam/rooms/home/signal/ear/cam-sound",
+            &inbox("obs-sound"),
+        ],
     );
     let mut viewer = Viewer::start(&broker, "home", &["--id", "ear"]);
     viewer.wait_frames(Some("ear"), 10);
@@ -56,7 +59,7 @@ fn a_microphone_that_cannot_be_opened_is_retried_and_the_picture_flows() {
         "cam-nomic",
         &format!("{ROOM_TOML}[audio]\nsource = \"alsa\"\ndevice = \"hw:9,0\"\n"),
     );
-    let mut obs = Observer::connect(&broker, "obs-nomic", &[&stats_topic(&cam.id)]);
+    let mut obs = Observer::connect(&broker, "obs-nomic", &[&inbox("obs-nomic")]);
     let mut viewer = Viewer::start(&broker, "home", &["--id", "eyes"]);
     viewer.wait_frames(Some("eyes"), 30);
     let stats = obs.stats_until(&cam.id, "the microphone retried", |s| {

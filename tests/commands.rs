@@ -9,10 +9,6 @@ fn online(obs: &mut Observer, cam: &str) {
     obs.seen_or_wait_json(&status_topic(cam), "online", |v| v["state"] == "online");
 }
 
-fn inbox(id: &str) -> String {
-    format!("meshcam/clients/{id}/#")
-}
-
 /// A controller `ctl` subscribed to `cam`'s status, its own inbox and
 /// `extra`, once the camera is online.
 fn controller(broker: &Mosquitto, cam: &str, ctl: &str, extra: &[&str]) -> Observer {

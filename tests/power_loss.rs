@@ -26,7 +26,7 @@ fn sigkill_during_state_writes_never_leaves_a_torn_file() {
         let id = format!("cam-power-{round}");
         let cam = Camera::start_in(&broker, &id, SMALL_VIDEO, dir.to_path_buf());
         let ctl = format!("ctl-power-{round}");
-        let inbox = format!("meshcam/clients/{ctl}/#");
+        let inbox = inbox(&ctl);
         let mut obs = Observer::connect(&broker, &ctl, &[&status_topic(&id), &inbox]);
         obs.seen_or_wait_json(&status_topic(&id), "online", |v| v["state"] == "online");
         // Joins and leaves, published without waiting for their replies.

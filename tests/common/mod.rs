@@ -367,6 +367,12 @@ impl Observer {
     }
 }
 
+/// The topic filter of an observer's inbox, where replies to its commands
+/// come.
+pub fn inbox(id: &str) -> String {
+    format!("meshcam/clients/{id}/#")
+}
+
 pub fn status_topic(device: &str) -> String {
     format!("meshcam/devices/{device}/status")
 }
