@@ -1,5 +1,5 @@
 //! The microphone, for real: a camera on the test tone offers Opus beside
-//! H.264 in one media stream and sends it, and a microphone that cannot be
+//! H.264 in one media stream and sends it to the viewer, and a microphone that cannot be
 //! opened leaves the picture flowing while it is reported and retried.
 
 mod common;
@@ -35,7 +35,7 @@ fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
     let sdp = offer["sdp"].as_str().unwrap();
     assert!(sdp.contains("m=audio"), "{sdp}");
     assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
-    // No speaker is configured: nobody may talk back.
+    // Viewers do not send sound back.
     let audio = &sdp[sdp.find("m=audio").unwrap()..];
     assert!(audio.contains("a=sendonly"), "{audio}");
     // Both tracks in one stream: a browser plays them in one element.
@@ -45,10 +45,19 @@ fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
         .map(|l| l.split(' ').next().unwrap())
         .collect();
     assert_eq!(streams, ["meshcam", "meshcam"], "{sdp}");
-    let stats = obs.stats_until(&cam.id, "Opus packets", |s| {
-        s["audio"]["state"] == "playing" && s["audio"]["packets"].as_u64().unwrap_or(0) > 50
+    let stats = obs.stats_until(&cam.id, "Opus packets sent to the viewer", |s| {
+        s["audio"]["state"] == "playing"
+            && s["connections"][0]["audio_packets_sent"]
+                .as_u64()
+                .unwrap_or(0)
+                > 50
     });
     assert!(stats["audio"]["error"].is_null(), "{stats}");
+    assert!(stats["audio"]["packets"].as_u64().unwrap() > 50, "{stats}");
+    // The viewer gets them on its audio track, apart from the video's frames.
+    viewer.wait_for("Opus packets", |v| {
+        v["event"] == "report" && v["audio_packets"].as_u64().unwrap_or(0) > 50
+    });
 }
 
 #[test]

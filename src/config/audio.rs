@@ -1,13 +1,12 @@
-//! The `[audio]` section: the microphone, its Opus encoding, and talk-back
-//! to the camera's speaker.
+//! The `[audio]` section: the microphone and its Opus encoding.
 
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, check_range, invalid};
 
-/// Accepted ranges, shared with the `set` command.
-pub const AUDIO_BITRATE_RANGE: (u32, u32) = (6, 510);
-pub const TONE_RANGE: (u32, u32) = (20, 20_000);
+/// Accepted ranges.
+const BITRATE_RANGE: (u32, u32) = (6, 510);
+const TONE_RANGE: (u32, u32) = (20, 20_000);
 
 /// Where the sound comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,57 +40,6 @@ impl TryFrom<String> for AudioSource {
     }
 }
 
-/// Where viewers' voices play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum SpeakerKind {
-    /// No speaker: viewers cannot talk.
-    None,
-    /// An ALSA playback device (`audio.speaker_device`).
-    Alsa,
-    Pulse,
-    /// The user's own sink description (`audio.speaker_pipeline`).
-    Pipeline,
-}
-
-impl TryFrom<String> for SpeakerKind {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "none" => Ok(Self::None),
-            "alsa" => Ok(Self::Alsa),
-            "pulse" => Ok(Self::Pulse),
-            "pipeline" => Ok(Self::Pipeline),
-            _ => Err(format!(
-                "{s:?} is not a speaker; accepted: none, alsa, pulse, pipeline"
-            )),
-        }
-    }
-}
-
-/// Who may talk at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
-pub enum TalkbackMode {
-    /// One talker at a time; another is told the floor is busy.
-    Single,
-    /// Every talker, summed.
-    Mix,
-}
-
-impl TryFrom<String> for TalkbackMode {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "single" => Ok(Self::Single),
-            "mix" => Ok(Self::Mix),
-            _ => Err(format!(
-                "{s:?} is not a talk-back mode; accepted: single, mix"
-            )),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AudioConfig {
@@ -120,24 +68,9 @@ pub struct AudioConfig {
     /// Opus discontinuous transmission: almost nothing is sent in silence.
     #[serde(default)]
     pub dtx: bool,
-    /// The microphone starts muted (`mute`/`unmute` change it, durably).
+    /// The microphone is muted: viewers get silence.
     #[serde(default)]
     pub muted: bool,
-    #[serde(default = "default_speaker")]
-    pub speaker: SpeakerKind,
-    /// The ALSA device of `speaker = "alsa"`.
-    #[serde(default = "default_device")]
-    pub speaker_device: String,
-    /// For `speaker = "pipeline"`: a gst-launch description of the sink.
-    #[serde(default)]
-    pub speaker_pipeline: String,
-    #[serde(default = "default_talkback")]
-    pub talkback: TalkbackMode,
-    /// Full duplex with echo cancellation (`webrtcdsp`); without it the
-    /// microphone is muted while someone talks, so the speaker's sound
-    /// does not go back to the talker.
-    #[serde(default)]
-    pub echo_cancel: bool,
 }
 
 fn default_device() -> String {
@@ -155,12 +88,6 @@ fn default_bitrate() -> u32 {
 fn default_true() -> bool {
     true
 }
-fn default_speaker() -> SpeakerKind {
-    SpeakerKind::None
-}
-fn default_talkback() -> TalkbackMode {
-    TalkbackMode::Single
-}
 
 impl Default for AudioConfig {
     fn default() -> Self {
@@ -174,11 +101,6 @@ impl Default for AudioConfig {
             fec: true,
             dtx: false,
             muted: false,
-            speaker: default_speaker(),
-            speaker_device: default_device(),
-            speaker_pipeline: String::new(),
-            talkback: default_talkback(),
-            echo_cancel: false,
         }
     }
 }
@@ -206,27 +128,15 @@ impl AudioConfig {
         })
     }
 
-    /// Whether viewers may talk: there is somewhere to play them.
-    pub fn talkback(&self) -> bool {
-        self.speaker != SpeakerKind::None
-    }
-
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        check_range("audio.bitrate_kbps", self.bitrate_kbps, AUDIO_BITRATE_RANGE)?;
+        check_range("audio.bitrate_kbps", self.bitrate_kbps, BITRATE_RANGE)?;
         check_range("audio.channels", self.channels, (1, 2))?;
         check_range("audio.test_tone_hz", self.test_tone_hz, TONE_RANGE)?;
         check_alsa_device("audio.device", &self.device)?;
-        check_alsa_device("audio.speaker_device", &self.speaker_device)?;
         if self.source == Some(AudioSource::Pipeline) && self.pipeline.trim().is_empty() {
             return Err(invalid(
                 "audio.pipeline",
                 "source = \"pipeline\" needs a gst-launch description of the source",
-            ));
-        }
-        if self.speaker == SpeakerKind::Pipeline && self.speaker_pipeline.trim().is_empty() {
-            return Err(invalid(
-                "audio.speaker_pipeline",
-                "speaker = \"pipeline\" needs a gst-launch description of the sink",
             ));
         }
         Ok(())

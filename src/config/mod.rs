@@ -14,7 +14,7 @@ use config::{Config as Layers, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ids::{is_peer_id, is_room};
-pub use audio::{AUDIO_BITRATE_RANGE, AudioConfig, AudioSource, SpeakerKind, TalkbackMode};
+pub use audio::{AudioConfig, AudioSource};
 pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
 pub use video::{

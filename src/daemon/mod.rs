@@ -181,22 +181,12 @@ impl Daemon {
     }
 
     fn on_media(&mut self, event: MediaEvent) {
-        let now = Instant::now();
-        let effect = match event {
-            MediaEvent::Playing => self.pipeline.playing(now),
-            MediaEvent::Error(error) => self.pipeline.failed(error, now),
-            MediaEvent::EndOfStream => self.pipeline.failed("end of stream".into(), now),
-        };
+        let effect = self.pipeline.on_event(event, Instant::now());
         self.after_pipeline(effect);
     }
 
     fn on_audio(&mut self, event: MediaEvent) {
-        let now = Instant::now();
-        let effect = match event {
-            MediaEvent::Playing => self.audio.playing(now),
-            MediaEvent::Error(error) => self.audio.failed(error, now),
-            MediaEvent::EndOfStream => self.audio.failed("end of stream".into(), now),
-        };
+        let effect = self.audio.on_event(event, Instant::now());
         self.after_pipeline(effect);
     }
 

@@ -94,7 +94,9 @@ pub(super) trait Source {
     fn launch(&self, config: &Config) -> anyhow::Result<Option<Self::Running>>;
     /// Frames (or packets) produced so far.
     fn frames(&self) -> u64;
-    fn stop(&self, running: Self::Running);
+    fn stop(&self, running: Self::Running) {
+        drop(running);
+    }
     /// A rebuilt pipeline runs.
     fn restarted(&self) {}
 }
@@ -154,10 +156,6 @@ impl Source for AudioSource {
 
     fn frames(&self) -> u64 {
         self.feed.counters.frames.load(Ordering::Relaxed)
-    }
-
-    fn stop(&self, running: AudioCapture) {
-        drop(running);
     }
 }
 
@@ -223,7 +221,16 @@ impl<S: Source> Pipeline<S> {
         self.restarts
     }
 
-    pub(super) fn playing(&mut self, now: Instant) -> StatusEffect {
+    /// What the pipeline's bus said.
+    pub(super) fn on_event(&mut self, event: MediaEvent, now: Instant) -> StatusEffect {
+        match event {
+            MediaEvent::Playing => self.playing(now),
+            MediaEvent::Error(error) => self.failed(error, now),
+            MediaEvent::EndOfStream => self.failed("end of stream".into(), now),
+        }
+    }
+
+    fn playing(&mut self, now: Instant) -> StatusEffect {
         tracing::info!(target: LOG_TARGET, capture = S::NAME, "pipeline playing");
         self.state = PipelineState::Playing;
         self.playing_since = Some(now);

@@ -16,7 +16,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::commands::Commands;
-use super::pipeline::{AudioSource, Pipeline, VideoSource};
+use super::pipeline::{AudioSource, Pipeline, PipelineState, VideoSource};
 use super::settings::apply_stored;
 use super::stats::StatsSchedule;
 use super::status::StatusSchedule;
@@ -102,8 +102,6 @@ impl Daemon {
                 events: audio_tx,
             },
         )?;
-        let has_audio =
-            config.audio.source_for(config.video.source) != crate::config::AudioSource::None;
         let keyframe_servers: Vec<_> = layers
             .iter()
             .zip(targets)
@@ -159,8 +157,8 @@ impl Daemon {
             factory,
             Some(Outgoing {
                 video: layers.clone(),
-                audio: has_audio.then_some(audio_feed),
-                talkback: config.audio.talkback(),
+                // Off: no sound is configured, and none is offered.
+                audio: (audio.state() != PipelineState::Off).then_some(audio_feed),
             }),
             peer_tx,
         );

@@ -88,6 +88,7 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
         },
         "packets_sent": load(|c| &c.packets_sent),
         "bytes_sent": load(|c| &c.bytes_sent),
+        "audio_packets_sent": load(|c| &c.audio_packets_sent),
         "nacks": load(|c| &c.nacks),
         "plis": load(|c| &c.keyframe_requests),
         "frames_dropped": load(|c| &c.frames_dropped),
@@ -276,7 +277,8 @@ mod tests {
         assert_eq!(
             connection("home", "v-8f2c", true, Some(&counters)),
             json!({"room":"home","peer":"v-8f2c","state":"connected","rtt_ms":null,
-                   "packets_sent":18000,"bytes_sent":2250000,"nacks":0,"plis":1,
+                   "packets_sent":18000,"bytes_sent":2250000,"audio_packets_sent":0,
+                   "nacks":0,"plis":1,
                    "frames_dropped":0})
         );
         counters.rtt_us.store(3_140, Ordering::Relaxed);
@@ -353,6 +355,7 @@ mod tests {
                    "rss_bytes":31457280,"threads":24,"open_fds":41,"tasks":37,
                    "pipeline":{"state":"playing","fps":30.0,"bitrate_kbps":1980.0,
                                "keyframes":61,"restarts":0,"layers":[{"width":1280}]},
+                   "audio":{"state":"off"},
                    "connections":[{"room":"home"}],
                    "signal":{"received":120,"dropped":0},
                    "commands":{"received":4,"errors":1}})

@@ -51,8 +51,8 @@ const UGLY: &str = "gstreamer1.0-plugins-ugly";
 const CORE: &str = "libgstreamer1.0-0";
 const ALSA: &str = "gstreamer1.0-alsa";
 
-/// The element factories of every pipeline description in [`description`]
-/// and [`super::snapshot`]; `capsfilter` stands for every caps string.
+/// The element factories of every pipeline description in [`description`],
+/// [`super::audio::description`] and [`super::snapshot`]; `capsfilter` stands for every caps string.
 pub const ELEMENTS: &[Element] = &[
     // Sources.
     element("videotestsrc", BASE),
@@ -83,7 +83,7 @@ pub const ELEMENTS: &[Element] = &[
     element("avdec_h264", "gstreamer1.0-libav"),
     element("openh264dec", BAD),
     element("jpegenc", GOOD),
-    // Sound: the microphone, Opus, the speaker.
+    // The microphone ([`super::audio::description`]).
     element("audiotestsrc", BASE),
     element("alsasrc", ALSA),
     element("pulsesrc", GOOD),
@@ -91,14 +91,6 @@ pub const ELEMENTS: &[Element] = &[
     element("audioresample", BASE),
     element("volume", BASE),
     element("opusenc", BASE),
-    element("opusdec", BASE),
-    element("rtpopusdepay", GOOD),
-    element("audiomixer", BASE),
-    element("level", GOOD),
-    element("spectrum", GOOD),
-    element("alsasink", ALSA),
-    element("webrtcdsp", BAD),
-    element("webrtcechoprobe", BAD),
 ];
 
 /// The table entry of an element.
@@ -265,8 +257,8 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SourceFormat, SourceKind};
-    use crate::media::snapshot;
+    use crate::config::{AudioConfig, AudioSource, SourceFormat, SourceKind};
+    use crate::media::{audio, snapshot};
 
     /// Every source the configuration can name, with every format.
     fn every_source() -> Vec<VideoConfig> {
@@ -313,7 +305,30 @@ mod tests {
         for decoder in snapshot::DECODERS {
             all.push(snapshot::snapshot_description(decoder));
         }
+        all.extend(every_microphone());
         all
+    }
+
+    /// The microphone's pipeline for every source the configuration can
+    /// name (none has no pipeline; an own one is the user's).
+    fn every_microphone() -> Vec<String> {
+        use AudioSource::*;
+        let sources = [Alsa, Pulse, Test, Pipeline, None];
+        // A new source must be added to the list: this match stops
+        // compiling until it is.
+        for source in sources {
+            match source {
+                Alsa | Pulse | Test | Pipeline | None => {}
+            }
+        }
+        let audio = AudioConfig {
+            pipeline: "audiotestsrc".into(),
+            ..AudioConfig::default()
+        };
+        sources
+            .into_iter()
+            .filter_map(|source| audio::description::pipeline_description(&audio, source))
+            .collect()
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! An encoded access unit (or Opus packet), packetized once and shared by every viewer.
+//! An encoded access unit (or Opus packet), packetized once and shared by
+//! every viewer.
 //!
 //! Packetizing is the last step that is the same for all viewers: the RTP
 //! payloads (single NAL units, STAP-A, FU-A) depend only on the frame. What
@@ -13,6 +14,9 @@ use rtc::rtp::packetizer::Payloader;
 /// RTP payload size; leaves room for RTP, SRTP, UDP and IP headers under a
 /// 1280-byte path MTU, the same budget browsers use.
 pub const RTP_PAYLOAD_MTU: usize = 1200;
+
+/// The RTP clock of H.264 (RFC 6184).
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 
 /// One access unit, ready to be sent.
 #[derive(Debug)]
@@ -39,7 +43,7 @@ pub struct FramePacketizer {
 
 impl FramePacketizer {
     /// Packetizes one Annex-B access unit captured `capture_ns` after the
-    /// feed's epoch.
+    /// capture epoch ([`super::clock`]).
     pub fn packetize(
         &mut self,
         access_unit: &Bytes,
@@ -49,7 +53,7 @@ impl FramePacketizer {
         let payloads = self.payloader.payload(RTP_PAYLOAD_MTU, access_unit)?;
         Ok(EncodedFrame {
             payloads,
-            rtp_timestamp: super::clock::rtp_ticks(capture_ns, 90_000),
+            rtp_timestamp: super::clock::rtp_ticks(capture_ns, VIDEO_CLOCK_RATE),
             keyframe,
             size: access_unit.len(),
             access_unit: access_unit.clone(),

@@ -84,7 +84,7 @@ pub fn h264_codec() -> RTCRtpCodec {
     };
     RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
+        clock_rate: crate::media::frame::VIDEO_CLOCK_RATE,
         channels: 0,
         sdp_fmtp_line: H264_FMTP.to_owned(),
         rtcp_feedback: vec![
@@ -104,7 +104,7 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 pub fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
+        clock_rate: crate::media::audio::description::OPUS_CLOCK_RATE,
         channels: 2,
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: vec![],

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -47,6 +47,9 @@ pub struct Feedback {
     /// The extended highest sequence number of the latest report.
     pub highest_seq: AtomicU64,
     pub nacked_packets: AtomicU64,
+    /// The SSRC of our video stream: the reports about it are the ones
+    /// taken (0 until the track exists).
+    pub video_ssrc: AtomicU32,
 }
 
 impl Feedback {
@@ -80,8 +83,10 @@ impl Feedback {
         } else {
             &[]
         };
-        // A camera sends one stream per connection: any block is about it.
-        if let Some(block) = blocks.first() {
+        // The sound's own report block says nothing about the video's link
+        // budget, which is what these feed.
+        let video = self.video_ssrc.load(Ordering::Relaxed);
+        if let Some(block) = blocks.iter().find(|b| b.ssrc == video) {
             self.fraction_lost
                 .store(u64::from(block.fraction_lost), Ordering::Relaxed);
             self.highest_seq

@@ -115,8 +115,6 @@ impl PeerHandle {
 pub struct Outgoing {
     pub video: VideoLayers,
     pub audio: Option<AudioFeed>,
-    /// Viewers may send sound back (a speaker is configured).
-    pub talkback: bool,
 }
 
 /// How one peer is set up.

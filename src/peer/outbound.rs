@@ -32,11 +32,7 @@ use crate::room::LinkId;
 /// The local half of a sending peer.
 pub(super) struct Outbound {
     layers: VideoLayers,
-    track: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
-    ssrc: u32,
-    /// Tells the video sender the negotiated stream once connected.
-    ready: Option<oneshot::Sender<sender::RtpStream>>,
+    video: LocalTrack,
     audio: Option<LocalTrack>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -46,9 +42,35 @@ struct LocalTrack {
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
+    /// The payload type offered, used when the negotiated one cannot be read.
+    offered_payload_type: u8,
     /// The RTP timestamp base, told to the sender reports.
     base: u32,
+    /// Tells the track's sender the negotiated stream once connected.
     ready: Option<oneshot::Sender<sender::RtpStream>>,
+}
+
+impl LocalTrack {
+    /// Tells the sender the negotiated stream; `false` once told.
+    async fn announce(&mut self) -> bool {
+        let Some(ready) = self.ready.take() else {
+            return false;
+        };
+        let payload_type = match self.sender.get_parameters().await {
+            Ok(p) => p
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type)
+                .unwrap_or(self.offered_payload_type),
+            Err(_) => self.offered_payload_type,
+        };
+        let _ = ready.send(sender::RtpStream {
+            ssrc: self.ssrc,
+            payload_type,
+        });
+        true
+    }
 }
 
 /// The media stream both tracks belong to: a browser plays them in one
@@ -59,7 +81,7 @@ async fn add_track(
     pc: &Arc<dyn PeerConnection>,
     kind: RtpCodecKind,
     codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
-    direction: RTCRtpTransceiverDirection,
+    offered_payload_type: u8,
     clocks: &StreamClocks,
 ) -> anyhow::Result<(LocalTrack, oneshot::Receiver<sender::RtpStream>)> {
     let ssrc: u32 = rand::random();
@@ -82,11 +104,12 @@ async fn add_track(
             ..Default::default()
         }],
     )));
+    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
     let transceiver = pc
         .add_transceiver_from_track(
             track.clone() as Arc<dyn TrackLocal>,
             Some(RTCRtpTransceiverInit {
-                direction,
+                direction: RTCRtpTransceiverDirection::Sendonly,
                 streams: vec![],
                 send_encodings: vec![],
             }),
@@ -106,24 +129,12 @@ async fn add_track(
             track,
             sender,
             ssrc,
+            offered_payload_type,
             base,
             ready: Some(ready),
         },
         ready_rx,
     ))
-}
-
-/// The negotiated payload type of a sender, or `default`.
-async fn payload_type(sender: &Arc<dyn RtpSender>, default: u8) -> u8 {
-    match sender.get_parameters().await {
-        Ok(p) => p
-            .rtp_parameters
-            .codecs
-            .first()
-            .map(|c| c.payload_type)
-            .unwrap_or(default),
-        Err(_) => default,
-    }
 }
 
 pub(super) async fn add_tracks(
@@ -134,15 +145,15 @@ pub(super) async fn add_tracks(
     clocks: &StreamClocks,
     pin: watch::Receiver<Option<usize>>,
 ) -> anyhow::Result<Outbound> {
-    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
     let (video, ready_rx) = add_track(
         pc,
         RtpCodecKind::Video,
         factory::h264_codec(),
-        RTCRtpTransceiverDirection::Sendonly,
+        factory::H264_PAYLOAD_TYPE,
         clocks,
     )
     .await?;
+    feedback.video_ssrc.store(video.ssrc, Ordering::Relaxed);
     // The sender starts now, preloading from the next key frame while the
     // connection is being set up.
     let mut tasks = vec![tokio::spawn(sender::send_video(sender::SenderSetup {
@@ -150,23 +161,17 @@ pub(super) async fn add_tracks(
         layers: media.video.clone(),
         ready: ready_rx,
         timestamp_base: video.base,
-        counters,
+        counters: counters.clone(),
         feedback,
         pin,
     }))];
     let audio = match media.audio {
         Some(feed) => {
-            // Sound both ways where viewers may talk back.
-            let direction = if media.talkback {
-                RTCRtpTransceiverDirection::Sendrecv
-            } else {
-                RTCRtpTransceiverDirection::Sendonly
-            };
             let (audio, ready_rx) = add_track(
                 pc,
                 RtpCodecKind::Audio,
                 factory::opus_codec(),
-                direction,
+                factory::OPUS_PAYLOAD_TYPE,
                 clocks,
             )
             .await?;
@@ -175,25 +180,15 @@ pub(super) async fn add_tracks(
                 feed,
                 ready_rx,
                 audio.base,
-                Arc::default(),
+                counters.clone(),
             )));
             Some(audio)
         }
         None => None,
     };
-    let LocalTrack {
-        track,
-        sender,
-        ssrc,
-        ready,
-        ..
-    } = video;
     Ok(Outbound {
         layers: media.video,
-        track,
-        sender,
-        ssrc,
-        ready,
+        video,
         audio,
         tasks,
     })
@@ -208,22 +203,13 @@ impl Outbound {
         counters: Arc<SenderCounters>,
         events: &mpsc::UnboundedSender<PeerEvent>,
     ) {
-        let Some(ready) = self.ready.take() else {
+        if !self.video.announce().await {
             return;
-        };
-        let _ = ready.send(sender::RtpStream {
-            ssrc: self.ssrc,
-            payload_type: payload_type(&self.sender, factory::H264_PAYLOAD_TYPE).await,
-        });
-        if let Some(audio) = self.audio.as_mut()
-            && let Some(ready) = audio.ready.take()
-        {
-            let _ = ready.send(sender::RtpStream {
-                ssrc: audio.ssrc,
-                payload_type: payload_type(&audio.sender, factory::OPUS_PAYLOAD_TYPE).await,
-            });
         }
-        let track = self.track.clone();
+        if let Some(audio) = self.audio.as_mut() {
+            audio.announce().await;
+        }
+        let track = self.video.track.clone();
         let layers = self.layers.clone();
         let events = events.clone();
         self.tasks.push(tokio::spawn(async move {
@@ -250,7 +236,7 @@ impl Outbound {
 impl Outbound {
     /// What the liveness watch needs to know now.
     pub(super) async fn observe(&self, counters: &SenderCounters) -> Observed {
-        let dtls_closed = match self.sender.transport().await {
+        let dtls_closed = match self.video.sender.transport().await {
             Ok(Some(transport)) => {
                 matches!(transport.state().await, Ok(RTCDtlsTransportState::Closed))
             }

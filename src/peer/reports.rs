@@ -75,18 +75,14 @@ impl CaptureClockReports {
 
 /// The report of stream `ssrc` at `now`: NTP wall time, and the RTP time
 /// a sample captured now would carry.
-pub fn report(
-    ssrc: u32,
-    base: u32,
-    counts_rate: u32,
-    now: Instant,
-    wall: SystemTime,
-) -> SenderReport {
+fn report(ssrc: u32, base: u32, counts: &Counts, now: Instant, wall: SystemTime) -> SenderReport {
     let unix = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
     SenderReport {
         ssrc,
         ntp_time: SystemInstant::unix2ntp(unix),
-        rtp_time: base.wrapping_add(clock::rtp_ticks(clock::since_epoch(now), counts_rate)),
+        rtp_time: base.wrapping_add(clock::rtp_ticks(clock::since_epoch(now), counts.clock_rate)),
+        packet_count: counts.packets,
+        octet_count: counts.octets,
         ..Default::default()
     }
 }
@@ -139,9 +135,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for CaptureClockReports {
             let Some(base) = self.clocks.base(*ssrc) else {
                 continue;
             };
-            let mut sr = report(*ssrc, base, counts.clock_rate, now, wall);
-            sr.packet_count = counts.packets;
-            sr.octet_count = counts.octets;
+            let sr = report(*ssrc, base, counts, now, wall);
             self.write_queue.push_back(TaggedPacket {
                 now,
                 transport: TransportContext::default(),
@@ -181,10 +175,16 @@ mod tests {
     fn both_tracks_report_the_same_instant_of_the_capture_clock() {
         let now = clock::epoch() + Duration::from_secs(2);
         let wall = UNIX_EPOCH + Duration::from_secs(1_000);
-        let video = report(1, 500, 90_000, now, wall);
-        let audio = report(2, 7, 48_000, now, wall);
+        let counts = |clock_rate| Counts {
+            clock_rate,
+            packets: 3,
+            octets: 300,
+        };
+        let video = report(1, 500, &counts(90_000), now, wall);
+        let audio = report(2, 7, &counts(48_000), now, wall);
         assert_eq!(video.ntp_time, audio.ntp_time);
         assert_eq!(video.rtp_time, 500 + 180_000);
         assert_eq!(audio.rtp_time, 7 + 96_000);
+        assert_eq!((audio.packet_count, audio.octet_count), (3, 300));
     }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, oneshot, watch};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -53,6 +54,9 @@ pub struct SenderCounters {
     /// Frames this viewer missed because it fell behind.
     pub frames_dropped: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Sound sent to this viewer (RTP packets, payload and header bytes).
+    pub audio_packets_sent: AtomicU64,
+    pub audio_bytes_sent: AtomicU64,
     /// RTCP packets from the viewer: reports, feedback, requests.
     pub rtcp_received: AtomicU64,
     /// From the connection's statistics: NACKs received.
@@ -88,6 +92,10 @@ pub struct RtpStream {
 
 /// Writes frames as RTP with this viewer's own header fields.
 pub(super) struct Packetwriter {
+    /// Video marks the last packet of each frame and counts as video; sound
+    /// marks none (RFC 7587: only a talk spurt's start, and Opus here is
+    /// continuous) and counts as sound.
+    pub kind: RtpCodecKind,
     pub track: Arc<TrackLocalStaticRTP>,
     pub stream: RtpStream,
     pub sequence: u16,
@@ -106,7 +114,7 @@ impl Packetwriter {
             let packet = rtp::Packet {
                 header: rtp::header::Header {
                     version: 2,
-                    marker: i + 1 == count,
+                    marker: self.kind == RtpCodecKind::Video && i + 1 == count,
                     payload_type: self.stream.payload_type,
                     sequence_number: self.sequence,
                     timestamp: frame.rtp_timestamp.wrapping_add(self.timestamp_base),
@@ -119,10 +127,15 @@ impl Packetwriter {
             if self.track.write_rtp(packet).await.is_err() {
                 return false;
             }
-            self.counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bytes_sent
-                .fetch_add(payload.len() as u64 + 12, Ordering::Relaxed);
+            let (packets, bytes) = match self.kind {
+                RtpCodecKind::Audio => (
+                    &self.counters.audio_packets_sent,
+                    &self.counters.audio_bytes_sent,
+                ),
+                _ => (&self.counters.packets_sent, &self.counters.bytes_sent),
+            };
+            packets.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(payload.len() as u64 + 12, Ordering::Relaxed);
         }
         true
     }
@@ -272,6 +285,7 @@ pub async fn send_video(setup: SenderSetup) {
         return;
     };
     let mut writer = Packetwriter {
+        kind: RtpCodecKind::Video,
         track,
         stream,
         sequence: rand::random(),

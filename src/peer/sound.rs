@@ -1,10 +1,12 @@
 //! One viewer's sound sender: the shared Opus packets, written as RTP to
-//! that viewer's audio track at its own pace. A viewer that falls behind
+//! that viewer's audio track at its own pace, counted in its
+//! [`SenderCounters`] as sound. A viewer that falls behind
 //! loses packets (Opus's FEC and the receiver's concealment cover them);
 //! nothing waits for it.
 
 use std::sync::Arc;
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::oneshot;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -25,6 +27,7 @@ pub async fn send_audio(
     let mut packets = feed.subscribe();
     let Ok(stream) = ready.await else { return };
     let mut writer = Packetwriter {
+        kind: RtpCodecKind::Audio,
         track,
         stream,
         sequence: rand::random(),

@@ -1,8 +1,8 @@
 //! `meshcam view`: a headless viewer for diagnostics and load.
 //!
 //! It joins a room as a viewer (the same room logic and peer code as the
-//! camera, from the other side), receives the camera's video, reassembles
-//! H.264 access units ([`assembly`]), and reports time to first frame,
+//! camera, from the other side), receives the camera's video (and counts
+//! the packets of its sound), reassembles H.264 access units ([`assembly`]), and reports time to first frame,
 //! frame rate, bitrate and freezes ([`freeze`]) as JSON lines on stdout.
 //! With `--decode` every access unit also goes through GStreamer's
 //! `avdec_h264` ([`decoder`]), proving the frames decode. `--count N` runs N
@@ -25,6 +25,7 @@ mod freeze;
 
 use anyhow::Context;
 use gstreamer as gst;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -79,6 +80,8 @@ pub struct ViewerStats {
     pub width: AtomicU32,
     pub height: AtomicU32,
     pub joined: AtomicBool,
+    /// RTP packets of the camera's sound (not decoded).
+    pub audio_packets: AtomicU64,
 }
 
 struct Viewer {
@@ -161,6 +164,7 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                         "frozen_ms": v.stats.frozen_us.load(Ordering::Relaxed) / 1000,
                         "width": v.stats.width.load(Ordering::Relaxed),
                         "height": v.stats.height.load(Ordering::Relaxed),
+                        "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
                     }));
                 }
             }
@@ -284,6 +288,10 @@ async fn run_viewer(
             },
             Some(event) = peer_events.recv() => {
                 if let Some(PeerEvent::Track(_, track)) = participant.on_peer_event(event, Instant::now()) {
+                    if track.kind().await == RtpCodecKind::Audio {
+                        receivers.push(tokio::spawn(count_audio(track, stats.clone())));
+                        continue;
+                    }
                     let decoder = if options.decode {
                         match Decoder::start(stats.clone()) {
                             Ok(d) => Some(d),
@@ -314,6 +322,16 @@ async fn run_viewer(
 
 /// Reassembles access units from RTP and counts them, their freezes, and
 /// the packets lost or dropped on the way.
+/// Counts the packets of the camera's sound; the video's frames and
+/// losses are the video track's alone.
+async fn count_audio(track: Arc<dyn TrackRemote>, stats: Arc<ViewerStats>) {
+    while let Some(event) = track.poll().await {
+        if let TrackRemoteEvent::OnRtpPacket(_) = event {
+            stats.audio_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn receive(
     track: Arc<dyn TrackRemote>,
     stats: Arc<ViewerStats>,

@@ -7,8 +7,8 @@
 //! stamp their buffers on the process's capture clock ([`super::clock`]),
 //! so the two tracks stay in sync.
 //!
-//! Owns: the audio pipeline, its packets and their fan-out, the mute
-//! switch and the encoder's bitrate. Must not touch peer connections.
+//! Owns: the audio pipeline, its packets and their fan-out. Must not touch
+//! peer connections.
 
 pub mod description;
 pub mod stamps;
@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use bytes::Bytes;
 use gstreamer as gst;
-use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::{broadcast, mpsc};
 
@@ -62,10 +61,9 @@ impl AudioFeed {
     }
 }
 
-/// A running microphone pipeline.
+/// A running microphone pipeline; stopped when dropped.
 pub struct AudioCapture {
-    running: Running,
-    pub description: String,
+    _running: Running,
 }
 
 impl AudioCapture {
@@ -105,18 +103,7 @@ impl AudioCapture {
                 .build(),
         );
         let running = Running::play(pipeline, &desc, events)?;
-        Ok(Some(Self {
-            running,
-            description: desc,
-        }))
-    }
-
-    /// Mutes or unmutes the microphone while it runs: silence is still
-    /// sent (the viewers' decoders keep their place).
-    pub fn set_muted(&self, muted: bool) {
-        if let Some(mic) = self.running.pipeline.by_name("mic") {
-            mic.set_property("mute", muted);
-        }
+        Ok(Some(Self { _running: running }))
     }
 }
 
