@@ -17,7 +17,10 @@ use gstreamer_app as gst_app;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
-/// The process's capture epoch: fixed at its first use.
+/// The process's capture epoch: fixed at its first use, which is when the
+/// first feed is made ([`super::VideoLayers::new`], [`super::AudioFeed`]),
+/// before any pipeline runs. A capture time before it would be clamped to
+/// 0, and the first frames of a pipeline would share one RTP timestamp.
 pub fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }

@@ -153,6 +153,7 @@ impl VideoLayers {
     /// A feed per layer, sharing one RTP clock; not encoded until a
     /// pipeline runs.
     pub fn new(layers: &[LayerConfig]) -> Self {
+        super::clock::epoch();
         let feeds: Arc<[VideoFeed]> = layers.iter().map(|_| VideoFeed::new()).collect();
         for (feed, layer) in feeds.iter().zip(layers) {
             feed.state.set(layer, false);

@@ -39,6 +39,7 @@ pub struct AudioFeed {
 
 impl Default for AudioFeed {
     fn default() -> Self {
+        clock::epoch();
         Self {
             packets: broadcast::channel(FANOUT_DEPTH).0,
             counters: Arc::default(),
