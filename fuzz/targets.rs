@@ -349,7 +349,14 @@ fn check_answer(sdp: &str) {
         reason.len()
     );
     // The reason goes back to the viewer in a `bye`, which must reach it.
-    let bye = Signal::new(CAMERA_SESSION, VIEWER_SESSION, SignalBody::Bye { reason });
+    let bye = Signal::new(
+        CAMERA_SESSION,
+        VIEWER_SESSION,
+        SignalBody::Bye {
+            reason,
+            watch: None,
+        },
+    );
     let bytes = bye.encode();
     assert!(
         bytes.len() <= MAX_PAYLOAD,

@@ -21,6 +21,7 @@ pub struct SetRequest {
     pub max_viewers: Option<usize>,
     /// The bitrates of the layers below the top one, best first.
     pub layer_bitrates_kbps: Option<Vec<u32>>,
+    pub whip_mode: Option<crate::config::WhipMode>,
 }
 
 /// Holds viewers on a layer, or lets them adapt (`layer: None`).
@@ -88,15 +89,29 @@ fn set_request(command: &Command) -> Result<SetRequest, String> {
         height: ranged(command, "height", HEIGHT_RANGE)?,
         max_viewers: ranged(command, "max_viewers", MAX_VIEWERS_RANGE)?,
         layer_bitrates_kbps: layer_bitrates(command)?,
+        whip_mode: whip_mode(command)?,
     };
     if set == SetRequest::default() {
         return Err(
             "set needs at least one of bitrate_kbps, fps, width, height, max_viewers, \
-                    layer_bitrates_kbps"
+                    layer_bitrates_kbps, whip_mode"
                 .into(),
         );
     }
     Ok(set)
+}
+
+/// `whip_mode`: one of the modes of `whip.mode`.
+fn whip_mode(command: &Command) -> Result<Option<crate::config::WhipMode>, String> {
+    use crate::config::WhipMode;
+    let Some(value) = command.args.get("whip_mode") else {
+        return Ok(None);
+    };
+    let wrong = || format!("whip_mode must be one of {}", WhipMode::NAMES);
+    let name = value.as_str().ok_or_else(wrong)?;
+    WhipMode::try_from(name.to_owned())
+        .map(Some)
+        .map_err(|_| wrong())
 }
 
 /// `layer_bitrates_kbps`: a list of integers in range, each below the one

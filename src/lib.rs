@@ -29,3 +29,4 @@ pub mod telemetry;
 pub mod tools;
 pub mod view;
 pub mod web;
+pub mod whip;

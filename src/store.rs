@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_viewers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_bitrates_kbps: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whip_mode: Option<crate::config::WhipMode>,
 }
 
 /// What survives a restart.

@@ -22,12 +22,14 @@ pub use video::{
     MAX_LOWER_LAYERS, SourceFormat, SourceKind, VideoConfig, WIDTH_RANGE,
 };
 pub use webrtc::{IceServer, MAX_VIEWERS_RANGE, MdnsMode, WebrtcConfig};
+pub use whip::{WATCH_KINDS, WatchConfig, WhipConfig, WhipMode};
 
 mod audio;
 mod broker_login;
 mod environment;
 mod video;
 mod webrtc;
+mod whip;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshcam/meshcam.toml";
@@ -61,6 +63,8 @@ pub struct Config {
     pub audio: AudioConfig,
     #[serde(default)]
     pub webrtc: WebrtcConfig,
+    #[serde(default)]
+    pub whip: WhipConfig,
     /// Where durable state (rooms joined, settings) is kept.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -390,6 +394,7 @@ impl Config {
         self.video.validate()?;
         self.audio.validate()?;
         self.webrtc.validate()?;
+        self.whip.validate()?;
         if self.rooms.len() > crate::room::MAX_ROOMS {
             return Err(invalid(
                 "rooms",

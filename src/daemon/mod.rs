@@ -36,6 +36,7 @@ use crate::peer::PeerEvent;
 use crate::protocol::{Reply, Topic, Topics};
 use crate::service::Service;
 use crate::store::{State, Store};
+use crate::whip::{Demand, Whip};
 
 use commands::Commands;
 use pipeline::{AudioSource, Pipeline, StatusEffect, VideoSource};
@@ -82,6 +83,8 @@ struct Daemon {
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
+    /// The publication to the SFU.
+    whip: Whip,
     events: Events,
     keyframe_servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -121,9 +124,14 @@ impl Daemon {
                 }
                 _ = sleep_until(deadline) => self.participant.tick(Instant::now()),
                 _ = tick.tick() => self.on_tick(Instant::now()),
+                _ = self.whip.changed() => self.on_whip(),
             }
             self.status
                 .note_viewers(self.participant.mesh.viewer_count());
+            self.whip.set_demand(Demand {
+                rooms: self.participant.mesh.rooms().len(),
+                overflow: self.participant.mesh.overflow_count(),
+            });
         }
         self.shutdown().await;
         Ok(())
@@ -178,6 +186,25 @@ impl Daemon {
         {
             tracing::debug!(target: LOG_TARGET, link, "key frame requested by viewer");
         }
+    }
+
+    /// The publication to the SFU changed: presences carry the pointer to
+    /// it while the stream is there.
+    fn on_whip(&mut self) {
+        let publishing = self.whip.status().state == crate::whip::rules::PublishState::Publishing;
+        let pointer = self.sfu_pointer();
+        self.participant.set_sfu(pointer, publishing);
+    }
+
+    /// Where viewers the mesh turns away watch: the configured pointer,
+    /// while the camera publishes or will publish when they come.
+    fn sfu_pointer(&self) -> Option<crate::protocol::Watch> {
+        let watch = self.config.whip.watch.as_ref()?;
+        (self.config.whip.mode != crate::config::WhipMode::Off).then(|| crate::protocol::Watch {
+            kind: watch.kind.clone(),
+            url: watch.url.clone(),
+            room: watch.room,
+        })
     }
 
     fn on_media(&mut self, event: MediaEvent) {

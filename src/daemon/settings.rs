@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use super::{Daemon, LOG_TARGET};
-use crate::config::{Config, LayerConfig, VideoConfig, WebrtcConfig};
+use crate::config::{Config, LayerConfig, VideoConfig, WebrtcConfig, WhipConfig, WhipMode};
 use crate::control::SetRequest;
 use crate::media::VideoParams;
 use crate::protocol::{ErrorCode, Reply};
@@ -21,6 +21,8 @@ use crate::store::Settings;
 struct SettingsChange {
     /// A new viewer limit for the room logic.
     max_viewers: Option<usize>,
+    /// A new mode for the SFU publication.
+    whip_mode: Option<WhipMode>,
     pipeline: PipelineChange,
 }
 
@@ -44,8 +46,12 @@ enum PipelineChange {
 enum Origin {
     /// A `set` command. One that names the bitrate hands it to the encoder
     /// even when it is the current one, so its reply says whether the
-    /// encoder takes it.
-    Set { names_bitrate: bool },
+    /// encoder takes it; one that names the WHIP mode tries the endpoint
+    /// again at once.
+    Set {
+        names_bitrate: bool,
+        names_whip_mode: bool,
+    },
     /// SIGHUP: what changed, and only that, is applied.
     Reload,
 }
@@ -53,15 +59,24 @@ enum Origin {
 /// What going from the `old` to the `new` settings needs.
 fn settings_change(old: &Config, new: &Config, origin: Origin) -> SettingsChange {
     let max_viewers = new.webrtc.max_viewers;
+    let whip_mode = new.whip.mode;
+    let names_whip_mode = matches!(
+        origin,
+        Origin::Set {
+            names_whip_mode: true,
+            ..
+        }
+    );
     SettingsChange {
         max_viewers: (max_viewers != old.webrtc.max_viewers).then_some(max_viewers),
+        whip_mode: (whip_mode != old.whip.mode || names_whip_mode).then_some(whip_mode),
         pipeline: pipeline_change(&old.video, &new.video, origin),
     }
 }
 
 fn pipeline_change(old: &VideoConfig, new: &VideoConfig, origin: Origin) -> PipelineChange {
     let names_bitrate = match origin {
-        Origin::Set { names_bitrate } => names_bitrate,
+        Origin::Set { names_bitrate, .. } => names_bitrate,
         Origin::Reload => false,
     };
     let bitrates = |v: &VideoConfig| -> Vec<u32> {
@@ -115,6 +130,7 @@ pub(super) fn apply_stored(config: &mut Config, settings: &Settings) {
         }
     }
     config.webrtc.max_viewers = settings.max_viewers.unwrap_or(config.webrtc.max_viewers);
+    config.whip.mode = settings.whip_mode.unwrap_or(config.whip.mode);
 }
 
 /// Keeps what a `set` names among the stored settings.
@@ -124,6 +140,7 @@ fn record(settings: &mut Settings, set: &SetRequest) {
     settings.width = set.width.or(settings.width);
     settings.height = set.height.or(settings.height);
     settings.max_viewers = set.max_viewers.or(settings.max_viewers);
+    settings.whip_mode = set.whip_mode.or(settings.whip_mode);
     settings.layer_bitrates_kbps = set
         .layer_bitrates_kbps
         .clone()
@@ -161,6 +178,7 @@ fn settings_result(config: &Config) -> Value {
         "width": v.width,
         "height": v.height,
         "max_viewers": config.webrtc.max_viewers,
+        "whip_mode": config.whip.mode.as_str(),
         "layer_bitrates_kbps": v.lower_layers().iter().map(|l| l.bitrate_kbps).collect::<Vec<_>>(),
     })
 }
@@ -173,7 +191,8 @@ fn waits_for_restart(old: &Config, new: &Config) -> bool {
 
 /// The configuration that runs after a reload: `new`, except for who the
 /// device is, its broker link, its state directory and its WebRTC network,
-/// which stay as they started (of `webrtc`, only `max_viewers` changes).
+/// which stay as they started (of `webrtc`, only `max_viewers` changes),
+/// and the WHIP endpoint and its credentials (only `whip.mode` changes).
 fn reloaded(old: &Config, new: Config) -> Config {
     Config {
         device: old.device.clone(),
@@ -182,6 +201,10 @@ fn reloaded(old: &Config, new: Config) -> Config {
         webrtc: WebrtcConfig {
             max_viewers: new.webrtc.max_viewers,
             ..old.webrtc.clone()
+        },
+        whip: WhipConfig {
+            mode: new.whip.mode,
+            ..old.whip.clone()
         },
         ..new
     }
@@ -198,9 +221,19 @@ impl Daemon {
         apply_stored(&mut self.config, &self.state.settings);
         let origin = Origin::Set {
             names_bitrate: set.bitrate_kbps.is_some() || set.layer_bitrates_kbps.is_some(),
+            names_whip_mode: set.whip_mode.is_some(),
         };
+        if set.whip_mode.is_some_and(|m| m != WhipMode::Off) && self.config.whip.endpoint.is_empty()
+        {
+            return Reply::error(
+                Some(id),
+                ErrorCode::BadRequest,
+                "whip_mode needs whip.endpoint in the configuration",
+            );
+        }
         let change = settings_change(&old, &self.config, origin);
         self.apply_viewer_limit(change.max_viewers);
+        self.apply_whip_mode(change.whip_mode);
         if let Err(reply) = self.save_state(id) {
             return reply;
         }
@@ -233,7 +266,7 @@ impl Daemon {
         if waits_for_restart(&self.config, &new) {
             tracing::warn!(
                 target: LOG_TARGET,
-                "device, mqtt, state_dir and webrtc network settings change on the next restart"
+                "device, mqtt, state_dir, webrtc network and whip endpoint settings change on the next restart"
             );
         }
         for room in &new.rooms {
@@ -248,6 +281,7 @@ impl Daemon {
         }
         let change = settings_change(&self.config, &new, Origin::Reload);
         self.apply_viewer_limit(change.max_viewers);
+        self.apply_whip_mode(change.whip_mode);
         if new.video.pin_layer != self.config.video.pin_layer {
             self.participant.pin_all(new.video.pin_layer);
         }
@@ -257,6 +291,12 @@ impl Daemon {
         }
         self.status.changed();
         tracing::info!(target: LOG_TARGET, "configuration reloaded");
+    }
+
+    fn apply_whip_mode(&mut self, mode: Option<WhipMode>) {
+        if let Some(mode) = mode {
+            self.whip.set_mode(mode);
+        }
     }
 
     fn apply_viewer_limit(&mut self, max_viewers: Option<usize>) {
@@ -302,7 +342,10 @@ mod tests {
     #[test]
     fn what_a_change_of_settings_needs() {
         use PipelineChange::{Bitrate, Nothing, Rebuild};
-        let set = |names_bitrate| Origin::Set { names_bitrate };
+        let set = |names_bitrate| Origin::Set {
+            names_bitrate,
+            names_whip_mode: false,
+        };
         let reload = Origin::Reload;
         let with = |change: fn(&mut Config)| {
             let mut c = config();
@@ -311,6 +354,7 @@ mod tests {
         };
         let needs = |max_viewers, pipeline| SettingsChange {
             max_viewers,
+            whip_mode: None,
             pipeline,
         };
         #[rustfmt::skip]
@@ -353,6 +397,7 @@ mod tests {
             height: Some(240),
             max_viewers: Some(3),
             layer_bitrates_kbps: Some(vec![120]),
+            whip_mode: Some(WhipMode::Overflow),
         };
         apply_stored(&mut config, &stored);
         assert_eq!(config.video.lower_layers()[0].bitrate_kbps, 120);
@@ -361,6 +406,7 @@ mod tests {
         assert_eq!(config.video.width, file.video.width);
         assert_eq!(config.video.height, 240);
         assert_eq!(config.webrtc.max_viewers, 3);
+        assert_eq!(config.whip.mode, WhipMode::Overflow);
     }
 
     #[test]
@@ -387,6 +433,7 @@ mod tests {
                 height: None,
                 max_viewers: None,
                 layer_bitrates_kbps: None,
+                whip_mode: None,
             }
         );
     }
@@ -404,6 +451,7 @@ mod tests {
         };
         let set = Origin::Set {
             names_bitrate: true,
+            names_whip_mode: false,
         };
         assert_eq!(
             settings_change(&with_low(300), &with_low(200), Origin::Reload).pipeline,
@@ -435,7 +483,7 @@ mod tests {
         assert_eq!(
             settings_result(&config()),
             json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4,
-                   "layer_bitrates_kbps":[300]})
+                   "whip_mode":"off","layer_bitrates_kbps":[300]})
         );
     }
 

@@ -32,6 +32,7 @@ use crate::service::Service;
 use crate::store::Store;
 use crate::telemetry::Sample;
 use crate::web::PageConfig;
+use crate::whip::Whip;
 
 /// How long shutdown waits for the broker link to flush.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -145,6 +146,12 @@ impl Daemon {
             will: Some((topics.status(&id), DeviceStatus::offline(&id).encode())),
         });
         let (peer_tx, peer_events) = mpsc::unbounded_channel();
+        let outgoing = Outgoing {
+            video: layers.clone(),
+            // Off: no sound is configured, and none is offered.
+            audio: (audio.state() != PipelineState::Off).then_some(audio_feed),
+        };
+        let whip = Whip::start(&config.whip, factory.clone(), outgoing.clone())?;
         let mut participant = Participant::new(
             Me {
                 id: id.clone(),
@@ -155,11 +162,7 @@ impl Daemon {
             topics.clone(),
             mqtt.clone(),
             factory,
-            Some(Outgoing {
-                video: layers.clone(),
-                // Off: no sound is configured, and none is offered.
-                audio: (audio.state() != PipelineState::Off).then_some(audio_feed),
-            }),
+            Some(outgoing),
             peer_tx,
         );
         participant.pin_all(config.video.pin_layer);
@@ -214,6 +217,7 @@ impl Daemon {
             status: StatusSchedule::new(),
             stats,
             commands,
+            whip,
             events: Events {
                 mqtt: mqtt_events,
                 peers: peer_events,
@@ -223,6 +227,7 @@ impl Daemon {
             },
             keyframe_servers,
         };
+        daemon.on_whip();
         if let Some(error) = start_error {
             let effect = daemon.pipeline.failed(error, Instant::now());
             daemon.after_pipeline(effect);
@@ -238,6 +243,7 @@ impl Daemon {
         tracing::info!(target: LOG_TARGET, "shutting down");
         self.service.stopping();
         self.participant.leave_all("shutdown");
+        self.whip.stop().await;
         let id = self.config.device.id.clone();
         self.mqtt.publish(
             self.topics.status(&id),

@@ -154,6 +154,8 @@ struct Telemetry<'a> {
     layers: Value,
     /// The microphone's pipeline: state, error, packets so far.
     audio: Value,
+    /// The publication to the SFU.
+    whip: Value,
     connections: Vec<Value>,
     signals: SignalCounters,
     commands: CommandCounters,
@@ -179,6 +181,7 @@ impl Telemetry<'_> {
                 "layers": self.layers,
             },
             "audio": self.audio,
+            "whip": self.whip,
             "connections": self.connections,
             "signal": {
                 "received": self.signals.received,
@@ -224,6 +227,7 @@ impl Daemon {
                 "packets": self.audio.source.feed.counters.frames.load(Ordering::Relaxed),
                 "bytes": self.audio.source.feed.counters.bytes.load(Ordering::Relaxed),
             }),
+            whip: self.whip.status().to_json(),
             connections,
             signals: self.participant.signals,
             commands: self.commands.counters(),
@@ -339,6 +343,7 @@ mod tests {
             keyframes: 61,
             layers: json!([{"width": 1280}]),
             audio: json!({"state": "off"}),
+            whip: json!({"state": "off"}),
             connections: vec![json!({"room": "home"})],
             signals: SignalCounters {
                 received: 120,
@@ -356,6 +361,7 @@ mod tests {
                    "pipeline":{"state":"playing","fps":30.0,"bitrate_kbps":1980.0,
                                "keyframes":61,"restarts":0,"layers":[{"width":1280}]},
                    "audio":{"state":"off"},
+                   "whip":{"state":"off"},
                    "connections":[{"room":"home"}],
                    "signal":{"received":120,"dropped":0},
                    "commands":{"received":4,"errors":1}})

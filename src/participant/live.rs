@@ -78,6 +78,7 @@ impl Effects for Live {
                     offerer,
                     media: self.media.clone(),
                     pin: self.pin,
+                    ice_servers: Vec::new(),
                 };
                 let handle = peer::spawn(self.factory.clone(), spec, self.peer_events.clone());
                 self.peers.insert(link, handle);

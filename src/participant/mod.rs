@@ -190,6 +190,12 @@ impl<E: Effects> Participant<E> {
         self.execute(actions);
     }
 
+    /// See [`Mesh::set_sfu`].
+    pub fn set_sfu(&mut self, pointer: Option<crate::protocol::Watch>, publishing: bool) {
+        let actions = self.mesh.set_sfu(pointer, publishing);
+        self.execute(actions);
+    }
+
     /// Leaves every room, saying `reason` to every peer.
     pub fn leave_all(&mut self, reason: &str) {
         let actions = self.mesh.leave_all(reason);
@@ -390,7 +396,7 @@ impl<E: Effects> Participant<E> {
                 }
             }
             Action::Send { room, to, signal } => {
-                if let SignalBody::Bye { reason } = &signal.body {
+                if let SignalBody::Bye { reason, .. } = &signal.body {
                     tracing::info!(%room, %to, %reason, "bye");
                 }
                 self.publish(self.topics.signal(&room, &to, &me), signal.encode(), false);

@@ -349,6 +349,7 @@ fn a_bye_tears_the_pair_down() {
         "v1",
         SignalBody::Bye {
             reason: "leaving".into(),
+            watch: None,
         },
         t(),
     );
@@ -380,7 +381,8 @@ fn leaving_says_bye_closes_and_clears_the_presence() {
     assert_eq!(
         bye.body,
         SignalBody::Bye {
-            reason: "leaving".into()
+            reason: "leaving".into(),
+            watch: None,
         }
     );
     assert_eq!(
@@ -482,7 +484,8 @@ fn a_viewer_that_cannot_decode_hears_why_and_is_not_offered_again() {
     assert_eq!(
         sent_to(&cam, &effects[0], "v1").body,
         SignalBody::Bye {
-            reason: "no H.264".into()
+            reason: "no H.264".into(),
+            watch: None,
         }
     );
     assert_eq!(effects[1..], [Effect::ClosePeer { link: 1 }]);
@@ -507,7 +510,8 @@ fn over_max_viewers_a_viewer_hears_full() {
     assert_eq!(
         sent_to(&cam, &effects[1], "v3").body,
         SignalBody::Bye {
-            reason: "full".into()
+            reason: "full".into(),
+            watch: None,
         }
     );
     assert_eq!(effects.len(), 2);

@@ -41,7 +41,7 @@ use super::congestion::ViewerEstimator;
 use super::feedback::{Feedback, FeedbackInterceptor, SLOT};
 use super::reports::{CaptureClockReports, StreamClocks};
 use super::retransmit::{self, RetransmitBudget};
-use crate::config::{MdnsMode, WebrtcConfig};
+use crate::config::{IceServer, MdnsMode, WebrtcConfig};
 
 /// The payload type we offer H.264 on.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -135,6 +135,17 @@ pub struct Wiring {
     /// For a sending connection: the rate its estimate starts at and the
     /// most it may reach (bit/s).
     pub send_bps: Option<(f64, f64)>,
+    /// ICE servers of this connection alone, beside the configured ones
+    /// (a WHIP server's `Link` headers).
+    pub ice_servers: Vec<IceServer>,
+}
+
+fn rtc_ice_server(s: &IceServer) -> RTCIceServer {
+    RTCIceServer {
+        urls: s.urls.clone(),
+        username: s.username.clone(),
+        credential: s.credential.clone(),
+    }
 }
 
 impl PeerFactory {
@@ -147,15 +158,7 @@ impl PeerFactory {
             CertificateParams::new(vec!["meshcam".to_owned()]).context("certificate parameters")?,
         )
         .context("generating the DTLS certificate")?;
-        let ice_servers = config
-            .ice_servers
-            .iter()
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: s.credential.clone(),
-            })
-            .collect();
+        let ice_servers = config.ice_servers.iter().map(rtc_ice_server).collect();
         let bind: IpAddr = config
             .bind_address
             .parse()
@@ -310,7 +313,13 @@ impl PeerFactory {
                 );
         }
         let configuration = RTCConfigurationBuilder::new()
-            .with_ice_servers(self.ice_servers.clone())
+            .with_ice_servers(
+                self.ice_servers
+                    .iter()
+                    .cloned()
+                    .chain(wiring.ice_servers.iter().map(rtc_ice_server))
+                    .collect(),
+            )
             .with_certificates(vec![self.certificate.clone()])
             .build();
         let settings = SettingEngineBuilder::new()

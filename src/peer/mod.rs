@@ -126,6 +126,8 @@ pub struct PeerSpec {
     pub media: Option<Outgoing>,
     /// The layer the viewer is held on, if any.
     pub pin: Option<usize>,
+    /// ICE servers of this connection alone, beside the configured ones.
+    pub ice_servers: Vec<crate::config::IceServer>,
 }
 
 /// Starts a peer task.
@@ -151,6 +153,7 @@ pub fn spawn(
             ) * 1000.0;
             (top, 2.0 * top)
         }),
+        ice_servers: spec.ice_servers.clone(),
     };
     let task = tokio::spawn(run(factory, spec, command_rx, events, wiring, pin_rx));
     PeerHandle {

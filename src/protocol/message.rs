@@ -70,6 +70,35 @@ pub struct Presence {
     pub role: Role,
     #[serde(default)]
     pub name: String,
+    /// A camera's: where viewers watch it through an SFU, while it
+    /// publishes there.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_watch"
+    )]
+    pub watch: Option<Watch>,
+}
+
+/// Where a camera's viewers watch it through an SFU (PROTOCOL.md,
+/// "Watching from an SFU"). `kind` is kept as a string: a viewer ignores a
+/// kind it does not know, and the rest of the message with it stays valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// `whep` or `janus-videoroom`.
+    pub kind: String,
+    /// The WHEP endpoint, or the Janus HTTP API.
+    pub url: String,
+    /// The Janus VideoRoom room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<u64>,
+}
+
+/// A pointer that does not parse is no pointer: the presence or `bye` that
+/// carries it is still taken.
+fn lenient_watch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Watch>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 impl Presence {
@@ -80,6 +109,7 @@ impl Presence {
             session: session.into(),
             role,
             name: name.into(),
+            watch: None,
         }
     }
 
@@ -145,6 +175,13 @@ pub enum SignalBody {
     Bye {
         #[serde(default)]
         reason: String,
+        /// With `reason: "full"`: where to watch instead.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "lenient_watch"
+        )]
+        watch: Option<Watch>,
     },
 }
 

@@ -33,7 +33,7 @@ pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
 use link::{Link, Restart};
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
-use crate::protocol::{Presence, Role, Signal, SignalBody};
+use crate::protocol::{Presence, Role, Signal, SignalBody, Watch};
 
 /// After our own broker reconnect, a peer whose presence does not come back
 /// within this time is treated as gone.
@@ -170,6 +170,9 @@ struct Peer {
     cleared_at: Option<Instant>,
     /// A failed pair waiting to be offered again, and the attempt it will be.
     retry: Option<(Instant, u32)>,
+    /// The session ended with `bye "full"` (sent or received), and the
+    /// pointer to an SFU it carried.
+    full: Option<Option<Watch>>,
     budget: SignalBudget,
 }
 
@@ -191,6 +194,16 @@ pub struct Mesh {
     next_link: LinkId,
     /// Link id → (room, peer).
     index: BTreeMap<LinkId, (String, String)>,
+    sfu: Sfu,
+}
+
+/// Where the viewers the mesh turns away watch (a camera's).
+#[derive(Debug, Clone, Default)]
+struct Sfu {
+    /// Given with every `bye "full"`.
+    pointer: Option<Watch>,
+    /// The camera publishes there now: its presences carry the pointer.
+    publishing: bool,
 }
 
 /// Which side offers between us and a peer; `None` when no connection is made.
@@ -217,6 +230,7 @@ impl Mesh {
             rooms: BTreeMap::new(),
             next_link: 1,
             index: BTreeMap::new(),
+            sfu: Sfu::default(),
         }
     }
 
@@ -279,9 +293,62 @@ impl Mesh {
     }
 
     fn presence_of(&self, room: &str) -> Option<Presence> {
+        self.rooms.get(room).map(|r| Presence {
+            watch: self.sfu.pointer.clone().filter(|_| self.sfu.publishing),
+            ..Presence::new(&self.me.id, &r.session, self.me.role, &self.me.name)
+        })
+    }
+
+    /// Where viewers turned away watch (`pointer`, given with every
+    /// `bye "full"`), and whether the stream is there now (then our
+    /// presences carry the pointer too, published again when it changes).
+    pub fn set_sfu(&mut self, pointer: Option<Watch>, publishing: bool) -> Vec<Action> {
+        let before = self.presence_watch();
+        self.sfu = Sfu {
+            pointer,
+            publishing,
+        };
+        if self.presence_watch() == before {
+            return Vec::new();
+        }
         self.rooms
-            .get(room)
-            .map(|r| Presence::new(&self.me.id, &r.session, self.me.role, &self.me.name))
+            .iter()
+            .filter(|(_, r)| r.announced)
+            .map(|(room, _)| room.clone())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|room| {
+                let presence = self.presence_of(&room)?;
+                Some(Action::PublishPresence { room, presence })
+            })
+            .collect()
+    }
+
+    fn presence_watch(&self) -> Option<Watch> {
+        self.sfu.pointer.clone().filter(|_| self.sfu.publishing)
+    }
+
+    /// Viewers present whose session we ended with `bye "full"`, all rooms
+    /// together: the demand for the SFU.
+    pub fn overflow_count(&self) -> usize {
+        self.rooms
+            .values()
+            .flat_map(|r| r.peers.values())
+            .filter(|p| p.presence.role == Role::Viewer && p.full.is_some())
+            .count()
+    }
+
+    /// A viewer's: where the camera that turned us away (`bye "full"`)
+    /// says to watch instead, from its `bye` or its presence since.
+    pub fn sfu_pointer(&self) -> Option<(&str, &Watch)> {
+        self.rooms
+            .values()
+            .flat_map(|r| r.peers.iter())
+            .find_map(|(id, p)| {
+                let full = p.full.as_ref()?;
+                let watch = p.presence.watch.as_ref().or(full.as_ref())?;
+                Some((id.as_str(), watch))
+            })
     }
 
     /// Joins a room with a fresh `session` (made by the caller).
@@ -319,6 +386,7 @@ impl Mesh {
                     &link.remote_session,
                     SignalBody::Bye {
                         reason: reason.to_owned(),
+                        watch: None,
                     },
                 ),
             });
@@ -404,11 +472,18 @@ impl Mesh {
         let p = r.peers.get_mut(peer)?;
         p.ended = true;
         p.retry = None;
+        let watch = (reason == "full")
+            .then(|| self.sfu.pointer.clone())
+            .flatten();
+        if reason == "full" {
+            p.full = Some(watch.clone());
+        }
         let signal = Signal::new(
             &r.session,
             &p.presence.session,
             SignalBody::Bye {
                 reason: reason.to_owned(),
+                watch,
             },
         );
         Some(Action::Send {

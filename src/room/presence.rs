@@ -96,6 +96,7 @@ impl Mesh {
                         unconfirmed_since: None,
                         cleared_at: None,
                         retry: None,
+                        full: None,
                         budget: SignalBudget::new(now),
                     },
                 );

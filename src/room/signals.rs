@@ -59,9 +59,12 @@ impl Mesh {
         let role = peer.presence.role;
         let i_offer = offerer_is_me(&self.me, &peer.presence);
         match signal.body {
-            SignalBody::Bye { .. } => {
+            SignalBody::Bye { reason, watch } => {
                 peer.ended = true;
                 peer.retry = None;
+                if reason == "full" {
+                    peer.full = Some(watch);
+                }
                 Ok(self.drop_link(room, from))
             }
             SignalBody::Offer { sdp } => {

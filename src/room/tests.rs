@@ -74,7 +74,7 @@ fn sent_byes(actions: &[Action]) -> Vec<(String, String)> {
                 to,
                 signal:
                     Signal {
-                        body: SignalBody::Bye { reason },
+                        body: SignalBody::Bye { reason, .. },
                         ..
                     },
                 ..
@@ -511,6 +511,7 @@ fn bye_closes_the_pair_and_ends_the_session() {
                 CAM_SESSION,
                 SignalBody::Bye {
                     reason: "leaving".into(),
+                    watch: None,
                 },
             ),
             t(),
@@ -995,6 +996,7 @@ fn bye(to: &str, to_session: &str, reason: &str) -> Action {
             to_session,
             SignalBody::Bye {
                 reason: reason.into(),
+                watch: None,
             },
         ),
     }
