@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 mod assembly;
 mod decoder;
 mod freeze;
+mod janus;
 
 use anyhow::Context;
 use gstreamer as gst;
@@ -35,7 +36,7 @@ use crate::mqtt::{self, Broker, MqttEvent, SessionOptions};
 use crate::participant::Participant;
 use crate::participant::sleep_until;
 use crate::peer::{PeerEvent, PeerFactory};
-use crate::protocol::{Role, Topics, ids};
+use crate::protocol::{Role, Topics, Watch, ids};
 use crate::room::Me;
 use assembly::{Assembler, is_keyframe};
 use decoder::Decoder;
@@ -82,6 +83,8 @@ pub struct ViewerStats {
     pub joined: AtomicBool,
     /// RTP packets of the camera's sound (not decoded).
     pub audio_packets: AtomicU64,
+    /// Watching through an SFU, not the mesh.
+    pub via_sfu: AtomicBool,
 }
 
 struct Viewer {
@@ -165,6 +168,7 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                         "width": v.stats.width.load(Ordering::Relaxed),
                         "height": v.stats.height.load(Ordering::Relaxed),
                         "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
+                        "via": if v.stats.via_sfu.load(Ordering::Relaxed) { "sfu" } else { "mesh" },
                     }));
                 }
             }
@@ -259,13 +263,15 @@ async fn run_viewer(
         1,
         topics.clone(),
         mqtt.clone(),
-        factory,
+        factory.clone(),
         None,
         peer_tx,
     );
     participant.join(&options.room);
     let mut joined_at = Instant::now();
     let mut receivers = Vec::new();
+    // Watching through an SFU, where a camera that turned us away points.
+    let mut sfu: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // Woken for the room's timers exactly when one is due, not polled.
         let deadline = participant.next_deadline();
@@ -283,27 +289,15 @@ async fn run_viewer(
                     if let Some(topic) = topics.parse(&topic) {
                         participant.on_message(&topic, &payload, Instant::now());
                     }
+                    if sfu.is_none() && let Some((camera, pointer)) = participant.mesh.sfu_pointer() {
+                        sfu = Some(follow(&id, camera, pointer, &factory, &stats, joined_at, options.decode));
+                    }
                 }
                 None => break,
             },
             Some(event) = peer_events.recv() => {
                 if let Some(PeerEvent::Track(_, track)) = participant.on_peer_event(event, Instant::now()) {
-                    if track.kind().await == RtpCodecKind::Audio {
-                        receivers.push(tokio::spawn(count_audio(track, stats.clone())));
-                        continue;
-                    }
-                    let decoder = if options.decode {
-                        match Decoder::start(stats.clone()) {
-                            Ok(d) => Some(d),
-                            Err(e) => {
-                                tracing::error!(error = %e, "decoder did not start");
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    receivers.push(tokio::spawn(receive(track, stats.clone(), joined_at, decoder)));
+                    receivers.push(tokio::spawn(take_track(track, stats.clone(), joined_at, options.decode)));
                 }
             }
             _ = sleep_until(deadline) => participant.tick(Instant::now()),
@@ -315,9 +309,84 @@ async fn run_viewer(
         while mqtt_events.recv().await.is_some() {}
     })
     .await;
-    for r in receivers {
+    for r in receivers.into_iter().chain(sfu) {
         r.abort();
     }
+}
+
+/// Watches through the SFU `pointer` names, for as long as the viewer
+/// runs, starting again when the SFU's connection ends; `None` for a kind
+/// this viewer does not follow (said once).
+fn follow(
+    id: &str,
+    camera: &str,
+    pointer: &Watch,
+    factory: &Arc<PeerFactory>,
+    stats: &Arc<ViewerStats>,
+    joined_at: Instant,
+    decode: bool,
+) -> tokio::task::JoinHandle<()> {
+    print_line(json!({
+        "event": "sfu",
+        "viewer": id,
+        "camera": camera,
+        "kind": pointer.kind,
+        "url": pointer.url,
+        "room": pointer.room,
+    }));
+    let (pointer, factory, stats) = (pointer.clone(), factory.clone(), stats.clone());
+    tokio::spawn(async move {
+        let Some(room) = pointer.room.filter(|_| pointer.kind == "janus-videoroom") else {
+            tracing::warn!(kind = %pointer.kind, "this viewer follows janus-videoroom pointers only");
+            return;
+        };
+        stats.via_sfu.store(true, Ordering::Relaxed);
+        loop {
+            let mut tracks = Vec::new();
+            let result = janus::watch(&pointer.url, room, factory.clone(), |track| {
+                tracks.push(tokio::spawn(take_track(
+                    track,
+                    stats.clone(),
+                    joined_at,
+                    decode,
+                )));
+            })
+            .await;
+            for t in tracks {
+                t.abort();
+            }
+            if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "watching through Janus");
+            }
+            tokio::time::sleep(SFU_RETRY).await;
+        }
+    })
+}
+
+/// The wait before watching through the SFU again after its connection
+/// ended.
+const SFU_RETRY: Duration = Duration::from_secs(1);
+
+/// Receives a remote track: the video's frames (decoded with `decode`),
+/// or the sound's packets.
+async fn take_track(
+    track: Arc<dyn TrackRemote>,
+    stats: Arc<ViewerStats>,
+    joined_at: Instant,
+    decode: bool,
+) {
+    if track.kind().await == RtpCodecKind::Audio {
+        count_audio(track, stats).await;
+        return;
+    }
+    let decoder = if decode {
+        Decoder::start(stats.clone())
+            .inspect_err(|e| tracing::error!(error = %e, "decoder did not start"))
+            .ok()
+    } else {
+        None
+    };
+    receive(track, stats, joined_at, decoder).await;
 }
 
 /// Reassembles access units from RTP and counts them, their freezes, and

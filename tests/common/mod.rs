@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use meshcam::tools::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
 pub mod netns;
+pub mod sfu;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 
