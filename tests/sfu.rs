@@ -111,3 +111,248 @@ fn a_camera_publishes_to_janus_a_viewer_turned_away_watches_there_and_leave_free
     let stats = obs.stats_until(&cam.id, "the publication off", |s| whip_state(s) == "off");
     assert!(stats["whip"]["resource"].is_null(), "{stats}");
 }
+
+/// The frames `viewer` decoded by its latest report.
+fn decoded(viewer: &LineProcess) -> u64 {
+    viewer
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "report")
+        .and_then(|v| v["decoded"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn overflow_publishes_for_the_viewer_beyond_the_mesh_and_stops_after_it_left() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-overflow", TOKEN);
+    let cam = NsCamera::start(
+        &net,
+        "cam-overflow",
+        &camera_toml(&endpoint, TOKEN, "overflow", 2, &sfu),
+    );
+    let mut obs = online_observer(&net, &cam.id, "obs-overflow");
+    let dir = common::temp_dir("sfu-overflow");
+    let mut first = viewer(&net, "v-first", &dir);
+    let mut second = viewer(&net, "v-second", &dir);
+    wait_decoded(&mut first, "mesh", 10);
+    wait_decoded(&mut second, "mesh", 10);
+    let stats = obs.stats(&cam.id);
+    assert_eq!(whip_state(&stats), "off", "the mesh takes two: {stats}");
+    assert_eq!(stats["whip"]["attempts"], 0, "{stats}");
+
+    let mut third = viewer(&net, "v-third", &dir);
+    let pointer = third.wait_for("the SFU pointer", CONNECT, |v| v["event"] == "sfu");
+    assert_eq!(pointer["url"], sfu.janus_api(), "{pointer}");
+    let first_frame = third.wait_for("the first frame via Janus", CONNECT, |v| {
+        v["event"] == "first_frame"
+    });
+    wait_decoded(&mut third, "sfu", 30);
+    eprintln!(
+        "third viewer, join to first frame via the SFU: {} ms",
+        first_frame["ms"]
+    );
+    let stats = obs.stats_until(&cam.id, "the publication up", |s| {
+        whip_state(s) == "publishing"
+    });
+    assert_eq!(
+        stats["connections"].as_array().map(Vec::len),
+        Some(2),
+        "the first two stay on the mesh: {stats}"
+    );
+    // The first two go on decoding from the mesh.
+    let (a, b) = (decoded(&first), decoded(&second));
+    wait_decoded(&mut first, "mesh", a + 15);
+    wait_decoded(&mut second, "mesh", b + 15);
+
+    // The third viewer vanishes: once its will clears its presence and the
+    // linger is over, the publication ends and Janus's resource is freed.
+    third.child.kill().unwrap();
+    let stats = obs.stats_within(
+        &cam.id,
+        "the publication over",
+        Duration::from_secs(60),
+        |s| whip_state(s) == "off",
+    );
+    assert!(stats["whip"]["resource"].is_null(), "{stats}");
+    sfu.wait_endpoint("cam-overflow", false, DEADLINE);
+}
+
+#[test]
+fn janus_killed_and_restarted_is_published_to_again_and_mesh_viewers_go_on() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let mut sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-restart", TOKEN);
+    let cam = NsCamera::start(
+        &net,
+        "cam-restart",
+        &camera_toml(&endpoint, TOKEN, "always", 4, &sfu),
+    );
+    let mut obs = online_observer(&net, &cam.id, "obs-restart");
+    let dir = common::temp_dir("sfu-restart");
+    let mut mesh = viewer(&net, "v-mesh", &dir);
+    wait_decoded(&mut mesh, "mesh", 10);
+    let before = obs.stats_within(&cam.id, "a publication to Janus", CONNECT, |s| {
+        whip_state(s) == "publishing"
+    });
+    let attempts_before = before["whip"]["attempts"].as_u64().unwrap();
+
+    sfu.kill_janus();
+    let killed = Instant::now();
+    let down = obs.stats_within(&cam.id, "the publication lost", CONNECT, |s| {
+        whip_state(s) != "publishing"
+    });
+    eprintln!("after Janus was killed: {}", down["whip"]);
+    // The mesh does not depend on the SFU: the viewer goes on decoding.
+    let frames = decoded(&mesh);
+    wait_decoded(&mut mesh, "mesh", frames + 30);
+    sfu.start_janus();
+    let after = obs.stats_within(&cam.id, "a publication again", CONNECT, |s| {
+        whip_state(s) == "publishing"
+    });
+    let outage = killed.elapsed().as_secs_f64();
+    let retries = after["whip"]["attempts"].as_u64().unwrap() - attempts_before;
+    // Backoff: attempts 1 s, 2 s, 4 s, … apart fit log2(outage) + 2 times
+    // at most into the outage; a retry storm would not.
+    let most = outage.log2().ceil() as u64 + 2;
+    assert!(
+        (1..=most).contains(&retries),
+        "{retries} attempts in {outage:.1} s of outage (at most {most}): {after}"
+    );
+    sfu.wait_endpoint("cam-restart", true, DEADLINE);
+    let frames = decoded(&mesh);
+    wait_decoded(&mut mesh, "mesh", frames + 15);
+    let connection = common::connection_to(&after, "v-mesh").expect("the mesh viewer");
+    assert_eq!(connection["state"], "connected", "{after}");
+}
+
+/// A WHIP server that answers every POST with 201 and an answer that is no
+/// SDP, and counts the DELETEs of its resource: in the viewer's namespace,
+/// port 7081.
+const GARBAGE_SERVER: &str = r#"
+import http.server, sys
+deletes = 0
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b"v=0\r\nthis is not an answer\r\n"
+        self.send_response(201)
+        self.send_header("Location", "/resource/1")
+        self.send_header("Content-Type", "application/sdp")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_DELETE(self):
+        global deletes
+        deletes += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_GET(self):
+        body = str(deletes).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((sys.argv[1], 7081), H).serve_forever()
+"#;
+
+#[test]
+fn a_bad_token_a_missing_endpoint_and_a_garbage_answer_say_why_and_do_not_storm() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-token", TOKEN);
+    let dir = common::temp_dir("sfu-errors");
+    let script = dir.join("garbage.py");
+    std::fs::write(&script, GARBAGE_SERVER).unwrap();
+    let _garbage = KillOnDrop(
+        net.viewer
+            .command("python3")
+            .arg(&script)
+            .arg(net.viewer_addr.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let deletes = || {
+        let out = net
+            .viewer
+            .command("curl")
+            .args(["-sf", &format!("http://{}:7081/deletes", net.viewer_addr)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let end = Instant::now() + DEADLINE;
+    while deletes().is_none() {
+        assert!(Instant::now() < end, "the garbage server does not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let missing = endpoint.replace("cam-token", "no-such-endpoint");
+    let garbage_url = format!("http://{}:7081/whip", net.viewer_addr);
+    let cams = [
+        ("cam-token", endpoint.as_str(), "wrong-token", "403"),
+        ("cam-missing", missing.as_str(), TOKEN, "404"),
+        ("cam-garbage", garbage_url.as_str(), TOKEN, "answer"),
+    ];
+    let cameras: Vec<NsCamera> = cams
+        .iter()
+        .map(|(id, url, token, _)| {
+            NsCamera::start(&net, id, &camera_toml(url, token, "always", 4, &sfu))
+        })
+        .collect();
+    let mut obs = online_observer(&net, "cam-garbage", "obs-errors");
+    for (id, _, _, why) in cams {
+        let stats = obs.stats_until(id, "a WHIP error", |s| whip_state(s) == "error");
+        let error = stats["whip"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{id}: {error:?} does not say {why}");
+        assert_eq!(stats["pipeline"]["state"], "playing", "{id}: {stats}");
+    }
+    // A refusal is not repeated; a garbage answer is retried with backoff.
+    let settle = Instant::now();
+    for _ in 0..4 {
+        let reply = obs.command("cam-token", json!({"cmd": "status"}));
+        assert_eq!(reply["ok"], true, "{reply}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (id, _, _, why) in &cams[..2] {
+        let stats = obs.stats(id);
+        assert_eq!(
+            stats["whip"]["attempts"], 1,
+            "{id} ({why}) tried again: {stats}"
+        );
+        assert_eq!(whip_state(&stats), "error", "{stats}");
+    }
+    let stats = obs.stats("cam-garbage");
+    let attempts = stats["whip"]["attempts"].as_u64().unwrap();
+    let elapsed = settle.elapsed().as_secs_f64() + 5.0;
+    let most = elapsed.log2().ceil() as u64 + 2;
+    assert!(
+        (1..=most).contains(&attempts),
+        "{attempts} attempts on a garbage answer (at most {most}): {stats}"
+    );
+    // Each created resource whose answer could not be used was deleted.
+    let deleted = deletes().unwrap_or(0);
+    assert!(deleted >= 1, "the garbage server saw {deleted} DELETEs");
+    drop(cameras);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
