@@ -538,6 +538,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pointer_round_trips_and_a_broken_one_is_no_pointer() {
+        let mut p = Presence::new("cam", "sessionA1", Role::Camera, "Cam");
+        p.watch = Some(Watch {
+            kind: "janus-videoroom".into(),
+            url: "http://sfu:8088/janus".into(),
+            room: Some(1234),
+        });
+        let bytes = encode_presence(&p);
+        assert!(String::from_utf8_lossy(&bytes).contains(
+            r#""watch":{"kind":"janus-videoroom","url":"http://sfu:8088/janus","room":1234}"#
+        ));
+        assert_eq!(Presence::decode(&bytes, "cam").unwrap(), Some(p));
+        let broken =
+            br#"{"v":1,"id":"cam","session":"sessionA1","role":"camera","watch":{"url":7}}"#;
+        let p = Presence::decode(broken, "cam").unwrap().unwrap();
+        assert_eq!(p.watch, None, "the presence stands, without a pointer");
+        let bye = br#"{"v":1,"session":"sessionA1","to_session":"sessionB1","type":"bye","reason":"full","watch":"x"}"#;
+        let bye = Signal::decode(bye).unwrap();
+        assert_eq!(
+            bye.body,
+            SignalBody::Bye {
+                reason: "full".into(),
+                watch: None
+            }
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_ignored() {
         let p = br#"{"v":1,"id":"v-1","session":"sessionA1","role":"viewer","extra":[1,2]}"#;
         assert!(Presence::decode(p, "v-1").unwrap().is_some());

@@ -1106,3 +1106,105 @@ fn a_tick_at_the_deadline_handles_everything_due_in_order() {
     );
     assert!(cam.next_deadline().is_some_and(|d| d > retry));
 }
+
+fn pointer() -> Watch {
+    Watch {
+        kind: "janus-videoroom".into(),
+        url: "http://sfu:8088/janus".into(),
+        room: Some(1234),
+    }
+}
+
+#[test]
+fn viewers_turned_away_are_the_sfu_demand_and_hear_where_to_watch() {
+    let mut cam = joined(camera(), CAM_SESSION);
+    assert_eq!(
+        cam.set_sfu(Some(pointer()), false),
+        vec![],
+        "not published yet"
+    );
+    for id in ["v1", "v2", "v3"] {
+        cam.on_presence(
+            "home",
+            id,
+            presence(id, &format!("{id}session"), Role::Viewer),
+            t(),
+        );
+    }
+    assert_eq!(cam.overflow_count(), 1);
+    let acts = cam.on_presence("home", "v4", presence("v4", "v4session", Role::Viewer), t());
+    let Some(Action::Send { signal, .. }) = acts.first() else {
+        panic!("no bye: {acts:?}");
+    };
+    assert_eq!(
+        signal.body,
+        SignalBody::Bye {
+            reason: "full".into(),
+            watch: Some(pointer()),
+        }
+    );
+    assert_eq!(cam.overflow_count(), 2);
+    // Published: the presence carries the pointer, once.
+    let acts = cam.set_sfu(Some(pointer()), true);
+    let [Action::PublishPresence { presence, .. }] = &acts[..] else {
+        panic!("one presence: {acts:?}");
+    };
+    assert_eq!(presence.watch, Some(pointer()));
+    assert_eq!(cam.set_sfu(Some(pointer()), true), vec![]);
+    // The viewers turned away leave: no demand is left.
+    cam.on_presence("home", "v3", None, t());
+    cam.on_presence("home", "v4", None, t());
+    assert_eq!(cam.overflow_count(), 0);
+    let acts = cam.set_sfu(Some(pointer()), false);
+    let [Action::PublishPresence { presence, .. }] = &acts[..] else {
+        panic!("one presence: {acts:?}");
+    };
+    assert_eq!(presence.watch, None, "no pointer once unpublished");
+}
+
+#[test]
+fn a_viewer_turned_away_learns_the_pointer_from_the_bye_or_the_presence() {
+    let mut v = joined(viewer("v1"), "v1session");
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
+    assert_eq!(v.sfu_pointer(), None);
+    let bye = |watch| {
+        Signal::new(
+            CAM_SESSION,
+            "v1session",
+            SignalBody::Bye {
+                reason: "full".into(),
+                watch,
+            },
+        )
+    };
+    v.on_signal("home", "v1", "cam", bye(None), t()).unwrap();
+    assert_eq!(v.sfu_pointer(), None, "full, with nowhere to go yet");
+    // The camera starts publishing: its presence points there.
+    let mut published = presence("cam", CAM_SESSION, Role::Camera).unwrap();
+    published.watch = Some(pointer());
+    v.on_presence("home", "cam", Some(published), t());
+    assert_eq!(v.sfu_pointer(), Some(("cam", &pointer())));
+
+    let mut v = joined(viewer("v2"), "v2session");
+    v.on_presence(
+        "home",
+        "cam",
+        presence("cam", CAM_SESSION, Role::Camera),
+        t(),
+    );
+    let bye = Signal::new(
+        CAM_SESSION,
+        "v2session",
+        SignalBody::Bye {
+            reason: "full".into(),
+            watch: Some(pointer()),
+        },
+    );
+    v.on_signal("home", "v2", "cam", bye, t()).unwrap();
+    assert_eq!(v.sfu_pointer(), Some(("cam", &pointer())));
+}

@@ -323,4 +323,87 @@ mod tests {
              a=end-of-candidates\r\n"
         );
     }
+
+    /// A WHIP server on loopback: `/moved` redirects (307) to `/whip`,
+    /// which wants the bearer `t0ken` and answers with a relative
+    /// `Location` and a `Link`; `/busy` fails (503), `/ok` answers 200.
+    async fn server() -> String {
+        use axum::http::{HeaderMap as Headers, StatusCode as Status};
+        use axum::response::IntoResponse;
+        use axum::routing::{delete, post};
+        async fn whip(headers: Headers, body: String) -> axum::response::Response {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer t0ken") {
+                return (Status::FORBIDDEN, "Unauthorized").into_response();
+            }
+            assert!(
+                body.starts_with("v=0"),
+                "the offer arrives after the redirect"
+            );
+            (
+                Status::CREATED,
+                [
+                    ("location", "resource/7"),
+                    ("accept-patch", "application/trickle-ice-sdpfrag"),
+                    ("etag", "\"abc\""),
+                    ("link", "<stun:stun.example.net:3478>; rel=\"ice-server\""),
+                ],
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n",
+            )
+                .into_response()
+        }
+        let app = axum::Router::new()
+            .route(
+                "/moved",
+                post(|| async { (Status::TEMPORARY_REDIRECT, [("location", "/api/whip")]) }),
+            )
+            .route("/api/whip", post(whip))
+            .route("/api/resource/7", delete(|| async { Status::OK }))
+            .route(
+                "/busy",
+                post(|| async { (Status::SERVICE_UNAVAILABLE, "Janus unavailable") }),
+            )
+            .route("/ok", post(|| async { "v=0\r\n" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_redirected_post_creates_a_resource_relative_to_where_it_landed() {
+        let base = server().await;
+        let client = WhipClient::new(&format!("{base}/moved"), Some("t0ken".into())).unwrap();
+        let resource = client.publish("v=0\r\n").await.unwrap();
+        assert_eq!(resource.url.as_str(), format!("{base}/api/resource/7"));
+        assert!(resource.trickle);
+        assert_eq!(resource.etag.as_deref(), Some("\"abc\""));
+        assert_eq!(resource.ice_servers[0].urls, ["stun:stun.example.net:3478"]);
+        assert!(resource.answer.starts_with("v=0"));
+        client.delete(&resource.url).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refusals_failures_and_odd_answers_are_told_apart() {
+        let base = server().await;
+        let refused = WhipClient::new(&format!("{base}/moved"), Some("wrong".into())).unwrap();
+        let e = refused.publish("v=0\r\n").await.unwrap_err();
+        assert_eq!(
+            e,
+            WhipError::Refused {
+                status: 403,
+                reason: "Unauthorized".into()
+            }
+        );
+        assert!(matches!(e.failure(), Failure::Refused(_)));
+        let busy = WhipClient::new(&format!("{base}/busy"), None).unwrap();
+        let e = busy.publish("v=0\r\n").await.unwrap_err();
+        assert!(matches!(e, WhipError::Server { status: 503, .. }), "{e:?}");
+        assert!(matches!(e.failure(), Failure::Unavailable(_)));
+        let ok = WhipClient::new(&format!("{base}/ok"), None).unwrap();
+        let e = ok.publish("v=0\r\n").await.unwrap_err();
+        assert!(matches!(e, WhipError::BadAnswer(_)), "{e:?}");
+        let nobody = WhipClient::new("http://127.0.0.1:9/whip", None).unwrap();
+        let e = nobody.publish("v=0\r\n").await.unwrap_err();
+        assert!(matches!(e, WhipError::Network(_)), "{e:?}");
+    }
 }
