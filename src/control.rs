@@ -345,7 +345,21 @@ mod tests {
                 ..SetRequest::default()
             })
         );
+        let (r, _) = interpret(
+            &cmd(r#"{"v":1,"id":"1","cmd":"set","whip_mode":"overflow"}"#),
+            &t,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Set(SetRequest {
+                whip_mode: Some(crate::config::WhipMode::Overflow),
+                ..SetRequest::default()
+            })
+        );
         for bad in [
+            r#"{"v":1,"id":"1","cmd":"set","whip_mode":"sometimes"}"#,
+            r#"{"v":1,"id":"1","cmd":"set","whip_mode":1}"#,
             r#"{"v":1,"id":"1","cmd":"set"}"#,
             r#"{"v":1,"id":"1","cmd":"set","fps":0}"#,
             r#"{"v":1,"id":"1","cmd":"set","fps":61}"#,

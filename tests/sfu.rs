@@ -341,6 +341,22 @@ fn a_bad_token_a_missing_endpoint_and_a_garbage_answer_say_why_and_do_not_storm(
         (1..=most).contains(&attempts),
         "{attempts} attempts on a garbage answer (at most {most}): {stats}"
     );
+    // Naming the mode tries a refused endpoint again at once; a mode that
+    // does not exist is refused with the accepted ones.
+    let reply = obs.command("cam-token", json!({"cmd": "set", "whip_mode": "always"}));
+    assert_eq!(reply["result"]["whip_mode"], "always", "{reply}");
+    obs.stats_until("cam-token", "a second attempt", |s| {
+        s["whip"]["attempts"] == 2
+    });
+    let reply = obs.command("cam-token", json!({"cmd": "set", "whip_mode": "sometimes"}));
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("overflow"),
+        "{reply}"
+    );
     // Each created resource whose answer could not be used was deleted.
     let deleted = deletes().unwrap_or(0);
     assert!(deleted >= 1, "the garbage server saw {deleted} DELETEs");

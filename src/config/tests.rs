@@ -129,3 +129,45 @@ fn a_layer_must_be_smaller_and_cheaper_than_the_one_above() {
     assert!(layer(641, 360, 400).contains("even"));
     assert!(error_of("[video]\npin_layer = 3\n").contains("video.pin_layer"));
 }
+
+#[test]
+fn whip_settings_name_what_is_missing_or_wrong() {
+    let e = error_of("[whip]\nmode = \"overflow\"");
+    assert!(e.contains("whip.endpoint") && e.contains("overflow"), "{e}");
+    let e = error_of("[whip]\nmode = \"sometimes\"");
+    assert!(e.contains("off, always, overflow"), "{e}");
+    let e = error_of("[whip]\nendpoint = \"sfu.example.net/whip\"");
+    assert!(e.contains("whip.endpoint") && e.contains("https://"), "{e}");
+    let e = error_of("[whip]\ntoken = \"a\"\ntoken_file = \"/t\"");
+    assert!(e.contains("whip.token_file"), "{e}");
+    let e = error_of("[whip.watch]\nkind = \"whep\"\nurl = \"https://x\"");
+    assert!(
+        e.contains("whip.watch.kind") && e.contains("janus-videoroom"),
+        "{e}"
+    );
+    let e = error_of("[whip.watch]\nkind = \"janus-videoroom\"\nurl = \"https://x/janus\"");
+    assert!(e.contains("whip.watch.room"), "{e}");
+    let ok = Config::from_toml(
+        "[whip]\nmode = \"always\"\nendpoint = \"https://sfu/whip/cam\"\n\
+         [whip.watch]\nkind = \"janus-videoroom\"\nurl = \"https://sfu/janus\"\nroom = 7\n",
+    )
+    .unwrap();
+    assert_eq!(ok.whip.mode, WhipMode::Always);
+}
+
+#[test]
+fn the_whip_token_comes_from_its_file_and_a_missing_file_is_named() {
+    let dir = std::env::temp_dir().join(format!("meshcam-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let whip = WhipConfig {
+        token_file: Some(file.clone()),
+        ..WhipConfig::default()
+    };
+    assert_eq!(whip.bearer().unwrap().as_deref(), Some("s3cret"));
+    std::fs::remove_file(&file).unwrap();
+    let e = whip.bearer().unwrap_err().to_string();
+    assert!(e.contains("whip.token_file") && e.contains("token"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

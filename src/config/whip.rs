@@ -53,10 +53,11 @@ impl TryFrom<String> for WhipMode {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WatchConfig {
-    /// `whep` or `janus-videoroom`.
+    /// `janus-videoroom`: Janus's VideoRoom, the one kind viewers of this
+    /// release follow.
     #[serde(default)]
     pub kind: String,
-    /// The WHEP endpoint, or the Janus HTTP API (`http://sfu:8088/janus`).
+    /// The Janus HTTP API (`http://sfu:8088/janus`).
     #[serde(default)]
     pub url: String,
     /// The Janus VideoRoom room the WHIP endpoint publishes into.
@@ -65,7 +66,7 @@ pub struct WatchConfig {
 }
 
 /// Kinds of [`WatchConfig::kind`] the viewers of this release follow.
-pub const WATCH_KINDS: [&str; 2] = ["whep", "janus-videoroom"];
+pub const WATCH_KINDS: [&str; 1] = ["janus-videoroom"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -85,9 +85,9 @@ pub struct Presence {
 /// kind it does not know, and the rest of the message with it stays valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watch {
-    /// `whep` or `janus-videoroom`.
+    /// `janus-videoroom`; kinds a viewer does not know it ignores.
     pub kind: String,
-    /// The WHEP endpoint, or the Janus HTTP API.
+    /// The Janus HTTP API.
     pub url: String,
     /// The Janus VideoRoom room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
