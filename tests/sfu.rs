@@ -372,3 +372,55 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn the_page_turned_away_plays_through_janus_and_its_tile_says_via_sfu() {
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        web.join("node_modules/playwright-core").exists(),
+        "the browser test needs web/node_modules: (cd web && npm ci), as scripts/test does"
+    );
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-page", TOKEN);
+    let page_toml = format!(
+        "[web]\nlisten = \"{0}:8080\"\nbroker_url = \"ws://{0}:{1}\"\n",
+        net.cam_addr,
+        common::netns::BROKER_WS_PORT
+    );
+    let cam = NsCamera::start(
+        &net,
+        "cam-page",
+        &format!(
+            "{}{page_toml}",
+            camera_toml(&endpoint, TOKEN, "always", 1, &sfu)
+        ),
+    );
+    let mut obs = online_observer(&net, &cam.id, "obs-page");
+    obs.stats_within(&cam.id, "a publication to Janus", CONNECT, |s| {
+        whip_state(s) == "publishing"
+    });
+    let dir = common::temp_dir("sfu-page");
+    let mut mesh = viewer(&net, "v-mesh", &dir);
+    wait_decoded(&mut mesh, "mesh", 10);
+
+    let url = format!("http://{}:8080/?room=home&id=web-sfu", net.cam_addr);
+    let mut command = net.viewer.command("node");
+    command
+        .arg(web.join("tests/sfu-page.mjs"))
+        .args([&url, &cam.id, "30"])
+        .current_dir(&web);
+    let mut page = LineProcess::spawn("chromium page", command, &dir);
+    let seen = page.wait_for("the page's verdict", Duration::from_secs(90), |v| {
+        v["event"] == "decoded" || v["event"] == "error"
+    });
+    assert_eq!(seen["event"], "decoded", "{seen}");
+    assert_eq!(seen["state"]["via"], "sfu", "{seen}");
+    assert_eq!(seen["badge"], "live via SFU", "{seen}");
+    let stats = obs.stats(&cam.id);
+    assert!(
+        common::connection_to(&stats, "web-sfu").is_none(),
+        "the page is not on the mesh: {stats}"
+    );
+}

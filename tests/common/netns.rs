@@ -36,6 +36,8 @@ const PREFIX: &str = "mc-";
 /// The MQTT port of the broker inside the camera's namespace (a fresh
 /// namespace has every port free).
 pub const BROKER_PORT: u16 = 1883;
+/// Its MQTT over WebSockets port, for the browser page.
+pub const BROKER_WS_PORT: u16 = 9001;
 
 /// What a namespace can route besides its own subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,7 +411,8 @@ impl CameraNet for Star {
 }
 
 /// Mosquitto inside the camera's namespace, on its veth addresses and
-/// loopback, port [`BROKER_PORT`].
+/// loopback, port [`BROKER_PORT`], and for browsers on the veth addresses,
+/// [`BROKER_WS_PORT`].
 pub struct NsBroker {
     child: Child,
     _dir: super::TempDir,
@@ -425,6 +428,11 @@ impl NsBroker {
             .map(ToString::to_string)
             .chain(["127.0.0.1".to_owned()])
             .map(|addr| format!("listener {BROKER_PORT} {addr}\n"))
+            .chain(
+                addrs
+                    .iter()
+                    .map(|addr| format!("listener {BROKER_WS_PORT} {addr}\nprotocol websockets\n")),
+            )
             .collect();
         std::fs::write(
             &conf,

@@ -4,6 +4,7 @@
 // the browser's own (size, frame rate, bitrate, RTT) and, for a camera, what
 // its telemetry says of our link (the layer it sends us, its estimate).
 import mqtt from "mqtt";
+import { JanusSubscription } from "./janus.js";
 import { Topics, decode, iOffer, isSession, linkTo, randomToken, VERSION } from "./protocol.js";
 
 const params = new URLSearchParams(location.search);
@@ -36,14 +37,28 @@ function tileFor(id, name) {
   return tile;
 }
 
+/** The tile's badge; a tile watched through an SFU says so. */
 function setBadge(id, state) {
   const tile = document.querySelector(`.tile[data-peer="${id}"]`);
   if (!tile) return;
   const badge = tile.querySelector(".badge");
   badge.className = `badge ${state}`;
-  badge.textContent = state;
+  badge.textContent = tile.dataset.via === "sfu" && state !== "offline" ? `${state} via SFU` : state;
   tile.dataset.state = state;
   window.meshcam.peers[id] = { ...(window.meshcam.peers[id] || {}), state };
+}
+
+/** Plays a remote track in the participant's tile. */
+function showTrack(id, name, event, muted) {
+  const video = tileFor(id, name).querySelector("video");
+  video.srcObject = event.streams[0] || new MediaStream([event.track]);
+  video.muted = muted;
+  video.play().catch(() => {});
+  const joinedAt = room.joinedAt;
+  video.requestVideoFrameCallback?.(() => {
+    const ms = Math.round(performance.now() - joinedAt);
+    window.meshcam.peers[id] = { ...(window.meshcam.peers[id] || {}), firstFrameMs: ms };
+  });
 }
 
 function removeTile(id) {
@@ -78,17 +93,7 @@ class Peer {
     this.pc = pc;
     this.remoteSet = false;
     pc.onicecandidate = (e) => this.send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
-    pc.ontrack = (e) => {
-      const video = tileFor(this.id, this.presence.name).querySelector("video");
-      video.srcObject = e.streams[0] || new MediaStream([e.track]);
-      video.muted = this.presence.role !== "camera" ? false : true;
-      video.play().catch(() => {});
-      const joinedAt = room.joinedAt;
-      video.requestVideoFrameCallback?.(() => {
-        const ms = Math.round(performance.now() - joinedAt);
-        window.meshcam.peers[this.id] = { ...(window.meshcam.peers[this.id] || {}), firstFrameMs: ms };
-      });
-    };
+    pc.ontrack = (e) => showTrack(this.id, this.presence.name, e, this.presence.role === "camera");
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
       const s = pc.connectionState;
@@ -164,47 +169,52 @@ class Peer {
     }
   }
 
-  async updateStats() {
-    if (!this.pc) return;
-    const report = await this.pc.getStats();
-    let inbound = null;
-    let rtt = null;
-    report.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
-      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
-    });
-    const tile = document.querySelector(`.tile[data-peer="${this.id}"]`);
-    if (!tile) return;
-    const video = tile.querySelector("video");
-    const parts = [];
-    if (inbound) {
-      const now = inbound.timestamp;
-      const kbps = this.lastAt ? ((inbound.bytesReceived - this.lastBytes) * 8) / (now - this.lastAt) : 0;
-      this.lastBytes = inbound.bytesReceived;
-      this.lastAt = now;
-      parts.push(`${inbound.frameWidth || video.videoWidth}×${inbound.frameHeight || video.videoHeight}`);
-      parts.push(`${Math.round(inbound.framesPerSecond || 0)} fps`);
-      parts.push(`${Math.round(kbps)} kbps`);
-      tile.dataset.frames = inbound.framesDecoded || 0;
-      window.meshcam.peers[this.id] = {
-        ...(window.meshcam.peers[this.id] || {}),
-        framesDecoded: inbound.framesDecoded || 0,
-        videoWidth: video.videoWidth,
-        fps: inbound.framesPerSecond || 0,
-      };
-    }
-    if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
-    const link = this.link;
-    if (link) {
-      const size = link.width && link.height ? ` ${link.width}×${link.height}` : "";
-      parts.push(`layer ${link.layer}${size}${link.pinned !== null ? " pinned" : ""}`);
-      if (typeof link.estimateKbps === "number") parts.push(`estimate ${link.estimateKbps} kbps (${link.estimator})`);
-      parts.push(`loss ${(link.loss * 100).toFixed(1)} %`);
-      parts.push(`${link.switches} switch${link.switches === 1 ? "" : "es"}`);
-      window.meshcam.peers[this.id] = { ...(window.meshcam.peers[this.id] || {}), link };
-    }
-    tile.querySelector(".stats").textContent = parts.join(" · ");
+  updateStats() {
+    return showStats(this);
   }
+}
+
+/** The tile's stats line, from the browser's own statistics of `holder.pc`. */
+async function showStats(holder) {
+  if (!holder.pc) return;
+  const report = await holder.pc.getStats();
+  let inbound = null;
+  let rtt = null;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+    if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
+  });
+  const tile = document.querySelector(`.tile[data-peer="${holder.id}"]`);
+  if (!tile) return;
+  const video = tile.querySelector("video");
+  const parts = [];
+  if (inbound) {
+    const now = inbound.timestamp;
+    const kbps = holder.lastAt ? ((inbound.bytesReceived - holder.lastBytes) * 8) / (now - holder.lastAt) : 0;
+    holder.lastBytes = inbound.bytesReceived;
+    holder.lastAt = now;
+    parts.push(`${inbound.frameWidth || video.videoWidth}×${inbound.frameHeight || video.videoHeight}`);
+    parts.push(`${Math.round(inbound.framesPerSecond || 0)} fps`);
+    parts.push(`${Math.round(kbps)} kbps`);
+    tile.dataset.frames = inbound.framesDecoded || 0;
+    window.meshcam.peers[holder.id] = {
+      ...(window.meshcam.peers[holder.id] || {}),
+      framesDecoded: inbound.framesDecoded || 0,
+      videoWidth: video.videoWidth,
+      fps: inbound.framesPerSecond || 0,
+    };
+  }
+  if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
+  const link = holder.link;
+  if (link) {
+    const size = link.width && link.height ? ` ${link.width}×${link.height}` : "";
+    parts.push(`layer ${link.layer}${size}${link.pinned !== null ? " pinned" : ""}`);
+    if (typeof link.estimateKbps === "number") parts.push(`estimate ${link.estimateKbps} kbps (${link.estimator})`);
+    parts.push(`loss ${(link.loss * 100).toFixed(1)} %`);
+    parts.push(`${link.switches} switch${link.switches === 1 ? "" : "es"}`);
+    window.meshcam.peers[holder.id] = { ...(window.meshcam.peers[holder.id] || {}), link };
+  }
+  tile.querySelector(".stats").textContent = parts.join(" · ");
 }
 
 function canDecodeH264() {
@@ -214,15 +224,82 @@ function canDecodeH264() {
 
 // ── Signaling ────────────────────────────────────────────────────────────
 
+// ── Watching through an SFU ──────────────────────────────────────────────
+
+/** How long before watching through the SFU again after it failed. */
+const SFU_RETRY_MS = 2000;
+
+/**
+ * Watches camera `id` through the SFU `watch` points to, where it turned us
+ * away ("full"); false for a pointer this page does not follow.
+ */
+function followSfu(id, name, watch) {
+  if (watch?.kind !== "janus-videoroom" || typeof watch.room !== "number") return false;
+  if (room.sfu.has(id)) return true;
+  const tile = tileFor(id, name);
+  tile.dataset.via = "sfu";
+  window.meshcam.peers[id] = { ...(window.meshcam.peers[id] || {}), via: "sfu" };
+  setBadge(id, "connecting");
+  const holder = { id, pc: null, lastBytes: 0, lastAt: 0, link: null };
+  holder.sub = new JanusSubscription(watch.url, watch.room, {
+    iceServers: room.iceServers,
+    onConnection: (pc) => {
+      holder.pc = pc;
+      pc.ontrack = (e) => showTrack(id, name, e, true);
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState === "connected") setBadge(id, "live");
+        else if (pc.connectionState === "failed") retrySfu(id, name, watch);
+      };
+    },
+    onError: (e) => {
+      setStatus(`${id} via SFU: ${e.message}`);
+      retrySfu(id, name, watch);
+    },
+  });
+  room.sfu.set(id, holder);
+  return true;
+}
+
+function stopSfu(id) {
+  room.sfu.get(id)?.sub.close();
+  room.sfu.delete(id);
+}
+
+function retrySfu(id, name, watch) {
+  const holder = room.sfu.get(id);
+  stopSfu(id);
+  if (!holder) return;
+  setBadge(id, "connecting");
+  const current = room;
+  setTimeout(() => room === current && room.full.has(id) && followSfu(id, name, watch), SFU_RETRY_MS);
+}
+
+// ── Signaling ────────────────────────────────────────────────────────────
+
 function onPresence(id, payload) {
   if (id === room.me) return;
   const known = room.peers.get(id);
   if (payload.length === 0) {
     if (known) peerGone(known);
+    if (room.full.delete(id)) {
+      stopSfu(id);
+      setBadge(id, "offline");
+    }
     return;
   }
   const presence = decode(payload);
   if (!presence || presence.id !== id || !isSession(presence.session)) return;
+  // A camera that turned this session away: it points where to watch once
+  // it publishes there.
+  if (room.full.get(id) === presence.session) {
+    followSfu(id, presence.name, presence.watch);
+    return;
+  }
+  if (room.full.delete(id)) {
+    // A new session of that camera: the mesh may take us now.
+    stopSfu(id);
+    delete tileFor(id, presence.name).dataset.via;
+  }
   if (known && known.presence.session === presence.session) return;
   known?.close();
   const peer = new Peer(presence);
@@ -242,7 +319,12 @@ async function onSignal(from, payload) {
       case "candidate": await peer.candidate(msg.candidate); break;
       case "bye":
         peerGone(peer);
-        if (msg.reason === "full") setStatus(`${from} is full; try again later`);
+        if (msg.reason === "full") {
+          room.full.set(from, peer.presence.session);
+          if (!followSfu(from, peer.presence.name, msg.watch ?? peer.presence.watch)) {
+            setStatus(`${from} is full; try again later`);
+          }
+        }
         else if (msg.reason?.startsWith("no H.264")) setStatus(`${from} cannot stream to this browser: ${msg.reason}`);
         break;
     }
@@ -302,6 +384,9 @@ async function join({ broker, roomName, username, password, media }) {
   room = {
     joinedAt: performance.now(), me, topics, localStream, session: randomToken(16), name: params.get("name") || me,
     peers: new Map(), offline: new Set(), iceServers: window.meshcamConfig?.iceServers || [],
+    // Cameras that turned us away ("full"): their presence session, and
+    // the subscriptions watching them through an SFU.
+    full: new Map(), sfu: new Map(),
   };
   const client = mqtt.connect(broker, {
     clientId: me, username: username || undefined, password: password || undefined,
@@ -339,6 +424,10 @@ async function leave() {
     peer.close();
     removeTile(peer.id);
   }
+  for (const id of [...room.sfu.keys()]) {
+    stopSfu(id);
+    removeTile(id);
+  }
   client.publish(topics.presence(me), "", { qos: 1, retain: true });
   localStream?.getTracks().forEach((t) => t.stop());
   removeTile(me);
@@ -349,7 +438,10 @@ async function leave() {
   setStatus("Not connected");
 }
 
-setInterval(() => room?.peers.forEach((p) => p.updateStats()), 1000);
+setInterval(() => {
+  room?.peers.forEach((p) => p.updateStats());
+  room?.sfu.forEach((s) => showStats(s));
+}, 1000);
 window.addEventListener("pagehide", () => { leave(); });
 
 // ── Start-up ─────────────────────────────────────────────────────────────
