@@ -192,8 +192,12 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     // The embedded broker reports every connection and probe; its failures
     // that matter reach our own log. RUST_LOG=rumqttd=info shows them all.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error,rumqttd=off"));
+    // The DTLS stack warns of every TLS extension it does not take (an
+    // OpenSSL peer such as Janus offers several on every handshake); a
+    // handshake that fails is reported by the connection.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rumqttd=off")
+    });
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -424,3 +424,91 @@ fn the_page_turned_away_plays_through_janus_and_its_tile_says_via_sfu() {
         "the page is not on the mesh: {stats}"
     );
 }
+
+/// The camera's CPU (% of a core) and the bytes it sends per second, each
+/// averaged over `samples` periodic telemetry messages.
+fn measure(obs: &mut common::Observer, camera: &str, samples: usize) -> (f64, f64) {
+    let topic = common::stats_topic(camera);
+    let mut cpu = Vec::new();
+    let mut whip_kbps = Vec::new();
+    for _ in 0..samples {
+        let t = obs.wait_json(&topic, "telemetry", |_| true);
+        cpu.push(t["cpu_percent"].as_f64().unwrap_or(0.0));
+        whip_kbps.push(t["whip"]["bitrate_kbps"].as_f64().unwrap_or(0.0));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(&cpu), mean(&whip_kbps))
+}
+
+/// Not a test: the figures of docs/BENCHMARKS.md, "Publishing to an SFU".
+/// `cargo test --release --features tools --test sfu -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_whip_publication_cost_and_first_frame_via_the_sfu() {
+    const VIDEO: &str = "[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n";
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-bench", TOKEN);
+    let toml = camera_toml(&endpoint, TOKEN, "overflow", 2, &sfu).replace(SMALL_VIDEO, VIDEO);
+    let cam = NsCamera::start(&net, "cam-bench", &toml);
+    let mut obs = online_observer(&net, &cam.id, "obs-bench");
+    let stats = common::stats_topic(&cam.id);
+    let mut obs_stats = observer(&net.cam, &net, "obs-bench-stats", &[&stats]);
+    obs_stats.wait_json(&stats, "telemetry", |_| true);
+    const WARM: usize = 3;
+    const WINDOW: usize = 10;
+    measure(&mut obs_stats, &cam.id, WARM);
+    let (idle, _) = measure(&mut obs_stats, &cam.id, WINDOW);
+
+    let dir = common::temp_dir("sfu-bench");
+    let mut mesh = viewer(&net, "v-mesh", &dir);
+    wait_decoded(&mut mesh, "mesh", 10);
+    measure(&mut obs_stats, &cam.id, WARM);
+    let (one_viewer, _) = measure(&mut obs_stats, &cam.id, WINDOW);
+    drop(mesh);
+    obs.stats_until(&cam.id, "no viewer", |s| s["connections"] == json!([]));
+
+    let reply = obs.command(&cam.id, json!({"cmd": "set", "whip_mode": "always"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    obs.stats_within(&cam.id, "publishing", CONNECT, |s| {
+        whip_state(s) == "publishing"
+    });
+    measure(&mut obs_stats, &cam.id, WARM);
+    let (publishing, whip_kbps) = measure(&mut obs_stats, &cam.id, WINDOW);
+    println!(
+        "camera CPU % of a core: idle {idle:.1}, one mesh viewer {one_viewer:.1} \
+         (+{:.1}), publishing to Janus {publishing:.1} (+{:.1}) at {whip_kbps:.0} kbit/s",
+        one_viewer - idle,
+        publishing - idle
+    );
+
+    // The third viewer's join → first frame via the SFU, from a camera
+    // that does not publish yet (overflow) each time.
+    let reply = obs.command(&cam.id, json!({"cmd": "set", "whip_mode": "overflow"}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let mut first = viewer(&net, "v-first", &dir);
+    let mut second = viewer(&net, "v-second", &dir);
+    wait_decoded(&mut first, "mesh", 10);
+    wait_decoded(&mut second, "mesh", 10);
+    let mut times = Vec::new();
+    for round in 0..5 {
+        obs.stats_within(
+            &cam.id,
+            "the publication off",
+            Duration::from_secs(60),
+            |s| whip_state(s) == "off",
+        );
+        let mut third = viewer(&net, &format!("v-third-{round}"), &dir);
+        let v = third.wait_for("first frame", CONNECT, |v| v["event"] == "first_frame");
+        times.push(v["ms"].as_f64().unwrap());
+        wait_decoded(&mut third, "sfu", 10);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "third viewer, join → first frame via Janus (camera not yet publishing): \
+         median {:.0} ms, max {:.0} ms, all {times:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
