@@ -512,3 +512,45 @@ fn bench_whip_publication_cost_and_first_frame_via_the_sfu() {
         times[times.len() - 1]
     );
 }
+
+#[test]
+fn a_link_lost_for_seconds_is_restarted_over_patch_on_the_same_resource() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint("cam-ice", TOKEN);
+    let cam = NsCamera::start(
+        &net,
+        "cam-ice",
+        &camera_toml(&endpoint, TOKEN, "always", 4, &sfu),
+    );
+    let mut obs = online_observer(&net, &cam.id, "obs-ice");
+    let before = obs.stats_within(&cam.id, "a publication to Janus", CONNECT, |s| {
+        whip_state(s) == "publishing"
+    });
+    // The camera's broker is in its own namespace: only the path to the
+    // SFU goes down.
+    net.set_link(false);
+    obs.stats_until(&cam.id, "an ICE restart under way", |s| {
+        s["whip"]["restarting"] == true
+    });
+    net.set_link(true);
+    let after = obs.stats_within(&cam.id, "the restart taken", CONNECT, |s| {
+        s["whip"]["ice_restarts"].as_u64() >= Some(1)
+            && s["whip"]["restarting"] == false
+            && whip_state(s) == "publishing"
+    });
+    assert_eq!(
+        after["whip"]["attempts"], before["whip"]["attempts"],
+        "no new POST: {after}"
+    );
+    assert_eq!(
+        after["whip"]["resource"], before["whip"]["resource"],
+        "{after}"
+    );
+    let sent = after["whip"]["bytes_sent"].as_u64().unwrap();
+    obs.stats_until(&cam.id, "media flowing again", |s| {
+        s["whip"]["bytes_sent"].as_u64() > Some(sent + 100_000)
+    });
+    sfu.wait_endpoint("cam-ice", true, DEADLINE);
+}

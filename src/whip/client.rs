@@ -197,6 +197,39 @@ impl WhipClient {
         }
     }
 
+    /// Restarts ICE (RFC 9725 §4.3.2): PATCHes the fragment of a new offer
+    /// (its new credentials) with `If-Match: "*"`; the server's fragment,
+    /// with its own new credentials, and the resource's new ETag.
+    pub async fn restart(
+        &self,
+        resource: &Resource,
+        fragment: String,
+    ) -> Result<(String, Option<String>), WhipError> {
+        let response = self
+            .request(reqwest::Method::PATCH, resource.url.clone())
+            .header(CONTENT_TYPE, SDP_FRAGMENT)
+            .header(IF_MATCH, "\"*\"")
+            .body(fragment)
+            .send()
+            .await
+            .map_err(network)?;
+        match response.status() {
+            StatusCode::OK => {
+                let etag = response
+                    .headers()
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = response.text().await.map_err(network)?;
+                Ok((body, etag))
+            }
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+                Err(WhipError::NoTrickle)
+            }
+            _ => Err(status_error(response).await),
+        }
+    }
+
     /// DELETEs the resource: the server frees what the publication holds.
     pub async fn delete(&self, resource: &Url) -> Result<(), WhipError> {
         let response = self
@@ -239,6 +272,32 @@ pub fn trickle_fragment(offer: &str, candidates: &[Option<Candidate>]) -> String
         }
     }
     fragment
+}
+
+/// The answer after an ICE restart: the previous `answer` with the ICE
+/// credentials of the server's `fragment`; `None` when the fragment has
+/// none.
+pub fn restarted_answer(answer: &str, fragment: &str) -> Option<String> {
+    let value = |name: &str| {
+        fragment
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let (ufrag, pwd) = (value("a=ice-ufrag:")?, value("a=ice-pwd:")?);
+    let lines: Vec<String> = answer
+        .split("\r\n")
+        .map(|line| {
+            if line.starts_with("a=ice-ufrag:") {
+                format!("a=ice-ufrag:{ufrag}")
+            } else if line.starts_with("a=ice-pwd:") {
+                format!("a=ice-pwd:{pwd}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    Some(lines.join("\r\n"))
 }
 
 /// The ICE servers of `Link: <url>; rel="ice-server"; username=…;
@@ -303,6 +362,20 @@ mod tests {
         assert_eq!(servers[1].urls, ["turn:turn.example.net?transport=udp"]);
         assert_eq!(servers[1].username, "user");
         assert_eq!(servers[1].credential, "pass");
+    }
+
+    #[test]
+    fn a_restarted_answer_takes_the_servers_new_credentials() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=ice-ufrag:old1\r\n\
+                      a=ice-pwd:oldpassword\r\na=candidate:1 1 udp 1 10.0.0.2 20000 typ host\r\n\
+                      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpassword\r\n";
+        let restarted =
+            restarted_answer(answer, "a=ice-ufrag:new2\r\na=ice-pwd:newpassword\r\n").unwrap();
+        assert_eq!(restarted.matches("a=ice-ufrag:new2").count(), 2);
+        assert_eq!(restarted.matches("a=ice-pwd:newpassword").count(), 2);
+        assert!(!restarted.contains("old"));
+        assert!(restarted.contains("a=candidate:1 1 udp 1 10.0.0.2 20000 typ host"));
+        assert_eq!(restarted_answer(answer, "a=end-of-candidates\r\n"), None);
     }
 
     #[test]

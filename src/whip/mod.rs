@@ -37,6 +37,9 @@ const LINK: u64 = 0;
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stop waits for the DELETE.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Between two ICE restart requests while the connection stays lost (the
+/// network may be down: the PATCH then fails at once).
+const RESTART_RETRY: Duration = Duration::from_secs(1);
 
 /// What telemetry and the daemon see of the publication.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +51,9 @@ pub struct WhipStatus {
     pub resource: Option<String>,
     /// Attempts made since start.
     pub attempts: u64,
+    /// ICE restarts the server took (PATCH), and whether one is under way.
+    pub ice_restarts: u64,
+    pub restarting: bool,
     pub bitrate_kbps: f64,
     pub bytes_sent: u64,
 }
@@ -60,6 +66,8 @@ impl WhipStatus {
             "error": self.error,
             "resource": self.resource,
             "attempts": self.attempts,
+            "ice_restarts": self.ice_restarts,
+            "restarting": self.restarting,
             "bitrate_kbps": self.bitrate_kbps.round(),
             "bytes_sent": self.bytes_sent,
         })
@@ -102,6 +110,8 @@ impl Whip {
             error: None,
             resource: None,
             attempts: 0,
+            ice_restarts: 0,
+            restarting: false,
             bitrate_kbps: 0.0,
             bytes_sent: 0,
         });
@@ -115,6 +125,7 @@ impl Whip {
             attempt: None,
             generation: 0,
             attempts: 0,
+            ice_restarts: 0,
             ice_servers: Vec::new(),
             rate: (Instant::now(), 0, 0.0),
         };
@@ -165,12 +176,18 @@ struct Attempt {
     events: mpsc::UnboundedReceiver<PeerEvent>,
     offer: Option<String>,
     resource: Option<Resource>,
+    /// ICE was lost and is being restarted over PATCH.
+    restarting: bool,
 }
 
 /// What an HTTP request ended in, for the attempt of `generation`.
 enum Reply {
     Posted(u64, Result<Resource, WhipError>),
     Trickled(u64, Result<(), WhipError>),
+    /// The server's fragment and new ETag, for the restart offer `offer`.
+    Restarted(u64, String, Result<(String, Option<String>), WhipError>),
+    /// Time to ask for an ICE restart again.
+    RestartAgain(u64),
 }
 
 struct Task {
@@ -182,6 +199,7 @@ struct Task {
     attempt: Option<Attempt>,
     generation: u64,
     attempts: u64,
+    ice_restarts: u64,
     /// From the last answer's `Link` headers, for the next connection.
     ice_servers: Vec<IceServer>,
     /// When the rate was last measured, the bytes then, the rate (kbit/s).
@@ -223,7 +241,7 @@ impl Task {
                     self.act(actions);
                 }
                 Some(event) = next_event(&mut self.attempt) => self.on_peer(event, &reply_tx),
-                Some(reply) = replies.recv() => self.on_reply(reply),
+                Some(reply) = replies.recv() => self.on_reply(reply, &reply_tx),
                 _ = sleep_until(deadline) => {
                     let actions = self.rules.on_tick(Instant::now());
                     self.act(actions);
@@ -269,6 +287,7 @@ impl Task {
             events,
             offer: None,
             resource: None,
+            restarting: false,
         });
     }
 
@@ -303,8 +322,17 @@ impl Task {
                 let Some(client) = self.client.clone() else {
                     return;
                 };
-                attempt.offer = Some(sdp.clone());
                 let replies = replies.clone();
+                if let Some(resource) = attempt.resource.clone() {
+                    // An ICE restart: the new credentials go over PATCH.
+                    let fragment = client::trickle_fragment(&sdp, &[]);
+                    tokio::spawn(async move {
+                        let result = client.restart(&resource, fragment).await;
+                        let _ = replies.send(Reply::Restarted(generation, sdp, result));
+                    });
+                    return;
+                }
+                attempt.offer = Some(sdp.clone());
                 tokio::spawn(async move {
                     let result = client.publish(&sdp).await;
                     let _ = replies.send(Reply::Posted(generation, result));
@@ -316,7 +344,18 @@ impl Task {
             PeerEvent::Signal(..) => {}
             PeerEvent::State(_, LinkState::Connected) => {
                 tracing::info!("publishing to the SFU");
+                attempt.restarting = false;
                 self.rules.connected();
+            }
+            PeerEvent::State(_, LinkState::Disconnected) => {
+                // Where the server takes PATCH, ICE is restarted on the
+                // same resource; else the connection fails and is
+                // published afresh.
+                if attempt.resource.as_ref().is_some_and(|r| r.trickle) && !attempt.restarting {
+                    tracing::info!("connection to the SFU lost: restarting ICE");
+                    attempt.restarting = true;
+                    attempt.peer.send(PeerCommand::RestartIce);
+                }
             }
             PeerEvent::State(_, LinkState::Failed | LinkState::Closed) => {
                 self.fail(Failure::Lost("the connection to the SFU failed".into()));
@@ -357,7 +396,48 @@ impl Task {
         });
     }
 
-    fn on_reply(&mut self, reply: Reply) {
+    /// The server's answer to an ICE restart: the previous answer with its
+    /// new credentials is applied; a refusal or a network still down is
+    /// asked again in a second, while the connection is lost.
+    fn on_restarted(
+        &mut self,
+        offer: String,
+        result: Result<(String, Option<String>), WhipError>,
+        replies: &mpsc::UnboundedSender<Reply>,
+    ) {
+        let Some(attempt) = self.attempt.as_mut() else {
+            return;
+        };
+        let answer = result.as_ref().ok().and_then(|(fragment, _)| {
+            let resource = attempt.resource.as_ref()?;
+            client::restarted_answer(&resource.answer, fragment)
+        });
+        match (result, answer) {
+            (Ok((_, etag)), Some(answer)) => {
+                tracing::info!("the SFU took the ICE restart");
+                self.ice_restarts += 1;
+                attempt.offer = Some(offer);
+                if let Some(resource) = attempt.resource.as_mut() {
+                    resource.answer = answer.clone();
+                    resource.etag = etag.or(resource.etag.take());
+                }
+                attempt.peer.send(PeerCommand::ApplyAnswer(answer));
+            }
+            (result, _) => {
+                let why = result
+                    .err()
+                    .map_or("no ICE credentials".into(), |e| e.to_string());
+                tracing::debug!(error = %why, "ICE restart not taken; asking again");
+                let (generation, replies) = (attempt.generation, replies.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESTART_RETRY).await;
+                    let _ = replies.send(Reply::RestartAgain(generation));
+                });
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply, replies: &mpsc::UnboundedSender<Reply>) {
         let current = self.attempt.as_ref().map(|a| a.generation);
         match reply {
             Reply::Posted(generation, Ok(resource)) if Some(generation) == current => {
@@ -392,6 +472,15 @@ impl Task {
                 tracing::debug!(error = %e, "a candidate was not trickled");
             }
             Reply::Trickled(_, Ok(())) => {}
+            Reply::Restarted(generation, offer, result) if Some(generation) == current => {
+                self.on_restarted(offer, result, replies);
+            }
+            Reply::RestartAgain(generation) if Some(generation) == current => {
+                if let Some(attempt) = self.attempt.as_ref().filter(|a| a.restarting) {
+                    attempt.peer.send(PeerCommand::RestartIce);
+                }
+            }
+            Reply::Restarted(..) | Reply::RestartAgain(_) => {}
         }
     }
 
@@ -422,6 +511,8 @@ impl Task {
                 .and_then(|a| a.resource.as_ref())
                 .map(|r| r.url.to_string()),
             attempts: self.attempts,
+            ice_restarts: self.ice_restarts,
+            restarting: self.attempt.as_ref().is_some_and(|a| a.restarting),
             bitrate_kbps: self.rate.2,
             bytes_sent: self.bytes_sent(),
         };
