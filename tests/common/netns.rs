@@ -411,8 +411,8 @@ impl CameraNet for Star {
 }
 
 /// Mosquitto inside the camera's namespace, on its veth addresses and
-/// loopback, port [`BROKER_PORT`], and for browsers on the veth addresses,
-/// [`BROKER_WS_PORT`].
+/// loopback, port [`BROKER_PORT`], and for browsers on the first veth
+/// address, [`BROKER_WS_PORT`].
 pub struct NsBroker {
     child: Child,
     _dir: super::TempDir,
@@ -428,11 +428,12 @@ impl NsBroker {
             .map(ToString::to_string)
             .chain(["127.0.0.1".to_owned()])
             .map(|addr| format!("listener {BROKER_PORT} {addr}\n"))
-            .chain(
-                addrs
-                    .iter()
-                    .map(|addr| format!("listener {BROKER_WS_PORT} {addr}\nprotocol websockets\n")),
-            )
+            // One WebSockets listener: Mosquitto does not start with two
+            // on one port.
+            .chain([format!(
+                "listener {BROKER_WS_PORT} {}\nprotocol websockets\n",
+                addrs[0]
+            )])
             .collect();
         std::fs::write(
             &conf,
