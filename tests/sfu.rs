@@ -519,7 +519,7 @@ fn a_link_lost_for_seconds_is_restarted_over_patch_on_the_same_resource() {
     let _broker = NsBroker::start(&net);
     let sfu = Sfu::start(&net.viewer, net.viewer_addr);
     let endpoint = sfu.create_endpoint("cam-ice", TOKEN);
-    let cam = NsCamera::start(
+    let mut cam = NsCamera::start(
         &net,
         "cam-ice",
         &camera_toml(&endpoint, TOKEN, "always", 4, &sfu),
@@ -553,4 +553,8 @@ fn a_link_lost_for_seconds_is_restarted_over_patch_on_the_same_resource() {
         s["whip"]["bytes_sent"].as_u64() > Some(sent + 100_000)
     });
     sfu.wait_endpoint("cam-ice", true, DEADLINE);
+    // A camera that stops deletes its resource on the way out.
+    let status = cam.terminate(DEADLINE).expect("the camera stops");
+    assert!(status.success(), "{status}");
+    sfu.wait_endpoint("cam-ice", false, DEADLINE);
 }
