@@ -40,6 +40,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Between two ICE restart requests while the connection stays lost (the
 /// network may be down: the PATCH then fails at once).
 const RESTART_RETRY: Duration = Duration::from_secs(1);
+/// A restart the server has not taken this long after the connection was
+/// lost has failed: the publication starts afresh (a new POST).
+const RESTART_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What telemetry and the daemon see of the publication.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,8 +179,8 @@ struct Attempt {
     events: mpsc::UnboundedReceiver<PeerEvent>,
     offer: Option<String>,
     resource: Option<Resource>,
-    /// ICE was lost and is being restarted over PATCH.
-    restarting: bool,
+    /// ICE was lost at this time and is being restarted over PATCH.
+    restarting: Option<Instant>,
 }
 
 /// What an HTTP request ended in, for the attempt of `generation`.
@@ -287,7 +290,7 @@ impl Task {
             events,
             offer: None,
             resource: None,
-            restarting: false,
+            restarting: None,
         });
     }
 
@@ -344,16 +347,18 @@ impl Task {
             PeerEvent::Signal(..) => {}
             PeerEvent::State(_, LinkState::Connected) => {
                 tracing::info!("publishing to the SFU");
-                attempt.restarting = false;
+                attempt.restarting = None;
                 self.rules.connected();
             }
             PeerEvent::State(_, LinkState::Disconnected) => {
                 // Where the server takes PATCH, ICE is restarted on the
                 // same resource; else the connection fails and is
                 // published afresh.
-                if attempt.resource.as_ref().is_some_and(|r| r.trickle) && !attempt.restarting {
+                if attempt.resource.as_ref().is_some_and(|r| r.trickle)
+                    && attempt.restarting.is_none()
+                {
                     tracing::info!("connection to the SFU lost: restarting ICE");
-                    attempt.restarting = true;
+                    attempt.restarting = Some(Instant::now());
                     attempt.peer.send(PeerCommand::RestartIce);
                 }
             }
@@ -422,6 +427,12 @@ impl Task {
                     resource.etag = etag.or(resource.etag.take());
                 }
                 attempt.peer.send(PeerCommand::ApplyAnswer(answer));
+                // Should ICE still not come back, the deadline ends it.
+                let (generation, replies) = (attempt.generation, replies.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESTART_DEADLINE).await;
+                    let _ = replies.send(Reply::RestartAgain(generation));
+                });
             }
             (result, _) => {
                 let why = result
@@ -476,8 +487,17 @@ impl Task {
                 self.on_restarted(offer, result, replies);
             }
             Reply::RestartAgain(generation) if Some(generation) == current => {
-                if let Some(attempt) = self.attempt.as_ref().filter(|a| a.restarting) {
-                    attempt.peer.send(PeerCommand::RestartIce);
+                let Some(attempt) = self.attempt.as_ref() else {
+                    return;
+                };
+                match attempt.restarting {
+                    Some(since) if since.elapsed() >= RESTART_DEADLINE => {
+                        self.fail(Failure::Lost(format!(
+                            "the SFU did not take an ICE restart within {RESTART_DEADLINE:?}"
+                        )));
+                    }
+                    Some(_) => attempt.peer.send(PeerCommand::RestartIce),
+                    None => {}
                 }
             }
             Reply::Restarted(..) | Reply::RestartAgain(_) => {}
@@ -512,7 +532,10 @@ impl Task {
                 .map(|r| r.url.to_string()),
             attempts: self.attempts,
             ice_restarts: self.ice_restarts,
-            restarting: self.attempt.as_ref().is_some_and(|a| a.restarting),
+            restarting: self
+                .attempt
+                .as_ref()
+                .is_some_and(|a| a.restarting.is_some()),
             bitrate_kbps: self.rate.2,
             bytes_sent: self.bytes_sent(),
         };
