@@ -1,6 +1,7 @@
 //! The microphone, for real: a camera on the test tone offers Opus beside
-//! H.264 in one media stream and sends it to the viewer, and a microphone that cannot be
-//! opened leaves the picture flowing while it is reported and retried.
+//! H.264 in one media stream and sends it to the viewer, which decodes the
+//! tone at its pitch and level; and a microphone that cannot be opened
+//! leaves the picture flowing while it is reported and retried.
 
 mod common;
 
@@ -25,7 +26,7 @@ fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
             &inbox("obs-sound"),
         ],
     );
-    let mut viewer = Viewer::start(&broker, "home", &["--id", "ear"]);
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "ear", "--decode"]);
     viewer.wait_frames(Some("ear"), 10);
     let offer = obs.seen_or_wait_json(
         "meshcam/rooms/home/signal/ear/cam-sound",
@@ -54,10 +55,21 @@ fn the_offer_carries_opus_in_the_video_stream_and_the_microphone_plays() {
     });
     assert!(stats["audio"]["error"].is_null(), "{stats}");
     assert!(stats["audio"]["packets"].as_u64().unwrap() > 50, "{stats}");
-    // The viewer gets them on its audio track, apart from the video's frames.
-    viewer.wait_for("Opus packets", |v| {
-        v["event"] == "report" && v["audio_packets"].as_u64().unwrap_or(0) > 50
+    // The viewer gets them on its audio track, apart from the video's
+    // frames, and decodes the tone: its pitch, and its level (the test
+    // source's volume 0.3 is −13.5 dBFS).
+    let heard = viewer.wait_for("the 660 Hz tone decoded", |v| {
+        v["event"] == "report"
+            && v["audio_packets"].as_u64().unwrap_or(0) > 50
+            && v["audio_hz"]
+                .as_u64()
+                .is_some_and(|hz| hz.abs_diff(660) <= 5)
     });
+    let dbfs = heard["audio_dbfs"].as_f64().unwrap();
+    assert!(
+        (-16.5..=-10.5).contains(&dbfs),
+        "level {dbfs} dBFS: {heard}"
+    );
 }
 
 #[test]

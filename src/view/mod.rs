@@ -23,6 +23,7 @@ mod assembly;
 mod decoder;
 mod freeze;
 mod janus;
+mod sound;
 
 use anyhow::Context;
 use gstreamer as gst;
@@ -41,6 +42,7 @@ use crate::room::Me;
 use assembly::{Assembler, is_keyframe};
 use decoder::Decoder;
 use freeze::Freezes;
+use sound::SoundDecoder;
 
 /// What `meshcam view` was asked to do.
 #[derive(Debug, Clone)]
@@ -81,8 +83,12 @@ pub struct ViewerStats {
     pub width: AtomicU32,
     pub height: AtomicU32,
     pub joined: AtomicBool,
-    /// RTP packets of the camera's sound (not decoded).
+    /// RTP packets of the camera's sound.
     pub audio_packets: AtomicU64,
+    /// With `--decode`: the pitch (Hz) and level (tenths of dBFS) of the
+    /// last second of decoded sound.
+    pub audio_hz: AtomicU32,
+    pub audio_dbfs_x10: std::sync::atomic::AtomicI32,
     /// Watching through an SFU, not the mesh.
     pub via_sfu: AtomicBool,
 }
@@ -168,6 +174,8 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                         "width": v.stats.width.load(Ordering::Relaxed),
                         "height": v.stats.height.load(Ordering::Relaxed),
                         "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
+                        "audio_hz": v.stats.audio_hz.load(Ordering::Relaxed),
+                        "audio_dbfs": f64::from(v.stats.audio_dbfs_x10.load(Ordering::Relaxed)) / 10.0,
                         "via": if v.stats.via_sfu.load(Ordering::Relaxed) { "sfu" } else { "mesh" },
                     }));
                 }
@@ -376,7 +384,14 @@ async fn take_track(
     decode: bool,
 ) {
     if track.kind().await == RtpCodecKind::Audio {
-        count_audio(track, stats).await;
+        let decoder = if decode {
+            SoundDecoder::start(stats.clone())
+                .inspect_err(|e| tracing::error!(error = %e, "the Opus decoder did not start"))
+                .ok()
+        } else {
+            None
+        };
+        receive_audio(track, stats, decoder).await;
         return;
     }
     let decoder = if decode {
@@ -389,18 +404,25 @@ async fn take_track(
     receive(track, stats, joined_at, decoder).await;
 }
 
-/// Reassembles access units from RTP and counts them, their freezes, and
-/// the packets lost or dropped on the way.
-/// Counts the packets of the camera's sound; the video's frames and
-/// losses are the video track's alone.
-async fn count_audio(track: Arc<dyn TrackRemote>, stats: Arc<ViewerStats>) {
+/// Counts the packets of the camera's sound and, with `decoder`, decodes
+/// them; the video's frames and losses are the video track's alone.
+async fn receive_audio(
+    track: Arc<dyn TrackRemote>,
+    stats: Arc<ViewerStats>,
+    decoder: Option<SoundDecoder>,
+) {
     while let Some(event) = track.poll().await {
-        if let TrackRemoteEvent::OnRtpPacket(_) = event {
+        if let TrackRemoteEvent::OnRtpPacket(packet) = event {
             stats.audio_packets.fetch_add(1, Ordering::Relaxed);
+            if let Some(decoder) = &decoder {
+                decoder.push(packet.payload);
+            }
         }
     }
 }
 
+/// Reassembles access units from RTP and counts them, their freezes, and
+/// the packets lost or dropped on the way.
 async fn receive(
     track: Arc<dyn TrackRemote>,
     stats: Arc<ViewerStats>,
