@@ -29,7 +29,9 @@ function tileFor(id, name) {
     tile.className = "tile";
     tile.dataset.peer = id;
     tile.innerHTML = `<video autoplay playsinline muted></video>
-      <div class="bar"><span class="name"></span><span class="badge connecting">connecting</span></div>
+      <div class="bar"><span class="name"></span>
+        <button class="speaker" type="button" hidden aria-pressed="false" title="Sound">sound off</button>
+        <span class="badge connecting">connecting</span></div>
       <div class="stats"></div>`;
     $("#tiles").append(tile);
   }
@@ -50,10 +52,12 @@ function setBadge(id, state) {
 
 /** Plays a remote track in the participant's tile. */
 function showTrack(id, name, event, muted) {
-  const video = tileFor(id, name).querySelector("video");
+  const tile = tileFor(id, name);
+  const video = tile.querySelector("video");
   video.srcObject = event.streams[0] || new MediaStream([event.track]);
   video.muted = muted;
   video.play().catch(() => {});
+  if (event.track.kind === "audio" && muted) offerSound(tile, video);
   const joinedAt = room.joinedAt;
   video.requestVideoFrameCallback?.(() => {
     const ms = Math.round(performance.now() - joinedAt);
@@ -64,6 +68,52 @@ function showTrack(id, name, event, muted) {
 function removeTile(id) {
   document.querySelector(`.tile[data-peer="${id}"]`)?.remove();
   delete window.meshcam.peers[id];
+}
+
+// ── Sound ────────────────────────────────────────────────────────────────
+
+/**
+ * A camera's tile starts muted (browsers play sound only after a user
+ * gesture); its speaker button turns the sound on and off, and starts the
+ * tile's meter of what arrives: level and pitch, in the stats line.
+ */
+function offerSound(tile, video) {
+  const button = tile.querySelector(".speaker");
+  button.hidden = false;
+  button.onclick = () => {
+    video.muted = !video.muted;
+    button.textContent = video.muted ? "sound off" : "sound on";
+    button.setAttribute("aria-pressed", String(!video.muted));
+    if (!video.muted) meterFor(tile, video.srcObject);
+  };
+}
+
+/** An analyser of the tile's sound, made once per stream. */
+function meterFor(tile, stream) {
+  if (tile.meter?.stream === stream) return;
+  room.audio ??= new AudioContext();
+  room.audio.resume().catch(() => {});
+  const analyser = room.audio.createAnalyser();
+  analyser.fftSize = 32768;
+  room.audio.createMediaStreamSource(stream).connect(analyser);
+  tile.meter = { stream, analyser, samples: new Float32Array(analyser.fftSize) };
+}
+
+/** Level (dBFS) and pitch (Hz, from zero crossings) of the last ~0.7 s. */
+function measureSound(meter) {
+  const { analyser, samples } = meter;
+  analyser.getFloatTimeDomainData(samples);
+  let sum = 0;
+  let crossings = 0;
+  for (let i = 0; i < samples.length; i++) {
+    sum += samples[i] * samples[i];
+    if (i > 0 && samples[i - 1] <= 0 && samples[i] > 0) crossings++;
+  }
+  const rms = Math.sqrt(sum / samples.length);
+  return {
+    db: rms > 1e-5 ? Math.round(20 * Math.log10(rms) * 10) / 10 : -100,
+    hz: Math.round((crossings * analyser.context.sampleRate) / samples.length),
+  };
 }
 
 // ── Peer connections ─────────────────────────────────────────────────────
@@ -179,9 +229,11 @@ async function showStats(holder) {
   if (!holder.pc) return;
   const report = await holder.pc.getStats();
   let inbound = null;
+  let sound = null;
   let rtt = null;
   report.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+    if (s.type === "inbound-rtp" && s.kind === "audio") sound = s;
     if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
   });
   const tile = document.querySelector(`.tile[data-peer="${holder.id}"]`);
@@ -203,6 +255,17 @@ async function showStats(holder) {
       videoWidth: video.videoWidth,
       fps: inbound.framesPerSecond || 0,
     };
+  }
+  if (sound) {
+    window.meshcam.peers[holder.id] = {
+      ...(window.meshcam.peers[holder.id] || {}),
+      audioPackets: sound.packetsReceived || 0,
+    };
+  }
+  if (tile.meter) {
+    const sound = measureSound(tile.meter);
+    parts.push(`sound ${sound.db} dB`);
+    window.meshcam.peers[holder.id] = { ...(window.meshcam.peers[holder.id] || {}), sound };
   }
   if (rtt !== null) parts.push(`RTT ${Math.round(rtt * 1000)} ms`);
   const link = holder.link;

@@ -37,13 +37,25 @@ function viewersOf(status, camera) {
   return status.json(`meshcam/devices/${camera.id}/status`)?.viewers;
 }
 
-test("a: the page plays the camera through Mosquitto's WebSockets listener", async () => {
+test("a: the page plays the camera, picture and sound, through Mosquitto's WebSockets listener", async () => {
   const { camera, url } = await cameraOnMosquitto("lobby");
   assert.match(url, /\?room=lobby$/);
   const browser = await launchBrowser();
-  const { state, firstFrameMs } = await watch(browser, url, camera.id);
+  const { page, state, firstFrameMs } = await watch(browser, url, camera.id);
   assert.equal(state.videoWidth, WIDTH);
   assert.ok(state.fps > 0, `fps ${state.fps}`);
+  // The camera's test tone arrives in the same stream, muted until the
+  // speaker button is pressed; then the tile's meter hears it at its pitch
+  // and level (volume 0.3: -13.5 dBFS).
+  const speaker = page.locator(`.tile[data-peer="${camera.id}"] .speaker`);
+  assert.equal(await speaker.textContent(), "sound off");
+  await speaker.click();
+  assert.equal(await page.locator(`.tile[data-peer="${camera.id}"] video`).evaluate((v) => v.muted), false);
+  const heard = await waitFor("Chromium playing the camera's 440 Hz tone", async () => {
+    const s = await peerState(page, camera.id);
+    return s?.audioPackets > 50 && Math.abs(s.sound?.hz - 440) <= 10 ? s.sound : null;
+  });
+  assert.ok(Math.abs(heard.db - -13.5) <= 3, `level ${heard.db} dBFS`);
   figure("mosquitto.first_frame_ms", firstFrameMs);
   figure("mosquitto.fps", state.fps);
 });
