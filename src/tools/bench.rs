@@ -38,6 +38,9 @@ pub struct BenchOptions {
     pub stall: bool,
     /// The camera encodes one layer (`layers = []`), not the default two.
     pub single_layer: bool,
+    /// The camera sends the test tone (the default beside the test
+    /// picture); without it, no sound.
+    pub audio: bool,
 }
 
 /// One measured round.
@@ -237,7 +240,7 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
     let broker = Mosquitto::start("")?;
     let dir = TempDir::new("bench")?;
     let toml = format!(
-        "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n{}[webrtc]\nmax_viewers = 64\n",
+        "rooms = [\"{ROOM}\"]\n[video]\nwidth = {}\nheight = {}\nfps = {}\nbitrate_kbps = {}\n{}[webrtc]\nmax_viewers = 64\n{}",
         options.width,
         options.height,
         options.fps,
@@ -246,6 +249,11 @@ pub fn run(bin: &Path, options: BenchOptions) -> anyhow::Result<Vec<Round>> {
             "layers = []\n"
         } else {
             ""
+        },
+        if options.audio {
+            ""
+        } else {
+            "[audio]\nsource = \"none\"\n"
         },
     );
     let camera = CameraProcess::spawn(bin, &broker.url(), CAMERA, &toml, &dir, &[])?;

@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// second layer's fixed cost
     #[arg(long)]
     single_layer: bool,
+    /// No sound (`[audio] source = "none"`): beside a default run, what the
+    /// Opus track costs per viewer
+    #[arg(long)]
+    no_audio: bool,
     /// Instead: stop the broker under a streaming camera for this many
     /// seconds and measure frames lost and the time to recover
     #[arg(long)]
@@ -149,6 +153,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         bitrate_kbps: args.bitrate_kbps,
         stall: !args.no_stall,
         single_layer: args.single_layer,
+        audio: !args.no_audio,
     };
     measured("bench", super::bench::run(&bin, options).map(|_| true))
 }
