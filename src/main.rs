@@ -190,6 +190,8 @@ struct ViewArgs {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::prelude::*;
     // The embedded broker reports every connection and probe; its failures
     // that matter reach our own log. RUST_LOG=rumqttd=info shows them all.
     // The DTLS stack warns of every TLS extension it does not take (an
@@ -199,18 +201,34 @@ fn init_logging() {
         EnvFilter::new("info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rumqttd=off")
     });
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if journald {
+    let layer = if journald {
         // journald stamps every line itself.
-        builder.without_time().init();
+        layer.without_time().boxed()
     } else {
-        builder
+        layer
             .with_timer(tracing_subscriber::fmt::time::uptime())
-            .init();
-    }
+            .boxed()
+    };
+    // A statement of the libraries beneath writes a few lines a window:
+    // the WebRTC stack logs every packet it cannot send (meshcam::log_limit).
+    let repeats = std::sync::Mutex::new(meshcam::log_limit::Repeats::default());
+    let limit = tracing_subscriber::filter::filter_fn(move |metadata| {
+        !metadata.is_event()
+            || repeats.lock().is_ok_and(|mut r| {
+                r.allow(
+                    metadata.callsite(),
+                    metadata.target(),
+                    std::time::Instant::now(),
+                )
+            })
+    });
+    tracing_subscriber::registry()
+        // `and`: lines the level filter lets through, then the limit.
+        .with(layer.with_filter(filter.and(limit)))
+        .init();
 }
 
 fn main() -> ExitCode {
