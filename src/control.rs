@@ -45,6 +45,8 @@ pub enum Request {
     Restart,
     /// Publish a JPEG to this topic (`None`: the device's snapshot topic).
     Snapshot(Option<String>),
+    /// Mute (`true`) or unmute the microphone.
+    Mute(bool),
 }
 
 /// Where and what to reply when a command is refused before it runs.
@@ -56,8 +58,9 @@ pub struct Refusal {
 }
 
 /// The commands this camera implements.
-pub const COMMANDS: [&str; 9] = [
-    "join", "leave", "status", "stats", "keyframe", "set", "pin", "restart", "snapshot",
+pub const COMMANDS: [&str; 11] = [
+    "join", "leave", "status", "stats", "keyframe", "set", "pin", "restart", "snapshot", "mute",
+    "unmute",
 ];
 
 /// The longest unknown command name that a refusal quotes back.
@@ -204,6 +207,8 @@ pub fn interpret(command: &Command, topics: &Topics) -> Result<(Request, Option<
         "stats" => Request::Stats,
         "keyframe" => Request::Keyframe,
         "restart" => Request::Restart,
+        "mute" => Request::Mute(true),
+        "unmute" => Request::Mute(false),
         "set" => Request::Set(
             set_request(command).map_err(|m| refuse(reply_to.clone(), ErrorCode::BadRequest, m))?,
         ),

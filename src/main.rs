@@ -133,8 +133,12 @@ enum CtlCommand {
     Keyframe,
     /// Rebuild the capture pipeline (viewers stay connected)
     Restart,
+    /// Mute the microphone (kept across restarts)
+    Mute,
+    /// Unmute the microphone
+    Unmute,
     /// Change settings: bitrate_kbps=N fps=N width=N height=N max_viewers=N
-    /// layer_bitrates_kbps=N,N
+    /// layer_bitrates_kbps=N,N whip_mode=off|always|overflow
     Set {
         #[arg(required = true)]
         settings: Vec<String>,
@@ -304,6 +308,8 @@ async fn run_ctl(args: CtlArgs, config: Option<&Path>) -> ExitCode {
         CtlCommand::Stats => simple("stats"),
         CtlCommand::Keyframe => simple("keyframe"),
         CtlCommand::Restart => simple("restart"),
+        CtlCommand::Mute => simple("mute"),
+        CtlCommand::Unmute => simple("unmute"),
         CtlCommand::Set { settings } => match ctl::set_arguments(&settings) {
             Ok(m) => m,
             Err(e) => {

@@ -31,6 +31,9 @@ pub struct Settings {
     pub layer_bitrates_kbps: Option<Vec<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whip_mode: Option<crate::config::WhipMode>,
+    /// `mute` / `unmute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<bool>,
 }
 
 /// What survives a restart.

@@ -95,3 +95,42 @@ fn a_microphone_that_cannot_be_opened_is_retried_and_the_picture_flows() {
     let frames = viewer.frames_of("eyes");
     viewer.wait_frames(Some("eyes"), frames + 15);
 }
+
+#[test]
+fn mute_silences_the_microphone_at_once_and_across_a_restart() {
+    let broker = broker();
+    let dir = temp_dir("cam-mute");
+    let mut cam = Camera::start_in(&broker, "cam-mute", ROOM_TOML, dir.to_path_buf());
+    let status = status_topic("cam-mute");
+    let mut obs = Observer::connect(&broker, "obs-mute", &[&status, &inbox("obs-mute")]);
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "ear-mute", "--decode"]);
+    let tone = |v: &serde_json::Value| {
+        v["event"] == "report"
+            && v["audio_hz"]
+                .as_u64()
+                .is_some_and(|hz| hz.abs_diff(440) <= 5)
+    };
+    viewer.wait_for("the 440 Hz tone", tone);
+    let reply = obs.command(&cam.id, serde_json::json!({"cmd": "mute"}));
+    assert_eq!(reply["result"]["muted"], true, "{reply}");
+    // The viewer keeps its connection and gets silence.
+    let silent = viewer.wait_for("silence", |v| {
+        v["event"] == "report" && v["audio_dbfs"].as_f64().is_some_and(|db| db < -60.0)
+    });
+    assert!(silent["audio_packets"].as_u64() > Some(50), "{silent}");
+    assert_eq!(obs.stats(&cam.id)["audio"]["muted"], true);
+    let reply = obs.command(&cam.id, serde_json::json!({"cmd": "unmute"}));
+    assert_eq!(reply["result"]["muted"], false, "{reply}");
+    viewer.wait_for("the tone again", tone);
+    // Muted again, it stays muted when the camera starts again.
+    obs.command(&cam.id, serde_json::json!({"cmd": "mute"}));
+    assert!(cam.terminate(DEADLINE).is_some_and(|s| s.success()));
+    obs.wait_json(&status, "the camera offline", |v| v["state"] == "offline");
+    let cam = Camera::start_in(&broker, "cam-mute", ROOM_TOML, dir.to_path_buf());
+    obs.wait_json(&status, "the camera online again", |v| {
+        v["state"] == "online"
+    });
+    obs.stats_until(&cam.id, "the microphone muted after the restart", |s| {
+        s["audio"]["muted"] == true && s["audio"]["state"] == "playing"
+    });
+}

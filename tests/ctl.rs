@@ -40,6 +40,17 @@ fn ctl_prints_replies_and_maps_them_to_exit_codes() {
     assert_eq!(reply["ok"], true);
     assert_eq!(reply["result"]["rooms"], serde_json::json!(["home"]));
 
+    let mute = ctl(&broker, &["--device", "cam-ctl", "mute"]);
+    assert_eq!(mute.status.code(), Some(0));
+    assert_eq!(reply_of(&mute)["result"]["muted"], true);
+    let whip = ctl(&broker, &["--device", "cam-ctl", "set", "whip_mode=always"]);
+    assert_eq!(
+        whip.status.code(),
+        Some(1),
+        "no WHIP endpoint is configured"
+    );
+    assert_eq!(reply_of(&whip)["error"]["code"], "bad_request");
+
     let missing = ctl(&broker, &["--device", "cam-ctl", "leave", "attic"]);
     assert_eq!(missing.status.code(), Some(1));
     assert_eq!(reply_of(&missing)["error"]["code"], "not_found");

@@ -121,8 +121,20 @@ impl Daemon {
             }
             Request::Set(set) => self.set(set, id),
             Request::Pin(pin) => self.pin(pin, id),
+            Request::Mute(muted) => self.mute(muted, id),
             Request::Snapshot(_) => unreachable!("snapshots run in their own task"),
         }
+    }
+
+    /// `mute` / `unmute`: the microphone, at once and across restarts.
+    fn mute(&mut self, muted: bool, id: &str) -> Reply {
+        self.state.settings.muted = Some(muted);
+        if let Err(reply) = self.save_state(id) {
+            return reply;
+        }
+        self.config.audio.muted = muted;
+        self.audio.set_muted(muted);
+        Reply::ok(id, json!({ "muted": muted }))
     }
 
     /// `pin`: holds one viewer, or all, on a layer; not kept across restarts

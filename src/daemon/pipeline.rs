@@ -315,6 +315,16 @@ impl<S: Source> Pipeline<S> {
     }
 }
 
+impl Pipeline<AudioSource> {
+    /// Mutes or unmutes the running microphone; a pipeline started later
+    /// takes `audio.muted` from the configuration.
+    pub(super) fn set_muted(&self, muted: bool) {
+        if let Some(capture) = &self.running {
+            capture.set_muted(muted);
+        }
+    }
+}
+
 impl Pipeline<VideoSource> {
     /// Changes the encoders' bitrates (top layer first); a pipeline that is
     /// down takes them when it is rebuilt.

@@ -131,6 +131,7 @@ pub(super) fn apply_stored(config: &mut Config, settings: &Settings) {
     }
     config.webrtc.max_viewers = settings.max_viewers.unwrap_or(config.webrtc.max_viewers);
     config.whip.mode = settings.whip_mode.unwrap_or(config.whip.mode);
+    config.audio.muted = settings.muted.unwrap_or(config.audio.muted);
 }
 
 /// Keeps what a `set` names among the stored settings.
@@ -398,6 +399,7 @@ mod tests {
             max_viewers: Some(3),
             layer_bitrates_kbps: Some(vec![120]),
             whip_mode: Some(WhipMode::Overflow),
+            muted: Some(true),
         };
         apply_stored(&mut config, &stored);
         assert_eq!(config.video.lower_layers()[0].bitrate_kbps, 120);
@@ -407,6 +409,7 @@ mod tests {
         assert_eq!(config.video.height, 240);
         assert_eq!(config.webrtc.max_viewers, 3);
         assert_eq!(config.whip.mode, WhipMode::Overflow);
+        assert!(config.audio.muted);
     }
 
     #[test]
@@ -434,6 +437,7 @@ mod tests {
                 max_viewers: None,
                 layer_bitrates_kbps: None,
                 whip_mode: None,
+                muted: None,
             }
         );
     }

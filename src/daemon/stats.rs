@@ -222,6 +222,7 @@ impl Daemon {
             layers: layers(&self.layers),
             audio: json!({
                 "state": self.audio.state().name(),
+                "muted": self.config.audio.muted,
                 "error": self.audio.error(),
                 "restarts": self.audio.restarts(),
                 "packets": self.audio.source.feed.counters.frames.load(Ordering::Relaxed),

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use bytes::Bytes;
 use gstreamer as gst;
+use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::{broadcast, mpsc};
 
@@ -64,7 +65,7 @@ impl AudioFeed {
 
 /// A running microphone pipeline; stopped when dropped.
 pub struct AudioCapture {
-    _running: Running,
+    running: Running,
 }
 
 impl AudioCapture {
@@ -104,7 +105,15 @@ impl AudioCapture {
                 .build(),
         );
         let running = Running::play(pipeline, &desc, events)?;
-        Ok(Some(Self { _running: running }))
+        Ok(Some(Self { running }))
+    }
+
+    /// Mutes or unmutes the microphone while it runs: viewers get silence,
+    /// their connections and the Opus stream go on.
+    pub fn set_muted(&self, muted: bool) {
+        if let Some(mic) = self.running.pipeline.by_name("mic") {
+            mic.set_property("mute", muted);
+        }
     }
 }
 
