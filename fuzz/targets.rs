@@ -209,6 +209,8 @@ fn check_outcome(
                 Request::Stats => "stats",
                 Request::Keyframe => "keyframe",
                 Request::Restart => "restart",
+                Request::Mute(true) => "mute",
+                Request::Mute(false) => "unmute",
             };
             assert_eq!(command.cmd, name);
             return;
@@ -257,6 +259,12 @@ fn check_set(command: &Command, set: &control::SetRequest) {
     if let Some(bitrates) = &set.layer_bitrates_kbps {
         assert!(bitrates.windows(2).all(|w| w[0] > w[1]), "{bitrates:?}");
         assert!(bitrates.len() <= meshcam::config::MAX_LOWER_LAYERS);
+    }
+    if let Some(mode) = set.whip_mode {
+        assert_eq!(
+            command.args.get("whip_mode").and_then(Value::as_str),
+            Some(mode.as_str())
+        );
     }
 }
 
