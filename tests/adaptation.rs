@@ -204,6 +204,15 @@ fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
         layer_of(s, &free_id) == Some(0)
     });
 
+    // The window starts once what the top layer left queued in the
+    // bottleneck has drained (a receiver report without loss): it is about
+    // playing on the low layer, the switch is the deadline's above.
+    obs.stats_within(
+        &cam.id,
+        &format!("{shaped_id}'s link without loss"),
+        CONNECT,
+        |s| common::connection_to(s, &shaped_id).is_some_and(|c| c["loss"] == 0.0),
+    );
     // The window: the shaped viewer plays on the low layer, the other one
     // on the top layer all along.
     let shaped_start = fresh_report(&mut shaped);
