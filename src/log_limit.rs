@@ -27,9 +27,15 @@ pub struct Repeats {
 }
 
 impl Repeats {
+    /// Whether lines of `target` are never limited (ours): then the count,
+    /// and its lock, are not needed.
+    pub fn exempt(target: &str) -> bool {
+        target == OWN_TARGET || target.starts_with("meshcam::")
+    }
+
     /// Whether a line of `callsite` (of `target`) at `now` is written.
     pub fn allow(&mut self, callsite: Identifier, target: &str, now: Instant) -> bool {
-        if target == OWN_TARGET || target.starts_with("meshcam::") {
+        if Self::exempt(target) {
             return true;
         }
         let (start, count) = self.seen.entry(callsite).or_insert((now, 0));

@@ -221,6 +221,7 @@ fn init_logging() {
     let repeats = std::sync::Mutex::new(meshcam::log_limit::Repeats::default());
     let limit = tracing_subscriber::filter::filter_fn(move |metadata| {
         !metadata.is_event()
+            || meshcam::log_limit::Repeats::exempt(metadata.target())
             || repeats.lock().is_ok_and(|mut r| {
                 r.allow(
                     metadata.callsite(),

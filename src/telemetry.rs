@@ -16,15 +16,18 @@ pub struct Sample {
     pub at: Instant,
     pub frames: u64,
     pub bytes: u64,
+    /// Bytes the publication to an SFU sent.
+    pub sfu_bytes: u64,
     pub usage: Usage,
 }
 
 impl Sample {
-    pub fn take(at: Instant, media: &MediaCounters) -> Self {
+    pub fn take(at: Instant, media: &MediaCounters, sfu_bytes: u64) -> Self {
         Self {
             at,
             frames: media.frames.load(Ordering::Relaxed),
             bytes: media.bytes.load(Ordering::Relaxed),
+            sfu_bytes,
             usage: procstat::read("self").unwrap_or_default(),
         }
     }
@@ -35,6 +38,7 @@ impl Sample {
 pub struct Rates {
     pub fps: f64,
     pub bitrate_kbps: f64,
+    pub sfu_kbps: f64,
     pub cpu_percent: f64,
 }
 
@@ -44,13 +48,17 @@ pub fn rates(before: &Sample, after: &Sample) -> Rates {
         return Rates {
             fps: 0.0,
             bitrate_kbps: 0.0,
+            sfu_kbps: 0.0,
             cpu_percent: 0.0,
         };
     }
     let secs = wall.as_secs_f64();
+    let kbps = |before: u64, after: u64| after.saturating_sub(before) as f64 * 8.0 / 1000.0 / secs;
     Rates {
         fps: after.frames.saturating_sub(before.frames) as f64 / secs,
-        bitrate_kbps: after.bytes.saturating_sub(before.bytes) as f64 * 8.0 / 1000.0 / secs,
+        bitrate_kbps: kbps(before.bytes, after.bytes),
+        // A new attempt starts its counters at 0: no rate for that window.
+        sfu_kbps: kbps(before.sfu_bytes, after.sfu_bytes),
         cpu_percent: procstat::cpu_percent(&before.usage, &after.usage, wall),
     }
 }
@@ -71,12 +79,14 @@ mod tests {
             at: t0,
             frames: 100,
             bytes: 1_000_000,
+            sfu_bytes: 0,
             usage: Usage::default(),
         };
         let b = Sample {
             at: t0 + Duration::from_secs(2),
             frames: 160,
             bytes: 1_500_000,
+            sfu_bytes: 250_000,
             usage: Usage {
                 cpu: Duration::from_millis(500),
                 ..Usage::default()
@@ -85,6 +95,7 @@ mod tests {
         let r = rates(&a, &b);
         assert_eq!(r.fps, 30.0);
         assert_eq!(r.bitrate_kbps, 2000.0);
+        assert_eq!(r.sfu_kbps, 1000.0);
         assert_eq!(r.cpu_percent, 25.0);
         assert_eq!(rates(&a, &a).fps, 0.0);
     }

@@ -47,6 +47,18 @@ fn wait_decoded(viewer: &mut LineProcess, via: &str, frames: u64) -> Value {
     )
 }
 
+/// The two namespaces (connected routes only), the broker in the camera's,
+/// Janus and simple-whip-server in the viewers', and a WHIP endpoint for
+/// `camera` (its URL). Bound in this order, they are dropped in the
+/// reverse: the namespaces last.
+fn sfu_lan(camera: &str) -> (Net, NsBroker, Sfu, String) {
+    let net = Net::new(Routes::ConnectedOnly);
+    let broker = NsBroker::start(&net);
+    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
+    let endpoint = sfu.create_endpoint(camera, TOKEN);
+    (net, broker, sfu, endpoint)
+}
+
 /// An observer in the camera's namespace, once the camera is online (it
 /// takes commands from then on).
 fn online_observer(net: &Net, camera: &str, id: &str) -> common::Observer {
@@ -62,10 +74,7 @@ fn whip_state(stats: &Value) -> &str {
 
 #[test]
 fn a_camera_publishes_to_janus_a_viewer_turned_away_watches_there_and_leave_frees_it() {
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-always", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-always");
     let cam = NsCamera::start(
         &net,
         "cam-always",
@@ -125,10 +134,7 @@ fn decoded(viewer: &LineProcess) -> u64 {
 
 #[test]
 fn overflow_publishes_for_the_viewer_beyond_the_mesh_and_stops_after_it_left() {
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-overflow", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-overflow");
     let cam = NsCamera::start(
         &net,
         "cam-overflow",
@@ -183,10 +189,7 @@ fn overflow_publishes_for_the_viewer_beyond_the_mesh_and_stops_after_it_left() {
 
 #[test]
 fn janus_killed_and_restarted_is_published_to_again_and_mesh_viewers_go_on() {
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let mut sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-restart", TOKEN);
+    let (net, _broker, mut sfu, endpoint) = sfu_lan("cam-restart");
     let cam = NsCamera::start(
         &net,
         "cam-restart",
@@ -265,10 +268,7 @@ http.server.HTTPServer((sys.argv[1], 7081), H).serve_forever()
 
 #[test]
 fn a_bad_token_a_missing_endpoint_and_a_garbage_answer_say_why_and_do_not_storm() {
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-token", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-token");
     let dir = common::temp_dir("sfu-errors");
     let script = dir.join("garbage.py");
     std::fs::write(&script, GARBAGE_SERVER).unwrap();
@@ -380,10 +380,7 @@ fn the_page_turned_away_plays_through_janus_and_its_tile_says_via_sfu() {
         web.join("node_modules/playwright-core").exists(),
         "the browser test needs web/node_modules: (cd web && npm ci), as scripts/test does"
     );
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-page", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-page");
     let page_toml = format!(
         "[web]\nlisten = \"{0}:8080\"\nbroker_url = \"ws://{0}:{1}\"\n",
         net.cam_addr,
@@ -446,10 +443,7 @@ fn measure(obs: &mut common::Observer, camera: &str, samples: usize) -> (f64, f6
 #[ignore]
 fn bench_whip_publication_cost_and_first_frame_via_the_sfu() {
     const VIDEO: &str = "[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n";
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-bench", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-bench");
     let toml = camera_toml(&endpoint, TOKEN, "overflow", 2, &sfu).replace(SMALL_VIDEO, VIDEO);
     let cam = NsCamera::start(&net, "cam-bench", &toml);
     let mut obs = online_observer(&net, &cam.id, "obs-bench");
@@ -515,10 +509,7 @@ fn bench_whip_publication_cost_and_first_frame_via_the_sfu() {
 
 #[test]
 fn a_link_lost_for_seconds_is_restarted_over_patch_on_the_same_resource() {
-    let net = Net::new(Routes::ConnectedOnly);
-    let _broker = NsBroker::start(&net);
-    let sfu = Sfu::start(&net.viewer, net.viewer_addr);
-    let endpoint = sfu.create_endpoint("cam-ice", TOKEN);
+    let (net, _broker, sfu, endpoint) = sfu_lan("cam-ice");
     let mut cam = NsCamera::start(
         &net,
         "cam-ice",

@@ -163,6 +163,18 @@ impl WhipConfig {
         Ok(())
     }
 
+    /// Where viewers the mesh turns away watch: the configured pointer,
+    /// while the camera publishes or will publish when they come (a mode
+    /// other than off).
+    pub fn pointer(&self) -> Option<crate::protocol::Watch> {
+        let watch = self.watch.as_ref().filter(|_| self.mode != WhipMode::Off)?;
+        Some(crate::protocol::Watch {
+            kind: watch.kind.clone(),
+            url: watch.url.clone(),
+            room: watch.room,
+        })
+    }
+
     /// The bearer token: `token`, or the first line of `token_file`.
     pub fn bearer(&self) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.token_file {

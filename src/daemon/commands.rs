@@ -15,7 +15,6 @@ use super::{Daemon, LOG_TARGET};
 use crate::control::{self, PinRequest, Request};
 use crate::protocol::{Command, ErrorCode, Reply};
 use crate::room::MAX_ROOMS;
-use crate::telemetry::Sample;
 
 /// How long a snapshot waits for a key frame.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,7 +105,7 @@ impl Daemon {
                 serde_json::to_value(self.current_status()).expect("status serialises"),
             ),
             Request::Stats => {
-                let sample = Sample::take(Instant::now(), &self.layers.top().counters);
+                let sample = self.sample(Instant::now());
                 Reply::ok(id, self.telemetry(&sample))
             }
             Request::Keyframe => {

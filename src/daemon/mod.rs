@@ -129,7 +129,7 @@ impl Daemon {
             self.status
                 .note_viewers(self.participant.mesh.viewer_count());
             self.whip.set_demand(Demand {
-                rooms: self.participant.mesh.rooms().len(),
+                rooms: self.participant.mesh.room_count(),
                 overflow: self.participant.mesh.overflow_count(),
             });
         }
@@ -192,19 +192,8 @@ impl Daemon {
     /// it while the stream is there.
     fn on_whip(&mut self) {
         let publishing = self.whip.status().state == crate::whip::rules::PublishState::Publishing;
-        let pointer = self.sfu_pointer();
-        self.participant.set_sfu(pointer, publishing);
-    }
-
-    /// Where viewers the mesh turns away watch: the configured pointer,
-    /// while the camera publishes or will publish when they come.
-    fn sfu_pointer(&self) -> Option<crate::protocol::Watch> {
-        let watch = self.config.whip.watch.as_ref()?;
-        (self.config.whip.mode != crate::config::WhipMode::Off).then(|| crate::protocol::Watch {
-            kind: watch.kind.clone(),
-            url: watch.url.clone(),
-            room: watch.room,
-        })
+        self.participant
+            .set_sfu(self.config.whip.pointer(), publishing);
     }
 
     fn on_media(&mut self, event: MediaEvent) {

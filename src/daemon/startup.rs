@@ -198,7 +198,7 @@ impl Daemon {
         let (replies_tx, replies) = mpsc::unbounded_channel();
         let commands = Commands::new(participant.subscription_token(), replies_tx);
         let stats = StatsSchedule::new(
-            Sample::take(Instant::now(), &layers.top().counters),
+            Sample::take(Instant::now(), &layers.top().counters, 0),
             Duration::from_secs(config.stats_interval_s),
         );
         let mut daemon = Self {

@@ -208,10 +208,11 @@ impl Daemon {
                 connection(&room, &peer, connected, counters)
             })
             .collect();
+        let rates = telemetry::rates(self.stats.rates_base(sample), sample);
         Telemetry {
             id: &self.config.device.id,
             uptime: sample.at.duration_since(self.stats.started),
-            rates: telemetry::rates(self.stats.rates_base(sample), sample),
+            rates,
             usage: sample.usage,
             tasks: tokio::runtime::Handle::current()
                 .metrics()
@@ -228,7 +229,7 @@ impl Daemon {
                 "packets": self.audio.source.feed.counters.frames.load(Ordering::Relaxed),
                 "bytes": self.audio.source.feed.counters.bytes.load(Ordering::Relaxed),
             }),
-            whip: self.whip.status().to_json(),
+            whip: self.whip.status().to_json(rates.sfu_kbps),
             connections,
             signals: self.participant.signals,
             commands: self.commands.counters(),
@@ -236,12 +237,21 @@ impl Daemon {
         .to_json()
     }
 
+    /// The counters telemetry's rates come from, now.
+    pub(super) fn sample(&self, now: Instant) -> Sample {
+        Sample::take(
+            now,
+            &self.layers.top().counters,
+            self.whip.status().bytes_sent(),
+        )
+    }
+
     pub(super) fn publish_stats_if_due(&mut self, now: Instant) {
         let interval = Duration::from_secs(self.config.stats_interval_s);
         if !self.stats.due(now, interval) {
             return;
         }
-        let sample = Sample::take(now, &self.layers.top().counters);
+        let sample = self.sample(now);
         let stats = self.telemetry(&sample);
         self.stats.record(sample);
         self.mqtt.publish(
@@ -263,6 +273,7 @@ mod tests {
             at: t0 + Duration::from_millis(after_ms),
             frames: after_ms * 30 / 1000,
             bytes: 0,
+            sfu_bytes: 0,
             usage: Usage::default(),
         };
         let mut schedule = StatsSchedule::new(sample(0), Duration::from_secs(2));
@@ -330,6 +341,7 @@ mod tests {
             rates: Rates {
                 fps: 29.97,
                 bitrate_kbps: 1980.4,
+                sfu_kbps: 0.0,
                 cpu_percent: 12.54,
             },
             usage: Usage {
@@ -376,6 +388,7 @@ mod tests {
             at: t0,
             frames: 0,
             bytes: 0,
+            sfu_bytes: 0,
             usage: Usage::default(),
         };
         let every = Duration::from_secs(10);

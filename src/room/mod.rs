@@ -242,6 +242,10 @@ impl Mesh {
         self.rooms.keys().cloned().collect()
     }
 
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     pub fn is_in(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
     }
@@ -294,7 +298,7 @@ impl Mesh {
 
     fn presence_of(&self, room: &str) -> Option<Presence> {
         self.rooms.get(room).map(|r| Presence {
-            watch: self.sfu.pointer.clone().filter(|_| self.sfu.publishing),
+            watch: self.presence_watch(),
             ..Presence::new(&self.me.id, &r.session, self.me.role, &self.me.name)
         })
     }
@@ -311,11 +315,13 @@ impl Mesh {
         if self.presence_watch() == before {
             return Vec::new();
         }
-        self.rooms
+        let announced: Vec<String> = self
+            .rooms
             .iter()
             .filter(|(_, r)| r.announced)
             .map(|(room, _)| room.clone())
-            .collect::<Vec<_>>()
+            .collect();
+        announced
             .into_iter()
             .filter_map(|room| {
                 let presence = self.presence_of(&room)?;
@@ -472,12 +478,12 @@ impl Mesh {
         let p = r.peers.get_mut(peer)?;
         p.ended = true;
         p.retry = None;
-        let watch = (reason == "full")
-            .then(|| self.sfu.pointer.clone())
-            .flatten();
-        if reason == "full" {
-            p.full = Some(watch.clone());
-        }
+        let watch = if reason == "full" {
+            p.full = Some(self.sfu.pointer.clone());
+            self.sfu.pointer.clone()
+        } else {
+            None
+        };
         let signal = Signal::new(
             &r.session,
             &p.presence.session,

@@ -8,61 +8,38 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-
 use super::ViewerStats;
-use crate::media;
+use super::fed::FedPipeline;
+use bytes::Bytes;
 
 /// One track's decoding pipeline; stopped when dropped.
-pub struct Decoder {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
+pub struct Decoder(FedPipeline);
 
 impl Decoder {
     /// Starts a pipeline that counts decoded pictures and their size into
     /// `stats`.
     pub fn start(stats: Arc<ViewerStats>) -> anyhow::Result<Self> {
-        let pipeline = media::launch(
+        let pipeline = FedPipeline::start(
             "appsrc name=src is-live=true do-timestamp=true format=time \
              caps=video/x-h264,stream-format=byte-stream,alignment=au ! \
              h264parse ! avdec_h264 ! appsink name=out sync=false max-buffers=2 drop=true",
+            "the H.264 decoder",
+            move |sample| {
+                if let Some(s) = sample.caps().and_then(|c| c.structure(0)) {
+                    let w = s.get::<i32>("width").unwrap_or(0);
+                    let h = s.get::<i32>("height").unwrap_or(0);
+                    stats.width.store(w as u32, Ordering::Relaxed);
+                    stats.height.store(h as u32, Ordering::Relaxed);
+                }
+                stats.decoded.fetch_add(1, Ordering::Relaxed);
+            },
         )?;
-        let src: gst_app::AppSrc = media::named(&pipeline, "src")?;
-        let sink: gst_app::AppSink = media::named(&pipeline, "out")?;
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if let Some(s) = sample.caps().and_then(|c| c.structure(0)) {
-                        let w = s.get::<i32>("width").unwrap_or(0);
-                        let h = s.get::<i32>("height").unwrap_or(0);
-                        stats.width.store(w as u32, Ordering::Relaxed);
-                        stats.height.store(h as u32, Ordering::Relaxed);
-                    }
-                    stats.decoded.fetch_add(1, Ordering::Relaxed);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow::anyhow!("decoder refused to play"))?;
-        Ok(Self { pipeline, src })
+        Ok(Self(pipeline))
     }
 
     /// Queues one access unit.
     pub fn push(&self, frame: Bytes) {
-        let _ = self.src.push_buffer(gst::Buffer::from_slice(frame));
-    }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.0.push(frame);
     }
 }
 
@@ -70,7 +47,12 @@ impl Drop for Decoder {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
+
     use super::*;
+    use crate::media;
 
     /// `count` access units of the test picture at `width`×`height`, from
     /// the encoder and settings the camera uses, starting with an IDR.

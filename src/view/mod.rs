@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod assembly;
 mod decoder;
+mod fed;
 mod freeze;
 mod janus;
 mod sound;
@@ -323,8 +324,8 @@ async fn run_viewer(
 }
 
 /// Watches through the SFU `pointer` names, for as long as the viewer
-/// runs, starting again when the SFU's connection ends; `None` for a kind
-/// this viewer does not follow (said once).
+/// runs, starting again when the SFU's connection ends. A kind this
+/// viewer does not follow is said once, and the task ends at once.
 fn follow(
     id: &str,
     camera: &str,
@@ -334,24 +335,24 @@ fn follow(
     joined_at: Instant,
     decode: bool,
 ) -> tokio::task::JoinHandle<()> {
+    let Some(room) = pointer.room.filter(|_| pointer.kind == "janus-videoroom") else {
+        tracing::warn!(kind = %pointer.kind, "this viewer follows janus-videoroom pointers only");
+        return tokio::spawn(async {});
+    };
     print_line(json!({
         "event": "sfu",
         "viewer": id,
         "camera": camera,
         "kind": pointer.kind,
         "url": pointer.url,
-        "room": pointer.room,
+        "room": room,
     }));
-    let (pointer, factory, stats) = (pointer.clone(), factory.clone(), stats.clone());
+    stats.via_sfu.store(true, Ordering::Relaxed);
+    let (url, factory, stats) = (pointer.url.clone(), factory.clone(), stats.clone());
     tokio::spawn(async move {
-        let Some(room) = pointer.room.filter(|_| pointer.kind == "janus-videoroom") else {
-            tracing::warn!(kind = %pointer.kind, "this viewer follows janus-videoroom pointers only");
-            return;
-        };
-        stats.via_sfu.store(true, Ordering::Relaxed);
         loop {
             let mut tracks = Vec::new();
-            let result = janus::watch(&pointer.url, room, factory.clone(), |track| {
+            let result = janus::watch(&url, room, factory.clone(), |track| {
                 tracks.push(tokio::spawn(take_track(
                     track,
                     stats.clone(),
@@ -384,24 +385,23 @@ async fn take_track(
     decode: bool,
 ) {
     if track.kind().await == RtpCodecKind::Audio {
-        let decoder = if decode {
-            SoundDecoder::start(stats.clone())
-                .inspect_err(|e| tracing::error!(error = %e, "the Opus decoder did not start"))
-                .ok()
-        } else {
-            None
-        };
+        let decoder = decode
+            .then(|| started(SoundDecoder::start(stats.clone())))
+            .flatten();
         receive_audio(track, stats, decoder).await;
-        return;
-    }
-    let decoder = if decode {
-        Decoder::start(stats.clone())
-            .inspect_err(|e| tracing::error!(error = %e, "decoder did not start"))
-            .ok()
     } else {
-        None
-    };
-    receive(track, stats, joined_at, decoder).await;
+        let decoder = decode
+            .then(|| started(Decoder::start(stats.clone())))
+            .flatten();
+        receive(track, stats, joined_at, decoder).await;
+    }
+}
+
+/// A decoder that does not start is said, and its track still counted.
+fn started<T>(decoder: anyhow::Result<T>) -> Option<T> {
+    decoder
+        .inspect_err(|e| tracing::error!(error = %format!("{e:#}"), "decoder did not start"))
+        .ok()
 }
 
 /// Counts the packets of the camera's sound and, with `decoder`, decodes

@@ -7,20 +7,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-
 use super::ViewerStats;
-use crate::media;
+use super::fed::FedPipeline;
 use crate::media::audio::description::OPUS_CLOCK_RATE;
+use bytes::Bytes;
 
 /// One track's decoding pipeline; stopped when dropped.
-pub struct SoundDecoder {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
+pub struct SoundDecoder(FedPipeline);
 
 /// Pitch and level of a stretch of mono samples.
 #[derive(Debug, Default)]
@@ -68,54 +61,41 @@ impl SoundDecoder {
     /// Starts a pipeline that measures each second of decoded sound into
     /// `stats` (`audio_hz`, `audio_dbfs_x10`).
     pub fn start(stats: Arc<ViewerStats>) -> anyhow::Result<Self> {
-        let pipeline = media::launch(&format!(
-            "appsrc name=src is-live=true do-timestamp=true format=time \
-             caps=audio/x-opus,channel-mapping-family=0,channels=1,rate={OPUS_CLOCK_RATE} ! \
-             opusdec ! audioconvert ! audioresample ! \
-             audio/x-raw,format=S16LE,channels=1,rate={OPUS_CLOCK_RATE} ! \
-             appsink name=out sync=false max-buffers=50 drop=true"
-        ))?;
-        let src: gst_app::AppSrc = media::named(&pipeline, "src")?;
-        let sink: gst_app::AppSink = media::named(&pipeline, "out")?;
         let mut analysis = Analysis::default();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let samples: Vec<i16> = map
-                        .chunks_exact(2)
-                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                        .collect();
-                    analysis.push(&samples);
-                    if analysis.full() {
-                        let (hz, dbfs) = analysis.result();
-                        stats.audio_hz.store(hz.round() as u32, Ordering::Relaxed);
-                        stats
-                            .audio_dbfs_x10
-                            .store((dbfs * 10.0).round() as i32, Ordering::Relaxed);
-                        analysis = Analysis::default();
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow::anyhow!("the Opus decoder refused to play"))?;
-        Ok(Self { pipeline, src })
+        let pipeline = FedPipeline::start(
+            &format!(
+                "appsrc name=src is-live=true do-timestamp=true format=time \
+                 caps=audio/x-opus,channel-mapping-family=0,channels=1,rate={OPUS_CLOCK_RATE} ! \
+                 opusdec ! audioconvert ! audioresample ! \
+                 audio/x-raw,format=S16LE,channels=1,rate={OPUS_CLOCK_RATE} ! \
+                 appsink name=out sync=false max-buffers=50 drop=true"
+            ),
+            "the Opus decoder",
+            move |sample| {
+                let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) else {
+                    return;
+                };
+                let samples: Vec<i16> = map
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                analysis.push(&samples);
+                if analysis.full() {
+                    let (hz, dbfs) = analysis.result();
+                    stats.audio_hz.store(hz.round() as u32, Ordering::Relaxed);
+                    stats
+                        .audio_dbfs_x10
+                        .store((dbfs * 10.0).round() as i32, Ordering::Relaxed);
+                    analysis = Analysis::default();
+                }
+            },
+        )?;
+        Ok(Self(pipeline))
     }
 
     /// Queues one Opus packet.
     pub fn push(&self, payload: Bytes) {
-        let _ = self.src.push_buffer(gst::Buffer::from_slice(payload));
-    }
-}
-
-impl Drop for SoundDecoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.0.push(payload);
     }
 }
 

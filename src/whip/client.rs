@@ -165,10 +165,7 @@ impl WhipClient {
         Ok(Resource {
             url,
             answer,
-            etag: headers
-                .get(ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            etag: header(&headers, ETAG),
             trickle: headers
                 .get_all(ACCEPT_PATCH)
                 .iter()
@@ -178,23 +175,36 @@ impl WhipClient {
         })
     }
 
-    /// PATCHes candidates (`None`: the end of them) as an SDP fragment.
-    pub async fn trickle(&self, resource: &Resource, fragment: String) -> Result<(), WhipError> {
+    /// PATCHes an SDP fragment to the resource with `If-Match: if_match`;
+    /// a server that takes no PATCH is [`WhipError::NoTrickle`].
+    async fn patch(
+        &self,
+        resource: &Resource,
+        fragment: String,
+        if_match: Option<&str>,
+    ) -> Result<reqwest::Response, WhipError> {
         let mut request = self
             .request(reqwest::Method::PATCH, resource.url.clone())
             .header(CONTENT_TYPE, SDP_FRAGMENT)
             .body(fragment);
-        if let Some(etag) = &resource.etag {
-            request = request.header(IF_MATCH, etag);
+        if let Some(tag) = if_match {
+            request = request.header(IF_MATCH, tag);
         }
         let response = request.send().await.map_err(network)?;
         match response.status() {
-            s if s.is_success() => Ok(()),
+            s if s.is_success() => Ok(response),
             StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
                 Err(WhipError::NoTrickle)
             }
             _ => Err(status_error(response).await),
         }
+    }
+
+    /// PATCHes candidates (`None`: the end of them) as an SDP fragment.
+    pub async fn trickle(&self, resource: &Resource, fragment: String) -> Result<(), WhipError> {
+        self.patch(resource, fragment, resource.etag.as_deref())
+            .await
+            .map(drop)
     }
 
     /// Restarts ICE (RFC 9725 §4.3.2): PATCHes the fragment of a new offer
@@ -205,29 +215,10 @@ impl WhipClient {
         resource: &Resource,
         fragment: String,
     ) -> Result<(String, Option<String>), WhipError> {
-        let response = self
-            .request(reqwest::Method::PATCH, resource.url.clone())
-            .header(CONTENT_TYPE, SDP_FRAGMENT)
-            .header(IF_MATCH, "\"*\"")
-            .body(fragment)
-            .send()
-            .await
-            .map_err(network)?;
-        match response.status() {
-            StatusCode::OK => {
-                let etag = response
-                    .headers()
-                    .get(ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let body = response.text().await.map_err(network)?;
-                Ok((body, etag))
-            }
-            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
-                Err(WhipError::NoTrickle)
-            }
-            _ => Err(status_error(response).await),
-        }
+        let response = self.patch(resource, fragment, Some("\"*\"")).await?;
+        let etag = header(response.headers(), ETAG);
+        let body = response.text().await.map_err(network)?;
+        Ok((body, etag))
     }
 
     /// DELETEs the resource: the server frees what the publication holds.
@@ -245,17 +236,26 @@ impl WhipClient {
     }
 }
 
+/// The value of the first `name` line (`a=ice-ufrag:`) of an SDP text.
+fn sdp_attribute(sdp: &str, name: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .map(|v| v.trim().to_owned())
+}
+
+/// A header's value, when it is text.
+fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The trickle fragment (RFC 8840) of `candidates` for the offer `offer`:
 /// its ICE credentials, its first media section, the candidates, and
 /// `a=end-of-candidates` when `None` is among them.
 pub fn trickle_fragment(offer: &str, candidates: &[Option<Candidate>]) -> String {
-    let attribute = |name: &str| {
-        offer
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
+    let attribute = |name| sdp_attribute(offer, name).unwrap_or_default();
     let mid = attribute("a=mid:");
     let mut fragment = format!(
         "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{mid}\r\n",
@@ -278,13 +278,8 @@ pub fn trickle_fragment(offer: &str, candidates: &[Option<Candidate>]) -> String
 /// credentials of the server's `fragment`; `None` when the fragment has
 /// none.
 pub fn restarted_answer(answer: &str, fragment: &str) -> Option<String> {
-    let value = |name: &str| {
-        fragment
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .map(str::to_owned)
-    };
-    let (ufrag, pwd) = (value("a=ice-ufrag:")?, value("a=ice-pwd:")?);
+    let ufrag = sdp_attribute(fragment, "a=ice-ufrag:")?;
+    let pwd = sdp_attribute(fragment, "a=ice-pwd:")?;
     let lines: Vec<String> = answer
         .split("\r\n")
         .map(|line| {

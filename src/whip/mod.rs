@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{IceServer, WhipConfig, WhipMode};
 use crate::participant::sleep_until;
-use crate::peer::{self, Outgoing, PeerCommand, PeerEvent, PeerFactory, PeerHandle, PeerSpec};
+use crate::peer::{
+    self, Outgoing, PeerCommand, PeerEvent, PeerFactory, PeerHandle, PeerSpec, SenderCounters,
+};
 use crate::protocol::{Candidate, SignalBody};
 use crate::room::LinkState;
 use client::{Resource, WhipClient, WhipError};
@@ -33,8 +35,6 @@ use rules::{Action, Failure, Publication, PublishState};
 
 /// The link id of the publication's connection in its own peer events.
 const LINK: u64 = 0;
-/// How often the bitrate sent to the SFU is measured.
-const RATE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stop waits for the DELETE.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Between two ICE restart requests while the connection stays lost (the
@@ -57,12 +57,31 @@ pub struct WhipStatus {
     /// ICE restarts the server took (PATCH), and whether one is under way.
     pub ice_restarts: u64,
     pub restarting: bool,
-    pub bitrate_kbps: f64,
-    pub bytes_sent: u64,
+    /// What the current attempt's connection sent, read when asked.
+    pub sent: Option<Sent>,
+}
+
+/// The counters of the publication's connection.
+#[derive(Debug, Clone)]
+pub struct Sent(Arc<SenderCounters>);
+
+/// The same connection's counters.
+impl PartialEq for Sent {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl WhipStatus {
-    pub fn to_json(&self) -> Value {
+    /// Bytes the current attempt sent, video and sound.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.as_ref().map_or(0, |Sent(c)| {
+            c.bytes_sent.load(Ordering::Relaxed) + c.audio_bytes_sent.load(Ordering::Relaxed)
+        })
+    }
+
+    /// For telemetry, with the bitrate its rates measured.
+    pub fn to_json(&self, bitrate_kbps: f64) -> Value {
         json!({
             "mode": self.mode.as_str(),
             "state": self.state.as_str(),
@@ -71,8 +90,8 @@ impl WhipStatus {
             "attempts": self.attempts,
             "ice_restarts": self.ice_restarts,
             "restarting": self.restarting,
-            "bitrate_kbps": self.bitrate_kbps.round(),
-            "bytes_sent": self.bytes_sent,
+            "bitrate_kbps": bitrate_kbps.round(),
+            "bytes_sent": self.bytes_sent(),
         })
     }
 }
@@ -115,8 +134,7 @@ impl Whip {
             attempts: 0,
             ice_restarts: 0,
             restarting: false,
-            bitrate_kbps: 0.0,
-            bytes_sent: 0,
+            sent: None,
         });
         let (commands, command_rx) = mpsc::unbounded_channel();
         let task = Task {
@@ -126,11 +144,9 @@ impl Whip {
             media,
             status: status_tx,
             attempt: None,
-            generation: 0,
             attempts: 0,
             ice_restarts: 0,
             ice_servers: Vec::new(),
-            rate: (Instant::now(), 0, 0.0),
         };
         tokio::spawn(task.run(command_rx));
         Ok(Self {
@@ -174,6 +190,7 @@ impl Whip {
 
 /// One attempt: its connection, the offer, the resource once created.
 struct Attempt {
+    /// Its number among the attempts: what replies to it carry.
     generation: u64,
     peer: PeerHandle,
     events: mpsc::UnboundedReceiver<PeerEvent>,
@@ -200,13 +217,11 @@ struct Task {
     media: Outgoing,
     status: watch::Sender<WhipStatus>,
     attempt: Option<Attempt>,
-    generation: u64,
+    /// Attempts made: the last one's generation.
     attempts: u64,
     ice_restarts: u64,
     /// From the last answer's `Link` headers, for the next connection.
     ice_servers: Vec<IceServer>,
-    /// When the rate was last measured, the bytes then, the rate (kbit/s).
-    rate: (Instant, u64, f64),
 }
 
 async fn next_event(attempt: &mut Option<Attempt>) -> Option<PeerEvent> {
@@ -219,7 +234,6 @@ async fn next_event(attempt: &mut Option<Attempt>) -> Option<PeerEvent> {
 impl Task {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let (reply_tx, mut replies) = mpsc::unbounded_channel();
-        let mut rate_timer = tokio::time::interval(RATE_INTERVAL);
         loop {
             let deadline = self.rules.next_deadline();
             tokio::select! {
@@ -249,7 +263,6 @@ impl Task {
                     let actions = self.rules.on_tick(Instant::now());
                     self.act(actions);
                 }
-                _ = rate_timer.tick() => self.measure(),
             }
             self.report();
         }
@@ -273,7 +286,6 @@ impl Task {
     /// A new attempt: its connection makes the offer that is POSTed.
     fn publish(&mut self) {
         self.close();
-        self.generation += 1;
         self.attempts += 1;
         let (events_tx, events) = mpsc::unbounded_channel();
         let spec = PeerSpec {
@@ -285,7 +297,7 @@ impl Task {
         };
         let peer = peer::spawn(self.factory.clone(), spec, events_tx);
         self.attempt = Some(Attempt {
-            generation: self.generation,
+            generation: self.attempts,
             peer,
             events,
             offer: None,
@@ -294,24 +306,25 @@ impl Task {
         });
     }
 
-    /// Closes the attempt's connection and DELETEs its resource, if any,
-    /// without waiting for the server.
+    /// Ends the attempt: closes its connection; the DELETE of its
+    /// resource, if it has one, is the caller's to run.
+    fn end_attempt(&mut self) -> Option<impl Future<Output = ()> + use<>> {
+        let attempt = self.attempt.take()?;
+        attempt.peer.close();
+        Some(delete(self.client.clone()?, attempt.resource?))
+    }
+
+    /// Ends the attempt without waiting for the server's DELETE.
     fn close(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            attempt.peer.close();
-            if let (Some(resource), Some(client)) = (attempt.resource, self.client.clone()) {
-                tokio::spawn(delete(client, resource));
-            }
+        if let Some(deleted) = self.end_attempt() {
+            tokio::spawn(deleted);
         }
     }
 
-    /// [`Task::close`], waiting for the DELETE (at shutdown).
+    /// Ends the attempt, waiting for the DELETE (at shutdown).
     async fn unpublish(&mut self) {
-        if let Some(attempt) = self.attempt.take() {
-            attempt.peer.close();
-            if let (Some(resource), Some(client)) = (attempt.resource, self.client.clone()) {
-                delete(client, resource).await;
-            }
+        if let Some(deleted) = self.end_attempt() {
+            deleted.await;
         }
     }
 
@@ -428,22 +441,14 @@ impl Task {
                 }
                 attempt.peer.send(PeerCommand::ApplyAnswer(answer));
                 // Should ICE still not come back, the deadline ends it.
-                let (generation, replies) = (attempt.generation, replies.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(RESTART_DEADLINE).await;
-                    let _ = replies.send(Reply::RestartAgain(generation));
-                });
+                restart_again(attempt.generation, RESTART_DEADLINE, replies);
             }
             (result, _) => {
                 let why = result
                     .err()
                     .map_or("no ICE credentials".into(), |e| e.to_string());
                 tracing::debug!(error = %why, "ICE restart not taken; asking again");
-                let (generation, replies) = (attempt.generation, replies.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(RESTART_RETRY).await;
-                    let _ = replies.send(Reply::RestartAgain(generation));
-                });
+                restart_again(attempt.generation, RESTART_RETRY, replies);
             }
         }
     }
@@ -504,22 +509,6 @@ impl Task {
         }
     }
 
-    fn bytes_sent(&self) -> u64 {
-        self.attempt.as_ref().map_or(0, |a| {
-            a.peer.counters.bytes_sent.load(Ordering::Relaxed)
-                + a.peer.counters.audio_bytes_sent.load(Ordering::Relaxed)
-        })
-    }
-
-    fn measure(&mut self) {
-        let now = Instant::now();
-        let bytes = self.bytes_sent();
-        let (at, before, _) = self.rate;
-        let seconds = now.duration_since(at).as_secs_f64().max(1e-3);
-        let kbps = bytes.saturating_sub(before) as f64 * 8.0 / 1000.0 / seconds;
-        self.rate = (now, bytes, kbps);
-    }
-
     fn report(&self) {
         let status = WhipStatus {
             mode: self.rules.mode(),
@@ -536,8 +525,7 @@ impl Task {
                 .attempt
                 .as_ref()
                 .is_some_and(|a| a.restarting.is_some()),
-            bitrate_kbps: self.rate.2,
-            bytes_sent: self.bytes_sent(),
+            sent: self.attempt.as_ref().map(|a| Sent(a.peer.counters.clone())),
         };
         self.status.send_if_modified(|old| {
             let changed = *old != status;
@@ -545,6 +533,15 @@ impl Task {
             changed
         });
     }
+}
+
+/// A [`Reply::RestartAgain`] for the attempt `generation` after `wait`.
+fn restart_again(generation: u64, wait: Duration, replies: &mpsc::UnboundedSender<Reply>) {
+    let replies = replies.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let _ = replies.send(Reply::RestartAgain(generation));
+    });
 }
 
 async fn delete(client: WhipClient, resource: Resource) {
