@@ -107,10 +107,11 @@ impl Default for WhipConfig {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host, as the WHIP
+/// client and the viewers will parse it.
 fn is_http_url(url: &str) -> bool {
-    url.strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 impl WhipConfig {
