@@ -10,10 +10,11 @@ what happens as JSON lines on stdout:
     {"event":"joined","id":...,"session":...}      presence published
     {"event":"offer","peer":...,"conn":N,"restart":bool}
     {"event":"state","peer":...,"conn":N,"ice":"connected"}
-    {"event":"frame","count":N,"conn":K,"conn_frames":M}
+    {"event":"frame","count":N,"conn":K,"conn_frames":M,"gap_ms":G}
                  decoded frames, all connections together (count) and of
                  connection K (conn_frames); on a connection's first frame
-                 and on every 30th frame
+                 and on every 30th frame; gap_ms is the longest wait between
+                 two frames of connection K since its previous frame event
     {"event":"bye","peer":...,"reason":...}        a bye from a camera
     {"event":"peer","peer":...,"role":...,"session":...}  a presence
     {"event":"peer_left","peer":...}
@@ -31,7 +32,11 @@ Commands, one per line on stdin:
     quit     leave and exit (also at end of input)
 
 Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
-       [--bind ADDR] [--prefix meshcam]
+       [--bind ADDR] [--no-decode] [--prefix meshcam]
+
+With --no-decode a frame is an access unit out of the depayloader, not a
+decoded picture: many receivers fit on a small machine, and what is
+measured is the network's delivery, not the decoder's pace.
 
 mDNS: libnice gathers no .local candidates, and remote .local candidates
 are dropped rather than resolved (no multicast is needed on any network).
@@ -48,6 +53,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 from protocol_peer import ProtocolPeer, WebrtcbinConnection, argument_parser, run_peer  # noqa: E402
@@ -117,6 +123,8 @@ class Connection(WebrtcbinConnection):
         self.viewer = viewer
         self.number = number
         self.frames = 0
+        self.last_frame_at = None  # monotonic seconds
+        self.longest_gap = 0.0  # since the previous frame event
         self.remote_set = False
         self.remote_sdp = None
         self.pending = []  # remote candidates before the description
@@ -257,7 +265,10 @@ class Connection(WebrtcbinConnection):
         s = caps.get_structure(0)
         encoding = s.get_string("encoding-name") or ""
         if s.get_string("media") == "video" and encoding.upper() == "H264":
-            chain = "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! fakesink sync=false"
+            if self.viewer.decode:
+                chain = "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! fakesink sync=false"
+            else:
+                chain = "queue ! rtph264depay name=dec ! fakesink sync=false"
         else:
             chain = "fakesink sync=false"
         bin_ = Gst.parse_bin_from_description(chain, True)
@@ -278,6 +289,7 @@ class Viewer(ProtocolPeer):
         super().__init__(args)
         self.args = args
         self.bind = args.bind
+        self.decode = not args.no_decode
         self.status = {}  # camera id -> last status state
         self.conns = {}  # peer id -> Connection
         self.queued = {}  # peer id -> candidates that came before any offer
@@ -410,9 +422,16 @@ class Viewer(ProtocolPeer):
                 return
             self.frames += 1
             conn.frames += 1
-            count, mine = self.frames, conn.frames
-        if mine == 1 or count % FRAME_REPORT_EVERY == 0:
-            emit("frame", count=count, conn=conn.number, conn_frames=mine)
+            now = time.monotonic()
+            if conn.last_frame_at is not None:
+                conn.longest_gap = max(conn.longest_gap, now - conn.last_frame_at)
+            conn.last_frame_at = now
+            count, mine, gap = self.frames, conn.frames, conn.longest_gap
+            report = mine == 1 or count % FRAME_REPORT_EVERY == 0
+            if report:
+                conn.longest_gap = 0.0
+        if report:
+            emit("frame", count=count, conn=conn.number, conn_frames=mine, gap_ms=round(gap * 1000))
 
     # --- commands (main loop) ---
 
@@ -472,6 +491,9 @@ class Viewer(ProtocolPeer):
 def main():
     parser = argument_parser(__doc__.splitlines()[0], f"wbin-{secrets.token_hex(4)}")
     parser.add_argument("--bind", default=None, help="the only local address for media")
+    parser.add_argument(
+        "--no-decode", action="store_true", help="count access units instead of decoded pictures"
+    )
     run_peer(Viewer, parser, ELEMENTS, PACKAGES)
 
 
