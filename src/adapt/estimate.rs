@@ -20,6 +20,17 @@
 //! link without TWCC would be found full a freeze late, and TWCC's estimate
 //! at its floor after a lossy spell cannot fall to say so. Without TWCC the
 //! arrivals are also what the link is said to have acknowledged.
+//!
+//! NACKs are the one prompt word of a receiver without TWCC. A receiver
+//! that follows RFC 3550 reports every 5 s on average (GStreamer's
+//! `webrtcbin` at its defaults), so a link that narrowed would be seen full
+//! seconds late, each a freeze; but every receiver that NACKs asks for a
+//! missing packet within a round trip. So, without TWCC, packets asked for
+//! again are loss seen at once ([`NACK_LOSS`] of what was sent is
+//! congestion, [`HIGH_LOSS`] sets the estimate to what got through), and
+//! once a receiver has shown that it NACKs, a window in which it asked for
+//! nothing is a window it received: that is what it acknowledged, so a
+//! probe climbs on it without waiting seconds for a report.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -104,6 +115,10 @@ pub const HIGH_LOSS: f64 = 0.10;
 pub const LOW_LOSS: f64 = 0.02;
 /// Loss below this is rounding in a receiver report (1/256 is 0.4 %).
 pub const ANY_LOSS: f64 = 0.005;
+/// Packets asked for again, per packet sent over [`RATE_WINDOW`], above
+/// which a receiver without TWCC is losing packets. One packet in a window
+/// of a low layer is about 5 %: any NACK at all ends a probe.
+pub const NACK_LOSS: f64 = 0.02;
 /// Fewer arrivals than this share of what was sent is a queue building.
 pub const DELIVERED: f64 = 0.9;
 /// A round trip this much above the link's lowest is a queue building.
@@ -142,6 +157,9 @@ pub struct LinkEstimator {
     /// (when, highest sequence number, packets sent, bytes sent) at the
     /// latest report.
     last_report: Option<(Instant, u64, u64, u64)>,
+    /// The receiver has asked for a packet again: it NACKs, so a window
+    /// without NACKs is a window it received.
+    nacks_heard: bool,
 }
 
 /// What arrived between two receiver reports.
@@ -168,6 +186,7 @@ impl LinkEstimator {
             reported_acked: None,
             round_trips: VecDeque::new(),
             last_report: None,
+            nacks_heard: false,
         }
     }
 
@@ -212,6 +231,7 @@ impl LinkEstimator {
         }
         let loss = self.loss;
         let measured = span >= RATE_WINDOW.as_secs_f64() / 2.0;
+        self.nacks_heard |= heard.nacked_packets > 0;
 
         let fresh =
             |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < SOURCE_TIMEOUT);
@@ -234,14 +254,19 @@ impl LinkEstimator {
         }
         let rtt_rising = new_report && self.queue_building(now, heard.report_rtt);
         let queued = rtt_rising || arrivals.is_some_and(|a| a.share < DELIVERED);
+        // Without TWCC, NACKs tell of loss within a round trip.
+        let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
         let acked_bps = match source {
             Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
             Source::Twcc => None,
+            _ if self.nacks_heard && measured => Some(sent_bps * (1.0 - nack_ratio)),
             _ => self.reported_acked,
         };
         let headroom_bps = acked_bps.map(headroom);
 
-        if source == Source::Loss && new_report && measured {
+        if source == Source::Loss && nacking && nack_ratio > HIGH_LOSS {
+            self.loss_bps = sent_bps * (1.0 - nack_ratio) * 0.9;
+        } else if source == Source::Loss && new_report && measured {
             if loss > HIGH_LOSS || queued {
                 // What got through, with a margin below it.
                 self.loss_bps = sent_bps * (1.0 - loss) * 0.9;
@@ -268,7 +293,8 @@ impl LinkEstimator {
         // cannot fall. Without TWCC any loss at all counts too, so a link
         // the stream already fills is not probed.
         let overusing = (source == Source::Twcc && heard.twcc_overusing) || queued;
-        let lossy = new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS));
+        let lossy = nacking
+            || (new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS)));
         if fell || overusing || lossy {
             self.fell_at = Some(now);
         }
