@@ -135,7 +135,8 @@ fn a_webrtcbin_receiver_at_its_default_rtcp_pace_keeps_its_connection() {
     const KEPT: Duration = Duration::from_secs(60);
     let net = Net::new(Routes::ConnectedOnly);
     let _broker = NsBroker::start(&net);
-    let toml = "rooms = [\"home\"]\n[video]\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 1000\n";
+    let toml =
+        "rooms = [\"home\"]\n[video]\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 1000\n";
     let cam = NsCamera::start(&net, "cam-kept", toml);
     let mut viewer = webrtcbin_viewer(&net, "home", "wbin-kept", &["--no-decode"]);
     viewer.wait_frames(30, 1, CONNECT);

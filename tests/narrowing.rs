@@ -163,7 +163,9 @@ fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
         if let Some(c) = common::connection_to(&stats, shaped_id) {
             trace += &format!(
                 "\n  {:5.1} s layer {} estimate {} kbit/s ({}) loss {} nack {} padding {} kbit/s",
-                SHAPED_FOR.saturating_sub(end - Instant::now()).as_secs_f64(),
+                SHAPED_FOR
+                    .saturating_sub(end - Instant::now())
+                    .as_secs_f64(),
                 c["layer"],
                 c["estimate_kbps"],
                 c["estimator"],
@@ -178,13 +180,22 @@ fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
     let (widened, widened_free) = (mark(&mut shaped), mark(&mut free));
     star.unshape(SHAPED).unwrap_or_else(|e| panic!("{e}"));
     let unshaped = Instant::now();
-    obs.stats_within(
-        &cam.id,
-        &format!("{shaped_id} back on the top layer within {UP:?} of the link widening"),
-        UP,
-        |s| layer_of(s, shaped_id) == Some(0),
-    );
-    let up = unshaped.elapsed();
+    let mut up = None;
+    while up.is_none() && unshaped.elapsed() < UP {
+        let stats = obs.stats(&cam.id);
+        if layer_of(&stats, shaped_id) == Some(0) {
+            up = Some(unshaped.elapsed());
+        } else if let Some(c) = common::connection_to(&stats, shaped_id) {
+            trace += &format!(
+                "\n  widened +{:4.1} s layer {} estimate {} kbit/s padding {} kbit/s",
+                unshaped.elapsed().as_secs_f64(),
+                c["layer"],
+                c["estimate_kbps"],
+                c["padding_kbps"]
+            );
+        }
+        shaped.process.drain(POLL);
+    }
     free.process.drain(Duration::ZERO);
 
     let (s, f) = (Frames::of(&shaped), Frames::of(&free));
@@ -193,9 +204,8 @@ fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
     let fps = s.fps(from, widened);
     let free_fps = f.lowest_fps(narrowed_free, widened_free, 2.0);
     eprintln!(
-        "{shaped_id}: longest gap {gap:.2} s, {fps:.1} fps while shaped, back up after {:.1} s; \
+        "{shaped_id}: longest gap {gap:.2} s, {fps:.1} fps while shaped, back up after {up:.1?}; \
          {free_id}: lowest {free_fps:.1} fps over 2 s; onset gap {:.2} s; offers {} and {}",
-        up.as_secs_f64(),
         s.longest_gap(narrowed, from + 1.0),
         shaped.offers(),
         free.offers()
@@ -217,5 +227,9 @@ fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
     assert!(
         free_fps >= FREE_FPS,
         "{free_id} fell to {free_fps:.1} fps over 2 s while the other link was shaped"
+    );
+    assert!(
+        up.is_some(),
+        "{shaped_id} not back on the top layer within {UP:?} of the link widening; its link:{trace}"
     );
 }

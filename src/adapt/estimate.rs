@@ -21,16 +21,25 @@
 //! at its floor after a lossy spell cannot fall to say so. Without TWCC the
 //! arrivals are also what the link is said to have acknowledged.
 //!
-//! NACKs are the one prompt word of a receiver without TWCC. A receiver
-//! that follows RFC 3550 reports every 5 s on average (GStreamer's
-//! `webrtcbin` at its defaults), so a link that narrowed would be seen full
-//! seconds late, each a freeze; but every receiver that NACKs asks for a
-//! missing packet within a round trip. So, without TWCC, packets asked for
-//! again are loss seen at once ([`NACK_LOSS`] of what was sent is
-//! congestion, [`HIGH_LOSS`] sets the estimate to what got through), and
-//! once a receiver has shown that it NACKs, a window in which it asked for
-//! nothing is a window it received: that is what it acknowledged, so a
-//! probe climbs on it without waiting seconds for a report.
+//! A receiver without TWCC may say nothing for seconds: one that follows
+//! RFC 3550 reports every 5 s on average, and GStreamer's `webrtcbin` at
+//! its defaults sends neither NACKs nor REMB. Judged on its reports alone,
+//! a link that narrowed is seen full seconds late, each a freeze. Two
+//! prompt signs come without its help:
+//!
+//! - our own ICE consent checks, four a second on the selected pair,
+//!   answered by every receiver: their round trip shows a queue building
+//!   at the bottleneck ([`QUEUE_DELAY`] above the lowest), and checks that
+//!   go unanswered for [`PING_SILENCE`] show one that overflows. Without
+//!   TWCC or NACKs, a window whose checks show no queue is a window the
+//!   link carried, and one whose checks show a queue carried at most
+//!   [`QUEUED_SHARE`] of what was sent: that is what it acknowledged, so a
+//!   probe climbs, and stops, on it without waiting for a report;
+//! - NACKs, from receivers that send them, within a round trip of a loss:
+//!   packets asked for again are loss seen at once ([`NACK_LOSS`] of what
+//!   was sent is congestion, [`HIGH_LOSS`] sets the estimate to what got
+//!   through), and once a receiver has shown that it NACKs, a window in
+//!   which it asked for nothing is one it received.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -59,6 +68,11 @@ pub struct Heard {
     pub highest_seq: u64,
     /// Packets the viewer asked to have sent again.
     pub nacked_packets: u64,
+    /// Our ICE consent checks it answered, and the round trip of the
+    /// latest (seconds): a probe of the path's delay that needs nothing of
+    /// the receiver but ICE.
+    pub pings_answered: u64,
+    pub ping_rtt: f64,
     /// What we sent it, padding included.
     pub packets_sent: u64,
     pub bytes_sent: u64,
@@ -119,6 +133,11 @@ pub const ANY_LOSS: f64 = 0.005;
 /// which a receiver without TWCC is losing packets. One packet in a window
 /// of a low layer is about 5 %: any NACK at all ends a probe.
 pub const NACK_LOSS: f64 = 0.02;
+/// Consent checks unanswered for this long (three in a row) are lost at a
+/// bottleneck that overflows.
+pub const PING_SILENCE: Duration = Duration::from_millis(750);
+/// What a link whose queue grows is taken to carry, of what was sent.
+pub const QUEUED_SHARE: f64 = 0.85;
 /// Fewer arrivals than this share of what was sent is a queue building.
 pub const DELIVERED: f64 = 0.9;
 /// A round trip this much above the link's lowest is a queue building.
@@ -160,6 +179,10 @@ pub struct LinkEstimator {
     /// The receiver has asked for a packet again: it NACKs, so a window
     /// without NACKs is a window it received.
     nacks_heard: bool,
+    /// When a consent check was last answered, and whether its round trip
+    /// showed a queue.
+    ping_at: Option<Instant>,
+    ping_queued: bool,
 }
 
 /// What arrived between two receiver reports.
@@ -187,11 +210,15 @@ impl LinkEstimator {
             round_trips: VecDeque::new(),
             last_report: None,
             nacks_heard: false,
+            ping_at: None,
+            ping_queued: false,
         }
     }
 
     pub fn update(&mut self, now: Instant, heard: Heard) -> Estimate {
         let new_report = heard.reports > self.last.reports;
+        // Counted anew after an ICE restart: any change is an answer.
+        let new_ping = heard.pings_answered != self.last.pings_answered && heard.ping_rtt > 0.0;
         if heard.twcc_updates > self.last.twcc_updates {
             self.twcc_at = Some(now);
         }
@@ -253,19 +280,32 @@ impl LinkEstimator {
             self.reported_acked = Some(sent_bps * (1.0 - loss));
         }
         let rtt_rising = new_report && self.queue_building(now, heard.report_rtt);
-        let queued = rtt_rising || arrivals.is_some_and(|a| a.share < DELIVERED);
+        if new_ping {
+            self.ping_at = Some(now);
+            self.ping_queued = self.queue_building(now, heard.ping_rtt);
+        }
+        let ping_silent = self
+            .ping_at
+            .is_some_and(|at| now.duration_since(at) >= PING_SILENCE);
+        // The latest consent checks show a queue (or were lost in one).
+        let pings_queued = self.ping_at.is_some() && (self.ping_queued || ping_silent);
+        let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
         // Without TWCC, NACKs tell of loss within a round trip.
         let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
+        let carried = if pings_queued { QUEUED_SHARE } else { 1.0 };
         let acked_bps = match source {
             Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
             Source::Twcc => None,
-            _ if self.nacks_heard && measured => Some(sent_bps * (1.0 - nack_ratio)),
+            _ if self.nacks_heard && measured => Some(sent_bps * (1.0 - nack_ratio) * carried),
+            _ if self.ping_at.is_some() && measured => Some(sent_bps * carried),
             _ => self.reported_acked,
         };
         let headroom_bps = acked_bps.map(headroom);
 
         if source == Source::Loss && nacking && nack_ratio > HIGH_LOSS {
             self.loss_bps = sent_bps * (1.0 - nack_ratio) * 0.9;
+        } else if source == Source::Loss && pings_queued && measured {
+            self.loss_bps = self.loss_bps.min(sent_bps * QUEUED_SHARE);
         } else if source == Source::Loss && new_report && measured {
             if loss > HIGH_LOSS || queued {
                 // What got through, with a margin below it.

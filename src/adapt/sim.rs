@@ -5,9 +5,11 @@
 //! bottleneck of a given capacity whose buffer holds [`BUFFER`] of it; what
 //! would wait longer is dropped, as `tbf` does. The viewer answers as one
 //! of three kinds of receiver does at its defaults: a browser (TWCC every
-//! 100 ms), one that sends a receiver report a second and nothing else, or
-//! GStreamer's `webrtcbin` (receiver reports at RFC 3550's randomised pace,
-//! 2.5 to 7.5 s apart, and a NACK for every packet it misses).
+//! 100 ms), one that sends a receiver report a second and a NACK for every
+//! packet it misses, or GStreamer's `webrtcbin` (receiver reports at
+//! RFC 3550's randomised pace, 2.5 to 7.5 s apart, nothing else). Each
+//! answers our consent checks, every [`PING_EVERY`], through the same
+//! bottleneck.
 
 use std::time::{Duration, Instant};
 
@@ -21,10 +23,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Feedback {
     Twcc,
-    ReportsOnly,
-    /// Receiver reports at RFC 3550's pace and NACKs.
+    /// A receiver report a second, and NACKs.
+    ReportsAndNacks,
+    /// Receiver reports at RFC 3550's pace, nothing else.
     Rfc3550,
 }
+
+/// How often a consent check goes out.
+const PING_EVERY: Duration = Duration::from_millis(200);
 
 /// Gaps between RFC 3550 reports: 5 s on average, from 0.5 to 1.5 times
 /// that, in a fixed order so that runs repeat.
@@ -55,6 +61,7 @@ pub struct Link {
     pub controller: LayerController,
     last_report: Instant,
     reports_made: usize,
+    last_ping: Instant,
     lost_since_report: f64,
     sent_since_report: f64,
     /// Bits waiting at the bottleneck: up to [`BUFFER`] of its capacity,
@@ -92,6 +99,7 @@ impl Link {
             controller: LayerController::new(start, 0),
             last_report: start,
             reports_made: 0,
+            last_ping: start,
             lost_since_report: 0.0,
             sent_since_report: 0.0,
             queued_bits: 0.0,
@@ -129,7 +137,7 @@ impl Link {
 
     fn report_due(&self) -> bool {
         let gap = match self.feedback {
-            Feedback::Twcc | Feedback::ReportsOnly => 1.0,
+            Feedback::Twcc | Feedback::ReportsAndNacks => 1.0,
             Feedback::Rfc3550 => RFC3550_GAPS[self.reports_made % RFC3550_GAPS.len()],
         };
         self.now.duration_since(self.last_report).as_secs_f64() >= gap
@@ -160,9 +168,18 @@ impl Link {
                     self.heard.twcc_acked_bps = arrived;
                     self.heard.twcc_overusing = self.queued_bits > 0.0;
                 }
-                Feedback::ReportsOnly => {}
                 // Every missing packet is asked for within a round trip.
-                Feedback::Rfc3550 => self.heard.nacked_packets = self.lost_packets as u64,
+                Feedback::ReportsAndNacks => self.heard.nacked_packets = self.lost_packets as u64,
+                Feedback::Rfc3550 => {}
+            }
+            // A check waits in the queue like the media; one that comes
+            // when the bottleneck drops is dropped.
+            if self.now.duration_since(self.last_ping) >= PING_EVERY {
+                self.last_ping = self.now;
+                if lost == 0.0 {
+                    self.heard.pings_answered += 1;
+                    self.heard.ping_rtt = BASE_RTT + self.queued_bits / self.capacity_bps;
+                }
             }
             if self.report_due() {
                 self.last_report = self.now;

@@ -10,7 +10,7 @@ use super::*;
 
 #[test]
 fn a_viewer_whose_link_carries_the_top_layer_stays_on_it() {
-    for feedback in [Feedback::Twcc, Feedback::ReportsOnly] {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks] {
         let mut link = Link::new(10_000_000.0, feedback);
         let ticks = link.run(Duration::from_secs(30));
         assert!(ticks.iter().all(|t| t.layer == 0));
@@ -20,7 +20,7 @@ fn a_viewer_whose_link_carries_the_top_layer_stays_on_it() {
 
 #[test]
 fn a_shaped_viewer_goes_down_fast_and_climbs_back_when_the_shaping_ends() {
-    for feedback in [Feedback::Twcc, Feedback::ReportsOnly] {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks] {
         let mut link = Link::new(500_000.0, feedback);
         let ticks = link.run(Duration::from_secs(20));
         let down = first_on(&ticks, 1).expect("went down");
@@ -161,7 +161,7 @@ fn a_viewer_without_twcc_is_estimated_from_remb_then_from_loss() {
 
 #[test]
 fn without_twcc_a_queue_building_ends_a_probe_before_the_buffer_overflows() {
-    let mut link = Link::new(500_000.0, Feedback::ReportsOnly);
+    let mut link = Link::new(500_000.0, Feedback::ReportsAndNacks);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
     let (sent, lost) = (link.sent_bits, link.lost_bits);
@@ -196,7 +196,7 @@ fn a_twcc_viewer_whose_estimate_sits_at_its_floor_climbs_back_on_what_it_acknowl
 #[test]
 fn a_link_that_narrows_mid_stream_is_stepped_down_without_a_stall() {
     const SETTLE: Duration = Duration::from_secs(2);
-    for feedback in [Feedback::Twcc, Feedback::ReportsOnly, Feedback::Rfc3550] {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks, Feedback::Rfc3550] {
         let mut link = Link::new(10_000_000.0, feedback);
         let before = link.run(Duration::from_secs(10));
         assert!(before.iter().all(|t| t.layer == 0), "{feedback:?}");

@@ -10,8 +10,11 @@ use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector
 
 use super::SenderCounters;
 
-/// How often a connection's statistics are read and its liveness judged.
-pub(super) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a connection's statistics are read and its liveness judged:
+/// as often as ICE asks for consent
+/// ([`super::factory::ICE_KEEPALIVE`]), so that each check's round trip
+/// reaches the link estimate.
+pub(super) const STATS_INTERVAL: std::time::Duration = super::factory::ICE_KEEPALIVE;
 
 /// The consent checks of the selected pair (RFC 7675), as counted by ICE.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,6 +22,8 @@ pub(super) struct Consent {
     pub requests: u64,
     /// Responses that passed the connection's integrity check.
     pub responses: u64,
+    /// The round trip of the latest response, in seconds.
+    pub rtt: f64,
 }
 
 /// Copies RTT and NACK counts from the connection's statistics into its
@@ -37,6 +42,9 @@ pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCo
                 // alone; the others' stay 0.
                 consent.requests += pair.consent_requests_sent;
                 consent.responses += pair.responses_received;
+                if pair.responses_received > 0 {
+                    consent.rtt = pair.current_round_trip_time;
+                }
                 if pair.nominated && pair.current_round_trip_time > 0.0 {
                     rtt = Some(pair.current_round_trip_time);
                 }
