@@ -133,9 +133,14 @@ pub const ANY_LOSS: f64 = 0.005;
 /// which a receiver without TWCC is losing packets. One packet in a window
 /// of a low layer is about 5 %: any NACK at all ends a probe.
 pub const NACK_LOSS: f64 = 0.02;
-/// Consent checks unanswered for this long (three in a row) are lost at a
+/// Consent checks unanswered for this long (two in a row) are lost at a
 /// bottleneck that overflows.
-pub const PING_SILENCE: Duration = Duration::from_millis(750);
+pub const PING_SILENCE: Duration = Duration::from_millis(500);
+/// A consent check's round trip this much above the lowest is a queue
+/// building. Lower than [`QUEUE_DELAY`]: a check comes four times a second,
+/// and a bottleneck that holds 100 ms is half full at 50 ms, one check
+/// before it drops.
+pub const PING_QUEUE_DELAY: f64 = 0.025;
 /// What a link whose queue grows is taken to carry, of what was sent.
 pub const QUEUED_SHARE: f64 = 0.85;
 /// Fewer arrivals than this share of what was sent is a queue building.
@@ -279,10 +284,10 @@ impl LinkEstimator {
         } else if new_report && measured && self.reported_acked.is_none() {
             self.reported_acked = Some(sent_bps * (1.0 - loss));
         }
-        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt);
+        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt, QUEUE_DELAY);
         if new_ping {
             self.ping_at = Some(now);
-            self.ping_queued = self.queue_building(now, heard.ping_rtt);
+            self.ping_queued = self.queue_building(now, heard.ping_rtt, PING_QUEUE_DELAY);
         }
         let ping_silent = self
             .ping_at
@@ -370,9 +375,9 @@ impl LinkEstimator {
         })
     }
 
-    /// Takes a report's round trip; whether it is [`QUEUE_DELAY`] above the
-    /// lowest of the last [`BASE_RTT_WINDOW`].
-    fn queue_building(&mut self, now: Instant, rtt: f64) -> bool {
+    /// Takes a round trip; whether it is `margin` above the lowest of the
+    /// last [`BASE_RTT_WINDOW`].
+    fn queue_building(&mut self, now: Instant, rtt: f64, margin: f64) -> bool {
         if rtt <= 0.0 {
             return false;
         }
@@ -389,6 +394,6 @@ impl LinkEstimator {
             .iter()
             .map(|(_, rtt)| *rtt)
             .fold(f64::INFINITY, f64::min);
-        rtt > base + QUEUE_DELAY
+        rtt > base + margin
     }
 }
