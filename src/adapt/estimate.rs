@@ -27,7 +27,7 @@
 //! a link that narrowed is seen full seconds late, each a freeze. Two
 //! prompt signs come without its help:
 //!
-//! - our own ICE consent checks, four a second on the selected pair,
+//! - our own ICE consent checks, every 150 to 300 ms on the selected pair,
 //!   answered by every receiver: their round trip shows a queue building
 //!   at the bottleneck ([`QUEUE_DELAY`] above the lowest), and checks that
 //!   go unanswered for [`PING_SILENCE`] show one that overflows. Without
@@ -133,11 +133,12 @@ pub const ANY_LOSS: f64 = 0.005;
 /// which a receiver without TWCC is losing packets. One packet in a window
 /// of a low layer is about 5 %: any NACK at all ends a probe.
 pub const NACK_LOSS: f64 = 0.02;
-/// Consent checks unanswered for this long (two in a row) are lost at a
-/// bottleneck that overflows.
-pub const PING_SILENCE: Duration = Duration::from_millis(500);
+/// Consent checks unanswered for this long (at least two in a row, as ICE
+/// sends them every 150 to 300 ms and they are read every 200 ms) are lost
+/// at a bottleneck that overflows.
+pub const PING_SILENCE: Duration = Duration::from_millis(750);
 /// A consent check's round trip this much above the lowest is a queue
-/// building. Lower than [`QUEUE_DELAY`]: a check comes four times a second,
+/// building. Lower than [`QUEUE_DELAY`]: a check comes several times a second,
 /// and a bottleneck that holds 100 ms is half full at 50 ms, one check
 /// before it drops.
 pub const PING_QUEUE_DELAY: f64 = 0.025;
