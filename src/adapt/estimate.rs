@@ -71,6 +71,7 @@ pub struct Heard {
     /// Our ICE consent checks it answered, and the round trip of the
     /// latest (seconds): a probe of the path's delay that needs nothing of
     /// the receiver but ICE.
+    pub pings_sent: u64,
     pub pings_answered: u64,
     pub ping_rtt: f64,
     /// What we sent it, padding included.
@@ -133,14 +134,12 @@ pub const ANY_LOSS: f64 = 0.005;
 /// which a receiver without TWCC is losing packets. One packet in a window
 /// of a low layer is about 5 %: any NACK at all ends a probe.
 pub const NACK_LOSS: f64 = 0.02;
-/// Consent checks unanswered for this long (at least two in a row, as ICE
-/// sends them every 150 to 300 ms and they are read every 200 ms) are lost
-/// at a bottleneck that overflows.
-pub const PING_SILENCE: Duration = Duration::from_millis(750);
+/// Consent checks sent since the last answer above which they are being
+/// lost at a bottleneck that overflows (one may still be under way).
+pub const PINGS_UNANSWERED: u64 = 3;
 /// A consent check's round trip this much above the lowest is a queue
-/// building. Lower than [`QUEUE_DELAY`]: a check comes several times a second,
-/// and a bottleneck that holds 100 ms is half full at 50 ms, one check
-/// before it drops.
+/// building. Lower than [`QUEUE_DELAY`]: a check comes several times a
+/// second, and a bottleneck that holds 100 ms is half full at 50 ms.
 pub const PING_QUEUE_DELAY: f64 = 0.025;
 /// What a link whose queue grows is taken to carry, of what was sent.
 pub const QUEUED_SHARE: f64 = 0.85;
@@ -188,7 +187,10 @@ pub struct LinkEstimator {
     /// When a consent check was last answered, and whether its round trip
     /// showed a queue.
     ping_at: Option<Instant>,
+    /// Whether the latest answer showed a queue.
     ping_queued: bool,
+    /// Checks sent when the latest was answered.
+    pings_sent_then: u64,
 }
 
 /// What arrived between two receiver reports.
@@ -218,6 +220,7 @@ impl LinkEstimator {
             nacks_heard: false,
             ping_at: None,
             ping_queued: false,
+            pings_sent_then: 0,
         }
     }
 
@@ -288,13 +291,14 @@ impl LinkEstimator {
         let rtt_rising = new_report && self.queue_building(now, heard.report_rtt, QUEUE_DELAY);
         if new_ping {
             self.ping_at = Some(now);
+            self.pings_sent_then = heard.pings_sent;
             self.ping_queued = self.queue_building(now, heard.ping_rtt, PING_QUEUE_DELAY);
         }
-        let ping_silent = self
-            .ping_at
-            .is_some_and(|at| now.duration_since(at) >= PING_SILENCE);
+        // Counted anew after an ICE restart too.
+        let unanswered = heard.pings_sent.saturating_sub(self.pings_sent_then);
         // The latest consent checks show a queue (or were lost in one).
-        let pings_queued = self.ping_at.is_some() && (self.ping_queued || ping_silent);
+        let pings_queued =
+            self.ping_at.is_some() && (self.ping_queued || unanswered >= PINGS_UNANSWERED);
         let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
         // Without TWCC, NACKs tell of loss within a round trip.
         let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
