@@ -92,6 +92,29 @@ pub struct ViewerStats {
     pub audio_dbfs_x10: std::sync::atomic::AtomicI32,
     /// Watching through an SFU, not the mesh.
     pub via_sfu: AtomicBool,
+    /// Offers the cameras sent this viewer, first ones included.
+    pub offers: AtomicU64,
+    /// When the latest frame came, whichever connection carried it, and
+    /// the longest wait between two frames since the previous report.
+    pub last_frame: std::sync::Mutex<Option<Instant>>,
+    pub longest_gap_us: AtomicU64,
+}
+
+impl ViewerStats {
+    /// Counts the wait since the previous frame, across connections: a
+    /// new connection's first frame ends the gap its predecessor left.
+    fn frame_came(&self, at: Instant) {
+        let previous = self
+            .last_frame
+            .lock()
+            .expect("last frame lock is never poisoned")
+            .replace(at);
+        if let Some(previous) = previous {
+            let gap = at.saturating_duration_since(previous).as_micros();
+            self.longest_gap_us
+                .fetch_max(u64::try_from(gap).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
 }
 
 struct Viewer {
@@ -172,6 +195,8 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                         "stale_packets": v.stats.stale_packets.load(Ordering::Relaxed),
                         "freezes": v.stats.freezes.load(Ordering::Relaxed),
                         "frozen_ms": v.stats.frozen_us.load(Ordering::Relaxed) / 1000,
+                        "gap_ms": v.stats.longest_gap_us.swap(0, Ordering::Relaxed) / 1000,
+                        "offers": v.stats.offers.load(Ordering::Relaxed),
                         "width": v.stats.width.load(Ordering::Relaxed),
                         "height": v.stats.height.load(Ordering::Relaxed),
                         "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
@@ -296,6 +321,9 @@ async fn run_viewer(
                 }
                 Some(MqttEvent::Message { topic, payload }) => {
                     if let Some(topic) = topics.parse(&topic) {
+                        if is_offer_to(&topic, &payload, &id) {
+                            stats.offers.fetch_add(1, Ordering::Relaxed);
+                        }
                         participant.on_message(&topic, &payload, Instant::now());
                     }
                     if sfu.is_none() && let Some((camera, pointer)) = participant.mesh.sfu_pointer() {
@@ -321,6 +349,13 @@ async fn run_viewer(
     for r in receivers.into_iter().chain(sfu) {
         r.abort();
     }
+}
+
+/// Whether `payload` on `topic` is an offer to `me`.
+fn is_offer_to(topic: &crate::protocol::Topic, payload: &[u8], me: &str) -> bool {
+    matches!(topic, crate::protocol::Topic::Signal { to, .. } if to == me)
+        && crate::protocol::Signal::decode(payload)
+            .is_ok_and(|s| matches!(s.body, crate::protocol::SignalBody::Offer { .. }))
 }
 
 /// Watches through the SFU `pointer` names, for as long as the viewer
@@ -448,7 +483,9 @@ async fn receive(
         let Some(frame) = frame else {
             continue;
         };
-        if freezes.frame(Instant::now()) {
+        let now = Instant::now();
+        stats.frame_came(now);
+        if freezes.frame(now) {
             stats.freezes.store(freezes.count(), Ordering::Relaxed);
             stats.frozen_us.store(
                 u64::try_from(freezes.total().as_micros()).unwrap_or(u64::MAX),
