@@ -16,7 +16,7 @@
 //! [`Participant`]'s and the room logic's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod assembly;
@@ -25,6 +25,7 @@ mod fed;
 mod freeze;
 mod janus;
 mod sound;
+mod stats;
 
 use anyhow::Context;
 use gstreamer as gst;
@@ -44,6 +45,7 @@ use assembly::{Assembler, is_keyframe};
 use decoder::Decoder;
 use freeze::Freezes;
 use sound::SoundDecoder;
+pub use stats::ViewerStats;
 
 /// What `meshcam view` was asked to do.
 #[derive(Debug, Clone)]
@@ -64,57 +66,6 @@ pub struct ViewOptions {
     pub bind: String,
     /// Negotiate transport-wide congestion control feedback.
     pub twcc: bool,
-}
-
-/// One viewer's counters.
-#[derive(Debug, Default)]
-pub struct ViewerStats {
-    pub frames: AtomicU64,
-    pub keyframes: AtomicU64,
-    pub bytes: AtomicU64,
-    pub decoded: AtomicU64,
-    pub lost_packets: AtomicU64,
-    /// Duplicates and packets older than one already received.
-    pub stale_packets: AtomicU64,
-    /// Freezes since the first frame ([`freeze`]), and their total length.
-    pub freezes: AtomicU64,
-    pub frozen_us: AtomicU64,
-    /// Microseconds from join (presence published) to the first frame.
-    pub first_frame_us: AtomicU64,
-    pub width: AtomicU32,
-    pub height: AtomicU32,
-    pub joined: AtomicBool,
-    /// RTP packets of the camera's sound.
-    pub audio_packets: AtomicU64,
-    /// With `--decode`: the pitch (Hz) and level (tenths of dBFS) of the
-    /// last second of decoded sound.
-    pub audio_hz: AtomicU32,
-    pub audio_dbfs_x10: std::sync::atomic::AtomicI32,
-    /// Watching through an SFU, not the mesh.
-    pub via_sfu: AtomicBool,
-    /// Offers the cameras sent this viewer, first ones included.
-    pub offers: AtomicU64,
-    /// When the latest frame came, whichever connection carried it, and
-    /// the longest wait between two frames since the previous report.
-    pub last_frame: std::sync::Mutex<Option<Instant>>,
-    pub longest_gap_us: AtomicU64,
-}
-
-impl ViewerStats {
-    /// Counts the wait since the previous frame, across connections: a
-    /// new connection's first frame ends the gap its predecessor left.
-    fn frame_came(&self, at: Instant) {
-        let previous = self
-            .last_frame
-            .lock()
-            .expect("last frame lock is never poisoned")
-            .replace(at);
-        if let Some(previous) = previous {
-            let gap = at.saturating_duration_since(previous).as_micros();
-            self.longest_gap_us
-                .fetch_max(u64::try_from(gap).unwrap_or(u64::MAX), Ordering::Relaxed);
-        }
-    }
 }
 
 struct Viewer {
@@ -179,31 +130,7 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                 let wall = now.duration_since(last_report).as_secs_f64().max(1e-3);
                 last_report = now;
                 for (i, v) in viewers.iter().enumerate() {
-                    let frames = v.stats.frames.load(Ordering::Relaxed);
-                    let bytes = v.stats.bytes.load(Ordering::Relaxed);
-                    let (f0, b0) = previous[i];
-                    previous[i] = (frames, bytes);
-                    print_line(json!({
-                        "event": "report",
-                        "viewer": v.id,
-                        "frames": frames,
-                        "keyframes": v.stats.keyframes.load(Ordering::Relaxed),
-                        "decoded": v.stats.decoded.load(Ordering::Relaxed),
-                        "fps": ((frames - f0) as f64 / wall * 10.0).round() / 10.0,
-                        "kbps": ((bytes - b0) as f64 * 8.0 / 1000.0 / wall).round(),
-                        "lost_packets": v.stats.lost_packets.load(Ordering::Relaxed),
-                        "stale_packets": v.stats.stale_packets.load(Ordering::Relaxed),
-                        "freezes": v.stats.freezes.load(Ordering::Relaxed),
-                        "frozen_ms": v.stats.frozen_us.load(Ordering::Relaxed) / 1000,
-                        "gap_ms": v.stats.longest_gap_us.swap(0, Ordering::Relaxed) / 1000,
-                        "offers": v.stats.offers.load(Ordering::Relaxed),
-                        "width": v.stats.width.load(Ordering::Relaxed),
-                        "height": v.stats.height.load(Ordering::Relaxed),
-                        "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
-                        "audio_hz": v.stats.audio_hz.load(Ordering::Relaxed),
-                        "audio_dbfs": f64::from(v.stats.audio_dbfs_x10.load(Ordering::Relaxed)) / 10.0,
-                        "via": if v.stats.via_sfu.load(Ordering::Relaxed) { "sfu" } else { "mesh" },
-                    }));
+                    print_line(v.stats.report(&v.id, &mut previous[i], wall));
                 }
             }
             _ = tokio::signal::ctrl_c() => break,

@@ -237,7 +237,7 @@ mod tests {
             &steady(10, |at| (60, if at > 580 * S { 41 } else { 40 })),
             600 * S,
         );
-        assert_eq!(verdict.fds.unwrap().flat, false);
+        assert!(!verdict.fds.unwrap().flat);
         assert!(!verdict.passed());
     }
 

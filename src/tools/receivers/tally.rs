@@ -162,7 +162,7 @@ mod tests {
     fn frames(total: u64, gap_ms: Option<u64>, connection: Option<u64>) -> Event {
         Event::Frames {
             total,
-            gap: gap_ms.map(|g| g * MS),
+            gap: gap_ms.map(Duration::from_millis),
             connection,
         }
     }
