@@ -155,7 +155,7 @@ impl Window {
 fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let star = Star::new();
-    star.shape(SHAPED, SHAPED_RATE)
+    star.shape(SHAPED, SHAPED_RATE, "200ms")
         .unwrap_or_else(|e| panic!("{e}"));
     let _broker = NsBroker::start(&star);
     let cam = NsCamera::start(&star, &format!("cam-{name}"), CAMERA);
@@ -319,7 +319,7 @@ const RSS_GROWTH: u64 = 16 * 1024 * 1024;
 fn a_viewer_behind_a_link_narrower_than_every_layer_slows_nobody() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let star = Star::new();
-    star.shape(SHAPED, "300kbit")
+    star.shape(SHAPED, "300kbit", "200ms")
         .unwrap_or_else(|e| panic!("{e}"));
     let _broker = NsBroker::start(&star);
     let cam = NsCamera::start(&star, "cam-narrow", CAMERA);

@@ -12,115 +12,34 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::netns::{LineProcess, Net, NsBroker, NsCamera, Routes, observer};
+use common::webrtcbin::WebrtcbinViewer;
 use common::{SMALL_VIDEO, status_topic};
-use serde_json::{Value, json};
-
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/interop/webrtcbin_viewer.py"
-);
+use serde_json::json;
 
 /// Joining, connecting and the first frames normally take a second or two.
 const CONNECT: Duration = Duration::from_secs(20);
 /// Broker messages.
 const MESSAGE: Duration = Duration::from_secs(10);
 
-fn python() -> &'static str {
-    // Debian's interpreter, the one python3-gi is built for (a python3
-    // earlier in PATH, such as pyenv's, lacks it).
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
 fn room_toml(room: &str) -> String {
     format!("rooms = [\"{room}\"]\n{SMALL_VIDEO}")
 }
 
 /// The webrtcbin viewer in the viewer's namespace, bound to its address.
-struct WebrtcbinViewer {
-    process: LineProcess,
-    id: String,
-    _dir: common::TempDir,
+fn webrtcbin_viewer(net: &Net, room: &str, id: &str, args: &[&str]) -> WebrtcbinViewer {
+    WebrtcbinViewer::start(
+        &net.viewer,
+        &net.broker_url(),
+        net.viewer_addr,
+        room,
+        id,
+        args,
+    )
 }
 
-impl WebrtcbinViewer {
-    fn start(net: &Net, room: &str, id: &str) -> Self {
-        let dir = common::temp_dir(id);
-        let mut command = net.viewer.command(python());
-        command
-            .arg(SCRIPT)
-            .args(["--broker", &net.broker_url(), "--room", room, "--id", id])
-            .args(["--bind", &net.viewer_addr.to_string()]);
-        let mut process = LineProcess::spawn(&format!("webrtcbin viewer {id}"), command, &dir);
-        process.wait_for("joined", MESSAGE, |v| v["event"] == "joined");
-        Self {
-            process,
-            id: id.to_owned(),
-            _dir: dir,
-        }
-    }
-
-    fn wait(&mut self, what: &str, deadline: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        self.process.wait_for(what, deadline, pred)
-    }
-
-    /// Waits until `frames` frames in all were decoded, the latest of
-    /// them on a connection numbered at least `conn`.
-    fn wait_frames(&mut self, frames: u64, conn: u64, deadline: Duration) -> Value {
-        self.wait(
-            &format!("{frames} decoded frames on connection {conn} or later"),
-            deadline,
-            |v| {
-                v["event"] == "frame"
-                    && v["count"].as_u64() >= Some(frames)
-                    && v["conn"].as_u64() >= Some(conn)
-            },
-        )
-    }
-
-    /// The last frame count reported.
-    fn frames(&self) -> u64 {
-        self.process
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["event"] == "frame")
-            .and_then(|v| v["count"].as_u64())
-            .unwrap_or(0)
-    }
-
-    /// The connection number of the last frame reported.
-    fn conn(&self) -> u64 {
-        self.process
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["event"] == "frame")
-            .and_then(|v| v["conn"].as_u64())
-            .unwrap_or(0)
-    }
-
-    /// The `answer` event this viewer printed for connection `conn`.
-    fn answer_of(&self, conn: u64) -> Value {
-        self.process
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["event"] == "answer" && v["conn"] == conn)
-            .cloned()
-            .unwrap_or_else(|| panic!("{}: no answer for connection {conn}", self.id))
-    }
-}
-
-/// The no-route namespace really is one: no default route, and joining the
-/// mDNS group fails as it does for an ICE agent's mDNS socket.
 fn assert_no_routes(net: &Net) {
     let out = net
         .cam
@@ -154,7 +73,7 @@ fn webrtcbin_viewer_decodes_without_routes(camera: &str, toml: &str) {
     assert_no_routes(&net);
     let _broker = NsBroker::start(&net);
     let _cam = NsCamera::start(&net, camera, toml);
-    let mut viewer = WebrtcbinViewer::start(&net, "home", &format!("wbin-{camera}"));
+    let mut viewer = webrtcbin_viewer(&net, "home", &format!("wbin-{camera}"), &[]);
     viewer.wait("ICE connected", CONNECT, |v| {
         v["event"] == "state" && matches!(v["ice"].as_str(), Some("connected" | "completed"))
     });
@@ -181,7 +100,7 @@ fn webrtcbin_viewer_decodes_with_only_a_default_route() {
     let net = Net::new(Routes::DefaultViaPeer);
     let _broker = NsBroker::start(&net);
     let _cam = NsCamera::start(&net, "cam-default", &room_toml("home"));
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-default");
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-default", &[]);
     viewer.wait_frames(30, 1, CONNECT);
 }
 
@@ -207,6 +126,55 @@ fn own_viewer_decodes_with_no_routes() {
     );
 }
 
+/// A receiver at GStreamer's default RTCP pace (a report every 5 s on
+/// average, drawn from 0.5 to 1.5 times that) keeps its one connection for
+/// a minute of 30 fps: no re-offer, no new connection, no stall. Judging it
+/// by RTCP alone cut it off within seconds, again and again.
+#[test]
+fn a_webrtcbin_receiver_at_its_default_rtcp_pace_keeps_its_connection() {
+    const KEPT: Duration = Duration::from_secs(60);
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let toml =
+        "rooms = [\"home\"]\n[video]\nwidth = 640\nheight = 360\nfps = 30\nbitrate_kbps = 1000\n";
+    let cam = NsCamera::start(&net, "cam-kept", toml);
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-kept", &["--no-decode"]);
+    viewer.wait_frames(30, 1, CONNECT);
+    let before = viewer.frames();
+    let started = Instant::now();
+    viewer.process.drain(KEPT);
+    let elapsed = started.elapsed().as_secs_f64();
+    let seen = &viewer.process.seen;
+    let closed: Vec<_> = seen.iter().filter(|v| v["event"] == "closed").collect();
+    assert_eq!(
+        (viewer.offers(), closed.len()),
+        (1, 0),
+        "offers and closed connections in {elapsed:.0} s: {closed:?}\ncamera log:\n{}",
+        common::netns::tail(&cam.log(), 30)
+    );
+    let frames = viewer.frames() - before;
+    let longest_gap = seen
+        .iter()
+        .filter(|v| v["event"] == "frame")
+        .skip(1)
+        .filter_map(|v| v["gap_ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "{frames} frames in {elapsed:.1} s ({:.1} fps), longest gap {longest_gap} ms",
+        frames as f64 / elapsed
+    );
+    assert_eq!(viewer.conn(), 1, "the frames came on the first connection");
+    assert!(
+        longest_gap < 1000,
+        "the picture stalled for {longest_gap} ms"
+    );
+    assert!(
+        frames as f64 >= 20.0 * elapsed,
+        "{frames} frames in {elapsed:.1} s"
+    );
+}
+
 #[test]
 fn a_viewer_that_leaves_is_no_longer_counted() {
     let net = Net::new(Routes::ConnectedOnly);
@@ -219,7 +187,7 @@ fn a_viewer_that_leaves_is_no_longer_counted() {
         "obs-leave",
         &[&status, "meshcam/clients/obs-leave/#"],
     );
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-leave");
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-leave", &[]);
     viewer.wait_frames(1, 1, CONNECT);
     obs.seen_or_wait_json(&status, "one viewer", |v| {
         v["state"] == "online" && v["viewers"] == 1
@@ -249,7 +217,7 @@ fn a_silently_replaced_peer_connection_gets_video_again() {
     let net = Net::new(Routes::DefaultViaPeer);
     let _broker = NsBroker::start(&net);
     let _cam = NsCamera::start(&net, "cam-replace", &room_toml("home"));
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-replace");
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-replace", &[]);
     viewer.wait_frames(30, 1, CONNECT);
     let before = viewer.frames();
     let first = viewer.conn();
@@ -278,7 +246,7 @@ fn a_restarted_camera_streams_to_the_viewer_again() {
     let net = Net::new(Routes::ConnectedOnly);
     let _broker = NsBroker::start(&net);
     let mut cam = NsCamera::start(&net, "cam-restart", &room_toml("home"));
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-restart");
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-restart", &[]);
     viewer.wait_frames(30, 1, CONNECT);
     let before = viewer.frames();
     let first = viewer.conn();
@@ -306,7 +274,7 @@ fn video_resumes_after_the_link_was_down() {
     let net = Net::new(Routes::ConnectedOnly);
     let _broker = NsBroker::start(&net);
     let _cam = NsCamera::start(&net, "cam-flap", &room_toml("home"));
-    let mut viewer = WebrtcbinViewer::start(&net, "home", "wbin-flap");
+    let mut viewer = webrtcbin_viewer(&net, "home", "wbin-flap", &[]);
     viewer.wait_frames(30, 1, CONNECT);
     let before = viewer.frames();
 

@@ -51,8 +51,23 @@ pub const PROBE_OVERSHOOT: f64 = 1.1;
 pub const PROBE_STEP: f64 = 1.25;
 pub const PROBE_STEP_REPORTS: f64 = 1.15;
 pub const PROBE_STEP_GROWTH: f64 = 0.05;
-/// …once the previous step has been carried for this long.
+/// …once the previous step has been carried for this long: TWCC sees every
+/// packet's delay, and a step that overruns the link shows at once.
 pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
+/// Without TWCC, what tells of an overrun is the delay of our consent checks
+/// (or NACKs, after a loss), and a bottleneck's token bucket lets a burst
+/// through before any queue shows (16 kB: a quarter of a second at a 25 %
+/// overrun of 500 kbit/s): each step is held for this long. So that the
+/// climb is not slower for it, the steps grow faster, by
+/// [`PROBE_STEP_GROWTH_UNTIMED`] up to [`PROBE_STEP_UNTIMED`], but never
+/// past [`CEILING_MARGIN`] of the level at which the last probe failed:
+/// from there on they are [`PROBE_STEP_REPORTS`] again, so a link that has
+/// not widened is overrun by that much at most, and once a step past that
+/// level is carried the link has widened, and they grow again.
+pub const PROBE_STEP_EVERY_UNTIMED: Duration = Duration::from_secs(1);
+pub const PROBE_STEP_UNTIMED: f64 = 1.5;
+pub const PROBE_STEP_GROWTH_UNTIMED: f64 = 0.1;
+pub const CEILING_MARGIN: f64 = 0.95;
 
 /// What the sender should do for this viewer now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +103,8 @@ pub struct LayerController {
     fit_since: Option<Instant>,
     probe: Probe,
     backoff: Duration,
+    /// The level (bit/s) at which the last probe on this layer failed.
+    ceiling: Option<f64>,
     switches: u64,
 }
 
@@ -104,6 +121,7 @@ impl LayerController {
                 until: now + PROBE_WAIT_MIN,
             },
             backoff: PROBE_WAIT_MIN,
+            ceiling: None,
             switches: 0,
         }
     }
@@ -191,6 +209,18 @@ impl LayerController {
             self.fit_since = None;
         }
         let top = want * PROBE_OVERSHOOT;
+        let timed = estimate.source == Source::Twcc;
+        let (step_every, step_max, growth) = if timed {
+            (PROBE_STEP_EVERY, PROBE_STEP, PROBE_STEP_GROWTH)
+        } else {
+            (
+                PROBE_STEP_EVERY_UNTIMED,
+                PROBE_STEP_UNTIMED,
+                PROBE_STEP_GROWTH_UNTIMED,
+            )
+        };
+        let ceiling = self.ceiling.filter(|_| !timed);
+        let mut widened = false;
         // Large steps only while TWCC's estimate vouches for the link.
         let first_step = if estimate.source == Source::Twcc && estimate.bps >= need * FIT {
             PROBE_STEP
@@ -207,7 +237,7 @@ impl LayerController {
                     since: now,
                     level: (need * first_step).min(top),
                     stepped: now,
-                    step: (first_step + PROBE_STEP_GROWTH).min(PROBE_STEP),
+                    step: (first_step + growth).min(step_max),
                 };
             }
             Probe::Active { since, .. } if now.duration_since(*since) >= PROBE_MAX => {
@@ -218,14 +248,27 @@ impl LayerController {
                 stepped,
                 step,
                 ..
-            } if now.duration_since(*stepped) >= PROBE_STEP_EVERY
+            } if now.duration_since(*stepped) >= step_every
                 && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
             {
-                *level = (*level * *step).min(top);
+                let next = match ceiling {
+                    Some(c) if *level < c * CEILING_MARGIN => {
+                        (*level * *step).min(c * CEILING_MARGIN)
+                    }
+                    Some(c) if *level < c => *level * PROBE_STEP_REPORTS,
+                    _ => {
+                        widened = ceiling.is_some();
+                        *level * *step
+                    }
+                };
+                *level = next.min(top);
                 *stepped = now;
-                *step = (*step + PROBE_STEP_GROWTH).min(PROBE_STEP);
+                *step = (*step + growth).min(step_max);
             }
             _ => {}
+        }
+        if widened {
+            self.ceiling = None;
         }
         let padding_bps = match (self.probe, estimate.headroom_bps) {
             (Probe::Active { level, .. }, Some(headroom)) => (level.min(headroom) - need).max(0.0),
@@ -248,6 +291,7 @@ impl LayerController {
         if layer != self.layer {
             self.layer = layer;
             self.switches += 1;
+            self.ceiling = None;
             self.below_since = None;
             self.fit_since = None;
             self.quiet_since = now;
@@ -255,6 +299,9 @@ impl LayerController {
     }
 
     fn fail_probe(&mut self, now: Instant) {
+        if let Probe::Active { level, .. } = self.probe {
+            self.ceiling = Some(level);
+        }
         self.backoff = (self.backoff * 2).min(PROBE_WAIT_MAX);
         self.probe = Probe::Waiting {
             until: now + self.backoff,

@@ -20,6 +20,26 @@
 //! link without TWCC would be found full a freeze late, and TWCC's estimate
 //! at its floor after a lossy spell cannot fall to say so. Without TWCC the
 //! arrivals are also what the link is said to have acknowledged.
+//!
+//! A receiver without TWCC may say nothing for seconds: one that follows
+//! RFC 3550 reports every 5 s on average, and GStreamer's `webrtcbin` at
+//! its defaults sends neither NACKs nor REMB. Judged on its reports alone,
+//! a link that narrowed is seen full seconds late, each a freeze. Two
+//! prompt signs come without its help:
+//!
+//! - our own ICE consent checks, four a second on the selected pair,
+//!   answered by every receiver: their round trip shows a queue building
+//!   at the bottleneck ([`QUEUE_DELAY`] above the lowest), and checks that
+//!   go unanswered for [`PING_SILENCE`] show one that overflows. Without
+//!   TWCC or NACKs, a window whose checks show no queue is a window the
+//!   link carried, and one whose checks show a queue carried at most
+//!   [`QUEUED_SHARE`] of what was sent: that is what it acknowledged, so a
+//!   probe climbs, and stops, on it without waiting for a report;
+//! - NACKs, from receivers that send them, within a round trip of a loss:
+//!   packets asked for again are loss seen at once ([`NACK_LOSS`] of what
+//!   was sent is congestion, [`HIGH_LOSS`] sets the estimate to what got
+//!   through), and once a receiver has shown that it NACKs, a window in
+//!   which it asked for nothing is one it received.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -48,6 +68,11 @@ pub struct Heard {
     pub highest_seq: u64,
     /// Packets the viewer asked to have sent again.
     pub nacked_packets: u64,
+    /// Our ICE consent checks it answered, and the round trip of the
+    /// latest (seconds): a probe of the path's delay that needs nothing of
+    /// the receiver but ICE.
+    pub pings_answered: u64,
+    pub ping_rtt: f64,
     /// What we sent it, padding included.
     pub packets_sent: u64,
     pub bytes_sent: u64,
@@ -104,6 +129,20 @@ pub const HIGH_LOSS: f64 = 0.10;
 pub const LOW_LOSS: f64 = 0.02;
 /// Loss below this is rounding in a receiver report (1/256 is 0.4 %).
 pub const ANY_LOSS: f64 = 0.005;
+/// Packets asked for again, per packet sent over [`RATE_WINDOW`], above
+/// which a receiver without TWCC is losing packets. One packet in a window
+/// of a low layer is about 5 %: any NACK at all ends a probe.
+pub const NACK_LOSS: f64 = 0.02;
+/// Consent checks unanswered for this long (two in a row) are lost at a
+/// bottleneck that overflows.
+pub const PING_SILENCE: Duration = Duration::from_millis(500);
+/// A consent check's round trip this much above the lowest is a queue
+/// building. Lower than [`QUEUE_DELAY`]: a check comes four times a second,
+/// and a bottleneck that holds 100 ms is half full at 50 ms, one check
+/// before it drops.
+pub const PING_QUEUE_DELAY: f64 = 0.025;
+/// What a link whose queue grows is taken to carry, of what was sent.
+pub const QUEUED_SHARE: f64 = 0.85;
 /// Fewer arrivals than this share of what was sent is a queue building.
 pub const DELIVERED: f64 = 0.9;
 /// A round trip this much above the link's lowest is a queue building.
@@ -142,6 +181,13 @@ pub struct LinkEstimator {
     /// (when, highest sequence number, packets sent, bytes sent) at the
     /// latest report.
     last_report: Option<(Instant, u64, u64, u64)>,
+    /// The receiver has asked for a packet again: it NACKs, so a window
+    /// without NACKs is a window it received.
+    nacks_heard: bool,
+    /// When a consent check was last answered, and whether its round trip
+    /// showed a queue.
+    ping_at: Option<Instant>,
+    ping_queued: bool,
 }
 
 /// What arrived between two receiver reports.
@@ -168,11 +214,16 @@ impl LinkEstimator {
             reported_acked: None,
             round_trips: VecDeque::new(),
             last_report: None,
+            nacks_heard: false,
+            ping_at: None,
+            ping_queued: false,
         }
     }
 
     pub fn update(&mut self, now: Instant, heard: Heard) -> Estimate {
         let new_report = heard.reports > self.last.reports;
+        // Counted anew after an ICE restart: any change is an answer.
+        let new_ping = heard.pings_answered != self.last.pings_answered && heard.ping_rtt > 0.0;
         if heard.twcc_updates > self.last.twcc_updates {
             self.twcc_at = Some(now);
         }
@@ -212,6 +263,7 @@ impl LinkEstimator {
         }
         let loss = self.loss;
         let measured = span >= RATE_WINDOW.as_secs_f64() / 2.0;
+        self.nacks_heard |= heard.nacked_packets > 0;
 
         let fresh =
             |at: Option<Instant>| at.is_some_and(|at| now.duration_since(at) < SOURCE_TIMEOUT);
@@ -232,16 +284,34 @@ impl LinkEstimator {
         } else if new_report && measured && self.reported_acked.is_none() {
             self.reported_acked = Some(sent_bps * (1.0 - loss));
         }
-        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt);
-        let queued = rtt_rising || arrivals.is_some_and(|a| a.share < DELIVERED);
+        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt, QUEUE_DELAY);
+        if new_ping {
+            self.ping_at = Some(now);
+            self.ping_queued = self.queue_building(now, heard.ping_rtt, PING_QUEUE_DELAY);
+        }
+        let ping_silent = self
+            .ping_at
+            .is_some_and(|at| now.duration_since(at) >= PING_SILENCE);
+        // The latest consent checks show a queue (or were lost in one).
+        let pings_queued = self.ping_at.is_some() && (self.ping_queued || ping_silent);
+        let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
+        // Without TWCC, NACKs tell of loss within a round trip.
+        let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
+        let carried = if pings_queued { QUEUED_SHARE } else { 1.0 };
         let acked_bps = match source {
             Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
             Source::Twcc => None,
+            _ if self.nacks_heard && measured => Some(sent_bps * (1.0 - nack_ratio) * carried),
+            _ if self.ping_at.is_some() && measured => Some(sent_bps * carried),
             _ => self.reported_acked,
         };
         let headroom_bps = acked_bps.map(headroom);
 
-        if source == Source::Loss && new_report && measured {
+        if source == Source::Loss && nacking && nack_ratio > HIGH_LOSS {
+            self.loss_bps = sent_bps * (1.0 - nack_ratio) * 0.9;
+        } else if source == Source::Loss && pings_queued && measured {
+            self.loss_bps = self.loss_bps.min(sent_bps * QUEUED_SHARE);
+        } else if source == Source::Loss && new_report && measured {
             if loss > HIGH_LOSS || queued {
                 // What got through, with a margin below it.
                 self.loss_bps = sent_bps * (1.0 - loss) * 0.9;
@@ -268,7 +338,8 @@ impl LinkEstimator {
         // cannot fall. Without TWCC any loss at all counts too, so a link
         // the stream already fills is not probed.
         let overusing = (source == Source::Twcc && heard.twcc_overusing) || queued;
-        let lossy = new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS));
+        let lossy = nacking
+            || (new_report && (loss >= LOW_LOSS || (source != Source::Twcc && loss > ANY_LOSS)));
         if fell || overusing || lossy {
             self.fell_at = Some(now);
         }
@@ -304,9 +375,9 @@ impl LinkEstimator {
         })
     }
 
-    /// Takes a report's round trip; whether it is [`QUEUE_DELAY`] above the
-    /// lowest of the last [`BASE_RTT_WINDOW`].
-    fn queue_building(&mut self, now: Instant, rtt: f64) -> bool {
+    /// Takes a round trip; whether it is `margin` above the lowest of the
+    /// last [`BASE_RTT_WINDOW`].
+    fn queue_building(&mut self, now: Instant, rtt: f64, margin: f64) -> bool {
         if rtt <= 0.0 {
             return false;
         }
@@ -323,6 +394,6 @@ impl LinkEstimator {
             .iter()
             .map(|(_, rtt)| *rtt)
             .fold(f64::INFINITY, f64::min);
-        rtt > base + QUEUE_DELAY
+        rtt > base + margin
     }
 }

@@ -25,6 +25,8 @@
 pub mod controller;
 pub mod estimate;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use controller::{Decision, LayerController};

@@ -1,183 +1,46 @@
-//! The estimator and the controller driven by a simulated link, faster than
-//! real time: a bottleneck of a given capacity, a viewer that reports as a
-//! browser does (TWCC every 100 ms, or only a receiver report a second).
+//! The estimator and the controller driven by the simulated link of
+//! [`super::sim`], faster than real time.
 
 use std::time::{Duration, Instant};
 
 use super::controller::UP_HOLD;
 use super::estimate::{SOURCE_TIMEOUT, headroom};
+use super::sim::{Feedback, LOW, Link, TICK, TOP, first_on};
 use super::*;
-
-const TOP: f64 = 2_000_000.0;
-const LOW: f64 = 400_000.0;
-const TICK: Duration = Duration::from_millis(100);
-
-/// What the viewer sends back.
-#[derive(Clone, Copy, PartialEq)]
-enum Feedback {
-    Twcc,
-    ReportsOnly,
-}
-
-/// A camera sending one viewer through a bottleneck.
-struct Link {
-    start: Instant,
-    now: Instant,
-    capacity_bps: f64,
-    feedback: Feedback,
-    heard: Heard,
-    /// A crude delay-based target: falls to 0.85 × what arrives when the
-    /// link overflows, climbs 8 % a second otherwise.
-    target_bps: f64,
-    estimator: LinkEstimator,
-    controller: LayerController,
-    last_report: Instant,
-    lost_since_report: f64,
-    sent_since_report: f64,
-    /// Bits waiting at the bottleneck: up to [`BUFFER`] of its capacity,
-    /// what would wait longer is dropped.
-    queued_bits: f64,
-    /// Every bit sent and lost so far.
-    sent_bits: f64,
-    lost_bits: f64,
-    /// Packets sent, and packets past the bottleneck (arrived or dropped):
-    /// the highest sequence number a report gives.
-    sent_packets: f64,
-    passed_packets: f64,
-}
-
-/// The size of every packet, in bits.
-const PACKET: f64 = 9600.0;
-
-/// How long the bottleneck's buffer holds, and the round trip without it.
-const BUFFER: f64 = 0.2;
-const BASE_RTT: f64 = 0.01;
-
-impl Link {
-    fn new(capacity_bps: f64, feedback: Feedback) -> Self {
-        let start = Instant::now();
-        Self {
-            start,
-            now: start,
-            capacity_bps,
-            feedback,
-            heard: Heard::default(),
-            target_bps: TOP,
-            estimator: LinkEstimator::new(TOP),
-            controller: LayerController::new(start, 0),
-            last_report: start,
-            lost_since_report: 0.0,
-            sent_since_report: 0.0,
-            queued_bits: 0.0,
-            sent_bits: 0.0,
-            lost_bits: 0.0,
-            sent_packets: 0.0,
-            passed_packets: 0.0,
-        }
-    }
-
-    /// `send` bit/s offered for one tick: what arrives of it (bit/s).
-    fn carry(&mut self, send: f64) -> f64 {
-        let dt = TICK.as_secs_f64();
-        let offered = self.queued_bits + send * dt;
-        let delivered = offered.min(self.capacity_bps * dt);
-        let kept = (offered - delivered).min(self.capacity_bps * BUFFER);
-        self.lost_since_report += offered - delivered - kept;
-        self.lost_bits += offered - delivered - kept;
-        self.sent_bits += send * dt;
-        self.sent_packets += send * dt / PACKET;
-        self.passed_packets += (offered - kept) / PACKET;
-        self.queued_bits = kept;
-        delivered / dt
-    }
-
-    fn needs(&self) -> [Option<f64>; 2] {
-        [Some(TOP), Some(LOW)]
-    }
-
-    /// Runs for `duration`; returns the layer at every tick.
-    fn run(&mut self, duration: Duration) -> Vec<(Duration, usize)> {
-        let mut layers = Vec::new();
-        let mut padding = 0.0;
-        let end = self.now + duration;
-        while self.now < end {
-            self.now += TICK;
-            let dt = TICK.as_secs_f64();
-            let send = self.needs()[self.controller.layer()].unwrap() + padding;
-            let arrived = self.carry(send);
-            self.heard.bytes_sent += (send * dt / 8.0) as u64;
-            self.heard.packets_sent = self.sent_packets as u64;
-            self.sent_since_report += send * dt;
-            match self.feedback {
-                Feedback::Twcc => {
-                    if send > self.capacity_bps {
-                        self.target_bps = self.target_bps.min(0.85 * arrived);
-                    } else {
-                        self.target_bps *= 1.0 + 0.08 * dt;
-                    }
-                    self.heard.twcc_updates += 1;
-                    self.heard.twcc_target_bps = self.target_bps;
-                    self.heard.twcc_acked_bps = arrived;
-                    self.heard.twcc_overusing = self.queued_bits > 0.0;
-                }
-                Feedback::ReportsOnly => {}
-            }
-            if self.now.duration_since(self.last_report) >= Duration::from_secs(1) {
-                self.last_report = self.now;
-                self.heard.reports += 1;
-                self.heard.fraction_lost = self.lost_since_report / self.sent_since_report;
-                self.heard.report_rtt = BASE_RTT + self.queued_bits / self.capacity_bps;
-                self.heard.highest_seq = self.passed_packets as u64;
-                self.lost_since_report = 0.0;
-                self.sent_since_report = 0.0;
-            }
-            let estimate = self.estimator.update(self.now, self.heard);
-            let decision = self.controller.update(self.now, &estimate, &self.needs());
-            padding = decision.padding_bps;
-            layers.push((self.now.duration_since(self.start), decision.layer));
-        }
-        layers
-    }
-}
-
-fn first_on(layers: &[(Duration, usize)], layer: usize) -> Option<Duration> {
-    layers.iter().find(|(_, l)| *l == layer).map(|(t, _)| *t)
-}
 
 #[test]
 fn a_viewer_whose_link_carries_the_top_layer_stays_on_it() {
-    for feedback in [Feedback::Twcc, Feedback::ReportsOnly] {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks] {
         let mut link = Link::new(10_000_000.0, feedback);
-        let layers = link.run(Duration::from_secs(30));
-        assert!(layers.iter().all(|(_, l)| *l == 0));
+        let ticks = link.run(Duration::from_secs(30));
+        assert!(ticks.iter().all(|t| t.layer == 0));
         assert_eq!(link.controller.switches(), 0);
     }
 }
 
 #[test]
 fn a_shaped_viewer_goes_down_fast_and_climbs_back_when_the_shaping_ends() {
-    for feedback in [Feedback::Twcc, Feedback::ReportsOnly] {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks] {
         let mut link = Link::new(500_000.0, feedback);
-        let layers = link.run(Duration::from_secs(20));
-        let down = first_on(&layers, 1).expect("went down");
+        let ticks = link.run(Duration::from_secs(20));
+        let down = first_on(&ticks, 1).expect("went down");
         assert!(down <= Duration::from_secs(3), "down after {down:?}");
-        let after: Vec<_> = layers.iter().filter(|(t, _)| *t > down).collect();
         assert!(
-            after.iter().all(|(_, l)| *l == 1),
+            ticks.iter().filter(|t| t.at > down).all(|t| t.layer == 1),
             "no switch up into a link that cannot carry it"
         );
 
         link.capacity_bps = 10_000_000.0;
         let lifted = link.now.duration_since(link.start);
-        let layers = link.run(Duration::from_secs(20));
-        let up = first_on(&layers, 0).expect("climbed back") - lifted;
+        let ticks = link.run(Duration::from_secs(20));
+        let up = first_on(&ticks, 0).expect("climbed back") - lifted;
         assert!(up <= Duration::from_secs(15), "up after {up:?}");
         assert!(up >= UP_HOLD, "not before the rate was carried");
         assert!(
-            layers
+            ticks
                 .iter()
-                .skip_while(|(_, l)| *l == 1)
-                .all(|(_, l)| *l == 0)
+                .skip_while(|t| t.layer == 1)
+                .all(|t| t.layer == 0)
         );
     }
 }
@@ -298,7 +161,7 @@ fn a_viewer_without_twcc_is_estimated_from_remb_then_from_loss() {
 
 #[test]
 fn without_twcc_a_queue_building_ends_a_probe_before_the_buffer_overflows() {
-    let mut link = Link::new(500_000.0, Feedback::ReportsOnly);
+    let mut link = Link::new(500_000.0, Feedback::ReportsAndNacks);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
     let (sent, lost) = (link.sent_bits, link.lost_bits);
@@ -319,7 +182,62 @@ fn a_twcc_viewer_whose_estimate_sits_at_its_floor_climbs_back_on_what_it_acknowl
     link.target_bps = 50_000.0;
     link.capacity_bps = 10_000_000.0;
     let lifted = link.now.duration_since(link.start);
-    let layers = link.run(Duration::from_secs(20));
-    let up = first_on(&layers, 0).expect("climbed back") - lifted;
+    let ticks = link.run(Duration::from_secs(20));
+    let up = first_on(&ticks, 0).expect("climbed back") - lifted;
     assert!(up <= Duration::from_secs(15), "up after {up:?}");
+}
+
+/// The link narrows to 500 kbit/s under a viewer on the top layer, and
+/// widens again 40 s later, for each kind of receiver: from 2 s after the
+/// narrowing the viewer is on the low layer and the bottleneck drops
+/// nothing for longer than a tick (a loss that NACKs repair, not a
+/// freeze), and less than 1 % in all; back on the top layer within 15 s of
+/// the widening.
+#[test]
+fn a_link_that_narrows_mid_stream_is_stepped_down_without_a_stall() {
+    const SETTLE: Duration = Duration::from_secs(2);
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks, Feedback::Rfc3550] {
+        let mut link = Link::new(10_000_000.0, feedback);
+        let before = link.run(Duration::from_secs(10));
+        assert!(before.iter().all(|t| t.layer == 0), "{feedback:?}");
+        link.capacity_bps = 500_000.0;
+        let narrowed = link.now.duration_since(link.start);
+        let shaped = link.run(Duration::from_secs(40));
+        let settled: Vec<_> = shaped
+            .iter()
+            .filter(|t| t.at >= narrowed + SETTLE)
+            .collect();
+        let down = first_on(&shaped, 1).map(|at| at - narrowed);
+        assert!(
+            settled.iter().all(|t| t.layer == 1),
+            "{feedback:?}: on the low layer from {SETTLE:?} after the narrowing (down after {down:?})"
+        );
+        let mut run = 0;
+        let mut longest = 0;
+        for t in &settled {
+            run = if t.lost > 0.0 { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        let lost: f64 = settled.iter().map(|t| t.lost).sum();
+        let sent = settled.len() as f64 * LOW * TICK.as_secs_f64();
+        let probes = settled.iter().filter(|t| t.padding > 0.0).count();
+        assert!(
+            longest <= 1,
+            "{feedback:?}: the bottleneck dropped for {longest} ticks in a row ({probes} ticks probing)"
+        );
+        assert!(
+            lost / sent < 0.01,
+            "{feedback:?}: {:.2} % lost while shaped",
+            lost / sent * 100.0
+        );
+
+        link.capacity_bps = 10_000_000.0;
+        let widened = link.now.duration_since(link.start);
+        let free = link.run(Duration::from_secs(20));
+        let up = first_on(&free, 0).map(|at| at - widened);
+        assert!(
+            up.is_some_and(|up| up <= Duration::from_secs(15)),
+            "{feedback:?}: back on the top layer after {up:?}"
+        );
+    }
 }

@@ -47,6 +47,11 @@ pub struct Feedback {
     /// The extended highest sequence number of the latest report.
     pub highest_seq: AtomicU64,
     pub nacked_packets: AtomicU64,
+    /// Our consent checks the viewer answered, and the round trip of the
+    /// latest, in microseconds (written by the peer task, see
+    /// [`super::stats`]).
+    pub pings_answered: AtomicU64,
+    pub ping_rtt_us: AtomicU64,
     /// The SSRC of our video stream: the reports about it are the ones
     /// taken (0 until the track exists).
     pub video_ssrc: AtomicU32,
@@ -68,9 +73,19 @@ impl Feedback {
             report_rtt: load(&self.report_rtt_us) as f64 / 1e6,
             highest_seq: load(&self.highest_seq),
             nacked_packets: load(&self.nacked_packets),
+            pings_answered: load(&self.pings_answered),
+            ping_rtt: load(&self.ping_rtt_us) as f64 / 1e6,
             packets_sent: load(&sent.packets_sent),
             bytes_sent: load(&sent.bytes_sent),
         }
+    }
+
+    /// Takes the consent checks answered so far and the latest one's round
+    /// trip (seconds).
+    pub fn take_consent(&self, answered: u64, rtt: f64) {
+        self.ping_rtt_us
+            .store((rtt * 1e6) as u64, Ordering::Relaxed);
+        self.pings_answered.store(answered, Ordering::Relaxed);
     }
 
     /// Takes what one RTCP packet says about our stream.

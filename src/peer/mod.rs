@@ -48,7 +48,7 @@ use webrtc::peer_connection::{
 use answer::RemoteIdentity;
 use liveness::{Gone, Liveness};
 use outbound::add_tracks;
-use stats::{STATS_INTERVAL, read_stats};
+use stats::{Consent, STATS_INTERVAL, read_stats};
 
 use crate::media::{AudioFeed, VideoLayers};
 use crate::protocol::{Candidate, SignalBody};
@@ -286,6 +286,7 @@ async fn negotiate(
 ) -> anyhow::Result<()> {
     let link = spec.link;
     let counters = wiring.counters;
+    let feedback = wiring.feedback.clone();
     let mut outbound = match spec.media {
         Some(media) => Some(
             add_tracks(
@@ -329,20 +330,20 @@ async fn negotiate(
     }
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut liveness_timer = tokio::time::interval(liveness::CHECK_INTERVAL);
-    liveness_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut liveness = Liveness::default();
+    let mut consent = Consent::default();
     loop {
         tokio::select! {
-            _ = stats_timer.tick(), if outbound.is_some() => read_stats(pc, &counters).await,
-            _ = liveness_timer.tick(), if outbound.is_some() => {
+            _ = stats_timer.tick(), if outbound.is_some() => {
+                consent = read_stats(pc, &counters).await;
+                feedback.take_consent(consent.responses, consent.rtt);
                 let out = outbound.as_ref().expect("checked by the guard");
-                let observed = out.observe(&counters).await;
+                let observed = out.observe(&counters, consent).await;
                 if let Some(gone) = liveness.check(std::time::Instant::now(), observed) {
                     tracing::info!(link, ?gone, "the viewer is gone");
                     let state = match gone {
                         Gone::ClosedByPeer => LinkState::Closed,
-                        Gone::Silent => LinkState::Failed,
+                        Gone::ConsentExpired => LinkState::Failed,
                     };
                     let _ = events.send(PeerEvent::State(link, state));
                     return Ok(());
@@ -414,7 +415,8 @@ async fn negotiate(
                             && let Some(out) = outbound.as_mut()
                         {
                             out.start(link, counters.clone(), events).await;
-                            liveness.connected(std::time::Instant::now(), out.observe(&counters).await);
+                            let observed = out.observe(&counters, consent).await;
+                            liveness.connected(std::time::Instant::now(), observed);
                         } else if state != RTCPeerConnectionState::Connected {
                             liveness.disconnected();
                         }

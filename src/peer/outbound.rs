@@ -25,6 +25,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::feedback::{self, Feedback};
 use super::reports::StreamClocks;
+use super::stats::Consent;
 use super::{Outgoing, PeerEvent, SenderCounters, factory, liveness::Observed, sender, sound};
 use crate::media::VideoLayers;
 use crate::room::LinkId;
@@ -234,8 +235,9 @@ impl Outbound {
 }
 
 impl Outbound {
-    /// What the liveness watch needs to know now.
-    pub(super) async fn observe(&self, counters: &SenderCounters) -> Observed {
+    /// What the liveness watch needs to know now, with the consent checks
+    /// just read from the connection's statistics.
+    pub(super) async fn observe(&self, counters: &SenderCounters, consent: Consent) -> Observed {
         let dtls_closed = match self.video.sender.transport().await {
             Ok(Some(transport)) => {
                 matches!(transport.state().await, Ok(RTCDtlsTransportState::Closed))
@@ -243,8 +245,9 @@ impl Outbound {
             _ => false,
         };
         Observed {
+            consent_requests: consent.requests,
+            consent_responses: consent.responses,
             rtcp_received: counters.rtcp_received.load(Ordering::Relaxed),
-            packets_sent: counters.packets_sent.load(Ordering::Relaxed),
             dtls_closed,
         }
     }

@@ -1,5 +1,6 @@
-//! A connection's statistics copied into its counters: round-trip time and
-//! NACKs, for telemetry.
+//! A connection's statistics: round-trip time and NACKs copied into its
+//! counters for telemetry, and the consent checks of its selected pair for
+//! the liveness watch.
 //!
 //! Owns nothing but the reading. Must not touch the connection otherwise.
 
@@ -9,22 +10,44 @@ use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector
 
 use super::SenderCounters;
 
-/// How often a connection's statistics (RTT, NACKs) are read.
-pub(super) const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a connection's statistics are read and its liveness judged:
+/// as often as ICE asks for consent
+/// ([`super::factory::ICE_KEEPALIVE`]), so that each check's round trip
+/// reaches the link estimate.
+pub(super) const STATS_INTERVAL: std::time::Duration = super::factory::ICE_KEEPALIVE;
 
-/// Copies RTT and NACK counts from the connection's statistics.
-pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCounters) {
+/// The consent checks of the selected pair (RFC 7675), as counted by ICE.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Consent {
+    pub requests: u64,
+    /// Responses that passed the connection's integrity check.
+    pub responses: u64,
+    /// The round trip of the latest response, in seconds.
+    pub rtt: f64,
+}
+
+/// Copies RTT and NACK counts from the connection's statistics into its
+/// counters, and returns its consent checks.
+pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCounters) -> Consent {
     let report = pc
         .get_stats(std::time::Instant::now(), StatsSelector::None)
         .await;
     let mut rtt = None;
     let mut nacks = 0u64;
+    let mut consent = Consent::default();
     for entry in report.iter() {
         match entry {
-            RTCStatsReportEntry::IceCandidatePair(pair)
-                if pair.nominated && pair.current_round_trip_time > 0.0 =>
-            {
-                rtt = Some(pair.current_round_trip_time);
+            RTCStatsReportEntry::IceCandidatePair(pair) => {
+                // The stack fills in the STUN counts of the selected pair
+                // alone; the others' stay 0.
+                consent.requests += pair.consent_requests_sent;
+                consent.responses += pair.responses_received;
+                if pair.responses_received > 0 {
+                    consent.rtt = pair.current_round_trip_time;
+                }
+                if pair.nominated && pair.current_round_trip_time > 0.0 {
+                    rtt = Some(pair.current_round_trip_time);
+                }
             }
             RTCStatsReportEntry::RemoteInboundRtp(remote)
                 if rtt.is_none() && remote.round_trip_time > 0.0 =>
@@ -41,4 +64,5 @@ pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCo
             .store((rtt * 1_000_000.0) as u64, Ordering::Relaxed);
     }
     counters.nacks.store(nacks, Ordering::Relaxed);
+    consent
 }

@@ -12,6 +12,7 @@ use meshcam::tools::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
 pub mod netns;
 pub mod sfu;
+pub mod webrtcbin;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshcam");
 

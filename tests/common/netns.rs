@@ -365,12 +365,12 @@ impl Star {
 
     /// Limits what the camera sends to viewer `i` to `rate` (tc's units:
     /// `500kbit`) with a token bucket: a 16 kB burst, and what would wait
-    /// longer than 200 ms is dropped, as at a real bottleneck.
-    pub fn shape(&self, i: usize, rate: &str) -> Result<(), String> {
+    /// longer than `latency` (`200ms`) is dropped, as at a real bottleneck.
+    pub fn shape(&self, i: usize, rate: &str, latency: &str) -> Result<(), String> {
         let dev = &self.viewers[i].cam_dev;
         self.tc(&[
             "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "16kb",
-            "latency", "200ms",
+            "latency", latency,
         ])
     }
 

@@ -10,11 +10,12 @@ what happens as JSON lines on stdout:
     {"event":"joined","id":...,"session":...}      presence published
     {"event":"offer","peer":...,"conn":N,"restart":bool}
     {"event":"state","peer":...,"conn":N,"ice":"connected"}
-    {"event":"frame","count":N,"conn":K,"conn_frames":M,"gap_ms":G}
+    {"event":"frame","count":N,"conn":K,"conn_frames":M,"gap_ms":G,"t":T}
                  decoded frames, all connections together (count) and of
                  connection K (conn_frames); on a connection's first frame
                  and on every 30th frame; gap_ms is the longest wait between
-                 two frames of connection K since its previous frame event
+                 two frames of connection K since its previous frame event,
+                 T the seconds since the viewer started
     {"event":"bye","peer":...,"reason":...}        a bye from a camera
     {"event":"peer","peer":...,"role":...,"session":...}  a presence
     {"event":"peer_left","peer":...}
@@ -29,6 +30,7 @@ Commands, one per line on stdin:
              unchanged, as a browser tab that crashed and was restored in
              place), and answer the next offer from a fresh webrtcbin: a new
              DTLS certificate and new ICE credentials
+    mark     print {"event":"mark","t":T} on the clock of the frame events
     quit     leave and exit (also at end of input)
 
 Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
@@ -70,6 +72,7 @@ except (ValueError, ImportError):
     Nice = None
 
 FRAME_REPORT_EVERY = 30
+STARTED = time.monotonic()
 ELEMENTS = ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc")
 PACKAGES = "gstreamer1.0-plugins-bad, gstreamer1.0-nice, gstreamer1.0-libav"  # Debian's, with ELEMENTS
 
@@ -431,7 +434,14 @@ class Viewer(ProtocolPeer):
             if report:
                 conn.longest_gap = 0.0
         if report:
-            emit("frame", count=count, conn=conn.number, conn_frames=mine, gap_ms=round(gap * 1000))
+            emit(
+                "frame",
+                count=count,
+                conn=conn.number,
+                conn_frames=mine,
+                gap_ms=round(gap * 1000),
+                t=round(now - STARTED, 3),
+            )
 
     # --- commands (main loop) ---
 
@@ -441,6 +451,8 @@ class Viewer(ProtocolPeer):
             self.leave()
         elif word == "replace":
             self.replace()
+        elif word == "mark":
+            emit("mark", t=round(time.monotonic() - STARTED, 3))
         elif word == "quit":
             self.quit()
         elif word:
