@@ -36,6 +36,9 @@ mod webrtcbin;
 pub use drops::Drops;
 pub use outcome::{Mark, Outcome, print_table, slowest};
 use tally::{Event, Tally, fps};
+/// The webrtcbin viewer script and the interpreter it needs, for the
+/// integration tests that run it too.
+pub use webrtcbin::{SCRIPT as WEBRTCBIN_VIEWER, python};
 
 /// Which receivers to run (`--receiver`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

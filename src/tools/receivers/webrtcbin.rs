@@ -13,14 +13,15 @@ use serde_json::Value;
 
 use super::{Event, Target};
 
-const SCRIPT: &str = concat!(
+/// The viewer script, in this source tree.
+pub const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/webrtcbin_viewer.py"
 );
 
 /// Debian's interpreter, the one python3-gi is built for (a python3
 /// earlier in PATH, such as pyenv's, lacks it).
-fn python() -> &'static str {
+pub fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
