@@ -24,6 +24,7 @@ mod decoder;
 mod fed;
 mod freeze;
 mod janus;
+mod offers;
 mod sound;
 mod stats;
 
@@ -44,6 +45,7 @@ use crate::room::Me;
 use assembly::{Assembler, is_keyframe};
 use decoder::Decoder;
 use freeze::Freezes;
+use offers::Offers;
 use sound::SoundDecoder;
 pub use stats::ViewerStats;
 
@@ -230,6 +232,7 @@ async fn run_viewer(
     );
     participant.join(&options.room);
     let mut joined_at = Instant::now();
+    let mut offers = Offers::default();
     let mut receivers = Vec::new();
     // Watching through an SFU, where a camera that turned us away points.
     let mut sfu: Option<tokio::task::JoinHandle<()>> = None;
@@ -248,9 +251,8 @@ async fn run_viewer(
                 }
                 Some(MqttEvent::Message { topic, payload }) => {
                     if let Some(topic) = topics.parse(&topic) {
-                        if is_offer_to(&topic, &payload, &id) {
-                            stats.offers.fetch_add(1, Ordering::Relaxed);
-                        }
+                        offers.observe(&topic, &payload, &id, participant.mesh.session(&options.room));
+                        stats.offers.store(offers.count(), Ordering::Relaxed);
                         participant.on_message(&topic, &payload, Instant::now());
                     }
                     if sfu.is_none() && let Some((camera, pointer)) = participant.mesh.sfu_pointer() {
@@ -276,13 +278,6 @@ async fn run_viewer(
     for r in receivers.into_iter().chain(sfu) {
         r.abort();
     }
-}
-
-/// Whether `payload` on `topic` is an offer to `me`.
-fn is_offer_to(topic: &crate::protocol::Topic, payload: &[u8], me: &str) -> bool {
-    matches!(topic, crate::protocol::Topic::Signal { to, .. } if to == me)
-        && crate::protocol::Signal::decode(payload)
-            .is_ok_and(|s| matches!(s.body, crate::protocol::SignalBody::Offer { .. }))
 }
 
 /// Watches through the SFU `pointer` names, for as long as the viewer

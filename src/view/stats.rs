@@ -34,7 +34,8 @@ pub struct ViewerStats {
     pub audio_dbfs_x10: AtomicI32,
     /// Watching through an SFU, not the mesh.
     pub via_sfu: AtomicBool,
-    /// Offers the cameras sent this viewer, first ones included.
+    /// Offers the cameras sent this viewer, first ones included
+    /// ([`Offers`](super::offers::Offers)).
     pub offers: AtomicU64,
     /// When the latest frame came, whichever connection carried it, and
     /// the longest wait between two frames since the previous report.
