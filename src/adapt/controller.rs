@@ -36,7 +36,7 @@ pub const QUIET: Duration = Duration::from_secs(3);
 pub const UP_HOLD: Duration = Duration::from_millis(1500);
 /// The first wait before probing, and the longest.
 pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
-pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(8);
+pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(6);
 /// A probe that has not shown the rate by then has failed.
 pub const PROBE_MAX: Duration = Duration::from_secs(15);
 /// A probe aims this much above the higher layer's need.

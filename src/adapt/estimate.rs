@@ -27,7 +27,7 @@
 //! a link that narrowed is seen full seconds late, each a freeze. Two
 //! prompt signs come without its help:
 //!
-//! - our own ICE consent checks, four a second on the selected pair,
+//! - our own ICE consent checks, every 150 to 300 ms on the selected pair,
 //!   answered by every receiver: their round trip shows a queue building
 //!   at the bottleneck ([`QUEUE_DELAY`] above the lowest), and checks that
 //!   go unanswered for [`PING_SILENCE`] show one that overflows. Without
@@ -71,6 +71,7 @@ pub struct Heard {
     /// Our ICE consent checks it answered, and the round trip of the
     /// latest (seconds): a probe of the path's delay that needs nothing of
     /// the receiver but ICE.
+    pub pings_sent: u64,
     pub pings_answered: u64,
     pub ping_rtt: f64,
     /// What we sent it, padding included.
@@ -133,13 +134,14 @@ pub const ANY_LOSS: f64 = 0.005;
 /// which a receiver without TWCC is losing packets. One packet in a window
 /// of a low layer is about 5 %: any NACK at all ends a probe.
 pub const NACK_LOSS: f64 = 0.02;
-/// Consent checks unanswered for this long (two in a row) are lost at a
-/// bottleneck that overflows.
-pub const PING_SILENCE: Duration = Duration::from_millis(500);
-/// A consent check's round trip this much above the lowest is a queue
-/// building. Lower than [`QUEUE_DELAY`]: a check comes four times a second,
-/// and a bottleneck that holds 100 ms is half full at 50 ms, one check
-/// before it drops.
+/// Consent checks sent since the last answer above which they are being
+/// lost at a bottleneck that overflows (one may still be under way).
+pub const PINGS_UNANSWERED: u64 = 3;
+/// Two consent checks in a row whose round trip is this much above the
+/// lowest are a queue building (one alone may be a busy receiver or a busy
+/// camera), and so is one [`QUEUE_DELAY`] above. Lower than that: a check
+/// comes several times a second, and a bottleneck that holds 100 ms is
+/// half full at 50 ms.
 pub const PING_QUEUE_DELAY: f64 = 0.025;
 /// What a link whose queue grows is taken to carry, of what was sent.
 pub const QUEUED_SHARE: f64 = 0.85;
@@ -187,7 +189,11 @@ pub struct LinkEstimator {
     /// When a consent check was last answered, and whether its round trip
     /// showed a queue.
     ping_at: Option<Instant>,
-    ping_queued: bool,
+    /// Whether the latest answer showed a queue, and whether the one
+    /// before did too or this one is well above ([`QUEUE_DELAY`]).
+    ping_queued: (bool, bool),
+    /// Checks sent when the latest was answered.
+    pings_sent_then: u64,
 }
 
 /// What arrived between two receiver reports.
@@ -216,7 +222,8 @@ impl LinkEstimator {
             last_report: None,
             nacks_heard: false,
             ping_at: None,
-            ping_queued: false,
+            ping_queued: (false, false),
+            pings_sent_then: 0,
         }
     }
 
@@ -284,16 +291,20 @@ impl LinkEstimator {
         } else if new_report && measured && self.reported_acked.is_none() {
             self.reported_acked = Some(sent_bps * (1.0 - loss));
         }
-        let rtt_rising = new_report && self.queue_building(now, heard.report_rtt, QUEUE_DELAY);
+        let rtt_rising = new_report && self.queue_delay(now, heard.report_rtt) > QUEUE_DELAY;
         if new_ping {
             self.ping_at = Some(now);
-            self.ping_queued = self.queue_building(now, heard.ping_rtt, PING_QUEUE_DELAY);
+            self.pings_sent_then = heard.pings_sent;
+            let delay = self.queue_delay(now, heard.ping_rtt);
+            // Well above: a queue at once; a little above: twice in a row.
+            let rising = delay > PING_QUEUE_DELAY;
+            self.ping_queued = (rising, self.ping_queued.0 || delay > QUEUE_DELAY);
         }
-        let ping_silent = self
-            .ping_at
-            .is_some_and(|at| now.duration_since(at) >= PING_SILENCE);
+        // Counted anew after an ICE restart too.
+        let unanswered = heard.pings_sent.saturating_sub(self.pings_sent_then);
         // The latest consent checks show a queue (or were lost in one).
-        let pings_queued = self.ping_at.is_some() && (self.ping_queued || ping_silent);
+        let pings_queued = self.ping_at.is_some()
+            && (self.ping_queued == (true, true) || unanswered >= PINGS_UNANSWERED);
         let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
         // Without TWCC, NACKs tell of loss within a round trip.
         let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
@@ -375,11 +386,11 @@ impl LinkEstimator {
         })
     }
 
-    /// Takes a round trip; whether it is `margin` above the lowest of the
+    /// Takes a round trip; how far (seconds) it is above the lowest of the
     /// last [`BASE_RTT_WINDOW`].
-    fn queue_building(&mut self, now: Instant, rtt: f64, margin: f64) -> bool {
+    fn queue_delay(&mut self, now: Instant, rtt: f64) -> f64 {
         if rtt <= 0.0 {
-            return false;
+            return 0.0;
         }
         while self
             .round_trips
@@ -394,6 +405,6 @@ impl LinkEstimator {
             .iter()
             .map(|(_, rtt)| *rtt)
             .fold(f64::INFINITY, f64::min);
-        rtt > base + margin
+        rtt - base
     }
 }

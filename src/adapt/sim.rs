@@ -185,6 +185,7 @@ impl Link {
             // when the bottleneck drops is dropped.
             if self.now.duration_since(self.last_ping) >= PING_EVERY {
                 self.last_ping = self.now;
+                self.heard.pings_sent += 1;
                 if lost == 0.0 {
                     self.heard.pings_answered += 1;
                     self.heard.ping_rtt = BASE_RTT + self.queued_bits / self.capacity_bps;

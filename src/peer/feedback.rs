@@ -47,9 +47,10 @@ pub struct Feedback {
     /// The extended highest sequence number of the latest report.
     pub highest_seq: AtomicU64,
     pub nacked_packets: AtomicU64,
-    /// Our consent checks the viewer answered, and the round trip of the
-    /// latest, in microseconds (written by the peer task, see
+    /// Our consent checks sent, those the viewer answered, and the round
+    /// trip of the latest, in microseconds (written by the peer task, see
     /// [`super::stats`]).
+    pub pings_sent: AtomicU64,
     pub pings_answered: AtomicU64,
     pub ping_rtt_us: AtomicU64,
     /// The SSRC of our video stream: the reports about it are the ones
@@ -73,6 +74,7 @@ impl Feedback {
             report_rtt: load(&self.report_rtt_us) as f64 / 1e6,
             highest_seq: load(&self.highest_seq),
             nacked_packets: load(&self.nacked_packets),
+            pings_sent: load(&self.pings_sent),
             pings_answered: load(&self.pings_answered),
             ping_rtt: load(&self.ping_rtt_us) as f64 / 1e6,
             packets_sent: load(&sent.packets_sent),
@@ -80,11 +82,12 @@ impl Feedback {
         }
     }
 
-    /// Takes the consent checks answered so far and the latest one's round
-    /// trip (seconds).
-    pub fn take_consent(&self, answered: u64, rtt: f64) {
+    /// Takes the consent checks sent and answered so far and the latest
+    /// one's round trip (seconds).
+    pub fn take_consent(&self, sent: u64, answered: u64, rtt: f64) {
         self.ping_rtt_us
             .store((rtt * 1e6) as u64, Ordering::Relaxed);
+        self.pings_sent.store(sent, Ordering::Relaxed);
         self.pings_answered.store(answered, Ordering::Relaxed);
     }
 

@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 /// How long our consent checks may go unanswered. RFC 7675 lets consent
-/// last 30 s; we ask four times a second, so this is forty checks in a row
+/// last 30 s; we ask several times a second, so this is dozens of checks in a row
 /// lost or unanswered, which a saturated link that drops a share of them
 /// does not produce, and a rebuilt or vanished peer always does.
 pub const CONSENT_EXPIRY: Duration = Duration::from_secs(10);

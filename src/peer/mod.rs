@@ -336,7 +336,7 @@ async fn negotiate(
         tokio::select! {
             _ = stats_timer.tick(), if outbound.is_some() => {
                 consent = read_stats(pc, &counters).await;
-                feedback.take_consent(consent.responses, consent.rtt);
+                feedback.take_consent(consent.requests, consent.responses, consent.rtt);
                 let out = outbound.as_ref().expect("checked by the guard");
                 let observed = out.observe(&counters, consent).await;
                 if let Some(gone) = liveness.check(std::time::Instant::now(), observed) {
