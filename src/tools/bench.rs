@@ -121,7 +121,7 @@ impl Bench {
                 .iter()
                 .find(|(i, _)| i == id)
                 .map_or(0, |(_, n)| *n);
-            self.drops.of(id) - before
+            self.drops.of(id).saturating_sub(before)
         });
         group.stop();
         Ok(Round {

@@ -398,7 +398,7 @@
       id, session: null, status: null, offline: false, suspect: false, byeReceived: false,
       conn: null, conns: [], generations: 0, pending: [], byes: [], candidatesAt: [],
       chain: Promise.resolve(), figure, video, label,
-      presented: 0, lastPresentedAt: null, longestGap: 0,
+      watching: false, presented: 0, lastPresentedAt: null, longestGap: 0,
     };
   }
 
