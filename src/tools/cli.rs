@@ -1,11 +1,21 @@
 //! The `bench` and `soak` subcommands of a `meshcam` built with the `tools`
 //! feature: their flags, and how they run the modules beside this one with
 //! the running binary as camera and viewers.
+//!
+//! `meshcam bench` measures rounds of `--viewers` counts; `--receiver`
+//! picks who watches (`own`, `webrtcbin`, `chromium`, `mixed`). Its
+//! `--outage`, `--shaped` and `--soak-minutes` run something else instead:
+//! a broker outage, a shaped link, or receivers held for minutes
+//! (`meshcam bench --soak-minutes 10 --receiver mixed`: 8 receivers,
+//! judged).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+
+use super::receivers::Choice;
+use super::stage::CameraSettings;
 
 /// The tool subcommands, flattened into `meshcam`'s own.
 #[derive(Subcommand)]
@@ -28,13 +38,18 @@ impl Command {
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Viewer counts to measure, comma-separated
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4,8,16")]
-    viewers: Vec<usize>,
+    /// Viewer counts to measure, comma-separated (default 0,1,2,4,8,16);
+    /// with --soak-minutes, the one count held (default 8)
+    #[arg(long, value_delimiter = ',')]
+    viewers: Option<Vec<usize>>,
+    /// Which receivers watch: `meshcam view`, GStreamer's webrtcbin,
+    /// Chromium tabs, or the count split across the three
+    #[arg(long, value_enum, default_value = "own")]
+    receiver: Choice,
     /// Seconds to settle after the first frames
     #[arg(long, default_value_t = 3.0)]
     warmup: f64,
-    /// Seconds to measure each round
+    /// Seconds to measure each round; with --soak-minutes, each sample
     #[arg(long, default_value_t = 10.0)]
     window: f64,
     #[arg(long, default_value_t = 1280)]
@@ -75,6 +90,11 @@ pub struct BenchArgs {
     /// Where the shaped run writes its CSV and SVG (OUT.csv, OUT.svg)
     #[arg(long, default_value = "adaptation")]
     out: std::path::PathBuf,
+    /// Instead: hold the receivers this many minutes, sample every
+    /// --window, and check every receiver kept ≥ 29 fps with no re-offer
+    /// and no drop, and the camera's RSS and open files stayed flat
+    #[arg(long)]
+    soak_minutes: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -143,17 +163,42 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         let summary = super::shaped::run_shaped(&bin, &options);
         return measured("bench --shaped", summary.map(|_| true));
     }
-    let options = super::bench::BenchOptions {
-        viewers: args.viewers,
-        warmup: Duration::from_secs_f64(args.warmup),
-        window: Duration::from_secs_f64(args.window),
+    let camera = CameraSettings {
         width: args.width,
         height: args.height,
         fps: args.fps,
         bitrate_kbps: args.bitrate_kbps,
-        stall: !args.no_stall,
         single_layer: args.single_layer,
         audio: !args.no_audio,
+    };
+    if let Some(minutes) = args.soak_minutes {
+        let receivers = match args.viewers.as_deref() {
+            None => 8,
+            Some([n]) => *n,
+            Some(_) => {
+                eprintln!("meshcam bench --soak-minutes: --viewers takes one count");
+                return ExitCode::FAILURE;
+            }
+        };
+        let options = super::endurance::EnduranceOptions {
+            duration: Duration::from_secs_f64(minutes * 60.0),
+            receivers,
+            receiver: args.receiver,
+            window: Duration::from_secs_f64(args.window),
+            camera,
+        };
+        return measured(
+            "bench --soak-minutes",
+            super::endurance::run(&bin, &options),
+        );
+    }
+    let options = super::bench::BenchOptions {
+        viewers: args.viewers.unwrap_or_else(|| vec![0, 1, 2, 4, 8, 16]),
+        warmup: Duration::from_secs_f64(args.warmup),
+        window: Duration::from_secs_f64(args.window),
+        camera,
+        stall: !args.no_stall,
+        receiver: args.receiver,
     };
     measured("bench", super::bench::run(&bin, options).map(|_| true))
 }

@@ -16,7 +16,7 @@
 //! [`Participant`]'s and the room logic's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod assembly;
@@ -24,7 +24,9 @@ mod decoder;
 mod fed;
 mod freeze;
 mod janus;
+mod offers;
 mod sound;
+mod stats;
 
 use anyhow::Context;
 use gstreamer as gst;
@@ -43,7 +45,9 @@ use crate::room::Me;
 use assembly::{Assembler, is_keyframe};
 use decoder::Decoder;
 use freeze::Freezes;
+use offers::Offers;
 use sound::SoundDecoder;
+pub use stats::ViewerStats;
 
 /// What `meshcam view` was asked to do.
 #[derive(Debug, Clone)]
@@ -64,34 +68,6 @@ pub struct ViewOptions {
     pub bind: String,
     /// Negotiate transport-wide congestion control feedback.
     pub twcc: bool,
-}
-
-/// One viewer's counters.
-#[derive(Debug, Default)]
-pub struct ViewerStats {
-    pub frames: AtomicU64,
-    pub keyframes: AtomicU64,
-    pub bytes: AtomicU64,
-    pub decoded: AtomicU64,
-    pub lost_packets: AtomicU64,
-    /// Duplicates and packets older than one already received.
-    pub stale_packets: AtomicU64,
-    /// Freezes since the first frame ([`freeze`]), and their total length.
-    pub freezes: AtomicU64,
-    pub frozen_us: AtomicU64,
-    /// Microseconds from join (presence published) to the first frame.
-    pub first_frame_us: AtomicU64,
-    pub width: AtomicU32,
-    pub height: AtomicU32,
-    pub joined: AtomicBool,
-    /// RTP packets of the camera's sound.
-    pub audio_packets: AtomicU64,
-    /// With `--decode`: the pitch (Hz) and level (tenths of dBFS) of the
-    /// last second of decoded sound.
-    pub audio_hz: AtomicU32,
-    pub audio_dbfs_x10: std::sync::atomic::AtomicI32,
-    /// Watching through an SFU, not the mesh.
-    pub via_sfu: AtomicBool,
 }
 
 struct Viewer {
@@ -156,29 +132,7 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
                 let wall = now.duration_since(last_report).as_secs_f64().max(1e-3);
                 last_report = now;
                 for (i, v) in viewers.iter().enumerate() {
-                    let frames = v.stats.frames.load(Ordering::Relaxed);
-                    let bytes = v.stats.bytes.load(Ordering::Relaxed);
-                    let (f0, b0) = previous[i];
-                    previous[i] = (frames, bytes);
-                    print_line(json!({
-                        "event": "report",
-                        "viewer": v.id,
-                        "frames": frames,
-                        "keyframes": v.stats.keyframes.load(Ordering::Relaxed),
-                        "decoded": v.stats.decoded.load(Ordering::Relaxed),
-                        "fps": ((frames - f0) as f64 / wall * 10.0).round() / 10.0,
-                        "kbps": ((bytes - b0) as f64 * 8.0 / 1000.0 / wall).round(),
-                        "lost_packets": v.stats.lost_packets.load(Ordering::Relaxed),
-                        "stale_packets": v.stats.stale_packets.load(Ordering::Relaxed),
-                        "freezes": v.stats.freezes.load(Ordering::Relaxed),
-                        "frozen_ms": v.stats.frozen_us.load(Ordering::Relaxed) / 1000,
-                        "width": v.stats.width.load(Ordering::Relaxed),
-                        "height": v.stats.height.load(Ordering::Relaxed),
-                        "audio_packets": v.stats.audio_packets.load(Ordering::Relaxed),
-                        "audio_hz": v.stats.audio_hz.load(Ordering::Relaxed),
-                        "audio_dbfs": f64::from(v.stats.audio_dbfs_x10.load(Ordering::Relaxed)) / 10.0,
-                        "via": if v.stats.via_sfu.load(Ordering::Relaxed) { "sfu" } else { "mesh" },
-                    }));
+                    print_line(v.stats.report(&v.id, &mut previous[i], wall));
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -278,6 +232,7 @@ async fn run_viewer(
     );
     participant.join(&options.room);
     let mut joined_at = Instant::now();
+    let mut offers = Offers::default();
     let mut receivers = Vec::new();
     // Watching through an SFU, where a camera that turned us away points.
     let mut sfu: Option<tokio::task::JoinHandle<()>> = None;
@@ -296,6 +251,8 @@ async fn run_viewer(
                 }
                 Some(MqttEvent::Message { topic, payload }) => {
                     if let Some(topic) = topics.parse(&topic) {
+                        offers.observe(&topic, &payload, &id, participant.mesh.session(&options.room));
+                        stats.offers.store(offers.count(), Ordering::Relaxed);
                         participant.on_message(&topic, &payload, Instant::now());
                     }
                     if sfu.is_none() && let Some((camera, pointer)) = participant.mesh.sfu_pointer() {
@@ -448,7 +405,9 @@ async fn receive(
         let Some(frame) = frame else {
             continue;
         };
-        if freezes.frame(Instant::now()) {
+        let now = Instant::now();
+        stats.frame_came(now);
+        if freezes.frame(now) {
             stats.freezes.store(freezes.count(), Ordering::Relaxed);
             stats.frozen_us.store(
                 u64::try_from(freezes.total().as_micros()).unwrap_or(u64::MAX),

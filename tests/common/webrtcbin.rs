@@ -4,30 +4,16 @@
 //! network namespace and read through its JSON lines.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::netns::{LineProcess, Netns};
+use meshcam::tools::receivers::{WEBRTCBIN_VIEWER, python};
 
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/interop/webrtcbin_viewer.py"
-);
+use super::netns::{LineProcess, Netns};
 
 /// Publishing its presence.
 const JOIN: Duration = Duration::from_secs(10);
-
-fn python() -> &'static str {
-    // Debian's interpreter, the one python3-gi is built for (a python3
-    // earlier in PATH, such as pyenv's, lacks it).
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
 
 pub struct WebrtcbinViewer {
     pub process: LineProcess,
@@ -50,7 +36,7 @@ impl WebrtcbinViewer {
         let dir = super::temp_dir(id);
         let mut command = ns.command(python());
         command
-            .arg(SCRIPT)
+            .arg(WEBRTCBIN_VIEWER)
             .args(["--broker", broker_url, "--room", room, "--id", id])
             .args(["--bind", &bind.to_string()])
             .args(args);

@@ -51,7 +51,7 @@ process.env.MESHCAM_BIN = bin;
 const harness = await import("../tests/harness.mjs");
 const driver = await import("../tests/independent/driver.mjs");
 delete process.env.MESHCAM_BIN;
-const { HEIGHT, WIDTH, cleanup, launchChromium, onCleanup, startMosquitto, waitFor } = harness;
+const { HEIGHT, WIDTH, launchChromium, onCleanup, runScript, startMosquitto, waitFor, withDeadline } = harness;
 const { cameraInRoom, cameraOf, openViewer, serveIndependent, watchRoom } = driver;
 
 const ROOM = "bench";
@@ -76,14 +76,6 @@ function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function withDeadline(what, promise, deadlineMs) {
-  let timer;
-  const expired = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${deadlineMs} ms waiting for ${what}`)), deadlineMs);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 const ms = (x) => (x === null || x === undefined ? "-" : String(Math.round(x)));
@@ -159,15 +151,4 @@ async function main() {
   console.log(`1 tab, every run: ${ff.map(ms).join(", ")} ms`);
 }
 
-let failed = false;
-process.on("SIGINT", () => { cleanup().finally(() => process.exit(130)); });
-process.on("SIGTERM", () => { cleanup().finally(() => process.exit(143)); });
-try {
-  await main();
-} catch (e) {
-  failed = true;
-  console.error(`first-frame: ${e.stack ?? e}`);
-} finally {
-  await cleanup();
-}
-process.exit(failed ? 1 : 0);
+await runScript("first-frame", main);

@@ -37,6 +37,25 @@ export async function cleanup() {
   }
 }
 
+/**
+ * Runs a script's `main`, then every cleanup, also when the script is
+ * interrupted (SIGINT, SIGTERM); exits non-zero if `main` threw.
+ */
+export async function runScript(name, main) {
+  process.on("SIGINT", () => { cleanup().finally(() => process.exit(130)); });
+  process.on("SIGTERM", () => { cleanup().finally(() => process.exit(143)); });
+  let failed = false;
+  try {
+    await main();
+  } catch (e) {
+    failed = true;
+    console.error(`${name}: ${e.stack ?? e}`);
+  } finally {
+    await cleanup();
+  }
+  process.exit(failed ? 1 : 0);
+}
+
 export function tempDir(name) {
   return mkdtempSync(join(tmpdir(), `meshcam-${name}-`));
 }
@@ -66,6 +85,15 @@ export async function waitFor(what, probe, deadlineMs = DEADLINE_MS) {
     if (Date.now() > end) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what} (last: ${last})`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** `promise`, or a failure naming `what` if it has not settled within `deadlineMs`. */
+export function withDeadline(what, promise, deadlineMs) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${deadlineMs} ms waiting for ${what}`)), deadlineMs);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 async function waitForPort(port, child, what) {

@@ -14,7 +14,7 @@ mod watch;
 pub use camera::CameraProcess;
 pub use mosquitto::Mosquitto;
 pub use subscriber::subscribe;
-pub use viewer::{ViewerProcess, json_lines};
+pub use viewer::{ViewerProcess, forward_json_lines, json_lines, view_command};
 pub use watch::TopicWatch;
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -1,4 +1,5 @@
-//! A Mosquitto broker as a child process, on a free loopback port, or with
+//! A Mosquitto broker as a child process, on a free loopback port (with a
+//! WebSockets listener beside it for browser pages, when asked), or with
 //! a whole configuration of the test's own (TLS, logins, ACL).
 
 use std::net::TcpStream;
@@ -12,6 +13,8 @@ pub struct Mosquitto {
     dir: PathBuf,
     /// `mqtt` or, for a TLS listener on `port`, `mqtts`.
     scheme: &'static str,
+    /// A plain WebSockets listener on loopback, if started with one.
+    websockets: Option<u16>,
 }
 
 fn spawn(conf: &std::path::Path) -> std::io::Result<Child> {
@@ -40,6 +43,15 @@ impl Mosquitto {
         Self::start_with_config(super::temp_dir("mosquitto")?, &conf, port, "mqtt")
     }
 
+    /// As [`Mosquitto::start`], with a WebSockets listener too (for
+    /// browser pages: [`Mosquitto::ws_url`]).
+    pub fn start_with_websockets() -> std::io::Result<Self> {
+        let ws = super::free_port()?;
+        let mut broker = Self::start(&format!("listener {ws} 127.0.0.1\nprotocol websockets"))?;
+        broker.websockets = Some(ws);
+        Ok(broker)
+    }
+
     /// Starts Mosquitto with the complete configuration `conf`, written into
     /// `dir` (removed with the broker), and waits until `port` accepts
     /// connections; [`Mosquitto::url`] is `{scheme}://127.0.0.1:{port}`.
@@ -57,6 +69,7 @@ impl Mosquitto {
             port,
             dir,
             scheme,
+            websockets: None,
         };
         broker.wait_ready()?;
         Ok(broker)
@@ -92,6 +105,11 @@ impl Mosquitto {
 
     pub fn url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
+    /// `ws://127.0.0.1:{port}` of the WebSockets listener, if there is one.
+    pub fn ws_url(&self) -> Option<String> {
+        self.websockets.map(|port| format!("ws://127.0.0.1:{port}"))
     }
 }
 

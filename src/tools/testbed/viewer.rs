@@ -16,21 +16,7 @@ pub struct ViewerProcess {
 impl ViewerProcess {
     /// Runs `{bin} view --broker {broker} --room {room} --bind 127.0.0.1 {args}`.
     pub fn spawn(bin: &Path, broker: &str, room: &str, args: &[&str]) -> std::io::Result<Self> {
-        let mut child = Command::new(bin)
-            .args([
-                "view",
-                "--broker",
-                broker,
-                "--room",
-                room,
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args(args)
-            .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut child = view_command(bin, broker, room, args).spawn()?;
         let stdout = child
             .stdout
             .take()
@@ -66,18 +52,50 @@ impl Drop for ViewerProcess {
     }
 }
 
+/// `{bin} view --broker {broker} --room {room} --bind 127.0.0.1 {args}`,
+/// its output piped, its log quiet but for warnings.
+pub fn view_command(bin: &Path, broker: &str, room: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .args([
+            "view",
+            "--broker",
+            broker,
+            "--room",
+            room,
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(args)
+        .env("RUST_LOG", "warn,rtc=error,rtc_ice=error,webrtc=error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
 /// The JSON lines a child prints, parsed on a thread of their own; other
 /// lines are skipped. The channel closes when the child closes its output.
 pub fn json_lines(stdout: ChildStdout) -> mpsc::Receiver<Value> {
     let (tx, lines) = mpsc::channel();
+    forward_json_lines(stdout, tx, |v| v);
+    lines
+}
+
+/// Sends every JSON line of `stdout`, made into a message by `wrap`, to
+/// `tx` from a thread of its own, until the output ends or nobody listens:
+/// several children's lines on one channel.
+pub fn forward_json_lines<T: Send + 'static>(
+    stdout: ChildStdout,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(Value) -> T + Send + 'static,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && tx.send(v).is_err()
+                && tx.send(wrap(v)).is_err()
             {
                 return;
             }
         }
     });
-    lines
 }

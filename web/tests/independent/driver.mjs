@@ -49,6 +49,8 @@ export async function openViewer(browser, pageUrl, { broker, room, id, manual = 
     leave: () => page.evaluate(() => window.independent.leave()),
     /** Resolves on the first decoded frame of `camera`'s current connection. */
     firstFrame: (camera) => page.evaluate((c) => window.independent.firstFrame(c), camera),
+    /** Frames decoded and presented, offers, and the longest gap since the last call. */
+    frames: (camera) => page.evaluate((c) => window.independent.frames(c), camera),
     close: () => context.close(),
   };
 }

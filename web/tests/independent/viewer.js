@@ -20,6 +20,13 @@
 //   firstFrame(camera)      resolves when the camera's current connection has
 //                           decoded its first frame (no polling: waiting costs
 //                           the page nothing)
+//   frames(camera)          a light reading for benchmarks: frames decoded on
+//                           all its connections (getStats), offers received,
+//                           connections made, frames presented, and the
+//                           longest wait between two presented frames since
+//                           the previous call (requestVideoFrameCallback on
+//                           the camera's video element, which outlives its
+//                           connections: a reconnection's gap is in it)
 "use strict";
 (() => {
   const params = new URLSearchParams(location.search);
@@ -391,7 +398,21 @@
       id, session: null, status: null, offline: false, suspect: false, byeReceived: false,
       conn: null, conns: [], generations: 0, pending: [], byes: [], candidatesAt: [],
       chain: Promise.resolve(), figure, video, label,
+      watching: false, presented: 0, lastPresentedAt: null, longestGap: 0,
     };
+  }
+
+  /** Counts the frames the camera's video element presents, and the gaps between them. */
+  function watchPresented(cam) {
+    if (cam.watching || !("requestVideoFrameCallback" in cam.video)) return;
+    cam.watching = true;
+    const step = (now) => {
+      if (cam.lastPresentedAt !== null) cam.longestGap = Math.max(cam.longestGap, now - cam.lastPresentedAt);
+      cam.lastPresentedAt = now;
+      cam.presented += 1;
+      cam.video.requestVideoFrameCallback(step);
+    };
+    cam.video.requestVideoFrameCallback(step);
   }
 
   function iceUp(pc) {
@@ -426,6 +447,7 @@
       if (cam.video.srcObject !== conn.stream) cam.video.srcObject = conn.stream;
       cam.video.play().catch(() => {});
       if (e.track.kind === "video") {
+        watchPresented(cam);
         if ("requestVideoFrameCallback" in cam.video) {
           cam.video.requestVideoFrameCallback(() => firstFrame(cam, conn, "requestVideoFrameCallback"));
         }
@@ -579,10 +601,24 @@
     return out;
   }
 
+  async function frames(id) {
+    const cam = pickCamera(id);
+    if (cam.conn) await readStats(cam.conn).catch(() => {});
+    const gap = cam.longestGap;
+    cam.longestGap = 0;
+    return {
+      decoded: cam.conns.reduce((n, c) => n + c.framesDecoded, 0),
+      offers: cam.conns.reduce((n, c) => n + c.offers.length, 0),
+      connections: cam.conns.length,
+      presented: cam.presented,
+      gapMs: gap,
+    };
+  }
+
   window.independent = {
     id: me, session, room: ROOM,
     get joinAt() { return joinAt; },
-    join, leave, replace, state, firstFrame: firstFrameOf,
+    join, leave, replace, state, firstFrame: firstFrameOf, frames,
   };
   if (params.get("manual") !== "1") join();
   else statusEl.textContent = "ready";
