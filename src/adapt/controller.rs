@@ -59,11 +59,16 @@ pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 /// through before any queue shows (16 kB: a quarter of a second at a 25 %
 /// overrun of 500 kbit/s): each step is held for this long. So that the
 /// climb is not slower for it, the steps grow faster, by
-/// [`PROBE_STEP_GROWTH_UNTIMED`] up to [`PROBE_STEP_UNTIMED`], but never
-/// past [`CEILING_MARGIN`] of the level at which the last probe failed:
-/// from there on they are [`PROBE_STEP_REPORTS`] again, so a link that has
-/// not widened is overrun by that much at most, and once a step past that
-/// level is carried the link has widened, and they grow again.
+/// [`PROBE_STEP_GROWTH_UNTIMED`] up to [`PROBE_STEP_UNTIMED`].
+///
+/// Whatever the feedback, steps never pass [`CEILING_MARGIN`] of the level
+/// at which the last probe failed, or of what the link delivered when the
+/// viewer went down to this layer: from there on they are
+/// [`PROBE_STEP_REPORTS`], so a link that has not widened is overrun by
+/// that much at most (a token bucket hides even TWCC's delay signal until
+/// it is spent, and GCC's estimate climbs past the link meanwhile), and
+/// once a step past that level is carried the link has widened, and they
+/// grow again.
 pub const PROBE_STEP_EVERY_UNTIMED: Duration = Duration::from_secs(1);
 pub const PROBE_STEP_UNTIMED: f64 = 1.5;
 pub const PROBE_STEP_GROWTH_UNTIMED: f64 = 0.1;
@@ -174,6 +179,9 @@ impl LayerController {
                     .or_else(|| lower.clone().next_back())
                     .expect("checked non-empty");
                 self.switch(now, target);
+                // What the link delivered as it overflowed: where a probe
+                // back up slows down.
+                self.ceiling = estimate.acked_bps;
                 self.backoff = PROBE_WAIT_MIN;
                 self.probe = Probe::Waiting {
                     until: now + PROBE_WAIT_MIN,
@@ -219,7 +227,7 @@ impl LayerController {
                 PROBE_STEP_GROWTH_UNTIMED,
             )
         };
-        let ceiling = self.ceiling.filter(|_| !timed);
+        let ceiling = self.ceiling;
         let mut widened = false;
         // Large steps only while TWCC's estimate vouches for the link.
         let first_step = if estimate.source == Source::Twcc && estimate.bps >= need * FIT {

@@ -9,12 +9,12 @@
 //
 //   {"event":"joined","tab":ID}
 //   {"event":"first_frame","tab":ID,"ms":M}   join → first decoded frame, page clock
-//   {"event":"report","tab":ID,"frames":F,"offers":O,"connections":C,"presented":P,"gap_ms":G}
+//   {"event":"report","tab":ID,"frames":F,"offers":O,"connections":C,"presented":P,"gap_ms":G,"t":T}
 //       every --interval seconds: F frames decoded on all its connections
 //       (getStats framesDecoded), O offers received (re-offers included),
 //       C connections made, P frames presented, G the longest wait between
 //       two presented frames since its previous report
-//       (requestVideoFrameCallback)
+//       (requestVideoFrameCallback), T seconds since this script started
 //
 //   node web/bench/tabs.mjs --broker ws://127.0.0.1:PORT --room R --camera CAM
 //                           --ids tab-0,tab-1 [--interval 1]
@@ -59,6 +59,7 @@ async function report(tab) {
     say({
       event: "report", tab: tab.id, frames: f.decoded, offers: f.offers,
       connections: f.connections, presented: f.presented, gap_ms: Math.round(f.gapMs * 10) / 10,
+      t: Math.round(performance.now()) / 1000,
     });
   } catch {
     // The camera is not known to the tab yet.
