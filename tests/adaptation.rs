@@ -27,8 +27,8 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::inbox;
 use common::netns::{LineProcess, NsBroker, NsCamera, Star, observer_at};
+use common::{inbox, two_layer_camera};
 use serde_json::Value;
 
 const ROOM: &str = "home";
@@ -54,22 +54,8 @@ const CONNECT: Duration = Duration::from_secs(30);
 /// How often telemetry is asked for during the window.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Noise at 720p30: a top layer above what the shaped link carries, a low
-/// layer (with RTP, SRTP and UDP on top) well within it.
-const CAMERA: &str = r#"rooms = ["home"]
-[video]
-source = "pipeline"
-pipeline = "videotestsrc is-live=true pattern=snow ! video/x-raw,width=1280,height=720,framerate=30/1"
-width = 1280
-height = 720
-fps = 30
-bitrate_kbps = 2000
-encoder = "x264enc"
-[[video.layers]]
-width = 640
-height = 360
-bitrate_kbps = 300
-"#;
+/// Noise: x264 really spends the bitrates.
+const PICTURE: &str = "pattern=snow";
 
 /// One camera encoding two layers takes most of a core: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -158,7 +144,7 @@ fn adapts(name: &str, shaped_args: &[&str], estimators: &[&str]) {
     star.shape(SHAPED, SHAPED_RATE, "200ms")
         .unwrap_or_else(|e| panic!("{e}"));
     let _broker = NsBroker::start(&star);
-    let cam = NsCamera::start(&star, &format!("cam-{name}"), CAMERA);
+    let cam = NsCamera::start(&star, &format!("cam-{name}"), &two_layer_camera(PICTURE));
     let obs_id = format!("obs-{name}");
     let mut obs = observer_at(
         &star.cam,
@@ -322,7 +308,7 @@ fn a_viewer_behind_a_link_narrower_than_every_layer_slows_nobody() {
     star.shape(SHAPED, "300kbit", "200ms")
         .unwrap_or_else(|e| panic!("{e}"));
     let _broker = NsBroker::start(&star);
-    let cam = NsCamera::start(&star, "cam-narrow", CAMERA);
+    let cam = NsCamera::start(&star, "cam-narrow", &two_layer_camera(PICTURE));
     let obs_id = "obs-narrow";
     let mut obs = observer_at(
         &star.cam,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{BROKER_WS_PORT, LineProcess, NsBroker, NsCamera, Spoke, Star, observer_at};
 use common::webrtcbin::WebrtcbinViewer;
-use common::{TempDir, inbox};
+use common::{TempDir, inbox, two_layer_camera};
 use serde_json::Value;
 
 const ROOM: &str = "home";
@@ -48,20 +48,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// One camera encoding two layers takes most of a core: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const CAMERA: &str = r#"rooms = ["home"]
-[video]
-source = "pipeline"
-pipeline = "videotestsrc is-live=true pattern=smpte horizontal-speed=4 ! video/x-raw,width=1280,height=720,framerate=30/1"
-width = 1280
-height = 720
-fps = 30
-bitrate_kbps = 2000
-encoder = "x264enc"
-[[video.layers]]
-width = 640
-height = 360
-bitrate_kbps = 300
-"#;
+/// Moving bars.
+const PICTURE: &str = "pattern=smpte horizontal-speed=4";
 
 /// Frame counts over a receiver's own clock: (seconds, frames so far,
 /// longest gap in the frames before, in seconds).
@@ -117,6 +105,19 @@ impl Frames {
             })
             .fold(f64::INFINITY, f64::min)
     }
+}
+
+/// One line of the shaped link's trace, for failure messages.
+fn trace_line(at: &str, c: &Value) -> String {
+    format!(
+        "\n  {at} layer {} estimate {} kbit/s ({}) loss {} nack {} padding {} kbit/s",
+        c["layer"],
+        c["estimate_kbps"],
+        c["estimator"],
+        c["loss"],
+        c["nack_ratio"],
+        c["padding_kbps"]
+    )
 }
 
 fn layer_of(stats: &Value, peer: &str) -> Option<u64> {
@@ -243,7 +244,7 @@ fn steps_down_without_a_stall(
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let star = Star::new();
     let _broker = NsBroker::start(&star);
-    let cam = NsCamera::start(&star, &format!("cam-{name}"), CAMERA);
+    let cam = NsCamera::start(&star, &format!("cam-{name}"), &two_layer_camera(PICTURE));
     let obs_id = format!("obs-{name}");
     let mut obs = observer_at(
         &star.cam,
@@ -268,18 +269,8 @@ fn steps_down_without_a_stall(
     while Instant::now() < end {
         let stats = obs.stats(&cam.id);
         if let Some(c) = common::connection_to(&stats, &shaped_id) {
-            trace += &format!(
-                "\n  {:5.1} s layer {} estimate {} kbit/s ({}) loss {} nack {} padding {} kbit/s",
-                SHAPED_FOR
-                    .saturating_sub(end - Instant::now())
-                    .as_secs_f64(),
-                c["layer"],
-                c["estimate_kbps"],
-                c["estimator"],
-                c["loss"],
-                c["nack_ratio"],
-                c["padding_kbps"]
-            );
+            let at = SHAPED_FOR.saturating_sub(end - Instant::now());
+            trace += &trace_line(&format!("{:5.1} s", at.as_secs_f64()), c);
         }
         shaped.lines().drain(POLL);
         free.lines().drain(Duration::ZERO);
@@ -293,13 +284,8 @@ fn steps_down_without_a_stall(
         if layer_of(&stats, &shaped_id) == Some(0) {
             up = Some(unshaped.elapsed());
         } else if let Some(c) = common::connection_to(&stats, &shaped_id) {
-            trace += &format!(
-                "\n  widened +{:4.1} s layer {} estimate {} kbit/s padding {} kbit/s",
-                unshaped.elapsed().as_secs_f64(),
-                c["layer"],
-                c["estimate_kbps"],
-                c["padding_kbps"]
-            );
+            let at = unshaped.elapsed().as_secs_f64();
+            trace += &trace_line(&format!("widened +{at:4.1} s"), c);
         }
         shaped.lines().drain(POLL);
     }

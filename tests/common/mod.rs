@@ -64,6 +64,29 @@ pub struct Camera {
 }
 
 /// A small, cheap picture so several cameras and viewers fit on two cores.
+/// A camera in room `home` that encodes `pattern` of videotestsrc at 720p30
+/// in two layers with x264: 1280x720 at 2 Mbit/s, above what a 500 kbit/s
+/// link carries, and 640x360 at 300 kbit/s, well within it with RTP, SRTP
+/// and UDP on top.
+pub fn two_layer_camera(pattern: &str) -> String {
+    format!(
+        r#"rooms = ["home"]
+[video]
+source = "pipeline"
+pipeline = "videotestsrc is-live=true {pattern} ! video/x-raw,width=1280,height=720,framerate=30/1"
+width = 1280
+height = 720
+fps = 30
+bitrate_kbps = 2000
+encoder = "x264enc"
+[[video.layers]]
+width = 640
+height = 360
+bitrate_kbps = 300
+"#
+    )
+}
+
 pub const SMALL_VIDEO: &str = "[video]\nwidth = 320\nheight = 240\nfps = 15\nbitrate_kbps = 500\n";
 
 impl Camera {
