@@ -1,9 +1,11 @@
 //! A link that narrows under a viewer we did not write, mid-stream, and
-//! widens again: GStreamer's webrtcbin at its default settings (receiver
-//! reports every 5 s on average, no NACKs, no REMB, no TWCC), counting the
-//! access units its depayloader puts out, and a stock headless Chromium tab
-//! on the independent page (TWCC, NACKs), counting the frames it presents
-//! (web/bench/tabs.mjs). One camera (moving SMPTE bars, 1280x720 at
+//! widens again. Three receivers at their default settings on the link
+//! that narrows: GStreamer's webrtcbin (receiver reports every 5 s on
+//! average, no NACKs, no REMB, no TWCC; access units out of its
+//! depayloader are counted), aiortc (receiver reports, NACKs, PLIs, REMB;
+//! decoded frames, tests/interop/aiortc_viewer.py), and a stock headless
+//! Chromium tab on the independent page (TWCC, NACKs; frames presented,
+//! web/bench/tabs.mjs). One camera (moving SMPTE bars, 1280x720 at
 //! 2 Mbit/s and 640x360 at 300 kbit/s); the receiver under test and a
 //! webrtcbin receiver beside it, each on a link of its own
 //! (tests/common/netns.rs); once both play the top layer, the first link is
@@ -15,8 +17,10 @@
 //! and averages [`SHAPED_FPS`]; the other receiver never notices (at least
 //! [`FREE_FPS`] in every 2 s); the shaped one is back on the top layer
 //! within [`UP`] of the link widening; nobody is offered a new connection.
-//! Needs root for the namespaces and the shaping (the tests fail saying so
-//! otherwise); one test at a time, as each camera encodes two layers.
+//! Chromium and aiortc miss the onset and are held to less (their tests
+//! say what). Needs root for the namespaces and the shaping (the tests fail
+//! saying so otherwise); one test at a time, as each camera encodes two
+//! layers.
 
 mod common;
 
@@ -36,6 +40,7 @@ const FREE: usize = 1;
 const SHAPED_FOR: Duration = Duration::from_secs(40);
 const SETTLE: f64 = 2.0;
 const CHROMIUM_SETTLE: f64 = 5.0;
+const AIORTC_SETTLE: f64 = 10.0;
 const LONGEST_GAP: f64 = 0.5;
 const SHAPED_FPS: f64 = 25.0;
 const FREE_FPS: f64 = 28.0;
@@ -70,26 +75,24 @@ impl Frames {
         )
     }
 
-    /// The events whose frames all came within `from..=to`.
-    fn within(&self, from: f64, to: f64) -> Vec<(f64, f64, f64)> {
-        self.0
-            .windows(2)
-            .filter(|w| w[0].0 >= from && w[1].0 <= to)
-            .map(|w| w[1])
-            .collect()
-    }
-
+    /// The longest wait for a frame within `from..=to`. A gap is told by
+    /// the event after it, and may have begun before `from`: only its part
+    /// after `from` counts.
     fn longest_gap(&self, from: f64, to: f64) -> f64 {
-        self.within(from, to)
+        self.0
             .iter()
-            .map(|e| e.2)
+            .filter(|e| e.0 > from && e.0 <= to)
+            .map(|e| e.2.min(e.0 - from))
             .fold(0.0, f64::max)
     }
 
+    /// Frames per second over `from..=to`: those between the first event
+    /// and the last within it, over the time from `from` (a stall right
+    /// after `from` counts against it).
     fn fps(&self, from: f64, to: f64) -> f64 {
         let events: Vec<_> = self.0.iter().filter(|e| e.0 >= from && e.0 <= to).collect();
         match (events.first(), events.last()) {
-            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) / (b.0 - a.0),
+            (Some(a), Some(b)) if b.0 > from => (b.1 - a.1) / (b.0 - from),
             _ => 0.0,
         }
     }
@@ -127,12 +130,20 @@ fn layer_of(stats: &Value, peer: &str) -> Option<u64> {
 /// A receiver we did not write, read through its JSON lines.
 enum Receiver {
     Webrtcbin(WebrtcbinViewer),
+    /// tests/interop/aiortc_viewer.py: the webrtcbin viewer's lines.
+    Aiortc {
+        viewer: LineProcess,
+        _dir: TempDir,
+    },
     /// web/bench/tabs.mjs with one tab.
     Chromium {
         tab: LineProcess,
         _dir: TempDir,
     },
 }
+
+/// The Python environment scripts/setup makes for aiortc.
+const AIORTC_PYTHON: &str = "/opt/meshcam-aiortc/bin/python";
 
 impl Receiver {
     fn webrtcbin(spoke: &Spoke, id: &str) -> Self {
@@ -144,6 +155,22 @@ impl Receiver {
             id,
             &["--no-decode"],
         ))
+    }
+
+    fn aiortc(spoke: &Spoke, id: &str) -> Self {
+        assert!(
+            Path::new(AIORTC_PYTHON).exists(),
+            "the aiortc receiver needs {AIORTC_PYTHON}: ./scripts/setup test makes it"
+        );
+        let dir = common::temp_dir(id);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiortc_viewer.py");
+        let mut command = spoke.ns.command(AIORTC_PYTHON);
+        command
+            .arg(script)
+            .args(["--broker", &spoke.broker_url(), "--room", ROOM, "--id", id]);
+        let mut viewer = LineProcess::spawn(&format!("aiortc viewer {id}"), command, &dir);
+        viewer.wait_for("joined", CONNECT, |v| v["event"] == "joined");
+        Self::Aiortc { viewer, _dir: dir }
     }
 
     /// A tab in `spoke`'s namespace, on the broker's WebSockets listener
@@ -169,6 +196,7 @@ impl Receiver {
     fn lines(&mut self) -> &mut LineProcess {
         match self {
             Self::Webrtcbin(v) => &mut v.process,
+            Self::Aiortc { viewer, .. } => viewer,
             Self::Chromium { tab, .. } => tab,
         }
     }
@@ -179,6 +207,11 @@ impl Receiver {
             Self::Webrtcbin(v) => {
                 v.wait_frames(90, 1, CONNECT);
             }
+            Self::Aiortc { viewer, .. } => {
+                viewer.wait_for("90 frames", CONNECT, |v| {
+                    v["event"] == "frame" && v["count"].as_u64() >= Some(90)
+                });
+            }
             Self::Chromium { tab, .. } => {
                 tab.wait_for("90 frames", CONNECT, |v| {
                     v["event"] == "report" && v["frames"].as_u64() >= Some(90)
@@ -187,12 +220,15 @@ impl Receiver {
         }
     }
 
-    /// Its clock now: a mark from webrtcbin, the next report from the tab.
+    /// Its clock now: a mark from the scripts, the next report from the tab.
     fn now(&mut self) -> f64 {
         let line = match self {
-            Self::Webrtcbin(v) => {
-                v.process.send("mark");
-                v.wait("mark", Duration::from_secs(5), |v| v["event"] == "mark")
+            Self::Webrtcbin(WebrtcbinViewer { process, .. })
+            | Self::Aiortc {
+                viewer: process, ..
+            } => {
+                process.send("mark");
+                process.wait_for("mark", Duration::from_secs(5), |v| v["event"] == "mark")
             }
             Self::Chromium { tab, .. } => {
                 tab.drain(Duration::ZERO);
@@ -206,7 +242,10 @@ impl Receiver {
 
     fn frames(&self) -> Frames {
         match self {
-            Self::Webrtcbin(v) => Frames::of(&v.process.seen, "frame", "count"),
+            Self::Webrtcbin(WebrtcbinViewer { process, .. })
+            | Self::Aiortc {
+                viewer: process, ..
+            } => Frames::of(&process.seen, "frame", "count"),
             Self::Chromium { tab, .. } => Frames::of(&tab.seen, "report", "presented"),
         }
     }
@@ -214,7 +253,14 @@ impl Receiver {
     /// Offers it was made, re-offers and ICE restarts included.
     fn offers(&self) -> u64 {
         match self {
-            Self::Webrtcbin(v) => v.offers() as u64,
+            Self::Webrtcbin(WebrtcbinViewer { process, .. })
+            | Self::Aiortc {
+                viewer: process, ..
+            } => process
+                .seen
+                .iter()
+                .filter(|v| v["event"] == "offer")
+                .count() as u64,
             Self::Chromium { tab, .. } => tab
                 .seen
                 .iter()
@@ -352,4 +398,19 @@ fn a_chromium_tab_steps_down_without_a_stall_when_its_link_narrows() {
     steps_down_without_a_stall("tab", expect, |spoke, id| {
         Receiver::chromium(spoke, id, "cam-tab")
     });
+}
+
+/// aiortc misses the onset target too: it presents no frame from about
+/// 1.5 s to 9 s after the narrowing, though the camera is on the low layer
+/// at 1.7 s and the receiver reports say the low layer arrives whole from
+/// 3.4 s (docs/BENCHMARKS.md, "A link that narrows"). What is asserted is
+/// the steady state from 10 s on, the climb back, no re-offer, and the
+/// other receiver untouched.
+#[test]
+fn an_aiortc_receiver_steps_down_without_a_stall_when_its_link_narrows() {
+    let expect = Expect {
+        settle: AIORTC_SETTLE,
+        up: true,
+    };
+    steps_down_without_a_stall("aiortc", expect, Receiver::aiortc);
 }
