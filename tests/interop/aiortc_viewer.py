@@ -30,34 +30,13 @@ import asyncio
 import json
 import secrets
 import sys
-import time
 from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
-
-MAX_PAYLOAD = 64 * 1024
-FRAME_REPORT_EVERY = 30
-STARTED = time.monotonic()
-
-
-def emit(event, **fields):
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
-def parse(payload):
-    """A version 1 JSON object, or None."""
-    if len(payload) > MAX_PAYLOAD:
-        return None
-    try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(value, dict) or value.get("v") != 1:
-        return None
-    return value
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+import paho.mqtt.client as mqtt  # noqa: E402
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.sdp import candidate_from_sdp  # noqa: E402
+from protocol_wire import FrameClock, emit, mark, parse, presence_topic, signal_topic  # noqa: E402
 
 
 class Connection:
@@ -69,9 +48,7 @@ class Connection:
         self.session = session
         self.number = number
         self.pc = RTCPeerConnection()
-        self.frames = 0
-        self.last_frame_at = None
-        self.longest_gap = 0.0
+        self.clock = FrameClock(number)
         self.closed = False
         self.pc.on("track", self._on_track)
         self.pc.on("iceconnectionstatechange", self._on_ice_state)
@@ -145,10 +122,10 @@ class Viewer:
         self.mqtt.loop_start()
 
     def presence_topic(self, peer=None):
-        return f"{self.prefix}/rooms/{self.room}/peers/{peer or self.id}"
+        return presence_topic(self.prefix, self.room, peer or self.id)
 
     def signal_topic(self, to, sender):
-        return f"{self.prefix}/rooms/{self.room}/signal/{to}/{sender}"
+        return signal_topic(self.prefix, self.room, to, sender)
 
     # --- paho's thread: hand everything to the asyncio loop ---
 
@@ -253,21 +230,7 @@ class Viewer:
 
     def count_frame(self, conn):
         self.frames += 1
-        conn.frames += 1
-        now = time.monotonic()
-        if conn.last_frame_at is not None:
-            conn.longest_gap = max(conn.longest_gap, now - conn.last_frame_at)
-        conn.last_frame_at = now
-        if conn.frames == 1 or self.frames % FRAME_REPORT_EVERY == 0:
-            emit(
-                "frame",
-                count=self.frames,
-                conn=conn.number,
-                conn_frames=conn.frames,
-                gap_ms=round(conn.longest_gap * 1000),
-                t=round(now - STARTED, 3),
-            )
-            conn.longest_gap = 0.0
+        conn.clock.tick(self.frames)
 
     async def quit(self):
         for peer, conn in list(self.conns.items()):
@@ -295,7 +258,7 @@ async def main():
         if not line or word == "quit":
             break
         if word == "mark":
-            emit("mark", t=round(time.monotonic() - STARTED, 3))
+            mark()
         elif word:
             emit("error", message=f"unknown command {word!r}")
     await viewer.quit()

@@ -4,15 +4,15 @@ Shared by tests/interop/webrtcbin_viewer.py (a viewer) and
 web/bench/webrtcbin-camera.py (a camera). This module owns what the two
 have in common:
 
-- the JSON event lines on stdout (emit) and running work on the GLib main
-  loop (in_main);
+- running work on the GLib main loop (in_main); the JSON event lines
+  (emit), payloads (parse) and topics come from protocol_wire.py, which
+  needs no GStreamer;
 - the MQTT client: the broker URL, paho 1.x or 2.x, the will (our empty
   retained presence), connecting, and the one subscribe to presences and
   our inbox after which our presence is published;
 - the topics (presence, signal, device status) and the routing of an
   inbound message to presence, signal or status;
-- payloads: version 1 JSON objects of at most MAX_PAYLOAD bytes (parse),
-  presences checked against their topic, signals sent with our session and
+- presences checked against their topic, signals sent with our session and
   the recipient's, and taken only when both sessions are current;
 - the candidate object on the wire, mDNS candidates, SDP mids, the SDP
   and promise handling around webrtcbin's offers and answers, and a
@@ -30,8 +30,6 @@ import argparse
 import json
 import re
 import secrets
-import sys
-import threading
 from urllib.parse import urlparse
 
 import gi
@@ -43,16 +41,7 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-MAX_PAYLOAD = 64 * 1024
-
-_print_lock = threading.Lock()
-
-
-def emit(event, **fields):
-    fields = {"event": event, **fields}
-    with _print_lock:
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
+from protocol_wire import emit, parse, presence_topic, signal_topic  # noqa: E402,F401 (emit, parse: for the scripts)
 
 
 def in_main(fn, *args):
@@ -88,19 +77,6 @@ def run_peer(peer_class, parser, elements, packages):
         if Gst.ElementFactory.find(element) is None:
             raise SystemExit(f"GStreamer element {element} missing ({packages})")
     peer_class(args).run()
-
-
-def parse(payload):
-    """A version 1 JSON object, or None."""
-    if len(payload) > MAX_PAYLOAD:
-        return None
-    try:
-        value = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(value, dict) or value.get("v") != 1:
-        return None
-    return value
 
 
 # --- SDP and candidates ---
@@ -253,10 +229,10 @@ class ProtocolPeer:
     # --- topics ---
 
     def presence_topic(self, peer=None):
-        return f"{self.prefix}/rooms/{self.room}/peers/{peer or self.id}"
+        return presence_topic(self.prefix, self.room, peer or self.id)
 
     def signal_topic(self, to, sender):
-        return f"{self.prefix}/rooms/{self.room}/signal/{to}/{sender}"
+        return signal_topic(self.prefix, self.room, to, sender)
 
     def status_topic(self, device=None):
         return f"{self.prefix}/devices/{device or self.id}/status"

@@ -55,12 +55,12 @@ import secrets
 import subprocess
 import sys
 import threading
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 from protocol_peer import ProtocolPeer, WebrtcbinConnection, argument_parser, run_peer  # noqa: E402
 from protocol_peer import create, emit, in_main, parse, session_description  # noqa: E402
 from protocol_peer import add_remote_candidate, end_of_candidates, is_mdns, sdp_mids, wire_candidate  # noqa: E402
+from protocol_wire import FrameClock, mark  # noqa: E402
 
 import gi  # noqa: E402
 from gi.repository import Gst, GstWebRTC  # noqa: E402
@@ -71,8 +71,6 @@ try:
 except (ValueError, ImportError):
     Nice = None
 
-FRAME_REPORT_EVERY = 30
-STARTED = time.monotonic()
 ELEMENTS = ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc")
 PACKAGES = "gstreamer1.0-plugins-bad, gstreamer1.0-nice, gstreamer1.0-libav"  # Debian's, with ELEMENTS
 
@@ -125,9 +123,7 @@ class Connection(WebrtcbinConnection):
         super().__init__(viewer, peer, remote_session)
         self.viewer = viewer
         self.number = number
-        self.frames = 0
-        self.last_frame_at = None  # monotonic seconds
-        self.longest_gap = 0.0  # since the previous frame event
+        self.clock = FrameClock(number)
         self.remote_set = False
         self.remote_sdp = None
         self.pending = []  # remote candidates before the description
@@ -424,24 +420,7 @@ class Viewer(ProtocolPeer):
             if conn.closed:
                 return
             self.frames += 1
-            conn.frames += 1
-            now = time.monotonic()
-            if conn.last_frame_at is not None:
-                conn.longest_gap = max(conn.longest_gap, now - conn.last_frame_at)
-            conn.last_frame_at = now
-            count, mine, gap = self.frames, conn.frames, conn.longest_gap
-            report = mine == 1 or count % FRAME_REPORT_EVERY == 0
-            if report:
-                conn.longest_gap = 0.0
-        if report:
-            emit(
-                "frame",
-                count=count,
-                conn=conn.number,
-                conn_frames=mine,
-                gap_ms=round(gap * 1000),
-                t=round(now - STARTED, 3),
-            )
+            conn.clock.tick(self.frames)
 
     # --- commands (main loop) ---
 
@@ -452,7 +431,7 @@ class Viewer(ProtocolPeer):
         elif word == "replace":
             self.replace()
         elif word == "mark":
-            emit("mark", t=round(time.monotonic() - STARTED, 3))
+            mark()
         elif word == "quit":
             self.quit()
         elif word:
