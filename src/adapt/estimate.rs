@@ -29,8 +29,9 @@
 //!
 //! - our own ICE consent checks, every 150 to 300 ms on the selected pair,
 //!   answered by every receiver: their round trip shows a queue building
-//!   at the bottleneck ([`QUEUE_DELAY`] above the lowest), and checks that
-//!   go unanswered for [`PING_SILENCE`] show one that overflows. Without
+//!   at the bottleneck ([`PING_QUEUE_DELAY`] above the lowest), and
+//!   [`PINGS_UNANSWERED`] checks in a row unanswered show one that
+//!   overflows. Without
 //!   TWCC or NACKs, a window whose checks show no queue is a window the
 //!   link carried, and one whose checks show a queue carried at most
 //!   [`QUEUED_SHARE`] of what was sent: that is what it acknowledged, so a
@@ -186,14 +187,19 @@ pub struct LinkEstimator {
     /// The receiver has asked for a packet again: it NACKs, so a window
     /// without NACKs is a window it received.
     nacks_heard: bool,
-    /// When a consent check was last answered, and whether its round trip
-    /// showed a queue.
-    ping_at: Option<Instant>,
-    /// Whether the latest answer showed a queue, and whether the one
-    /// before did too or this one is well above ([`QUEUE_DELAY`]).
-    ping_queued: (bool, bool),
-    /// Checks sent when the latest was answered.
-    pings_sent_then: u64,
+    /// What the consent checks said, once one was answered.
+    pings: Option<Pings>,
+}
+
+/// The consent checks as of the latest answer.
+#[derive(Debug, Clone, Copy)]
+struct Pings {
+    /// Checks sent when it came.
+    sent_then: u64,
+    /// Its round trip was [`PING_QUEUE_DELAY`] above the lowest.
+    rising: bool,
+    /// A queue: it was [`QUEUE_DELAY`] above, or rising after one that was.
+    queued: bool,
 }
 
 /// What arrived between two receiver reports.
@@ -221,9 +227,7 @@ impl LinkEstimator {
             round_trips: VecDeque::new(),
             last_report: None,
             nacks_heard: false,
-            ping_at: None,
-            ping_queued: (false, false),
-            pings_sent_then: 0,
+            pings: None,
         }
     }
 
@@ -293,18 +297,20 @@ impl LinkEstimator {
         }
         let rtt_rising = new_report && self.queue_delay(now, heard.report_rtt) > QUEUE_DELAY;
         if new_ping {
-            self.ping_at = Some(now);
-            self.pings_sent_then = heard.pings_sent;
             let delay = self.queue_delay(now, heard.ping_rtt);
-            // Well above: a queue at once; a little above: twice in a row.
             let rising = delay > PING_QUEUE_DELAY;
-            self.ping_queued = (rising, self.ping_queued.0 || delay > QUEUE_DELAY);
+            let was_rising = self.pings.is_some_and(|p| p.rising);
+            self.pings = Some(Pings {
+                sent_then: heard.pings_sent,
+                rising,
+                queued: rising && (was_rising || delay > QUEUE_DELAY),
+            });
         }
-        // Counted anew after an ICE restart too.
-        let unanswered = heard.pings_sent.saturating_sub(self.pings_sent_then);
-        // The latest consent checks show a queue (or were lost in one).
-        let pings_queued = self.ping_at.is_some()
-            && (self.ping_queued == (true, true) || unanswered >= PINGS_UNANSWERED);
+        // The latest consent checks show a queue (or were lost in one;
+        // counts start anew after an ICE restart).
+        let pings_queued = self.pings.is_some_and(|p| {
+            p.queued || heard.pings_sent.saturating_sub(p.sent_then) >= PINGS_UNANSWERED
+        });
         let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
         // Without TWCC, NACKs tell of loss within a round trip.
         let nacking = source != Source::Twcc && measured && nack_ratio > NACK_LOSS;
@@ -313,7 +319,7 @@ impl LinkEstimator {
             Source::Twcc if heard.twcc_acked_bps > 0.0 => Some(heard.twcc_acked_bps),
             Source::Twcc => None,
             _ if self.nacks_heard && measured => Some(sent_bps * (1.0 - nack_ratio) * carried),
-            _ if self.ping_at.is_some() && measured => Some(sent_bps * carried),
+            _ if self.pings.is_some() && measured => Some(sent_bps * carried),
             _ => self.reported_acked,
         };
         let headroom_bps = acked_bps.map(headroom);
