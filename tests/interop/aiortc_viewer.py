@@ -36,7 +36,8 @@ sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 import paho.mqtt.client as mqtt  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.sdp import candidate_from_sdp  # noqa: E402
-from protocol_wire import FrameClock, emit, mark, parse, presence_topic, signal_topic  # noqa: E402
+from protocol_wire import FrameClock, checked_presence, checked_signal, emit, mark  # noqa: E402
+from protocol_wire import presence_topic, route, signal_topic  # noqa: E402
 
 
 class Connection:
@@ -158,11 +159,11 @@ class Viewer:
         self.mqtt.publish(self.signal_topic(to, self.id), json.dumps(message), qos=1)
 
     def _handle(self, topic, payload):
-        rest = topic[len(self.prefix) + 1 :].split("/")
-        if len(rest) == 4 and rest[:3] == ["rooms", self.room, "peers"]:
-            self._presence(rest[3], payload)
-        elif len(rest) == 5 and rest[:3] == ["rooms", self.room, "signal"] and rest[3] == self.id:
-            self._signal(rest[4], payload)
+        routed = route(self.prefix, self.room, self.id, topic)
+        if routed is not None and routed[0] == "presence":
+            self._presence(routed[1], payload)
+        elif routed is not None and routed[0] == "signal":
+            self._signal(routed[1], payload)
 
     def _presence(self, peer, payload):
         if peer == self.id:
@@ -171,9 +172,8 @@ class Viewer:
             self.peers.pop(peer, None)
             self._drop(peer)
             return
-        presence = parse(payload)
-        if presence is None or presence.get("id") != peer or not presence.get("session"):
-            emit("dropped", why="bad presence", peer=peer)
+        presence = checked_presence(peer, payload)
+        if presence is None:
             return
         old = self.peers.get(peer)
         self.peers[peer] = presence
@@ -182,15 +182,11 @@ class Viewer:
             self._drop(peer)
 
     def _signal(self, sender, payload):
-        message = parse(payload)
-        presence = self.peers.get(sender)
-        if message is None or presence is None:
-            emit("dropped", why="unparsable signal or unknown sender", peer=sender)
+        checked = checked_signal(sender, payload, self.peers, self.session)
+        if checked is None:
             return
-        session = message.get("session")
-        if message.get("to_session") != self.session or session != presence.get("session"):
-            emit("dropped", why="stale session", peer=sender, type=message.get("type"))
-            return
+        message, presence = checked
+        session = message["session"]
         kind = message.get("type")
         if kind == "offer" and presence.get("role") == "camera" and isinstance(message.get("sdp"), str):
             self._drop(sender)

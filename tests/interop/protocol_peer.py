@@ -41,6 +41,7 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from protocol_wire import checked_presence, checked_signal, route  # noqa: E402
 from protocol_wire import emit, parse, presence_topic, signal_topic  # noqa: E402,F401 (emit, parse: for the scripts)
 
 
@@ -272,17 +273,16 @@ class ProtocolPeer:
     # --- inbound (main loop) ---
 
     def _handle(self, topic, payload):
-        levels = topic.split("/")
-        base = self.prefix.split("/")
-        rest = levels[len(base) :]
-        if levels[: len(base)] != base:
+        routed = route(self.prefix, self.room, self.id, topic)
+        if routed is None:
             return
-        if len(rest) == 4 and rest[:3] == ["rooms", self.room, "peers"]:
-            self._presence(rest[3], payload)
-        elif len(rest) == 5 and rest[:3] == ["rooms", self.room, "signal"] and rest[3] == self.id:
-            self._signal(rest[4], payload)
-        elif len(rest) == 3 and rest[0] == "devices" and rest[2] == "status":
-            self._status(rest[1], payload)
+        kind, who = routed
+        if kind == "presence":
+            self._presence(who, payload)
+        elif kind == "signal":
+            self._signal(who, payload)
+        else:
+            self._status(who, payload)
 
     def _presence(self, peer, payload):
         if peer == self.id:
@@ -290,28 +290,18 @@ class ProtocolPeer:
         if not payload:
             self._peer_left(peer, self.peers.pop(peer, None))
             return
-        presence = parse(payload)
-        if presence is None or presence.get("id") != peer or not presence.get("session"):
-            emit("dropped", why="bad presence", peer=peer)
+        presence = checked_presence(peer, payload)
+        if presence is None:
             return
         old = self.peers.get(peer)
         self.peers[peer] = presence
         self._peer_seen(peer, presence, old)
 
     def _signal(self, sender, payload):
-        message = parse(payload)
-        if message is None:
-            emit("dropped", why="unparsable signal", peer=sender)
-            return
-        presence = self.peers.get(sender)
-        if presence is None:
-            emit("dropped", why="signal from a peer not in the room", peer=sender)
-            return
-        session = message.get("session")
-        if message.get("to_session") != self.session or session != presence.get("session"):
-            emit("dropped", why="stale session", peer=sender, type=message.get("type"))
-            return
-        self._on_signal(sender, session, presence, message)
+        checked = checked_signal(sender, payload, self.peers, self.session)
+        if checked is not None:
+            message, presence = checked
+            self._on_signal(sender, message["session"], presence, message)
 
     def _status(self, device, payload):
         pass

@@ -2,7 +2,8 @@
 the JSON event lines on stdout, version 1 payloads, the room's topics, and
 the frame clock behind the `frame` and `mark` events the tests read.
 
-Imported by tests/interop/protocol_peer.py (the peers on webrtcbin, under
+The routing of inbound topics and the checks of presences and signals are
+here too. Imported by tests/interop/protocol_peer.py (the peers on webrtcbin, under
 Debian's python3 with GObject introspection) and by
 tests/interop/aiortc_viewer.py (aiortc's own Python environment, which has
 no GObject introspection).
@@ -46,6 +47,50 @@ def presence_topic(prefix, room, peer):
 
 def signal_topic(prefix, room, to, sender):
     return f"{prefix}/rooms/{room}/signal/{to}/{sender}"
+
+
+def route(prefix, room, own_id, topic):
+    """What an inbound topic is: ("presence", peer), ("signal", sender) for
+    our inbox, ("status", device), or None."""
+    levels = topic.split("/")
+    base = prefix.split("/")
+    if levels[: len(base)] != base:
+        return None
+    rest = levels[len(base) :]
+    if len(rest) == 4 and rest[:3] == ["rooms", room, "peers"]:
+        return ("presence", rest[3])
+    if len(rest) == 5 and rest[:3] == ["rooms", room, "signal"] and rest[3] == own_id:
+        return ("signal", rest[4])
+    if len(rest) == 3 and rest[0] == "devices" and rest[2] == "status":
+        return ("status", rest[1])
+    return None
+
+
+def checked_presence(peer, payload):
+    """A peer's presence from a non-empty retained payload, or None (said
+    as dropped) when it is not one of that peer."""
+    presence = parse(payload)
+    if presence is None or presence.get("id") != peer or not presence.get("session"):
+        emit("dropped", why="bad presence", peer=peer)
+        return None
+    return presence
+
+
+def checked_signal(sender, payload, peers, own_session):
+    """(message, the sender's presence) for a signal of the sender's current
+    session to ours, or None (said as dropped)."""
+    message = parse(payload)
+    if message is None:
+        emit("dropped", why="unparsable signal", peer=sender)
+        return None
+    presence = peers.get(sender)
+    if presence is None:
+        emit("dropped", why="signal from a peer not in the room", peer=sender)
+        return None
+    if message.get("to_session") != own_session or message.get("session") != presence.get("session"):
+        emit("dropped", why="stale session", peer=sender, type=message.get("type"))
+        return None
+    return message, presence
 
 
 def seconds():
