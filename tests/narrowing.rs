@@ -17,8 +17,8 @@
 //! and averages [`SHAPED_FPS`]; the other receiver never notices (at least
 //! [`FREE_FPS`] in every 2 s); the shaped one is back on the top layer
 //! within [`UP`] of the link widening; nobody is offered a new connection.
-//! Chromium and aiortc miss the onset and are held to less (their tests
-//! say what). Needs root for the namespaces and the shaping (the tests fail
+//! Chromium's climb back and aiortc's onset miss the targets, and those
+//! tests are held to less (they say what). Needs root for the namespaces and the shaping (the tests fail
 //! saying so otherwise); one test at a time, as each camera encodes two
 //! layers.
 
@@ -39,7 +39,6 @@ const FREE: usize = 1;
 
 const SHAPED_FOR: Duration = Duration::from_secs(40);
 const SETTLE: f64 = 2.0;
-const CHROMIUM_SETTLE: f64 = 5.0;
 const AIORTC_SETTLE: f64 = 10.0;
 const LONGEST_GAP: f64 = 0.5;
 const SHAPED_FPS: f64 = 25.0;
@@ -383,16 +382,15 @@ fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
     steps_down_without_a_stall("wbin", expect, Receiver::webrtcbin);
 }
 
-/// Chromium misses the targets at the onset: its picture stops for 1.3 to
-/// 2.6 s once the top layer overflows the link, though the low layer's key
-/// frame arrives within about a second (docs/BENCHMARKS.md, "A link that
-/// narrows"), and its climb back took 7.7 s to more than 15 s. What is
-/// asserted is what holds: the steady state from 5 s on, no re-offer, and
-/// the other receiver untouched.
+/// Chromium meets the onset target since a step down holds the top layer
+/// back and never resends what the switch's key frame supersedes (it
+/// stalled 1.3 to 2.6 s before); its climb back is not asserted: TWCC's
+/// probes are ended by consent checks delayed on a loaded host, and it
+/// took 5 s to more than 15 s (docs/BENCHMARKS.md, "A link that narrows").
 #[test]
 fn a_chromium_tab_steps_down_without_a_stall_when_its_link_narrows() {
     let expect = Expect {
-        settle: CHROMIUM_SETTLE,
+        settle: SETTLE,
         up: false,
     };
     steps_down_without_a_stall("tab", expect, |spoke, id| {

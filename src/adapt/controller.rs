@@ -2,7 +2,8 @@
 //!
 //! Down is fast: the estimator says the link is congested, and both the
 //! estimate and what the viewer acknowledges stay below what its layer needs
-//! for [`DOWN_HOLD`]; the viewer goes to the best layer that fits. Checking
+//! for [`DOWN_HOLD`] (less when far below, [`DOWN_HOLD_DEEP`]); the viewer
+//! goes to the best layer that fits. Checking
 //! the acknowledged rate too keeps a viewer whose link carries its layer
 //! from dropping on a passing dip of the estimate.
 //!
@@ -26,14 +27,19 @@ use std::time::{Duration, Instant};
 
 use super::{Estimate, Source};
 
-/// How long congestion must last before a viewer goes down.
+/// How long congestion must last before a viewer goes down…
 pub const DOWN_HOLD: Duration = Duration::from_millis(500);
+/// …or, when the viewer acknowledges less than [`DEEP_SHORTFALL`] of what
+/// its layer needs, this long: the link has narrowed under it, not
+/// dipped, and the picture is breaking up while the controller waits.
+pub const DOWN_HOLD_DEEP: Duration = Duration::from_millis(200);
+pub const DEEP_SHORTFALL: f64 = 0.5;
 /// A layer needs this margin under the estimate to be kept or chosen.
 pub const FIT: f64 = 0.9;
 /// Clean link before a probe starts.
 pub const QUIET: Duration = Duration::from_secs(3);
 /// How long the higher layer's rate must have been acknowledged.
-pub const UP_HOLD: Duration = Duration::from_millis(1500);
+pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// The first wait before probing, and the longest.
 pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
 pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(6);
@@ -171,7 +177,11 @@ impl LayerController {
             && lower.clone().next().is_some()
         {
             let since = *self.below_since.get_or_insert(now);
-            if now.duration_since(since) >= DOWN_HOLD {
+            let deep = estimate
+                .acked_bps
+                .is_some_and(|acked| acked < need * DEEP_SHORTFALL);
+            let hold = if deep { DOWN_HOLD_DEEP } else { DOWN_HOLD };
+            if now.duration_since(since) >= hold {
                 let fits = |i: &usize| available(*i).is_some_and(|n| n <= estimate.bps * FIT);
                 let target = lower
                     .clone()

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::controller::UP_HOLD;
+use super::controller::{DOWN_HOLD, DOWN_HOLD_DEEP, UP_HOLD};
 use super::estimate::{SOURCE_TIMEOUT, headroom};
 use super::sim::{Feedback, LOW, Link, TICK, TOP, first_on};
 use super::*;
@@ -85,6 +85,37 @@ fn a_pinned_viewer_keeps_its_layer_whatever_the_link() {
     link.controller.pin(None);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
+}
+
+/// A viewer that acknowledges under half of its layer goes down after the
+/// short hold; one that falls short by less waits out the long one, so a
+/// passing dip does not cost it the top layer.
+#[test]
+fn a_link_far_below_the_layer_is_left_sooner_than_one_just_below() {
+    for (acked, hold) in [(0.3 * TOP, DOWN_HOLD_DEEP), (0.8 * TOP, DOWN_HOLD)] {
+        let start = Instant::now();
+        let mut controller = LayerController::new(start, 0);
+        let estimate = Estimate {
+            source: Source::Twcc,
+            bps: acked,
+            congested: true,
+            acked_bps: Some(acked),
+            headroom_bps: Some(headroom(acked)),
+            loss: 0.0,
+            nack_ratio: 0.0,
+            sent_bps: TOP,
+        };
+        let needs = [Some(TOP), Some(LOW)];
+        let mut down = None;
+        for i in 0..20 {
+            let now = start + TICK * i;
+            if controller.update(now, &estimate, &needs).layer == 1 {
+                down = Some(now - start);
+                break;
+            }
+        }
+        assert_eq!(down, Some(hold), "acknowledging {acked} bit/s");
+    }
 }
 
 #[test]

@@ -309,7 +309,10 @@ impl PeerFactory {
             // (TWCC receiver): number what leaves, estimate from what returns;
             // and retransmit within a budget.
             registry = registry
-                .with(Slot::from(retransmit::SLOT), RetransmitBudget::default())
+                .with(
+                    Slot::from(retransmit::SLOT),
+                    RetransmitBudget::new(wiring.counters.clone()),
+                )
                 .with(Slot::TwccSender, TwccSenderBuilder::new().build())
                 .with(
                     Slot::CongestionControl,

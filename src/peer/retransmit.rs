@@ -10,8 +10,14 @@
 //! responder and thins each NACK before the responder reads it: a packet is
 //! sent again at most once per [`RETRY_AFTER`], and retransmissions stay
 //! within [`SHARE`] of the packets sent (at least [`FLOOR`] a second).
+//! Packets sent before the latest key frame are never sent again: the
+//! receiver decodes that key frame without them, and on a link that has
+//! just narrowed (a layer switch starts at a key frame) they would take
+//! the room the key frame needs.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -20,6 +26,8 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+
+use super::sender::SenderCounters;
 
 /// The position in the chain: wire-ward of the NACK responder (4 000).
 pub const SLOT: usize = 3_500;
@@ -32,8 +40,40 @@ pub const FLOOR: f64 = 10.0;
 /// Packets sent are counted over this window.
 const WINDOW: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
+/// The first packet of a key frame: its SSRC and sequence number, packed
+/// into one word so that the retransmission budget reads both at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyframeMark {
+    pub ssrc: u32,
+    pub sequence: u16,
+}
+
+impl KeyframeMark {
+    const SET: u64 = 1 << 48;
+
+    pub fn store(self, at: &AtomicU64) {
+        let word = Self::SET | (u64::from(self.ssrc) << 16) | u64::from(self.sequence);
+        at.store(word, Ordering::Relaxed);
+    }
+
+    pub fn load(at: &AtomicU64) -> Option<Self> {
+        let word = at.load(Ordering::Relaxed);
+        (word & Self::SET != 0).then_some(Self {
+            ssrc: (word >> 16) as u32,
+            sequence: word as u16,
+        })
+    }
+
+    /// Whether packet `sequence` of `ssrc` was sent before this key frame,
+    /// which a receiver decodes without it.
+    pub fn supersedes(self, ssrc: u32, sequence: u16) -> bool {
+        ssrc == self.ssrc && (sequence.wrapping_sub(self.sequence) as i16) < 0
+    }
+}
+
 pub struct RetransmitBudget {
+    /// The sender's, for where its latest key frame starts.
+    counters: Arc<SenderCounters>,
     /// When each recently named packet was last let through, per SSRC.
     granted: HashMap<(u32, u16), Instant>,
     /// When our own (original) packets left, over the last [`WINDOW`].
@@ -45,6 +85,18 @@ pub struct RetransmitBudget {
 }
 
 impl RetransmitBudget {
+    pub fn new(counters: Arc<SenderCounters>) -> Self {
+        Self {
+            counters,
+            granted: HashMap::new(),
+            sent: VecDeque::new(),
+            tokens: 0.0,
+            refilled: None,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
     fn allowance(&self) -> f64 {
         (self.sent.len() as f64 / WINDOW.as_secs_f64() * SHARE).max(FLOOR)
     }
@@ -63,10 +115,14 @@ impl RetransmitBudget {
     /// The NACK with only what may be sent again, or `None` for nothing.
     fn thin(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
         let mut allowed = Vec::new();
+        let keyframe = KeyframeMark::load(&self.counters.keyframe_mark);
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
                 let key = (nack.media_ssrc, seq);
-                if self.tokens < 1.0 || self.granted.contains_key(&key) {
+                if self.tokens < 1.0
+                    || self.granted.contains_key(&key)
+                    || keyframe.is_some_and(|k| k.supersedes(nack.media_ssrc, seq))
+                {
                     continue;
                 }
                 self.tokens -= 1.0;
@@ -166,7 +222,7 @@ mod tests {
     #[test]
     fn a_packet_named_again_and_again_is_sent_once_per_retry_interval() {
         let start = Instant::now();
-        let mut budget = RetransmitBudget::default();
+        let mut budget = RetransmitBudget::new(Arc::default());
         budget.refill(start);
         budget.tokens = FLOOR;
         let first = budget.thin(start, &nack(&[10, 11, 12]));
@@ -182,7 +238,7 @@ mod tests {
     #[test]
     fn retransmissions_stay_within_their_share_of_what_is_sent() {
         let start = Instant::now();
-        let mut budget = RetransmitBudget::default();
+        let mut budget = RetransmitBudget::new(Arc::default());
         // 200 packets a second: 20 retransmissions a second.
         for i in 0..200 {
             budget.sent.push_back(start + Duration::from_millis(i * 5));
@@ -195,5 +251,32 @@ mod tests {
             total += granted(&budget.thin(at, &nack(&seqs))).len();
         }
         assert!((15..=25).contains(&total), "{total} in one second");
+    }
+
+    #[test]
+    fn packets_before_the_latest_key_frame_are_not_sent_again() {
+        let start = Instant::now();
+        let mut budget = RetransmitBudget::new(Arc::default());
+        budget.refill(start);
+        budget.tokens = FLOOR;
+        KeyframeMark {
+            ssrc: 7,
+            sequence: 2,
+        }
+        .store(&budget.counters.keyframe_mark);
+        // Sequence numbers wrap: 65 535 comes before 2, 3 after it.
+        assert_eq!(
+            granted(&budget.thin(start, &nack(&[65_535, 1, 2, 3]))),
+            [2, 3]
+        );
+        let other = TransportLayerNack {
+            media_ssrc: 8,
+            ..nack(&[1])
+        };
+        assert_eq!(
+            granted(&budget.thin(start, &other)),
+            [1],
+            "another stream's"
+        );
     }
 }

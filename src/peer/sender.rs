@@ -16,8 +16,10 @@
 //! and [`LayerController`] and carries the decision out: a switch starts by
 //! watching the target layer and asking it for a key frame, and happens at
 //! that key frame, on the same SSRC with continuous sequence numbers (the
-//! viewer's decoder sees a new resolution at an IDR); a probe adds filler
-//! NAL units to the frames ([`super::padding`]).
+//! viewer's decoder sees a new resolution at an IDR). A step down holds
+//! the current layer back meanwhile, so the key frame finds the link's
+//! queue empty. A probe adds filler NAL units to the frames
+//! ([`super::padding`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::feedback::Feedback;
 use super::padding::Padding;
+use super::retransmit::KeyframeMark;
 use crate::adapt::{Estimate, LayerController, LinkEstimator};
 use crate::media::{EncodedFrame, VideoLayers, Watching};
 
@@ -66,6 +69,9 @@ pub struct SenderCounters {
     pub rtt_us: AtomicU64,
     /// The layer being sent: where the viewer's key-frame requests go.
     pub layer: AtomicUsize,
+    /// Where the latest video key frame sent starts (see [`KeyframeMark`]):
+    /// packets before it are not worth sending again.
+    pub keyframe_mark: AtomicU64,
     /// The adaptation as last decided, once the sender runs.
     pub adaptation: Mutex<Option<Adaptation>>,
 }
@@ -110,6 +116,13 @@ impl Packetwriter {
         let (last, body) = frame.payloads.split_last().expect("a frame has payloads");
         let payloads = body.iter().chain(filler).chain(std::iter::once(last));
         let count = frame.payloads.len() + filler.len();
+        if self.kind == RtpCodecKind::Video && frame.keyframe {
+            KeyframeMark {
+                ssrc: self.stream.ssrc,
+                sequence: self.sequence,
+            }
+            .store(&self.counters.keyframe_mark);
+        }
         for (i, payload) in payloads.enumerate() {
             let packet = rtp::Packet {
                 header: rtp::header::Header {
@@ -328,6 +341,13 @@ pub async fn send_video(setup: SenderSetup) {
                     }
                     Err(RecvError::Closed) => return,
                 };
+                if switch.as_ref().is_some_and(|s| s.target.layer > current.layer) {
+                    // Stepping down: this layer overruns the link, so it
+                    // waits, and the bottleneck's queue drains before the
+                    // target's key frame comes. It resumes at a key frame.
+                    waiting_for_keyframe = true;
+                    continue;
+                }
                 if waiting_for_keyframe {
                     if !frame.keyframe {
                         continue;
@@ -365,7 +385,9 @@ pub async fn send_video(setup: SenderSetup) {
                 let decision = controller.update(now, &estimate, &needs.update(now, &layers));
                 padding.set_rate(decision.padding_bps);
                 if decision.layer == current.layer {
-                    switch = None;
+                    if switch.take().is_some() && waiting_for_keyframe {
+                        layers.get(current.layer).expect("watched").keyframes.request();
+                    }
                 } else {
                     match &mut switch {
                         Some(s) if s.target.layer == decision.layer => {

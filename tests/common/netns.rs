@@ -374,10 +374,15 @@ impl Star {
         ])
     }
 
-    /// Takes the shaping of viewer `i`'s link away.
+    /// Widens viewer `i`'s link past anything the camera sends, as a link
+    /// that widens does: what waits in the bucket's queue goes on (deleting
+    /// the shaping would drop it, a loss no widening link makes).
     pub fn unshape(&self, i: usize) -> Result<(), String> {
         let dev = &self.viewers[i].cam_dev;
-        self.tc(&["qdisc", "del", "dev", dev, "root"])
+        self.tc(&[
+            "qdisc", "change", "dev", dev, "root", "tbf", "rate", "10gbit", "burst", "16kb",
+            "latency", "100ms",
+        ])
     }
 
     /// `tc {args}` in the camera's namespace.
