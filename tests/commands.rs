@@ -189,42 +189,6 @@ fn restart_rebuilds_the_pipeline_and_keeps_viewers() {
     );
 }
 
-/// Decodes a JPEG with GStreamer and returns its size.
-fn jpeg_size(data: &[u8]) -> (i32, i32) {
-    use gstreamer as gst;
-    use gstreamer::prelude::*;
-    gst::init().unwrap();
-    let pipeline = gst::parse::launch(
-        "appsrc name=src caps=image/jpeg ! jpegdec ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gstreamer_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gstreamer_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
-        .unwrap();
-    src.end_of_stream().unwrap();
-    let sample = sink
-        .try_pull_sample(gst::ClockTime::from_seconds(10))
-        .expect("the JPEG decodes");
-    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-    pipeline.set_state(gst::State::Null).unwrap();
-    (
-        s.get::<i32>("width").unwrap(),
-        s.get::<i32>("height").unwrap(),
-    )
-}
-
 #[test]
 fn snapshot_publishes_a_jpeg_of_the_configured_size() {
     let broker = broker();

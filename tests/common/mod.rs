@@ -147,6 +147,14 @@ impl Camera {
         }
     }
 
+    /// The camera's exit status, once it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process
+            .child
+            .try_wait()
+            .expect("the camera process is ours")
+    }
+
     /// Sends a signal to the camera process.
     pub fn signal(&self, signal: i32) {
         kill(&self.process.child, signal);
@@ -278,24 +286,43 @@ impl Observer {
         what: &str,
         pred: impl Fn(&str, &[u8]) -> bool,
     ) -> (String, Vec<u8>) {
-        let end = Instant::now() + DEADLINE;
+        self.wait_for_within(what, DEADLINE, pred)
+    }
+
+    /// [`Observer::wait_for`] with a deadline of its own.
+    pub fn wait_for_within(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&str, &[u8]) -> bool,
+    ) -> (String, Vec<u8>) {
+        match self.try_wait_for(deadline, pred) {
+            Some(message) => message,
+            None => panic!(
+                "observer: no {what} within {deadline:?}; seen, newest first: {:?}",
+                self.seen
+                    .iter()
+                    .rev()
+                    .map(|(t, p)| (t.clone(), String::from_utf8_lossy(p).into_owned()))
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// The first message within `deadline` whose topic and payload match,
+    /// or `None`.
+    pub fn try_wait_for(
+        &mut self,
+        deadline: Duration,
+        pred: impl Fn(&str, &[u8]) -> bool,
+    ) -> Option<(String, Vec<u8>)> {
+        let end = Instant::now() + deadline;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.messages.recv_timeout(left) {
-                Ok((topic, payload)) => {
-                    self.seen.push((topic.clone(), payload.clone()));
-                    if pred(&topic, &payload) {
-                        return (topic, payload);
-                    }
-                }
-                Err(_) => panic!(
-                    "observer: no {what} within {DEADLINE:?}; seen, newest first: {:?}",
-                    self.seen
-                        .iter()
-                        .rev()
-                        .map(|(t, p)| (t.clone(), String::from_utf8_lossy(p).into_owned()))
-                        .collect::<Vec<_>>()
-                ),
+            let (topic, payload) = self.messages.recv_timeout(left).ok()?;
+            self.seen.push((topic.clone(), payload.clone()));
+            if pred(&topic, &payload) {
+                return Some((topic, payload));
             }
         }
     }
@@ -436,4 +463,40 @@ pub fn connection_peers(stats: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Decodes a JPEG with GStreamer and returns its size.
+pub fn jpeg_size(data: &[u8]) -> (i32, i32) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src caps=image/jpeg ! jpegdec ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gstreamer_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(data.to_vec()))
+        .unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink
+        .try_pull_sample(gst::ClockTime::from_seconds(10))
+        .expect("the JPEG decodes");
+    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    pipeline.set_state(gst::State::Null).unwrap();
+    (
+        s.get::<i32>("width").unwrap(),
+        s.get::<i32>("height").unwrap(),
+    )
 }
