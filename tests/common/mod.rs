@@ -286,20 +286,10 @@ impl Observer {
         what: &str,
         pred: impl Fn(&str, &[u8]) -> bool,
     ) -> (String, Vec<u8>) {
-        self.wait_for_within(what, DEADLINE, pred)
-    }
-
-    /// [`Observer::wait_for`] with a deadline of its own.
-    pub fn wait_for_within(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        pred: impl Fn(&str, &[u8]) -> bool,
-    ) -> (String, Vec<u8>) {
-        match self.try_wait_for(deadline, pred) {
+        match self.try_wait_for(DEADLINE, pred) {
             Some(message) => message,
             None => panic!(
-                "observer: no {what} within {deadline:?}; seen, newest first: {:?}",
+                "observer: no {what} within {DEADLINE:?}; seen, newest first: {:?}",
                 self.seen
                     .iter()
                     .rev()

@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.sdp import candidate_from_sdp  # noqa: E402
 from protocol_wire import FrameClock, checked_presence, checked_signal, emit, mark  # noqa: E402
-from protocol_wire import presence_topic, route, signal_topic  # noqa: E402
+from protocol_wire import join, presence_topic, route, signal_topic  # noqa: E402
 
 
 class Connection:
@@ -131,12 +131,7 @@ class Viewer:
     # --- paho's thread: hand everything to the asyncio loop ---
 
     def _on_connect(self, client, _userdata, _flags, rc):
-        if rc != 0:
-            emit("error", message=f"broker refused the connection: {rc}")
-            return
-        _, self.join_mid = client.subscribe(
-            [(self.presence_topic("+"), 1), (self.signal_topic(self.id, "+"), 1)]
-        )
+        self.join_mid = join(client, rc, self.prefix, self.room, self.id)
 
     def _on_subscribe(self, _client, _userdata, mid, _granted):
         if mid == self.join_mid:

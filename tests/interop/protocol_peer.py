@@ -41,7 +41,7 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from protocol_wire import checked_presence, checked_signal, route  # noqa: E402
+from protocol_wire import checked_presence, checked_signal, join, route  # noqa: E402
 from protocol_wire import emit, parse, presence_topic, signal_topic  # noqa: E402,F401 (emit, parse: for the scripts)
 
 
@@ -241,14 +241,9 @@ class ProtocolPeer:
     # --- MQTT (paho's thread) ---
 
     def _on_connect(self, client, _userdata, _flags, rc):
-        if rc != 0:
-            emit("error", message=f"broker refused the connection: {rc}")
-            return
-        # Presences and our inbox in ONE subscribe; presence after its SUBACK.
-        _, self.join_mid = client.subscribe(
-            [(self.presence_topic("+"), 1), (self.signal_topic(self.id, "+"), 1)]
-        )
-        self._connected(client)
+        self.join_mid = join(client, rc, self.prefix, self.room, self.id)
+        if self.join_mid is not None:
+            self._connected(client)
 
     def _on_subscribe(self, _client, _userdata, mid, _granted):
         if mid == self.join_mid:

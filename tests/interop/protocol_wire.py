@@ -49,6 +49,19 @@ def signal_topic(prefix, room, to, sender):
     return f"{prefix}/rooms/{room}/signal/{to}/{sender}"
 
 
+def join(client, rc, prefix, room, own_id):
+    """On paho's connect: presences and our inbox in one subscribe, whose
+    SUBACK (its message id, returned) says the presence may go out; None
+    when the broker refused the connection (said as an error event)."""
+    if rc != 0:
+        emit("error", message=f"broker refused the connection: {rc}")
+        return None
+    _, mid = client.subscribe(
+        [(presence_topic(prefix, room, "+"), 1), (signal_topic(prefix, room, own_id, "+"), 1)]
+    )
+    return mid
+
+
 def route(prefix, room, own_id, topic):
     """What an inbound topic is: ("presence", peer), ("signal", sender) for
     our inbox, ("status", device), or None."""
