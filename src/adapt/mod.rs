@@ -11,7 +11,8 @@
 //!   sends only REMB, or nothing but receiver reports, is estimated from
 //!   those (REMB's rate, or loss). Either way the estimate is capped to what
 //!   the viewer acknowledged (1.5 × acked + 10 kbit/s), so it cannot run
-//!   away on an idle link.
+//!   away on an idle link. A TWCC viewer's acknowledged rate is read on
+//!   its own clock ([`delivered`]).
 //! - [`controller`] picks the layer with hysteresis: down within about a
 //!   second of sustained congestion, up only after the higher layer's rate
 //!   has been carried. A viewer on a lower layer sends less than the higher
@@ -23,6 +24,7 @@
 //! target layer, on the same SSRC, with continuous sequence numbers.
 
 pub mod controller;
+pub mod delivered;
 pub mod estimate;
 #[cfg(test)]
 mod sim;
@@ -30,4 +32,5 @@ mod sim;
 mod tests;
 
 pub use controller::{Decision, LayerController};
+pub use delivered::DeliveredRate;
 pub use estimate::{Estimate, Heard, LinkEstimator, Source};

@@ -5,7 +5,8 @@
 //! leaves and resolves the viewer's transport-wide feedback against it; it
 //! drives any [`BandwidthEstimator`]. This one is its `Gcc` plus what the
 //! layer choice needs besides the target: the rate the viewer acknowledged
-//! (the cap of [`crate::adapt::estimate`]) and whether the delay of our
+//! (the cap of [`crate::adapt::estimate`], on the viewer's clock:
+//! [`crate::adapt::delivered`]) and whether the delay of our
 //! packets is growing, from the stack's own slope estimator and overuse
 //! detector, so that a probe stops as soon as a queue builds.
 
@@ -14,18 +15,18 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, Gcc, OveruseDetector, PacketReport, RateCalculator,
-    SlopeEstimator, Usage,
+    BandwidthEstimator, EstimatorStats, Gcc, OveruseDetector, PacketReport, SlopeEstimator, Usage,
 };
 
 use super::feedback::Feedback;
+use crate::adapt::DeliveredRate;
 
 /// The estimate never goes below this (bit/s): the lowest layer still fits.
 pub const MIN_BPS: f64 = 50_000.0;
 
 pub struct ViewerEstimator {
     gcc: Gcc,
-    acked: RateCalculator,
+    acked: DeliveredRate,
     slope: SlopeEstimator,
     detector: OveruseDetector,
     feedback: Arc<Feedback>,
@@ -37,7 +38,7 @@ impl ViewerEstimator {
     pub fn new(initial_bps: f64, max_bps: f64, feedback: Arc<Feedback>) -> Self {
         Self {
             gcc: Gcc::new(initial_bps, MIN_BPS, max_bps.max(initial_bps)),
-            acked: RateCalculator::default(),
+            acked: DeliveredRate::default(),
             slope: SlopeEstimator::new(),
             detector: OveruseDetector::new(),
             feedback,
@@ -53,8 +54,8 @@ impl BandwidthEstimator for ViewerEstimator {
         self.gcc.on_reports(now, reports);
         let mut usage = self.detector.usage();
         for report in reports {
-            if report.arrived {
-                self.acked.add(now, report.size);
+            if let (true, Some(arrival)) = (report.arrived, report.arrival) {
+                self.acked.add(arrival, report.size);
             }
             if let Some(trend) = self.slope.accumulate(report) {
                 usage = self.detector.update(trend.at, trend.estimate_ms);
@@ -63,7 +64,7 @@ impl BandwidthEstimator for ViewerEstimator {
         let f = &self.feedback;
         f.twcc_target_bps
             .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
-        if let Some(acked) = self.acked.rate_bits_per_second(now) {
+        if let Some(acked) = self.acked.bps() {
             f.twcc_acked_bps.store(acked as u64, Ordering::Relaxed);
         }
         f.twcc_overusing
