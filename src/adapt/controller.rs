@@ -74,7 +74,9 @@ pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 /// that much at most (a token bucket hides even TWCC's delay signal until
 /// it is spent, and GCC's estimate climbs past the link meanwhile), and
 /// once a step past that level is carried the link has widened, and they
-/// grow again.
+/// grow again. With TWCC, carried past the ceiling means that more than
+/// the ceiling arrived (by [`CEILING_MARGIN`]); a failed probe's ceiling is
+/// then what arrived as it failed, not the level that overran.
 pub const PROBE_STEP_EVERY_UNTIMED: Duration = Duration::from_secs(1);
 pub const PROBE_STEP_UNTIMED: f64 = 1.5;
 pub const PROBE_STEP_GROWTH_UNTIMED: f64 = 0.1;
@@ -206,7 +208,7 @@ impl LayerController {
             self.quiet_since = now;
             self.fit_since = None;
             if let Probe::Active { .. } = self.probe {
-                self.fail_probe(now);
+                self.fail_probe(now, estimate);
             }
         }
         let Some(up) = (0..self.layer).rev().find(|i| available(*i).is_some()) else {
@@ -259,7 +261,7 @@ impl LayerController {
                 };
             }
             Probe::Active { since, .. } if now.duration_since(*since) >= PROBE_MAX => {
-                self.fail_probe(now);
+                self.fail_probe(now, estimate);
             }
             Probe::Active {
                 level,
@@ -269,11 +271,19 @@ impl LayerController {
             } if now.duration_since(*stepped) >= step_every
                 && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
             {
+                let acked = estimate.acked_bps.unwrap_or_default();
                 let next = match ceiling {
                     Some(c) if *level < c * CEILING_MARGIN => {
                         (*level * *step).min(c * CEILING_MARGIN)
                     }
-                    Some(c) if *level < c => *level * PROBE_STEP_REPORTS,
+                    Some(c) if *level < c / CEILING_MARGIN => *level * PROBE_STEP_REPORTS,
+                    // Past the ceiling, with TWCC telling what arrived, the
+                    // level is held until the viewer acknowledges more than
+                    // the link delivered there: a step the margin of the
+                    // carried test lets through is an overrun, not a wider
+                    // link. (Without TWCC what is acknowledged is what was
+                    // sent, less what is known lost: no such proof.)
+                    Some(c) if timed && acked < c / CEILING_MARGIN => *level,
                     _ => {
                         widened = ceiling.is_some();
                         *level * *step
@@ -316,9 +326,13 @@ impl LayerController {
         }
     }
 
-    fn fail_probe(&mut self, now: Instant) {
+    /// Ends a probe the link objected to. Its ceiling is the level, or,
+    /// when TWCC tells what arrived and that was less, what arrived: the
+    /// level itself overran the link.
+    fn fail_probe(&mut self, now: Instant, estimate: &Estimate) {
         if let Probe::Active { level, .. } = self.probe {
-            self.ceiling = Some(level);
+            let delivered = estimate.acked_bps.filter(|_| estimate.source == Source::Twcc);
+            self.ceiling = Some(delivered.map_or(level, |d| d.min(level)));
         }
         self.backoff = (self.backoff * 2).min(PROBE_WAIT_MAX);
         self.probe = Probe::Waiting {
