@@ -18,7 +18,8 @@
 //! [`UP_HOLD`], it switches up. Small steps keep a failed probe cheap: the
 //! link is overrun by a quarter at most, and only until the estimator sees
 //! the queue grow. A probe the link objects to ends at once, and the next
-//! waits twice as long (up to [`PROBE_WAIT_MAX`]).
+//! waits twice as long (up to [`PROBE_WAIT_MAX`], or
+//! [`PROBE_WAIT_MAX_UNTIMED`] without TWCC).
 //!
 //! Layers are ordered best first; a layer's need is its rate in bit/s, or
 //! `None` when it cannot be sent now (the pipeline could not encode it).
@@ -43,6 +44,10 @@ pub const UP_HOLD: Duration = Duration::from_secs(1);
 /// The first wait before probing, and the longest.
 pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
 pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(6);
+/// Without TWCC a probe climbs in steps of a second, twice as slow: it
+/// waits less between probes, so that a link that widened just after one
+/// failed is still climbed within 15 s.
+pub const PROBE_WAIT_MAX_UNTIMED: Duration = Duration::from_secs(4);
 /// A probe that has not shown the rate by then has failed.
 pub const PROBE_MAX: Duration = Duration::from_secs(15);
 /// A probe aims this much above the higher layer's need.
@@ -331,10 +336,17 @@ impl LayerController {
     /// level itself overran the link.
     fn fail_probe(&mut self, now: Instant, estimate: &Estimate) {
         if let Probe::Active { level, .. } = self.probe {
-            let delivered = estimate.acked_bps.filter(|_| estimate.source == Source::Twcc);
+            let delivered = estimate
+                .acked_bps
+                .filter(|_| estimate.source == Source::Twcc);
             self.ceiling = Some(delivered.map_or(level, |d| d.min(level)));
         }
-        self.backoff = (self.backoff * 2).min(PROBE_WAIT_MAX);
+        let longest = if estimate.source == Source::Twcc {
+            PROBE_WAIT_MAX
+        } else {
+            PROBE_WAIT_MAX_UNTIMED
+        };
+        self.backoff = (self.backoff * 2).min(longest);
         self.probe = Probe::Waiting {
             until: now + self.backoff,
         };

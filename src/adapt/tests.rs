@@ -309,3 +309,38 @@ fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_tcc_shows_no_queue(
     );
     assert_eq!(link.controller.layer(), 1);
 }
+
+/// The worst moment for a link to widen is just after a probe on it
+/// failed: the next one waits its longest. Even then the viewer is back on
+/// the top layer within 15 s, whatever its feedback: 12 s here, for what
+/// the simulation leaves out (a real sender's rates are measured over a
+/// window, so each step waits a little longer to be seen carried, and
+/// the steps of a probe without TWCC are a second apart).
+#[test]
+fn a_link_that_widens_just_after_a_failed_probe_is_climbed_within_15_s() {
+    for feedback in [Feedback::Twcc, Feedback::ReportsAndNacks, Feedback::Rfc3550] {
+        let mut link = Link::new(500_000.0, feedback);
+        link.run(Duration::from_secs(30));
+        // Two probes fail, so that the wait is at its longest.
+        let mut failed = 0;
+        let mut probing = false;
+        while failed < 2 {
+            let tick = link.run(TICK)[0];
+            assert!(
+                tick.at < Duration::from_secs(120),
+                "{feedback:?}: no probe failed"
+            );
+            if probing && tick.padding == 0.0 {
+                failed += 1;
+            }
+            probing = tick.padding > 0.0;
+        }
+        link.capacity_bps = 10_000_000.0;
+        let widened = link.now.duration_since(link.start);
+        let up = first_on(&link.run(Duration::from_secs(20)), 0).map(|at| at - widened);
+        assert!(
+            up.is_some_and(|up| up <= Duration::from_secs(12)),
+            "{feedback:?}: back on the top layer after {up:?}"
+        );
+    }
+}
