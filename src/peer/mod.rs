@@ -22,6 +22,7 @@ pub mod answer;
 mod congestion;
 pub mod factory;
 pub mod feedback;
+mod layer_needs;
 pub mod liveness;
 mod outbound;
 mod padding;

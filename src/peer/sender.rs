@@ -34,6 +34,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::feedback::Feedback;
+use super::layer_needs::LayerNeeds;
 use super::padding::Padding;
 use super::retransmit::KeyframeMark;
 use crate::adapt::{Estimate, LayerController, LinkEstimator};
@@ -46,8 +47,6 @@ pub const MAX_PRELOAD: usize = 15;
 pub const TICK: Duration = Duration::from_millis(100);
 /// A layer switch whose key frame has not come by then asks again.
 pub const SWITCH_RETRY: Duration = Duration::from_secs(1);
-/// What RTP, SRTP, UDP and IP add to a layer's encoded rate, about.
-pub const OVERHEAD: f64 = 1.06;
 
 /// What one viewer's sender has done; read by telemetry.
 #[derive(Debug, Default)]
@@ -211,55 +210,6 @@ async fn next_of(switch: &mut Option<Switch>) -> Result<Arc<EncodedFrame>, RecvE
     match switch {
         Some(s) => s.target.frames.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// What each layer needs from a link now (bit/s), `None` for a layer the
-/// pipeline does not encode: its measured rate while it runs, else its
-/// configured bitrate; with the transport's overhead.
-struct LayerNeeds {
-    /// (when, bytes of each layer so far).
-    last: Option<(Instant, Vec<u64>)>,
-    rates: Vec<Option<f64>>,
-}
-
-impl LayerNeeds {
-    fn new() -> Self {
-        Self {
-            last: None,
-            rates: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, now: Instant, layers: &VideoLayers) -> Vec<Option<f64>> {
-        let bytes: Vec<u64> = layers
-            .iter()
-            .map(|f| f.counters.bytes.load(Ordering::Relaxed))
-            .collect();
-        match &self.last {
-            Some((at, before)) if now.duration_since(*at) >= Duration::from_secs(2) => {
-                let span = now.duration_since(*at).as_secs_f64();
-                self.rates = bytes
-                    .iter()
-                    .zip(before)
-                    .map(|(b, a)| (b > a).then(|| (b - a) as f64 * 8.0 / span))
-                    .collect();
-                self.last = Some((now, bytes));
-            }
-            None => self.last = Some((now, bytes)),
-            _ => {}
-        }
-        layers
-            .iter()
-            .enumerate()
-            .map(|(i, feed)| {
-                feed.state.is_available().then(|| {
-                    let configured =
-                        f64::from(feed.state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
-                    self.rates.get(i).copied().flatten().unwrap_or(configured) * OVERHEAD
-                })
-            })
-            .collect()
     }
 }
 
