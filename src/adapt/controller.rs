@@ -41,7 +41,7 @@ pub const FIT: f64 = 0.9;
 pub const QUIET: Duration = Duration::from_secs(3);
 /// How long the higher layer's rate must have been acknowledged.
 pub const UP_HOLD: Duration = Duration::from_secs(1);
-/// The first wait before probing, and the longest.
+/// The first wait before probing, and the longest with TWCC.
 pub const PROBE_WAIT_MIN: Duration = Duration::from_secs(2);
 pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(6);
 /// Without TWCC a probe climbs in steps of a second, twice as slow: it
@@ -80,8 +80,8 @@ pub const PROBE_STEP_EVERY: Duration = Duration::from_millis(500);
 /// it is spent, and GCC's estimate climbs past the link meanwhile), and
 /// once a step past that level is carried the link has widened, and they
 /// grow again. With TWCC, carried past the ceiling means that more than
-/// the ceiling arrived (by [`CEILING_MARGIN`]); a failed probe's ceiling is
-/// then what arrived as it failed, not the level that overran.
+/// the ceiling arrived, and a failed probe's ceiling is what arrived as it
+/// failed, not the level that overran.
 pub const PROBE_STEP_EVERY_UNTIMED: Duration = Duration::from_secs(1);
 pub const PROBE_STEP_UNTIMED: f64 = 1.5;
 pub const PROBE_STEP_GROWTH_UNTIMED: f64 = 0.1;
@@ -121,7 +121,9 @@ pub struct LayerController {
     fit_since: Option<Instant>,
     probe: Probe,
     backoff: Duration,
-    /// The level (bit/s) at which the last probe on this layer failed.
+    /// Where probes on this layer slow down (bit/s): what the link
+    /// delivered when the viewer came down to it, or where the last probe
+    /// failed (with TWCC, what arrived then).
     ceiling: Option<f64>,
     switches: u64,
 }
@@ -281,14 +283,14 @@ impl LayerController {
                     Some(c) if *level < c * CEILING_MARGIN => {
                         (*level * *step).min(c * CEILING_MARGIN)
                     }
-                    Some(c) if *level < c / CEILING_MARGIN => *level * PROBE_STEP_REPORTS,
+                    Some(c) if *level <= c => *level * PROBE_STEP_REPORTS,
                     // Past the ceiling, with TWCC telling what arrived, the
-                    // level is held until the viewer acknowledges more than
-                    // the link delivered there: a step the margin of the
-                    // carried test lets through is an overrun, not a wider
-                    // link. (Without TWCC what is acknowledged is what was
-                    // sent, less what is known lost: no such proof.)
-                    Some(c) if timed && acked < c / CEILING_MARGIN => *level,
+                    // level is held until more than the ceiling arrives: a
+                    // step that the margin of the carried test lets through
+                    // is an overrun, not a wider link. (Without TWCC what is
+                    // acknowledged is what was sent, less what is known
+                    // lost: no such proof.)
+                    Some(c) if timed && acked <= c => *level,
                     _ => {
                         widened = ceiling.is_some();
                         *level * *step

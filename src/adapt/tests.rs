@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::controller::{CEILING_MARGIN, DOWN_HOLD, DOWN_HOLD_DEEP, PROBE_STEP_REPORTS, UP_HOLD};
+use super::controller::{DOWN_HOLD, DOWN_HOLD_DEEP, PROBE_STEP_REPORTS, UP_HOLD};
 use super::estimate::{SOURCE_TIMEOUT, headroom};
 use super::sim::{Feedback, LOW, Link, TICK, TOP, first_on};
 use super::*;
@@ -276,38 +276,50 @@ fn a_link_that_narrows_mid_stream_is_stepped_down_without_a_stall() {
 /// A token bucket hides an overrun from TWCC's delay signal until it is
 /// spent, and GCC's estimate climbs meanwhile: what tells a step past the
 /// link from a wider link is what arrived. Here the viewer's feedback never
-/// shows a queue, only that no more than the link's rate arrives; the
-/// probes on it never pass the link by more than a step.
+/// shows a queue, only that no more than the link's rate arrives: the
+/// probes on it stop one step past the link (the ceiling the viewer came
+/// down with), and once the link widens they go on to the top layer.
 #[test]
-fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_tcc_shows_no_queue() {
-    let mut link = Link::new(500_000.0, Feedback::Twcc);
+fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_twcc_shows_no_queue() {
+    let mut link = Link::new(800_000.0, Feedback::Twcc);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
-    let ceiling = link.capacity_bps;
     let mut highest: f64 = 0.0;
     let mut padding = 0.0;
-    for _ in 0..600 {
+    let mut tick = |link: &mut Link, highest: &mut f64| {
         link.now += TICK;
         let send = LOW + padding;
-        highest = highest.max(send);
+        *highest = highest.max(send);
         link.heard.bytes_sent += (send * TICK.as_secs_f64() / 8.0) as u64;
         link.heard.twcc_updates += 1;
         link.heard.twcc_target_bps = TOP;
-        link.heard.twcc_acked_bps = send.min(ceiling);
+        link.heard.twcc_acked_bps = send.min(link.capacity_bps);
         link.heard.twcc_overusing = false;
         let estimate = link.estimator.update(link.now, link.heard);
-        padding = link
-            .controller
-            .update(link.now, &estimate, &link.needs())
-            .padding_bps;
+        let decision = link.controller.update(link.now, &estimate, &link.needs());
+        padding = decision.padding_bps;
+        decision.layer
+    };
+    for _ in 0..600 {
+        tick(&mut link, &mut highest);
     }
+    let step_past = link.capacity_bps * PROBE_STEP_REPORTS;
     assert!(
-        highest <= ceiling / CEILING_MARGIN * PROBE_STEP_REPORTS,
+        highest <= step_past,
         "sent {:.0} kbit/s into a {:.0} kbit/s link",
         highest / 1000.0,
-        ceiling / 1000.0
+        link.capacity_bps / 1000.0
     );
     assert_eq!(link.controller.layer(), 1);
+
+    link.capacity_bps = 10_000_000.0;
+    let widened = link.now;
+    while tick(&mut link, &mut highest) == 1 {
+        assert!(
+            link.now.duration_since(widened) < Duration::from_secs(15),
+            "not back on the top layer within 15 s of the widening"
+        );
+    }
 }
 
 /// The worst moment for a link to widen is just after a probe on it
