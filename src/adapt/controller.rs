@@ -93,6 +93,40 @@ pub const CEILING_MARGIN: f64 = 0.95;
 /// from then on.
 pub const HOLD_MAX: Duration = Duration::from_secs(4);
 
+/// How a probe goes, by what the viewer's feedback can tell of it: TWCC
+/// times every packet, the other kinds tell of a step a second or more
+/// later.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    timed: bool,
+    step_every: Duration,
+    step_max: f64,
+    growth: f64,
+    wait_max: Duration,
+}
+
+impl Pace {
+    fn of(source: Source) -> Self {
+        if source == Source::Twcc {
+            Self {
+                timed: true,
+                step_every: PROBE_STEP_EVERY,
+                step_max: PROBE_STEP,
+                growth: PROBE_STEP_GROWTH,
+                wait_max: PROBE_WAIT_MAX,
+            }
+        } else {
+            Self {
+                timed: false,
+                step_every: PROBE_STEP_EVERY_UNTIMED,
+                step_max: PROBE_STEP_UNTIMED,
+                growth: PROBE_STEP_GROWTH_UNTIMED,
+                wait_max: PROBE_WAIT_MAX_UNTIMED,
+            }
+        }
+    }
+}
+
 /// What the sender should do for this viewer now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
@@ -244,20 +278,11 @@ impl LayerController {
             self.fit_since = None;
         }
         let top = want * PROBE_OVERSHOOT;
-        let timed = estimate.source == Source::Twcc;
-        let (step_every, step_max, growth) = if timed {
-            (PROBE_STEP_EVERY, PROBE_STEP, PROBE_STEP_GROWTH)
-        } else {
-            (
-                PROBE_STEP_EVERY_UNTIMED,
-                PROBE_STEP_UNTIMED,
-                PROBE_STEP_GROWTH_UNTIMED,
-            )
-        };
+        let pace = Pace::of(estimate.source);
         let ceiling = self.ceiling;
         let mut widened = false;
         // Large steps only while TWCC's estimate vouches for the link.
-        let first_step = if estimate.source == Source::Twcc && estimate.bps >= need * FIT {
+        let first_step = if pace.timed && estimate.bps >= need * FIT {
             PROBE_STEP
         } else {
             PROBE_STEP_REPORTS
@@ -272,7 +297,7 @@ impl LayerController {
                     since: now,
                     level: (need * first_step).min(top),
                     stepped: now,
-                    step: (first_step + growth).min(step_max),
+                    step: (first_step + pace.growth).min(pace.step_max),
                     held: None,
                 };
             }
@@ -285,7 +310,7 @@ impl LayerController {
                 step,
                 held,
                 ..
-            } if now.duration_since(*stepped) >= step_every
+            } if now.duration_since(*stepped) >= pace.step_every
                 && estimate.acked_bps.is_some_and(|a| a >= *level * FIT) =>
             {
                 let acked = estimate.acked_bps.unwrap_or_default();
@@ -297,10 +322,9 @@ impl LayerController {
                 // no such proof.) But not for longer than [`HOLD_MAX`]: a
                 // ceiling read a little high would hold a link that has
                 // widened until the probe's end.
-                let holding = timed && ceiling.is_some_and(|c| *level > c && acked <= c) && {
-                    let since = *held.get_or_insert(now);
-                    now.duration_since(since) < HOLD_MAX
-                };
+                let past = pace.timed && ceiling.is_some_and(|c| *level > c && acked <= c);
+                *held = past.then(|| held.unwrap_or(now));
+                let holding = held.is_some_and(|since| now.duration_since(since) < HOLD_MAX);
                 let next = match ceiling {
                     _ if holding => *level,
                     Some(c) if *level < c * CEILING_MARGIN => {
@@ -312,12 +336,9 @@ impl LayerController {
                         *level * *step
                     }
                 };
-                if !holding {
-                    *held = None;
-                }
                 *level = next.min(top);
                 *stepped = now;
-                *step = (*step + growth).min(step_max);
+                *step = (*step + pace.growth).min(pace.step_max);
             }
             _ => {}
         }
@@ -356,18 +377,12 @@ impl LayerController {
     /// when TWCC tells what arrived and that was less, what arrived: the
     /// level itself overran the link.
     fn fail_probe(&mut self, now: Instant, estimate: &Estimate) {
+        let pace = Pace::of(estimate.source);
         if let Probe::Active { level, .. } = self.probe {
-            let delivered = estimate
-                .acked_bps
-                .filter(|_| estimate.source == Source::Twcc);
-            self.ceiling = Some(delivered.map_or(level, |d| d.min(level)));
+            let arrived = estimate.acked_bps.filter(|_| pace.timed);
+            self.ceiling = Some(arrived.map_or(level, |a| a.min(level)));
         }
-        let longest = if estimate.source == Source::Twcc {
-            PROBE_WAIT_MAX
-        } else {
-            PROBE_WAIT_MAX_UNTIMED
-        };
-        self.backoff = (self.backoff * 2).min(longest);
+        self.backoff = (self.backoff * 2).min(pace.wait_max);
         self.probe = Probe::Waiting {
             until: now + self.backoff,
         };

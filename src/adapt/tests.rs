@@ -273,19 +273,20 @@ fn a_link_that_narrows_mid_stream_is_stepped_down_without_a_stall() {
     }
 }
 
-/// Drives a TWCC viewer's controller by hand: what is sent arrives up to
-/// `arrives(send)`, and TWCC's delay signal shows a queue only once the
-/// overrun has spent a token bucket of 16 kB (GCC's estimate climbs
-/// meanwhile). Returns the layer after the tick.
-fn twcc_tick(link: &mut Link, padding: &mut f64, tokens: &mut f64, arrives: f64) -> usize {
+/// Drives a TWCC viewer's controller by hand for a tick: what is sent
+/// arrives up to the link's capacity, and the feedback acknowledges
+/// `acked_share` of that; TWCC's delay signal shows a queue only once an
+/// overrun has spent the link's token bucket of 16 kB (GCC's estimate
+/// climbs meanwhile). Returns the layer after the tick.
+fn twcc_tick(link: &mut Link, padding: &mut f64, tokens: &mut f64, acked_share: f64) -> usize {
     link.now += TICK;
     let send = LOW + *padding;
     let dt = TICK.as_secs_f64();
-    *tokens = (*tokens - (send - arrives) * dt).min(128_000.0);
+    *tokens = (*tokens - (send - link.capacity_bps) * dt).min(128_000.0);
     link.heard.bytes_sent += (send * dt / 8.0) as u64;
     link.heard.twcc_updates += 1;
     link.heard.twcc_target_bps = TOP;
-    link.heard.twcc_acked_bps = send.min(arrives);
+    link.heard.twcc_acked_bps = send.min(link.capacity_bps) * acked_share;
     link.heard.twcc_overusing = *tokens < 0.0;
     let estimate = link.estimator.update(link.now, link.heard);
     let decision = link.controller.update(link.now, &estimate, &link.needs());
@@ -305,7 +306,7 @@ fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_twcc_shows_no_queue
     assert_eq!(link.controller.layer(), 1);
     let (mut padding, mut tokens, mut highest) = (0.0, 128_000.0, 0.0_f64);
     for _ in 0..600 {
-        twcc_tick(&mut link, &mut padding, &mut tokens, 800_000.0);
+        twcc_tick(&mut link, &mut padding, &mut tokens, 1.0);
         highest = highest.max(LOW + padding);
     }
     let step_past = 800_000.0 * PROBE_STEP_REPORTS;
@@ -316,8 +317,9 @@ fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_twcc_shows_no_queue
     );
     assert_eq!(link.controller.layer(), 1);
 
+    link.capacity_bps = 10_000_000.0;
     let widened = link.now;
-    while twcc_tick(&mut link, &mut padding, &mut tokens, 10_000_000.0) == 1 {
+    while twcc_tick(&mut link, &mut padding, &mut tokens, 1.0) == 1 {
         assert!(
             link.now.duration_since(widened) < Duration::from_secs(15),
             "not back on the top layer within 15 s of the widening"
@@ -327,8 +329,8 @@ fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_twcc_shows_no_queue
 
 /// A ceiling read a little high holds a probe past it for `HOLD_MAX` at
 /// most: on a link that has widened no queue shows, and the probe goes
-/// on. Here what arrives is 8.8 % short of what is sent, as when the level
-/// counts overhead that the feedback does not: at the level held one step
+/// on. Here what is acknowledged is 8.8 % short of what is sent, as when
+/// the level counts overhead that the feedback does not: at the level held one step
 /// past the ceiling (×1.0925) that is no more than the ceiling, yet
 /// enough for every step to count as carried (×0.9) and for the top
 /// layer's rate at the probe's top (×1.1).
@@ -338,13 +340,9 @@ fn a_probe_held_past_the_ceiling_goes_on_when_no_queue_shows() {
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
     let (mut padding, mut tokens) = (0.0, 128_000.0);
+    link.capacity_bps = 10_000_000.0;
     let widened = link.now;
-    loop {
-        let send = LOW + padding;
-        if twcc_tick(&mut link, &mut padding, &mut tokens, send * 0.912) == 0 {
-            break;
-        }
-        tokens = 128_000.0;
+    while twcc_tick(&mut link, &mut padding, &mut tokens, 0.912) == 1 {
         assert!(
             link.now.duration_since(widened) < Duration::from_secs(15),
             "held: not back on the top layer within 15 s"
