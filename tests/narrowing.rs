@@ -17,10 +17,10 @@
 //! and averages [`SHAPED_FPS`]; the other receiver never notices (at least
 //! [`FREE_FPS`] in every 2 s); the shaped one is back on the top layer
 //! within [`UP`] of the link widening; nobody is offered a new connection.
-//! Chromium's climb back and aiortc's onset miss the targets, and those
-//! tests are held to less (they say what). Needs root for the namespaces and the shaping (the tests fail
-//! saying so otherwise); one test at a time, as each camera encodes two
-//! layers.
+//! aiortc's onset misses the target, and its test is held to less (it
+//! says what). Needs root for the namespaces and the shaping (the tests
+//! fail saying so otherwise); one test at a time, as each camera encodes
+//! two layers.
 
 mod common;
 
@@ -271,19 +271,11 @@ impl Receiver {
     }
 }
 
-/// What is asserted of the receiver on the link that narrows.
-struct Expect {
-    /// From this long after the narrowing, no frame waits longer than
-    /// [`LONGEST_GAP`].
-    settle: f64,
-    /// Back on the top layer within [`UP`] of the widening.
-    up: bool,
-}
-
-/// The scenario, with `shaped` on the link that narrows.
+/// The scenario, with `shaped` on the link that narrows: from `settle`
+/// seconds after the narrowing no frame waits longer than [`LONGEST_GAP`].
 fn steps_down_without_a_stall(
     name: &str,
-    expect: Expect,
+    settle: f64,
     shaped: impl FnOnce(&Spoke, &str) -> Receiver,
 ) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,7 +329,7 @@ fn steps_down_without_a_stall(
     free.lines().drain(Duration::ZERO);
 
     let (s, f) = (shaped.frames(), free.frames());
-    let from = narrowed + expect.settle;
+    let from = narrowed + settle;
     let gap = s.longest_gap(from, widened);
     let fps = s.fps(from, widened);
     let free_fps = f.lowest_fps(narrowed_free, widened_free, 2.0);
@@ -368,32 +360,24 @@ fn steps_down_without_a_stall(
         "{free_id} fell to {free_fps:.1} fps over 2 s while the other link was shaped"
     );
     assert!(
-        up.is_some() || !expect.up,
+        up.is_some(),
         "{shaped_id} not back on the top layer within {UP:?} of the link widening; its link:{trace}"
     );
 }
 
 #[test]
 fn a_webrtcbin_receiver_steps_down_without_a_stall_when_its_link_narrows() {
-    let expect = Expect {
-        settle: SETTLE,
-        up: true,
-    };
-    steps_down_without_a_stall("wbin", expect, Receiver::webrtcbin);
+    steps_down_without_a_stall("wbin", SETTLE, Receiver::webrtcbin);
 }
 
 /// Chromium meets the onset target since a step down holds the top layer
 /// back and never resends what the switch's key frame supersedes (it
-/// stalled 1.3 to 2.6 s before); its climb back is not asserted: TWCC's
-/// probes are ended by consent checks delayed on a loaded host, and it
-/// took 5 s to more than 15 s (docs/BENCHMARKS.md, "A link that narrows").
+/// stalled 1.3 to 2.6 s before), and climbs back within 15 s since a late
+/// answer to a consent check no longer ends a probe while TWCC shows the
+/// media arriving as sent (docs/BENCHMARKS.md, "A link that narrows").
 #[test]
 fn a_chromium_tab_steps_down_without_a_stall_when_its_link_narrows() {
-    let expect = Expect {
-        settle: SETTLE,
-        up: false,
-    };
-    steps_down_without_a_stall("tab", expect, |spoke, id| {
+    steps_down_without_a_stall("tab", SETTLE, |spoke, id| {
         Receiver::chromium(spoke, id, "cam-tab")
     });
 }
@@ -409,9 +393,5 @@ fn a_chromium_tab_steps_down_without_a_stall_when_its_link_narrows() {
 #[test]
 #[ignore = "aiortc stalls for seconds after any loss: docs/BENCHMARKS.md"]
 fn an_aiortc_receiver_steps_down_without_a_stall_when_its_link_narrows() {
-    let expect = Expect {
-        settle: AIORTC_SETTLE,
-        up: true,
-    };
-    steps_down_without_a_stall("aiortc", expect, Receiver::aiortc);
+    steps_down_without_a_stall("aiortc", AIORTC_SETTLE, Receiver::aiortc);
 }

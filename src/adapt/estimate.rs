@@ -31,7 +31,10 @@
 //!   answered by every receiver: their round trip shows a queue building
 //!   at the bottleneck ([`PING_QUEUE_DELAY`] above the lowest), and
 //!   [`PINGS_UNANSWERED`] checks in a row unanswered show one that
-//!   overflows. Without
+//!   overflows. A viewer with TWCC times our media on its own clock: its
+//!   late answers count only while the media, too, arrives short of what
+//!   was sent or later and later (a receiver busy decoding answers late
+//!   on a free link). Without
 //!   TWCC or NACKs, a window whose checks show no queue is a window the
 //!   link carried, and one whose checks show a queue carried at most
 //!   [`QUEUED_SHARE`] of what was sent: that is what it acknowledged, so a
@@ -306,10 +309,18 @@ impl LinkEstimator {
                 queued: rising && (was_rising || delay > QUEUE_DELAY),
             });
         }
+        // With TWCC the media's own packets time the path on the viewer's
+        // clock: while they arrive as fast as they are sent and their delay
+        // does not grow, a late answer to a check is a receiver busy with
+        // something else (decoding, on a loaded machine), not a queue.
+        let media_delayed = source != Source::Twcc
+            || heard.twcc_overusing
+            || heard.twcc_acked_bps < sent_bps * DELIVERED;
         // The latest consent checks show a queue (or were lost in one;
         // counts start anew after an ICE restart).
         let pings_queued = self.pings.is_some_and(|p| {
-            p.queued || heard.pings_sent.saturating_sub(p.sent_then) >= PINGS_UNANSWERED
+            (p.queued && media_delayed)
+                || heard.pings_sent.saturating_sub(p.sent_then) >= PINGS_UNANSWERED
         });
         let queued = rtt_rising || pings_queued || arrivals.is_some_and(|a| a.share < DELIVERED);
         // Without TWCC, NACKs tell of loss within a round trip.

@@ -384,3 +384,18 @@ fn a_link_that_widens_just_after_a_failed_probe_is_climbed_within_15_s() {
         );
     }
 }
+
+#[test]
+fn a_twcc_viewer_busy_answering_consent_checks_still_climbs_a_widened_link() {
+    let mut link = Link::new(500_000.0, Feedback::Twcc);
+    link.run(Duration::from_secs(30));
+    assert_eq!(link.controller.layer(), 1, "went down on the narrow link");
+    link.busy = true;
+    link.capacity_bps = 10_000_000.0;
+    let widened = link.now.duration_since(link.start);
+    let up = first_on(&link.run(Duration::from_secs(20)), 0).map(|at| at - widened);
+    assert!(
+        up.is_some_and(|up| up <= Duration::from_secs(12)),
+        "back on the top layer after {up:?}"
+    );
+}
