@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod engine;
 pub mod log_limit;
 pub mod media;
 pub mod mqtt;
