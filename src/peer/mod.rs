@@ -31,6 +31,7 @@ mod retransmit;
 pub mod sender;
 mod sound;
 mod stats;
+pub mod video_stream;
 
 use std::sync::Arc;
 

@@ -1,29 +1,17 @@
-//! One viewer's video sender: reads the shared frames of the layer its
-//! link carries, at its own pace, and writes them as RTP to that viewer's
-//! track.
+//! One viewer's video sender: the rules of [`VideoStream`] carried out
+//! with the shared frame feeds, a timer and that viewer's track.
 //!
-//! It subscribes to the feed as soon as the connection is created and asks
-//! for a key frame then, so the key frame is usually there by the time ICE
-//! and DTLS are up: it keeps the frames from the latest key frame on
-//! ("preload") and sends them the moment the connection is ready. The
-//! viewer's first frame then costs the connection set-up and nothing more.
-//!
-//! When it falls behind the fan-out (its network or its connection is slow)
-//! it loses frames for this viewer alone, then waits for the next key frame
-//! so the picture recovers cleanly instead of smearing.
-//!
-//! Every [`TICK`] it hands the viewer's feedback to its [`LinkEstimator`]
-//! and [`LayerController`] and carries the decision out: a switch starts by
-//! watching the target layer and asking it for a key frame, and happens at
-//! that key frame, on the same SSRC with continuous sequence numbers (the
-//! viewer's decoder sees a new resolution at an IDR). A step down holds
-//! the current layer back meanwhile, so the key frame finds the link's
-//! queue empty. A probe adds filler NAL units to the frames
-//! ([`super::padding`]).
+//! It subscribes to the feed as soon as the connection is created, so the
+//! key frame asked for then is usually there by the time ICE and DTLS are
+//! up. It receives the frames of the layer being sent and, during a
+//! switch, of its target, each at its own pace: a viewer that falls behind
+//! the fan-out loses frames alone. Every [`TICK`] it hands the viewer's
+//! feedback to the stream's layer choice and publishes the adaptation for
+//! telemetry.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rtc::rtp;
@@ -35,18 +23,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::feedback::Feedback;
 use super::layer_needs::LayerNeeds;
-use super::padding::Padding;
 use super::retransmit::KeyframeMark;
-use crate::adapt::{Estimate, LayerController, LinkEstimator};
+use super::video_stream::{Action, TICK, VideoStream};
+use crate::adapt::Estimate;
 use crate::media::{EncodedFrame, VideoLayers, Watching};
-
-/// Frames kept while the connection is being set up (half a second at
-/// 30 fps); a longer preload is dropped rather than sent as a burst.
-pub const MAX_PRELOAD: usize = 15;
-/// How often the layer choice is made again.
-pub const TICK: Duration = Duration::from_millis(100);
-/// A layer switch whose key frame has not come by then asks again.
-pub const SWITCH_RETRY: Duration = Duration::from_secs(1);
 
 /// What one viewer's sender has done; read by telemetry.
 #[derive(Debug, Default)]
@@ -153,63 +133,31 @@ impl Packetwriter {
     }
 }
 
-/// Keeps the frames since the latest key frame until the connection is up.
-async fn preload(
-    frames: &mut broadcast::Receiver<Arc<EncodedFrame>>,
-    ready: oneshot::Receiver<RtpStream>,
-) -> Option<(RtpStream, Vec<Arc<EncodedFrame>>)> {
-    let mut kept: Vec<Arc<EncodedFrame>> = Vec::new();
-    tokio::pin!(ready);
-    loop {
-        tokio::select! {
-            stream = &mut ready => return stream.ok().map(|s| (s, kept)),
-            frame = frames.recv() => match frame {
-                Ok(frame) if frame.keyframe => kept = vec![frame],
-                Ok(frame) if !kept.is_empty() => {
-                    kept.push(frame);
-                    if kept.len() > MAX_PRELOAD {
-                        // Too old to send as a burst: wait for the next one.
-                        kept.clear();
-                    }
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => kept.clear(),
-                Err(RecvError::Closed) => return None,
-            },
-        }
-    }
-}
-
-/// The layer being watched, frames and all.
+/// A layer's frames, received while the viewer watches it.
 struct Watched {
-    layer: usize,
     frames: broadcast::Receiver<Arc<EncodedFrame>>,
     _watching: Watching,
 }
 
-impl Watched {
-    fn new(layers: &VideoLayers, layer: usize) -> Self {
-        let feed = layers.get(layer).expect("a layer of the feed");
-        let (frames, watching) = feed.watch();
-        feed.keyframes.request();
-        Self {
-            layer,
-            frames,
-            _watching: watching,
-        }
-    }
-}
-
-/// A switch under way: the target layer, watched until its key frame.
-struct Switch {
-    target: Watched,
-    asked: Instant,
-}
-
-async fn next_of(switch: &mut Option<Switch>) -> Result<Arc<EncodedFrame>, RecvError> {
-    match switch {
-        Some(s) => s.target.frames.recv().await,
-        None => std::future::pending().await,
+/// The next frame of the layer being sent or of a switch's target,
+/// whichever comes first; never when neither is watched.
+async fn next_frame(
+    watched: &mut [Option<Watched>],
+    current: usize,
+    target: Option<usize>,
+) -> (usize, Result<Arc<EncodedFrame>, RecvError>) {
+    let mut receivers = watched
+        .iter_mut()
+        .enumerate()
+        .filter(|(layer, _)| *layer == current || Some(*layer) == target)
+        .filter_map(|(layer, w)| w.as_mut().map(|w| (layer, &mut w.frames)));
+    match (receivers.next(), receivers.next()) {
+        (Some((a, first)), Some((b, second))) => tokio::select! {
+            frame = first.recv() => (a, frame),
+            frame = second.recv() => (b, frame),
+        },
+        (Some((layer, only)), None) => (layer, only.recv().await),
+        _ => std::future::pending().await,
     }
 }
 
@@ -224,6 +172,70 @@ pub struct SenderSetup {
     pub feedback: Arc<Feedback>,
     /// The layer this viewer is held on, if any.
     pub pin: watch::Receiver<Option<usize>>,
+}
+
+/// The frames, watches and key-frame requests a [`VideoStream`] asks for.
+struct Shell {
+    layers: VideoLayers,
+    watched: Vec<Option<Watched>>,
+    counters: Arc<SenderCounters>,
+}
+
+impl Shell {
+    /// Carries out the stream's actions; `false` when the track is gone.
+    async fn act(&mut self, stream: &mut VideoStream, writer: Option<&mut Packetwriter>) -> bool {
+        let mut writer = writer;
+        while let Some(action) = stream.poll_action() {
+            match action {
+                Action::Send { frame, filler } => {
+                    let writer = writer.as_deref_mut().expect("frames are sent once ready");
+                    if !writer.send(&frame, &filler).await {
+                        return false;
+                    }
+                }
+                Action::Watch(layer) => {
+                    let feed = self.layers.get(layer).expect("a layer of the feed");
+                    let (frames, watching) = feed.watch();
+                    self.watched[layer] = Some(Watched {
+                        frames,
+                        _watching: watching,
+                    });
+                }
+                Action::Unwatch(layer) => self.watched[layer] = None,
+                Action::RequestKeyframe(layer) => {
+                    self.layers
+                        .get(layer)
+                        .expect("a layer of the feed")
+                        .keyframes
+                        .request();
+                }
+            }
+        }
+        self.counters.layer.store(stream.layer(), Ordering::Relaxed);
+        true
+    }
+
+    /// Passes a frame, or the news that some were lost, to the stream.
+    fn take(
+        &self,
+        stream: &mut VideoStream,
+        layer: usize,
+        frame: Result<Arc<EncodedFrame>, RecvError>,
+    ) -> bool {
+        match frame {
+            Ok(frame) => stream.on_frame(Instant::now(), layer, &frame),
+            Err(RecvError::Lagged(missed)) => {
+                if layer == stream.layer() {
+                    self.counters
+                        .frames_dropped
+                        .fetch_add(missed, Ordering::Relaxed);
+                }
+                stream.on_lagged(layer);
+            }
+            Err(RecvError::Closed) => return false,
+        }
+        true
+    }
 }
 
 /// Sends video for one viewer: preloads until `ready` gives the negotiated
@@ -242,192 +254,75 @@ pub async fn send_video(setup: SenderSetup) {
         .borrow()
         .filter(|l| layers.get(*l).is_some_and(|f| f.state.is_available()))
         .unwrap_or(0);
-    let mut current = Watched::new(&layers, start);
-    counters.layer.store(start, Ordering::Relaxed);
-    let Some((stream, preloaded)) = preload(&mut current.frames, ready).await else {
-        return;
+    let top_bps = f64::from(layers.top().state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
+    let mut stream = VideoStream::new(Instant::now(), start, top_bps, *pin.borrow());
+    let mut shell = Shell {
+        watched: (0..layers.len()).map(|_| None).collect(),
+        layers,
+        counters: counters.clone(),
+    };
+    shell.act(&mut stream, None).await;
+    tokio::pin!(ready);
+    let rtp_stream = loop {
+        tokio::select! {
+            rtp_stream = &mut ready => match rtp_stream {
+                Ok(s) => break s,
+                Err(_) => return,
+            },
+            (layer, frame) = next_frame(&mut shell.watched, stream.layer(), None) => {
+                if !shell.take(&mut stream, layer, frame) {
+                    return;
+                }
+            }
+        }
     };
     let mut writer = Packetwriter {
         kind: RtpCodecKind::Video,
         track,
-        stream,
+        stream: rtp_stream,
         sequence: rand::random(),
         timestamp_base,
         counters: counters.clone(),
     };
-    let mut waiting_for_keyframe = preloaded.is_empty();
-    if waiting_for_keyframe {
-        layers.get(start).expect("watched").keyframes.request();
+    stream.ready();
+    if !shell.act(&mut stream, Some(&mut writer)).await {
+        return;
     }
-    for frame in &preloaded {
-        if !writer.send(frame, &[]).await {
-            return;
-        }
-    }
-    drop(preloaded);
 
-    let now = Instant::now();
-    let top_bps = f64::from(layers.top().state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
-    let mut estimator = LinkEstimator::new(top_bps);
-    let mut controller = LayerController::new(now, start);
-    controller.pin(*pin.borrow());
     let mut needs = LayerNeeds::new();
-    let mut padding = Padding::default();
-    let mut switch: Option<Switch> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            frame = current.frames.recv() => {
-                let frame = match frame {
-                    Ok(frame) => frame,
-                    Err(RecvError::Lagged(missed)) => {
-                        counters.frames_dropped.fetch_add(missed, Ordering::Relaxed);
-                        if !waiting_for_keyframe {
-                            waiting_for_keyframe = true;
-                            layers.get(current.layer).expect("watched").keyframes.request();
-                        }
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if switch.as_ref().is_some_and(|s| s.target.layer > current.layer) {
-                    // Stepping down: this layer overruns the link, so it
-                    // waits, and the bottleneck's queue drains before the
-                    // target's key frame comes. It resumes at a key frame.
-                    waiting_for_keyframe = true;
-                    continue;
-                }
-                if waiting_for_keyframe {
-                    if !frame.keyframe {
-                        continue;
-                    }
-                    waiting_for_keyframe = false;
-                }
-                if !writer.send(&frame, &padding.filler(Instant::now())).await {
+            (layer, frame) = next_frame(&mut shell.watched, stream.layer(), stream.target()) => {
+                if !shell.take(&mut stream, layer, frame) {
                     return;
-                }
-            }
-            frame = next_of(&mut switch) => {
-                match frame {
-                    Ok(frame) if frame.keyframe => {
-                        let target = switch.take().expect("a switch is under way").target;
-                        counters.layer.store(target.layer, Ordering::Relaxed);
-                        current = target;
-                        waiting_for_keyframe = false;
-                        if !writer.send(&frame, &[]).await {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
                 }
             }
             changed = pin.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                controller.pin(*pin.borrow());
+                stream.pin(*pin.borrow());
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                let estimate = estimator.update(now, feedback.heard(&counters));
-                let decision = controller.update(now, &estimate, &needs.update(now, &layers));
-                padding.set_rate(decision.padding_bps);
-                if decision.layer == current.layer {
-                    if switch.take().is_some() && waiting_for_keyframe {
-                        layers.get(current.layer).expect("watched").keyframes.request();
-                    }
-                } else {
-                    match &mut switch {
-                        Some(s) if s.target.layer == decision.layer => {
-                            if now.duration_since(s.asked) >= SWITCH_RETRY {
-                                layers.get(s.target.layer).expect("watched").keyframes.request();
-                                s.asked = now;
-                            }
-                        }
-                        _ => {
-                            switch = Some(Switch {
-                                target: Watched::new(&layers, decision.layer),
-                                asked: now,
-                            });
-                        }
-                    }
-                }
-                let state = &layers.get(current.layer).expect("watched").state;
+                let (estimate, decision) =
+                    stream.tick(now, feedback.heard(&counters), &needs.update(now, &shell.layers));
+                let state = &shell.layers.get(stream.layer()).expect("watched").state;
                 *counters.adaptation.lock().expect("adaptation lock is never poisoned") = Some(Adaptation {
-                    layer: current.layer,
+                    layer: stream.layer(),
                     width: state.width.load(Ordering::Relaxed),
                     height: state.height.load(Ordering::Relaxed),
                     estimate,
-                    switches: controller.switches(),
-                    pinned: controller.pinned(),
+                    switches: stream.controller().switches(),
+                    pinned: stream.controller().pinned(),
                     padding_bps: decision.padding_bps,
                 });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(keyframe: bool, n: u32) -> Arc<EncodedFrame> {
-        Arc::new(EncodedFrame {
-            payloads: vec![Bytes::from_static(b"x")],
-            rtp_timestamp: n,
-            keyframe,
-            size: 1,
-            access_unit: Bytes::from_static(b"x"),
-        })
-    }
-
-    #[tokio::test]
-    async fn preload_keeps_the_frames_since_the_latest_key_frame() {
-        let (tx, mut rx) = broadcast::channel(64);
-        let (ready_tx, ready) = oneshot::channel();
-        for (i, key) in [false, true, false, true, false, false]
-            .into_iter()
-            .enumerate()
-        {
-            tx.send(frame(key, i as u32)).unwrap();
+        if !shell.act(&mut stream, Some(&mut writer)).await {
+            return;
         }
-        let task = tokio::spawn(async move { preload(&mut rx, ready).await });
-        tokio::task::yield_now().await;
-        while !tx.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        ready_tx
-            .send(RtpStream {
-                ssrc: 1,
-                payload_type: 102,
-            })
-            .unwrap();
-        let (_, kept) = task.await.unwrap().unwrap();
-        let stamps: Vec<u32> = kept.iter().map(|f| f.rtp_timestamp).collect();
-        assert_eq!(stamps, vec![3, 4, 5]);
-    }
-
-    #[tokio::test]
-    async fn a_long_preload_is_dropped_not_burst() {
-        let (tx, mut rx) = broadcast::channel(64);
-        let (ready_tx, ready) = oneshot::channel();
-        tx.send(frame(true, 0)).unwrap();
-        for i in 1..=MAX_PRELOAD as u32 {
-            tx.send(frame(false, i)).unwrap();
-        }
-        let task = tokio::spawn(async move { preload(&mut rx, ready).await });
-        while !tx.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        ready_tx
-            .send(RtpStream {
-                ssrc: 1,
-                payload_type: 102,
-            })
-            .unwrap();
-        let (_, kept) = task.await.unwrap().unwrap();
-        assert!(kept.is_empty());
     }
 }
