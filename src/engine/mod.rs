@@ -114,6 +114,20 @@ impl Engine {
         self.settle(id, now);
     }
 
+    /// Runs `f` on a connection's core to send media (its RTP senders),
+    /// then takes what it has to send. Unlike [`Engine::with`] this looks
+    /// at no signaling: it is the path of every packet.
+    pub fn media<R>(
+        &mut self,
+        id: ConnectionId,
+        now: Instant,
+        f: impl FnOnce(&mut RTCPeerConnection) -> R,
+    ) -> Option<R> {
+        let result = f(&mut self.connections.get_mut(&id)?.core);
+        self.settle(id, now);
+        Some(result)
+    }
+
     /// Closes a connection: what the close sends (DTLS `close_notify`) is
     /// queued, and its datagrams belong to nobody from now on.
     pub fn close(&mut self, id: ConnectionId, now: Instant) {
