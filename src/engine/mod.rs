@@ -20,6 +20,7 @@
 pub mod early;
 pub mod route;
 pub mod transmit;
+pub mod udp;
 
 #[cfg(test)]
 mod tests;
