@@ -66,6 +66,13 @@ pub struct WebrtcConfig {
     /// route) connections go on without it.
     #[serde(default)]
     pub mdns: MdnsMode,
+    /// Drive the viewers' connections in meshcam's own loop (one task, one
+    /// UDP socket per interface address shared by all viewers, a frame's
+    /// packets in one GSO send) instead of a task per connection. Host
+    /// candidates only so far: with `ice_servers` or `mdns` set,
+    /// connections keep their own tasks.
+    #[serde(default)]
+    pub engine: bool,
 }
 
 fn default_bind() -> String {
@@ -84,6 +91,7 @@ impl Default for WebrtcConfig {
             udp_port_max: 0,
             max_viewers: default_max_viewers(),
             mdns: MdnsMode::Off,
+            engine: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::commands::CommandCounters;
 use super::pipeline::PipelineState;
 use crate::media::VideoLayers;
 use crate::participant::SignalCounters;
-use crate::peer::{Adaptation, SenderCounters};
+use crate::peer::{Adaptation, SendPath, SenderCounters};
 use crate::procstat::Usage;
 use crate::telemetry::{self, Rates, Sample};
 
@@ -92,6 +92,7 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
         "nacks": load(|c| &c.nacks),
         "plis": load(|c| &c.keyframe_requests),
         "frames_dropped": load(|c| &c.frames_dropped),
+        "send_path": counters.map_or(SendPath::Tasks, SendPath::of).name(),
     });
     if let Some(a) = adaptation {
         let fields = value.as_object_mut().expect("an object");
@@ -295,7 +296,14 @@ mod tests {
             json!({"room":"home","peer":"v-8f2c","state":"connected","rtt_ms":null,
                    "packets_sent":18000,"bytes_sent":2250000,"audio_packets_sent":0,
                    "nacks":0,"plis":1,
-                   "frames_dropped":0})
+                   "frames_dropped":0,"send_path":"tasks"})
+        );
+        counters
+            .send_path
+            .store(SendPath::LoopGso as u8, Ordering::Relaxed);
+        assert_eq!(
+            connection("home", "v-8f2c", true, Some(&counters))["send_path"],
+            "loop-gso"
         );
         counters.rtt_us.store(3_140, Ordering::Relaxed);
         assert_eq!(

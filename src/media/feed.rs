@@ -162,6 +162,11 @@ impl VideoLayers {
         Self(feeds)
     }
 
+    /// Whether both are the same camera's feeds.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The top layer: the configured size and bitrate.
     pub fn top(&self) -> &VideoFeed {
         &self.0[0]

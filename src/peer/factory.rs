@@ -13,8 +13,8 @@
 //! viewer for tests of the cameras' fallback estimate.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,15 +32,16 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngineBuilder,
-    configure_simulcast_extension_headers,
+    RTCConfiguration, RTCConfigurationBuilder, RTCIceServer, Registry, SettingEngine,
+    SettingEngineBuilder, configure_simulcast_extension_headers,
 };
 
-use super::SenderCounters;
 use super::congestion::ViewerEstimator;
 use super::feedback::{Feedback, FeedbackInterceptor, SLOT};
 use super::reports::{CaptureClockReports, StreamClocks};
 use super::retransmit::{self, RetransmitBudget};
+use super::send_loop::SendLoop;
+use super::{Outgoing, SenderCounters};
 use crate::config::{IceServer, MdnsMode, WebrtcConfig};
 
 /// The payload type we offer H.264 on.
@@ -120,6 +121,14 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
+/// What a connection is made of.
+struct Parts {
+    media: MediaEngine,
+    registry: Registry,
+    configuration: RTCConfiguration,
+    settings: SettingEngine,
+}
+
 /// Makes peer connections; one per process.
 pub struct PeerFactory {
     certificate: RTCCertificate,
@@ -132,6 +141,9 @@ pub struct PeerFactory {
     mdns_warned: AtomicBool,
     /// Negotiate transport-wide congestion control feedback.
     twcc: bool,
+    /// Send from meshcam's own loop (`webrtc.engine`), once started.
+    engine: bool,
+    send_loop: OnceLock<Option<SendLoop>>,
 }
 
 /// What a connection's interceptors report into, and how it sends.
@@ -183,6 +195,8 @@ impl PeerFactory {
             mdns: config.mdns,
             mdns_warned: AtomicBool::new(false),
             twcc: true,
+            engine: config.engine,
+            send_loop: OnceLock::new(),
         })
     }
 
@@ -191,6 +205,34 @@ impl PeerFactory {
     pub fn without_twcc(mut self) -> Self {
         self.twcc = false;
         self
+    }
+
+    /// The loop that sends `media` to viewers, when the configuration asks
+    /// for it and it can serve them (host candidates only: no ICE servers,
+    /// no multicast DNS). Started by the first viewer; one that cannot
+    /// bind its sockets leaves the connections to their own tasks, and
+    /// says why once.
+    pub(super) fn send_loop(self: &Arc<Self>, media: &Outgoing) -> Option<&SendLoop> {
+        if !self.engine || !self.ice_servers.is_empty() || self.mdns != MdnsMode::Off {
+            return None;
+        }
+        self.send_loop
+            .get_or_init(|| match SendLoop::start(self.clone(), media.clone()) {
+                Ok(send_loop) => Some(send_loop),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the send loop cannot start; each connection runs its own tasks");
+                    None
+                }
+            })
+            .as_ref()
+            .filter(|l| l.sends(media))
+    }
+
+    /// Where the send loop's sockets listen: the bind address, and the
+    /// first port of the configured range (one port serves every viewer)
+    /// or any free one.
+    pub(super) fn send_loop_bind(&self) -> (IpAddr, u16) {
+        (self.bind, self.ports.map_or(0, |(min, _)| min))
     }
 
     /// Builds one connection, counting what the remote side sends back into
@@ -256,13 +298,9 @@ impl PeerFactory {
         }
     }
 
-    async fn build_with(
-        &self,
-        port: u16,
-        mdns: MulticastDnsMode,
-        handler: Arc<dyn PeerConnectionEventHandler>,
-        wiring: &Wiring,
-    ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    /// What every connection is made of: the codecs, the interceptors
+    /// wired to `wiring`, the ICE servers and certificate, the ICE timing.
+    fn parts(&self, mdns: MulticastDnsMode, wiring: &Wiring) -> anyhow::Result<Parts> {
         let mut media = MediaEngine::default();
         media.register_codec(
             RTCRtpCodecParameters {
@@ -345,6 +383,50 @@ impl PeerFactory {
             .with_prflx_acceptance_min_wait(Some(ICE_PRFLX_MIN_WAIT))
             .with_multicast_dns_mode(mdns)
             .build();
+        Ok(Parts {
+            media,
+            registry,
+            configuration,
+            settings,
+        })
+    }
+
+    /// One connection's sans-I/O core, for a loop that drives it itself
+    /// ([`crate::engine`]): the same parts as [`PeerFactory::build`], with
+    /// the loop's own host candidates and no multicast DNS.
+    pub fn core(
+        &self,
+        now: std::time::Instant,
+        wiring: &Wiring,
+    ) -> anyhow::Result<rtc::peer_connection::RTCPeerConnection> {
+        let Parts {
+            media,
+            registry,
+            configuration,
+            settings,
+        } = self.parts(MulticastDnsMode::Disabled, wiring)?;
+        rtc::peer_connection::RTCPeerConnectionBuilder::new()
+            .with_configuration(configuration)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build(now)
+            .context("building a connection")
+    }
+
+    async fn build_with(
+        &self,
+        port: u16,
+        mdns: MulticastDnsMode,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+        wiring: &Wiring,
+    ) -> anyhow::Result<Arc<dyn PeerConnection>> {
+        let Parts {
+            media,
+            registry,
+            configuration,
+            settings,
+        } = self.parts(mdns, wiring)?;
         let pc = PeerConnectionBuilder::new()
             .with_configuration(configuration)
             .with_media_engine(media)

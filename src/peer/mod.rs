@@ -28,6 +28,7 @@ mod outbound;
 mod padding;
 mod reports;
 mod retransmit;
+mod send_loop;
 pub mod sender;
 mod sound;
 mod stats;
@@ -57,7 +58,7 @@ use crate::protocol::{Candidate, SignalBody};
 use crate::room::{LinkId, LinkState};
 pub use factory::{PeerFactory, Wiring};
 pub use feedback::Feedback;
-pub use sender::{Adaptation, SenderCounters};
+pub use sender::{Adaptation, SendPath, SenderCounters};
 
 /// What the supervisor asks of a peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +139,12 @@ pub fn spawn(
     spec: PeerSpec,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> PeerHandle {
+    if spec.ice_servers.is_empty()
+        && let Some(media) = &spec.media
+        && let Some(send_loop) = factory.send_loop(media)
+    {
+        return send_loop.open(spec, events);
+    }
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (pin, pin_rx) = watch::channel(spec.pin);
     let counters = Arc::new(SenderCounters::default());
@@ -203,7 +210,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn link_state(state: RTCPeerConnectionState) -> Option<LinkState> {
+pub(crate) fn link_state(state: RTCPeerConnectionState) -> Option<LinkState> {
     match state {
         RTCPeerConnectionState::Connected => Some(LinkState::Connected),
         RTCPeerConnectionState::Disconnected => Some(LinkState::Disconnected),

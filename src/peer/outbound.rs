@@ -78,20 +78,22 @@ impl LocalTrack {
 /// element, in sync.
 const STREAM_ID: &str = "meshcam";
 
-async fn add_track(
-    pc: &Arc<dyn PeerConnection>,
-    kind: RtpCodecKind,
-    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
-    offered_payload_type: u8,
-    clocks: &StreamClocks,
-) -> anyhow::Result<(LocalTrack, oneshot::Receiver<sender::RtpStream>)> {
-    let ssrc: u32 = rand::random();
-    let name = if kind == RtpCodecKind::Video {
+fn kind_name(kind: RtpCodecKind) -> &'static str {
+    if kind == RtpCodecKind::Video {
         "video"
     } else {
         "audio"
-    };
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    }
+}
+
+/// A local track of `kind`, sent as `ssrc`, in the camera's media stream.
+pub(super) fn media_track(
+    kind: RtpCodecKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    ssrc: u32,
+) -> MediaStreamTrack {
+    let name = kind_name(kind);
+    MediaStreamTrack::new(
         STREAM_ID.to_owned(),
         format!("{name}-{ssrc:08x}"),
         name.to_owned(),
@@ -104,17 +106,30 @@ async fn add_track(
             codec,
             ..Default::default()
         }],
-    )));
-    // Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
+    )
+}
+
+/// Send-only (PROTOCOL.md): `add_track` would offer sendrecv.
+pub(super) fn send_only() -> RTCRtpTransceiverInit {
+    RTCRtpTransceiverInit {
+        direction: RTCRtpTransceiverDirection::Sendonly,
+        streams: vec![],
+        send_encodings: vec![],
+    }
+}
+
+async fn add_track(
+    pc: &Arc<dyn PeerConnection>,
+    kind: RtpCodecKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+    offered_payload_type: u8,
+    clocks: &StreamClocks,
+) -> anyhow::Result<(LocalTrack, oneshot::Receiver<sender::RtpStream>)> {
+    let ssrc: u32 = rand::random();
+    let name = kind_name(kind);
+    let track = Arc::new(TrackLocalStaticRTP::new(media_track(kind, codec, ssrc)));
     let transceiver = pc
-        .add_transceiver_from_track(
-            track.clone() as Arc<dyn TrackLocal>,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        )
+        .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(send_only()))
         .await
         .with_context(|| format!("adding the {name} track"))?;
     let sender = transceiver

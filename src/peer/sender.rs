@@ -9,7 +9,7 @@
 //! feedback to the stream's layer choice and publishes the adaptation for
 //! telemetry.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -53,6 +53,38 @@ pub struct SenderCounters {
     pub keyframe_mark: AtomicU64,
     /// The adaptation as last decided, once the sender runs.
     pub adaptation: Mutex<Option<Adaptation>>,
+    /// How its packets leave: a [`SendPath`] as a number.
+    pub send_path: AtomicU8,
+}
+
+/// How a connection's packets leave, for telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SendPath {
+    /// Its own tasks on the `webrtc` crate's driver, a `sendmsg` a packet.
+    Tasks = 0,
+    /// The send loop, each frame's packets in one GSO send.
+    LoopGso = 1,
+    /// The send loop, a `sendmsg` a packet (the kernel has no GSO).
+    LoopPerDatagram = 2,
+}
+
+impl SendPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tasks => "tasks",
+            Self::LoopGso => "loop-gso",
+            Self::LoopPerDatagram => "loop-sendmsg",
+        }
+    }
+
+    pub fn of(counters: &SenderCounters) -> Self {
+        match counters.send_path.load(Ordering::Relaxed) {
+            1 => Self::LoopGso,
+            2 => Self::LoopPerDatagram,
+            _ => Self::Tasks,
+        }
+    }
 }
 
 /// One viewer's adaptation, for telemetry.
@@ -75,23 +107,42 @@ pub struct RtpStream {
     pub payload_type: u8,
 }
 
-/// Writes frames as RTP with this viewer's own header fields.
-pub(super) struct Packetwriter {
+/// Makes this viewer's RTP packets of a frame: its own SSRC, payload type,
+/// sequence numbers and timestamp base, counted in its counters.
+pub struct Stamper {
     /// Video marks the last packet of each frame and counts as video; sound
     /// marks none (RFC 7587: only a talk spurt's start, and Opus here is
     /// continuous) and counts as sound.
     pub kind: RtpCodecKind,
-    pub track: Arc<TrackLocalStaticRTP>,
     pub stream: RtpStream,
     pub sequence: u16,
     pub timestamp_base: u32,
     pub counters: Arc<SenderCounters>,
 }
 
-impl Packetwriter {
-    /// Sends `frame`, with `filler` payloads before its last packet.
-    /// `false` when the track is gone (the connection is closing).
-    pub async fn send(&mut self, frame: &EncodedFrame, filler: &[Bytes]) -> bool {
+impl Stamper {
+    /// Starts a stream at a random sequence number.
+    pub fn new(
+        kind: RtpCodecKind,
+        stream: RtpStream,
+        timestamp_base: u32,
+        counters: Arc<SenderCounters>,
+    ) -> Self {
+        Self {
+            kind,
+            stream,
+            sequence: rand::random(),
+            timestamp_base,
+            counters,
+        }
+    }
+
+    /// The packets of `frame`, with `filler` payloads before its last one.
+    pub fn packets<'a>(
+        &'a mut self,
+        frame: &'a EncodedFrame,
+        filler: &'a [Bytes],
+    ) -> impl Iterator<Item = rtp::Packet> + 'a {
         let (last, body) = frame.payloads.split_last().expect("a frame has payloads");
         let payloads = body.iter().chain(filler).chain(std::iter::once(last));
         let count = frame.payloads.len() + filler.len();
@@ -102,7 +153,7 @@ impl Packetwriter {
             }
             .store(&self.counters.keyframe_mark);
         }
-        for (i, payload) in payloads.enumerate() {
+        payloads.enumerate().map(move |(i, payload)| {
             let packet = rtp::Packet {
                 header: rtp::header::Header {
                     version: 2,
@@ -116,9 +167,6 @@ impl Packetwriter {
                 payload: payload.clone(),
             };
             self.sequence = self.sequence.wrapping_add(1);
-            if self.track.write_rtp(packet).await.is_err() {
-                return false;
-            }
             let (packets, bytes) = match self.kind {
                 RtpCodecKind::Audio => (
                     &self.counters.audio_packets_sent,
@@ -128,6 +176,25 @@ impl Packetwriter {
             };
             packets.fetch_add(1, Ordering::Relaxed);
             bytes.fetch_add(payload.len() as u64 + 12, Ordering::Relaxed);
+            packet
+        })
+    }
+}
+
+/// Writes frames as RTP to this viewer's track.
+pub(super) struct Packetwriter {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub stamper: Stamper,
+}
+
+impl Packetwriter {
+    /// Sends `frame`, with `filler` payloads before its last packet.
+    /// `false` when the track is gone (the connection is closing).
+    pub async fn send(&mut self, frame: &EncodedFrame, filler: &[Bytes]) -> bool {
+        for packet in self.stamper.packets(frame, filler) {
+            if self.track.write_rtp(packet).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -277,12 +344,13 @@ pub async fn send_video(setup: SenderSetup) {
         }
     };
     let mut writer = Packetwriter {
-        kind: RtpCodecKind::Video,
         track,
-        stream: rtp_stream,
-        sequence: rand::random(),
-        timestamp_base,
-        counters: counters.clone(),
+        stamper: Stamper::new(
+            RtpCodecKind::Video,
+            rtp_stream,
+            timestamp_base,
+            counters.clone(),
+        ),
     };
     stream.ready();
     if !shell.act(&mut stream, Some(&mut writer)).await {

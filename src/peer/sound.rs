@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 
 use super::SenderCounters;
-use super::sender::{Packetwriter, RtpStream};
+use super::sender::{Packetwriter, RtpStream, Stamper};
 use crate::media::AudioFeed;
 
 /// Sends sound once `ready` gives the negotiated stream, until the
@@ -27,12 +27,8 @@ pub async fn send_audio(
     let mut packets = feed.subscribe();
     let Ok(stream) = ready.await else { return };
     let mut writer = Packetwriter {
-        kind: RtpCodecKind::Audio,
         track,
-        stream,
-        sequence: rand::random(),
-        timestamp_base,
-        counters,
+        stamper: Stamper::new(RtpCodecKind::Audio, stream, timestamp_base, counters),
     };
     loop {
         match packets.recv().await {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use webrtc::peer_connection::{PeerConnection, RTCStatsReportEntry, StatsSelector};
+use webrtc::peer_connection::{PeerConnection, RTCStatsReport, RTCStatsReportEntry, StatsSelector};
 
 use super::SenderCounters;
 
@@ -32,6 +32,11 @@ pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCo
     let report = pc
         .get_stats(std::time::Instant::now(), StatsSelector::None)
         .await;
+    take_stats(&report, counters)
+}
+
+/// [`read_stats`] of a report already read.
+pub(super) fn take_stats(report: &RTCStatsReport, counters: &SenderCounters) -> Consent {
     let mut rtt = None;
     let mut nacks = 0u64;
     let mut consent = Consent::default();

@@ -1,0 +1,552 @@
+//! One viewer's connection in the send loop: its negotiation, its
+//! streams, its liveness. Everything here is called by the loop with the
+//! time; nothing waits.
+//!
+//! The negotiation is the one of a peer task ([`crate::peer`]): our host
+//! candidates wait until the other side can use them (an offerer's until
+//! the answer is applied, an answerer's until its answer is out), an
+//! answer from a new remote connection is refused as `Replaced`, one that
+//! cannot take H.264 as `Incompatible`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use tokio::sync::mpsc;
+
+use crate::engine::{ConnectionId, Engine};
+use crate::media::{EncodedFrame, VideoLayers, Watching};
+use crate::peer::answer::{self, RemoteIdentity};
+use crate::peer::factory::{self, PeerFactory, Wiring};
+use crate::peer::feedback::Feedback;
+use crate::peer::liveness::{Gone, Liveness, Observed};
+use crate::peer::outbound::{media_track, send_only};
+use crate::peer::sender::{RtpStream, Stamper};
+use crate::peer::stats::{Consent, take_stats};
+use crate::peer::video_stream::{Action, VideoStream};
+use crate::peer::{PeerCommand, PeerEvent, PeerSpec, SenderCounters, link_state};
+use crate::protocol::{Candidate, SignalBody};
+use crate::room::{LinkId, LinkState};
+
+/// One local track: its sender in the connection and its stream.
+struct Track {
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    offered_payload_type: u8,
+    /// The RTP timestamp base, told to the sender reports.
+    base: u32,
+    /// Once connected: the packets' header fields.
+    stamper: Option<Stamper>,
+}
+
+impl Track {
+    fn add(
+        core: &mut RTCPeerConnection,
+        kind: RtpCodecKind,
+        codec: RTCRtpCodec,
+        offered_payload_type: u8,
+        wiring: &Wiring,
+    ) -> anyhow::Result<Self> {
+        let ssrc: u32 = rand::random();
+        let transceiver = core
+            .add_transceiver_from_track(media_track(kind, codec, ssrc), Some(send_only()))
+            .with_context(|| format!("adding the {kind} track"))?;
+        let sender = core
+            .rtp_transceiver(transceiver)
+            .and_then(|t| t.sender())
+            .with_context(|| format!("the {kind} transceiver has no sender"))?;
+        let base: u32 = rand::random();
+        wiring.clocks.set(ssrc, base);
+        Ok(Self {
+            sender,
+            ssrc,
+            offered_payload_type,
+            base,
+            stamper: None,
+        })
+    }
+
+    /// The negotiated stream, once the connection is up.
+    fn start(
+        &mut self,
+        core: &mut RTCPeerConnection,
+        kind: RtpCodecKind,
+        counters: &Arc<SenderCounters>,
+    ) {
+        let payload_type = core
+            .rtp_sender(self.sender)
+            .and_then(|mut s| {
+                s.get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .first()
+                    .map(|c| c.payload_type)
+            })
+            .unwrap_or(self.offered_payload_type);
+        let stream = RtpStream {
+            ssrc: self.ssrc,
+            payload_type,
+        };
+        self.stamper = Some(Stamper::new(kind, stream, self.base, counters.clone()));
+    }
+
+    /// Writes a frame's packets into the connection.
+    fn write(
+        &mut self,
+        engine: &mut Engine,
+        id: ConnectionId,
+        now: Instant,
+        frame: &EncodedFrame,
+        filler: &[bytes::Bytes],
+    ) {
+        let Some(stamper) = &mut self.stamper else {
+            return;
+        };
+        let sender = self.sender;
+        engine.media(id, now, |core| {
+            let Some(mut sender) = core.rtp_sender(sender) else {
+                return;
+            };
+            for packet in stamper.packets(frame, filler) {
+                if let Err(e) = sender.write_rtp(now, packet) {
+                    tracing::debug!(error = %e, "a packet not written");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A viewer of the camera, connected through the send loop.
+pub struct Viewer {
+    pub link: LinkId,
+    pub id: ConnectionId,
+    offerer: bool,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    pub counters: Arc<SenderCounters>,
+    feedback: Arc<Feedback>,
+    layers: VideoLayers,
+    pub video: VideoStream,
+    watching: Vec<Option<Watching>>,
+    video_track: Track,
+    audio_track: Option<Track>,
+    /// Our host candidates, and whether the other side may have them yet.
+    candidates: Vec<RTCIceCandidateInit>,
+    released: bool,
+    liveness: Liveness,
+    consent: Consent,
+    connected: bool,
+    /// The viewer closed its side (`close_notify`), or the connection failed.
+    ended: Option<LinkState>,
+}
+
+impl Viewer {
+    /// Opens a connection for `spec` with a host candidate on each of
+    /// `addresses`; an offerer's offer goes out at once.
+    pub fn open(
+        now: Instant,
+        engine: &mut Engine,
+        factory: &PeerFactory,
+        spec: PeerSpec,
+        counters: Arc<SenderCounters>,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        addresses: &[SocketAddr],
+    ) -> anyhow::Result<Self> {
+        let media = spec.media.context("a sending peer has media")?;
+        let top_bps =
+            f64::from(media.video.top().state.bitrate_kbps.load(Ordering::Relaxed)) * 1000.0;
+        let wiring = Wiring {
+            counters: counters.clone(),
+            feedback: Arc::default(),
+            clocks: Arc::default(),
+            send_bps: Some((top_bps, 2.0 * top_bps)),
+            ice_servers: spec.ice_servers.clone(),
+        };
+        let mut core = factory.core(now, &wiring)?;
+        let video_track = Track::add(
+            &mut core,
+            RtpCodecKind::Video,
+            factory::h264_codec(),
+            factory::H264_PAYLOAD_TYPE,
+            &wiring,
+        )?;
+        wiring
+            .feedback
+            .video_ssrc
+            .store(video_track.ssrc, Ordering::Relaxed);
+        let audio_track = match &media.audio {
+            Some(_) => Some(Track::add(
+                &mut core,
+                RtpCodecKind::Audio,
+                factory::opus_codec(),
+                factory::OPUS_PAYLOAD_TYPE,
+                &wiring,
+            )?),
+            None => None,
+        };
+        let candidates = addresses
+            .iter()
+            .map(|a| host_candidate(*a))
+            .collect::<anyhow::Result<_>>()?;
+        let id = engine.insert(now, core);
+        let start = spec
+            .pin
+            .filter(|l| media.video.get(*l).is_some_and(|f| f.state.is_available()))
+            .unwrap_or(0);
+        let mut viewer = Self {
+            link: spec.link,
+            id,
+            offerer: spec.offerer,
+            events,
+            counters,
+            feedback: wiring.feedback,
+            watching: (0..media.video.len()).map(|_| None).collect(),
+            video: VideoStream::new(now, start, top_bps, spec.pin),
+            layers: media.video,
+            video_track,
+            audio_track,
+            candidates,
+            released: false,
+            liveness: Liveness::default(),
+            consent: Consent::default(),
+            connected: false,
+            ended: None,
+        };
+        viewer.counters.layer.store(start, Ordering::Relaxed);
+        viewer.act(engine, now);
+        if viewer.offerer {
+            viewer.offer(engine, now, false)?;
+        }
+        Ok(viewer)
+    }
+
+    /// Whether it watches `layer`'s frames.
+    pub fn watches(&self, layer: usize) -> bool {
+        self.watching.get(layer).is_some_and(Option::is_some)
+    }
+
+    /// The connection cannot go on; `message` says why.
+    pub fn error(&self, message: String) {
+        let _ = self.events.send(PeerEvent::Error(self.link, message));
+    }
+
+    fn signal(&self, body: SignalBody) {
+        let _ = self.events.send(PeerEvent::Signal(self.link, body));
+    }
+
+    fn offer(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        ice_restart: bool,
+    ) -> anyhow::Result<()> {
+        let options = ice_restart.then_some(RTCOfferOptions { ice_restart: true });
+        let sdp = engine
+            .with(self.id, now, |core| -> anyhow::Result<String> {
+                let offer = core.create_offer(options).context("creating the offer")?;
+                let sdp = offer.sdp.clone();
+                core.set_local_description(now, offer)
+                    .context("setting our offer")?;
+                Ok(sdp)
+            })
+            .context("the connection is gone")??;
+        self.signal(SignalBody::Offer { sdp });
+        Ok(())
+    }
+
+    /// Hands our candidates to the connection and to the other side.
+    fn release(&mut self, engine: &mut Engine, now: Instant) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        for init in &self.candidates {
+            let added = engine.with(self.id, now, |core| core.add_local_candidate(init.clone()));
+            if let Some(Err(e)) = added {
+                tracing::debug!(link = self.link, error = %e, "our candidate refused");
+            }
+            self.signal(SignalBody::Candidate {
+                candidate: Some(Candidate {
+                    candidate: init.candidate.clone(),
+                    sdp_mid: init.sdp_mid.clone(),
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment.clone(),
+                }),
+            });
+        }
+        self.signal(SignalBody::Candidate { candidate: None });
+    }
+
+    /// A command of the supervisor. `Err` ends the connection, saying why.
+    pub fn command(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        command: PeerCommand,
+    ) -> anyhow::Result<()> {
+        match command {
+            PeerCommand::ApplyOffer(sdp) => {
+                let offer =
+                    RTCSessionDescription::offer(sdp).context("the offer is not valid SDP")?;
+                let sdp = engine
+                    .with(self.id, now, |core| -> anyhow::Result<String> {
+                        core.set_remote_description(now, offer)
+                            .context("the offer cannot be applied")?;
+                        let answer = core.create_answer(None).context("creating the answer")?;
+                        let sdp = answer.sdp.clone();
+                        core.set_local_description(now, answer)
+                            .context("setting our answer")?;
+                        Ok(sdp)
+                    })
+                    .context("the connection is gone")??;
+                self.signal(SignalBody::Answer { sdp });
+                self.release(engine, now);
+            }
+            PeerCommand::ApplyAnswer(sdp) => {
+                if let Err(reason) = answer::accepts_video(&sdp) {
+                    let _ = self.events.send(PeerEvent::Incompatible(self.link, reason));
+                    self.ended = Some(LinkState::Closed);
+                    return Ok(());
+                }
+                // DTLS runs once per connection: an answer from a new
+                // remote connection cannot be taken.
+                let replaced = engine
+                    .with(self.id, now, |core| {
+                        core.current_remote_description().is_some_and(|current| {
+                            RemoteIdentity::of(&current.sdp) != RemoteIdentity::of(&sdp)
+                        })
+                    })
+                    .unwrap_or(false);
+                if replaced {
+                    tracing::info!(link = self.link, "the peer answered from a new connection");
+                    let _ = self
+                        .events
+                        .send(PeerEvent::State(self.link, LinkState::Replaced));
+                    self.ended = Some(LinkState::Replaced);
+                    return Ok(());
+                }
+                let answer =
+                    RTCSessionDescription::answer(sdp).context("the answer is not valid SDP")?;
+                engine
+                    .with(self.id, now, |core| {
+                        core.set_remote_description(now, answer)
+                    })
+                    .context("the connection is gone")?
+                    .context("the answer cannot be applied")?;
+                self.release(engine, now);
+            }
+            PeerCommand::AddCandidate(Some(c)) => {
+                let init = RTCIceCandidateInit {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_mline_index,
+                    username_fragment: c.username_fragment,
+                    ..Default::default()
+                };
+                if let Some(Err(e)) =
+                    engine.with(self.id, now, |core| core.add_remote_candidate(init))
+                {
+                    tracing::debug!(link = self.link, error = %e, "remote candidate refused");
+                }
+            }
+            PeerCommand::AddCandidate(None) => {}
+            PeerCommand::RestartIce => {
+                if self.offerer {
+                    self.offer(engine, now, true)?;
+                    self.released = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection's state changed.
+    pub fn state(&mut self, engine: &mut Engine, now: Instant, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected && !self.connected {
+            self.connected = true;
+            let counters = self.counters.clone();
+            engine.with(self.id, now, |core| {
+                self.video_track.start(core, RtpCodecKind::Video, &counters);
+                if let Some(audio) = &mut self.audio_track {
+                    audio.start(core, RtpCodecKind::Audio, &counters);
+                }
+            });
+            self.video.ready();
+            self.act(engine, now);
+            self.liveness.connected(now, self.observed());
+        } else if state != RTCPeerConnectionState::Connected {
+            self.liveness.disconnected();
+        }
+        if let Some(link_state) = link_state(state) {
+            let _ = self.events.send(PeerEvent::State(self.link, link_state));
+            if matches!(link_state, LinkState::Closed | LinkState::Failed) {
+                self.ended = Some(link_state);
+            }
+        }
+    }
+
+    /// The viewer asked for a key frame (PLI or FIR).
+    pub fn keyframe_request(&self) {
+        self.counters
+            .keyframe_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(feed) = self.layers.get(self.video.layer()) {
+            feed.keyframes.request();
+        }
+        let _ = self.events.send(PeerEvent::KeyframeRequest(self.link));
+    }
+
+    /// A frame of `layer`.
+    pub fn frame(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        layer: usize,
+        frame: &Arc<EncodedFrame>,
+    ) {
+        self.video.on_frame(now, layer, frame);
+        self.act(engine, now);
+    }
+
+    /// Frames of `layer` were lost before they could be sent.
+    pub fn lagged(&mut self, engine: &mut Engine, now: Instant, layer: usize, missed: u64) {
+        if layer == self.video.layer() {
+            self.counters
+                .frames_dropped
+                .fetch_add(missed, Ordering::Relaxed);
+        }
+        self.video.on_lagged(layer);
+        self.act(engine, now);
+    }
+
+    /// An Opus packet of the camera's microphone.
+    pub fn sound(&mut self, engine: &mut Engine, now: Instant, packet: &EncodedFrame) {
+        if let Some(audio) = &mut self.audio_track {
+            audio.write(engine, self.id, now, packet, &[]);
+        }
+    }
+
+    pub fn pin(&mut self, layer: Option<usize>) {
+        self.video.pin(layer);
+    }
+
+    /// The layer choice, every [`crate::peer::video_stream::TICK`].
+    pub fn tick(&mut self, engine: &mut Engine, now: Instant, needs: &[Option<f64>]) {
+        let (estimate, decision) = self
+            .video
+            .tick(now, self.feedback.heard(&self.counters), needs);
+        self.act(engine, now);
+        let Some(feed) = self.layers.get(self.video.layer()) else {
+            return;
+        };
+        let state = &feed.state;
+        *self
+            .counters
+            .adaptation
+            .lock()
+            .expect("adaptation lock is never poisoned") = Some(crate::peer::Adaptation {
+            layer: self.video.layer(),
+            width: state.width.load(Ordering::Relaxed),
+            height: state.height.load(Ordering::Relaxed),
+            estimate,
+            switches: self.video.controller().switches(),
+            pinned: self.video.controller().pinned(),
+            padding_bps: decision.padding_bps,
+        });
+    }
+
+    /// The connection's statistics and liveness, every
+    /// [`crate::peer::stats::STATS_INTERVAL`]. `Some` when the viewer is
+    /// gone.
+    pub fn check(&mut self, engine: &mut Engine, now: Instant) -> Option<LinkState> {
+        if let Some(ended) = self.ended {
+            return Some(ended);
+        }
+        let counters = self.counters.clone();
+        let consent = engine.with(self.id, now, |core| {
+            take_stats(
+                &core.get_stats(now, rtc::statistics::StatsSelector::None),
+                &counters,
+            )
+        })?;
+        self.consent = consent;
+        self.feedback
+            .take_consent(consent.requests, consent.responses, consent.rtt);
+        let gone = self.liveness.check(now, self.observed())?;
+        tracing::info!(link = self.link, ?gone, "the viewer is gone");
+        let state = match gone {
+            Gone::ClosedByPeer => LinkState::Closed,
+            Gone::ConsentExpired => LinkState::Failed,
+        };
+        let _ = self.events.send(PeerEvent::State(self.link, state));
+        Some(state)
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            consent_requests: self.consent.requests,
+            consent_responses: self.consent.responses,
+            rtcp_received: self.counters.rtcp_received.load(Ordering::Relaxed),
+            dtls_closed: self.ended == Some(LinkState::Closed),
+        }
+    }
+
+    /// Carries out what the video stream asks for.
+    fn act(&mut self, engine: &mut Engine, now: Instant) {
+        while let Some(action) = self.video.poll_action() {
+            match action {
+                Action::Send { frame, filler } => {
+                    self.video_track
+                        .write(engine, self.id, now, &frame, &filler);
+                }
+                Action::Watch(layer) => {
+                    if let Some(feed) = self.layers.get(layer) {
+                        self.watching[layer] = Some(feed.watch().1);
+                    }
+                }
+                Action::Unwatch(layer) => self.watching[layer] = None,
+                Action::RequestKeyframe(layer) => {
+                    if let Some(feed) = self.layers.get(layer) {
+                        feed.keyframes.request();
+                    }
+                }
+            }
+        }
+        self.counters
+            .layer
+            .store(self.video.layer(), Ordering::Relaxed);
+    }
+}
+
+/// Our host candidate at `address`, for the bundled media section.
+fn host_candidate(address: SocketAddr) -> anyhow::Result<RTCIceCandidateInit> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .context("a host candidate")?;
+    let mut init = RTCIceCandidate::from(&candidate)
+        .to_json()
+        .context("a host candidate")?;
+    init.sdp_mid.get_or_insert_with(|| "0".to_owned());
+    init.sdp_mline_index.get_or_insert(0);
+    Ok(init)
+}

@@ -1,0 +1,112 @@
+//! The camera's send loop (`webrtc.engine = true`): its viewers' packets
+//! leave from meshcam's own loop, a frame's packets per viewer in one GSO
+//! send. The rest of the suite runs the same camera on its per-connection
+//! tasks; these tests run its parts of that suite on the loop: our own
+//! viewers, a viewer that leaves and one that is killed, and GStreamer's
+//! `webrtcbin` (not our stack) in a namespace of its own.
+
+mod common;
+
+use common::netns::{Net, NsBroker, NsCamera, Routes, observer};
+use common::webrtcbin::WebrtcbinViewer;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const ENGINE: &str = "[webrtc]\nengine = true\n";
+
+fn camera_toml() -> String {
+    format!("rooms = [\"home\"]\n{SMALL_VIDEO}{ENGINE}")
+}
+
+/// Every connection in the telemetry sends from the loop, with GSO.
+fn all_from_the_loop(stats: &Value) -> bool {
+    stats["connections"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["send_path"] == "loop-gso"))
+}
+
+#[test]
+fn viewers_of_the_send_loop_decode_frames_and_telemetry_says_how_they_are_sent() {
+    let broker = broker();
+    let cam = Camera::start(&broker, "cam-loop", &camera_toml());
+    let mut obs = Observer::connect(&broker, "obs-loop", &[&stats_topic(&cam.id)]);
+    let mut viewers = Viewer::start(
+        &broker,
+        "home",
+        &["--count", "3", "--decode", "--frames", "30"],
+    );
+    let summary = viewers.wait_for("summary", |v| v["event"] == "summary");
+    assert_eq!(summary["ok"], true, "{summary}");
+    let decoded = summary["decoded"].as_array().unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(
+        decoded.iter().all(|d| d.as_u64().unwrap() >= 30),
+        "{summary}"
+    );
+    let stats = obs.wait_json(
+        &stats_topic(&cam.id),
+        "three connections from the loop",
+        |v| all_from_the_loop(v) && v["connections"].as_array().map(Vec::len) == Some(3),
+    );
+    assert!(
+        stats["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["packets_sent"].as_u64() > Some(0)),
+        "{stats}"
+    );
+}
+
+#[test]
+fn a_viewer_that_leaves_or_is_killed_is_torn_down_and_the_other_keeps_receiving() {
+    let broker = broker();
+    let cam = Camera::start(&broker, "cam-loop-leave", &camera_toml());
+    let mut obs = Observer::connect(&broker, "obs-loop-leave", &[&stats_topic(&cam.id)]);
+    let mut stays = Viewer::start(&broker, "home", &["--id", "stays"]);
+    let mut leaves = Viewer::start(&broker, "home", &["--id", "leaves"]);
+    let mut victim = Viewer::start(&broker, "home", &["--id", "victim"]);
+    stays.wait_frames(Some("stays"), 10);
+    leaves.wait_frames(Some("leaves"), 10);
+    victim.wait_frames(Some("victim"), 10);
+    obs.wait_json(&stats_topic(&cam.id), "three from the loop", |v| {
+        all_from_the_loop(v) && connection_peers(v).len() == 3
+    });
+
+    kill(leaves.child(), libc::SIGTERM);
+    assert_eq!(
+        wait_exit(leaves.child(), DEADLINE).and_then(|s| s.code()),
+        Some(0)
+    );
+    kill(victim.child(), libc::SIGKILL);
+    let stats = obs.wait_json(&stats_topic(&cam.id), "only the one that stays", |v| {
+        connection_peers(v) == ["stays"]
+    });
+    assert!(all_from_the_loop(&stats), "{stats}");
+    let before = stays.frames_of("stays");
+    stays.wait_frames(Some("stays"), before + 30);
+}
+
+#[test]
+fn a_webrtcbin_viewer_decodes_from_the_send_loop_on_a_lan_without_routes() {
+    let net = Net::new(Routes::ConnectedOnly);
+    let _broker = NsBroker::start(&net);
+    let cam = NsCamera::start(&net, "cam-loop-wbin", &camera_toml());
+    let mut obs = observer(&net.viewer, &net, "obs-loop-wbin", &[&stats_topic(&cam.id)]);
+    let mut viewer = WebrtcbinViewer::start(
+        &net.viewer,
+        &net.broker_url(),
+        net.viewer_addr,
+        "home",
+        "wbin-loop",
+        &[],
+    );
+    viewer.wait_frames(30, 1, Duration::from_secs(20));
+    let stats = obs.wait_json(
+        &stats_topic(&cam.id),
+        "the viewer from the loop",
+        all_from_the_loop,
+    );
+    assert_eq!(connection_peers(&stats), ["wbin-loop"], "{stats}");
+}
