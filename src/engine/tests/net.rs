@@ -1,5 +1,6 @@
-//! The engine and a viewer made of the same WebRTC core, over an in-memory
-//! network: faster than real time, no sockets.
+//! The in-memory network of the engine's tests: a camera's engine and its
+//! viewers, each a connection of the same WebRTC core, faster than real
+//! time, no sockets.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,15 +23,17 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::*;
-use crate::peer::factory::{H264_PAYLOAD_TYPE, h264_codec};
+use super::super::*;
+use crate::config::WebrtcConfig;
+use crate::peer::factory::{H264_PAYLOAD_TYPE, PeerFactory, Wiring, h264_codec};
+use std::sync::{Arc, OnceLock};
 
-const CAMERA: &str = "10.0.0.1:5000";
+pub(super) const CAMERA: &str = "10.0.0.1:5000";
 /// One way through the network.
-const LATENCY: Duration = Duration::from_millis(2);
-const SSRC: u32 = 0x1234_5678;
+pub(super) const LATENCY: Duration = Duration::from_millis(2);
+pub(super) const SSRC: u32 = 0x1234_5678;
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("an address")
 }
 
@@ -48,7 +51,8 @@ fn media_engine() -> MediaEngine {
     media
 }
 
-fn core(now: Instant, candidate: &str) -> RTCPeerConnection {
+/// A viewer's side: the core's default codecs and interceptors.
+fn viewer_core(now: Instant, candidate: &str) -> RTCPeerConnection {
     let mut media = media_engine();
     let registry =
         register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
@@ -58,6 +62,11 @@ fn core(now: Instant, candidate: &str) -> RTCPeerConnection {
         .with_interceptor_registry(registry)
         .build(now)
         .expect("a connection");
+    add_host(&mut core, candidate);
+    core
+}
+
+fn add_host(core: &mut RTCPeerConnection, candidate: &str) {
     let at = addr(candidate);
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
@@ -73,12 +82,28 @@ fn core(now: Instant, candidate: &str) -> RTCPeerConnection {
     .expect("a host candidate");
     core.add_local_candidate(RTCIceCandidate::from(&host).to_json().expect("json"))
         .expect("candidate added");
-    core
 }
 
-/// The camera's side: a send-only H.264 track.
+/// The factory every camera connection comes from (its certificate is
+/// made once).
+fn factory() -> &'static PeerFactory {
+    static FACTORY: OnceLock<PeerFactory> = OnceLock::new();
+    FACTORY.get_or_init(|| PeerFactory::new(&WebrtcConfig::default()).expect("a factory"))
+}
+
+/// The camera's side: a connection as the camera makes them (its
+/// interceptors: congestion control, the retransmission budget, what it
+/// hands the application), with a send-only H.264 track.
 fn camera_core(now: Instant) -> RTCPeerConnection {
-    let mut core = core(now, CAMERA);
+    let wiring = Wiring {
+        counters: Arc::default(),
+        feedback: Arc::default(),
+        clocks: Arc::default(),
+        send_bps: Some((2e6, 4e6)),
+        ice_servers: Vec::new(),
+    };
+    let mut core = factory().core(now, &wiring).expect("a camera connection");
+    add_host(&mut core, CAMERA);
     let track = MediaStreamTrack::new(
         "camera".to_owned(),
         "video".to_owned(),
@@ -106,33 +131,39 @@ fn camera_core(now: Instant) -> RTCPeerConnection {
 }
 
 /// One datagram under way.
-struct InFlight {
-    at: Instant,
-    from: SocketAddr,
-    to: SocketAddr,
-    datagram: Vec<u8>,
+pub(super) struct InFlight {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub datagram: Vec<u8>,
 }
 
 /// A viewer, and what it saw.
-struct Viewer {
-    id: ConnectionId,
-    core: RTCPeerConnection,
-    connected: Option<Instant>,
-    rtp_received: usize,
+pub(super) struct Viewer {
+    pub id: ConnectionId,
+    pub core: RTCPeerConnection,
+    pub connected: Option<Instant>,
+    /// The sequence numbers of the RTP packets it received.
+    pub received: Vec<u16>,
 }
 
 /// A camera's engine with a connection to each of its viewers, joined by
 /// a network that delivers after [`LATENCY`], or later when `delay` says
 /// so. All connections share the camera's one address.
-struct Net {
-    now: Instant,
-    engine: Engine,
-    viewers: Vec<Viewer>,
-    in_flight: Vec<InFlight>,
+pub(super) struct Net {
+    pub now: Instant,
+    pub engine: Engine,
+    pub viewers: Vec<Viewer>,
+    pub in_flight: Vec<InFlight>,
     /// Extra delay for a datagram to the camera, by its content.
-    delay: fn(&[u8]) -> Duration,
-    camera_ice_connected: Option<Instant>,
-    camera_connected: Option<Instant>,
+    pub delay: fn(&[u8]) -> Duration,
+    /// RTP packets to the viewers with these sequence numbers are lost,
+    /// once each.
+    pub lose: Vec<u16>,
+    pub camera_ice_connected: Option<Instant>,
+    pub camera_connected: Option<Instant>,
+    /// RTCP the camera received (PLI, NACK, reports), as packets.
+    pub rtcp_received: Vec<Box<dyn rtc::rtcp::Packet>>,
 }
 
 fn viewer_addr(i: usize) -> String {
@@ -140,7 +171,7 @@ fn viewer_addr(i: usize) -> String {
 }
 
 impl Net {
-    fn new(viewers: usize, delay: fn(&[u8]) -> Duration) -> Self {
+    pub fn new(viewers: usize, delay: fn(&[u8]) -> Duration) -> Self {
         let now = Instant::now();
         let mut engine = Engine::default();
         let viewers = (0..viewers)
@@ -154,7 +185,7 @@ impl Net {
                         offer
                     })
                     .expect("the connection");
-                let mut core = core(now, &viewer_addr(i));
+                let mut core = viewer_core(now, &viewer_addr(i));
                 core.set_remote_description(now, offer)
                     .expect("offer taken");
                 let answer = core.create_answer(None).expect("an answer");
@@ -168,7 +199,7 @@ impl Net {
                     id,
                     core,
                     connected: None,
-                    rtp_received: 0,
+                    received: Vec::new(),
                 }
             })
             .collect();
@@ -178,15 +209,24 @@ impl Net {
             viewers,
             in_flight: Vec::new(),
             delay,
+            lose: Vec::new(),
             camera_ice_connected: None,
             camera_connected: None,
+            rtcp_received: Vec::new(),
         }
     }
 
     /// Moves what the camera has to send onto the network.
-    fn collect_camera(&mut self) {
+    pub fn collect_camera(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             for datagram in t.iter() {
+                if route::kind(datagram) == Kind::Rtp
+                    && let Some(seq) = datagram.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    && let Some(at) = self.lose.iter().position(|s| *s == seq)
+                {
+                    self.lose.remove(at);
+                    continue;
+                }
                 self.in_flight.push(InFlight {
                     at: self.now + LATENCY,
                     from: t.local,
@@ -216,7 +256,11 @@ impl Net {
                 _ => {}
             }
         }
-        while self.engine.poll_read().is_some() {}
+        while let Some((_, read)) = self.engine.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = read.message {
+                self.rtcp_received.extend(packets);
+            }
+        }
         for viewer in &mut self.viewers {
             while let Some(out) = viewer.core.poll_write() {
                 let extra = (self.delay)(&out.message);
@@ -236,8 +280,8 @@ impl Net {
                 }
             }
             while let Some(read) = viewer.core.poll_read() {
-                if let RTCMessage::RtpPacket(..) = read.message {
-                    viewer.rtp_received += 1;
+                if let RTCMessage::RtpPacket(_, packet) = read.message {
+                    viewer.received.push(packet.header.sequence_number);
                 }
             }
         }
@@ -300,14 +344,14 @@ impl Net {
         }
     }
 
-    fn run(&mut self, duration: Duration) {
+    pub fn run(&mut self, duration: Duration) {
         let until = self.now + duration;
         self.run_until(until);
     }
 
     /// Sends a frame of `packets` RTP packets of `size` bytes of H.264 to
     /// every viewer.
-    fn send_frame(&mut self, first_sequence: u16, packets: u16, size: usize) {
+    pub fn send_frame(&mut self, first_sequence: u16, packets: u16, size: usize) {
         let now = self.now;
         let payload = {
             let mut p = vec![0u8; size];
@@ -341,126 +385,6 @@ impl Net {
     }
 }
 
-fn no_delay(_: &[u8]) -> Duration {
+pub(super) fn no_delay(_: &[u8]) -> Duration {
     Duration::ZERO
-}
-
-#[test]
-fn a_viewer_joins_and_receives_what_the_camera_sends() {
-    let mut net = Net::new(1, no_delay);
-    let start = net.now;
-    net.run(Duration::from_secs(2));
-    let connected = net.camera_connected.map(|at| at - start);
-    assert!(
-        connected.is_some_and(|at| at < Duration::from_secs(1)),
-        "the camera connected after {connected:?}"
-    );
-    assert!(net.viewers[0].connected.is_some(), "the viewer connected");
-    for frame in 0..30 {
-        net.send_frame(frame * 3, 3, 1000);
-        net.run(Duration::from_millis(33));
-    }
-    assert_eq!(net.viewers[0].rtp_received, 90, "every packet arrived");
-    assert_eq!(net.engine.counters().unrouted, 0);
-}
-
-/// A datagram to the camera that is a STUN success response.
-fn is_stun_answer(datagram: &[u8]) -> bool {
-    route::kind(datagram) == Kind::Stun && datagram.get(..2) == Some(&[0x01, 0x01])
-}
-
-/// The viewer's answers to the camera's checks come late: its DTLS
-/// ClientHello (sent 200 ms after its ICE connects) reaches the camera
-/// before the camera has selected a pair.
-fn answers_late(datagram: &[u8]) -> Duration {
-    if is_stun_answer(datagram) {
-        Duration::from_millis(300)
-    } else {
-        Duration::ZERO
-    }
-}
-
-#[test]
-fn dtls_that_comes_before_ice_has_selected_a_pair_is_answered() {
-    let mut net = Net::new(1, answers_late);
-    net.run(Duration::from_secs(3));
-    let ice = net.camera_ice_connected.expect("ICE connected");
-    // The ClientHello held is answered at once; dropped, it would be sent
-    // again only after DTLS's retransmission timer (a second).
-    let dtls = net.camera_connected.map(|at| at.duration_since(ice));
-    assert!(
-        dtls.is_some_and(|d| d < Duration::from_millis(50)),
-        "DTLS done {dtls:?} after ICE"
-    );
-    assert!(net.engine.counters().early_held > 0, "DTLS came early");
-}
-
-#[test]
-fn viewers_on_one_camera_address_each_get_their_frames_as_one_run() {
-    let mut net = Net::new(4, no_delay);
-    net.run(Duration::from_secs(1));
-    assert!(net.viewers.iter().all(|v| v.connected.is_some()));
-    for frame in 0..30 {
-        net.send_frame(frame * 3, 3, 1000);
-        let runs: Vec<Transmit> = std::iter::from_fn(|| net.engine.poll_transmit()).collect();
-        let shapes: Vec<usize> = runs.iter().map(Transmit::datagrams).collect();
-        assert_eq!(shapes, [3, 3, 3, 3], "one run of a frame per viewer");
-        for t in runs {
-            for datagram in t.iter() {
-                net.in_flight.push(InFlight {
-                    at: net.now + LATENCY,
-                    from: t.local,
-                    to: t.remote,
-                    datagram: datagram.to_vec(),
-                });
-            }
-        }
-        net.run(Duration::from_millis(33));
-    }
-    let received: Vec<usize> = net.viewers.iter().map(|v| v.rtp_received).collect();
-    assert_eq!(received, [90; 4]);
-    assert_eq!(net.engine.counters().unrouted, 0);
-}
-
-/// What a packet costs the camera per viewer through the engine: the
-/// write into the connection's core (interceptors, SRTP) and the
-/// gathering into runs; the viewers' side and the network are not timed.
-/// `cargo test --release --lib engine::tests::cost -- --ignored --nocapture`
-#[test]
-#[ignore = "a measurement: run by hand in a release build"]
-fn cost_of_a_packet_per_viewer() {
-    const VIEWERS: usize = 8;
-    const FRAMES: u16 = 900;
-    const PACKETS: u16 = 8;
-    let mut net = Net::new(VIEWERS, no_delay);
-    net.run(Duration::from_secs(1));
-    assert!(net.viewers.iter().all(|v| v.connected.is_some()));
-    let mut spent = Duration::ZERO;
-    let mut runs = 0;
-    for frame in 0..FRAMES {
-        let started = Instant::now();
-        net.send_frame(frame.wrapping_mul(PACKETS), PACKETS, 1100);
-        let sent: Vec<Transmit> = std::iter::from_fn(|| net.engine.poll_transmit()).collect();
-        spent += started.elapsed();
-        runs += sent.len();
-        for t in sent {
-            for datagram in t.iter() {
-                net.in_flight.push(InFlight {
-                    at: net.now + LATENCY,
-                    from: t.local,
-                    to: t.remote,
-                    datagram: datagram.to_vec(),
-                });
-            }
-        }
-        net.run(Duration::from_millis(33));
-    }
-    let packets = f64::from(FRAMES) * f64::from(PACKETS) * VIEWERS as f64;
-    let received: usize = net.viewers.iter().map(|v| v.rtp_received).sum();
-    println!(
-        "{:.2} µs per packet per viewer ({VIEWERS} viewers, {FRAMES} frames of {PACKETS} packets; \
-         {runs} runs; {received} packets received)",
-        spent.as_secs_f64() * 1e6 / packets
-    );
-    assert_eq!(received as f64, packets);
 }
