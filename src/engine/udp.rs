@@ -22,6 +22,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
 use tokio::io::Interest;
@@ -210,27 +211,44 @@ impl EngineSocket {
     /// (up to [`BATCH_SIZE`] messages in one `recvmmsg`). Returns how many
     /// datagrams it holds now; [`RecvBatch::datagrams`] gives them.
     pub async fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_recv(cx, batch)).await
+    }
+
+    /// [`EngineSocket::recv`] for a loop that waits on several sockets at
+    /// once: the socket's readiness, not a future, keeps the wake-up, so
+    /// polling it among others loses nothing.
+    pub fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut RecvBatch,
+    ) -> Poll<io::Result<usize>> {
         batch.messages = 0;
         batch.local = self.local;
-        let RecvBatch { buf, meta, .. } = batch;
-        let messages = self
-            .socket
-            .async_io(Interest::READABLE | Interest::ERROR, || {
+        loop {
+            ready!(self.socket.poll_recv_ready(cx))?;
+            let RecvBatch { buf, meta, .. } = &mut *batch;
+            let received = self.socket.try_io(Interest::READABLE, || {
                 let mut slots = buf.chunks_mut(SLOT);
                 let mut bufs: [IoSliceMut<'_>; BATCH_SIZE] = std::array::from_fn(|_| {
                     IoSliceMut::new(slots.next().expect("a slot per message"))
                 });
                 self.state.recv((&self.socket).into(), &mut bufs, meta)
-            })
-            .await?;
-        batch.messages = messages;
-        let datagrams = batch.meta[..messages]
-            .iter()
-            .map(|m| m.len.div_ceil(m.stride.max(1)))
-            .sum();
-        add(&self.counters.recv_calls, 1);
-        add(&self.counters.received, datagrams);
-        Ok(datagrams)
+            });
+            let messages = match received {
+                Ok(messages) => messages,
+                // The readiness was stale: it is cleared, wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            batch.messages = messages;
+            let datagrams = batch.meta[..messages]
+                .iter()
+                .map(|m| m.len.div_ceil(m.stride.max(1)))
+                .sum();
+            add(&self.counters.recv_calls, 1);
+            add(&self.counters.received, datagrams);
+            return Poll::Ready(Ok(datagrams));
+        }
     }
 
     pub fn counters(&self) -> UdpCounters {

@@ -6,8 +6,8 @@
 //! shared by every connection: [`crate::engine::host`]) and every viewer.
 //! It wakes once per encoded frame and writes it to each viewer that gets
 //! that layer, then hands each connection's packets to the kernel as one
-//! GSO send; it wakes for datagrams (a reader task per socket reads them
-//! in `recvmmsg` batches), for the supervisor's commands, and at the
+//! GSO send; it wakes for datagrams (read from every socket in `recvmmsg`
+//! batches), for the supervisor's commands, and at the
 //! earliest deadline of all connections. One loop rather than shards: on
 //! the boards meshcam runs on, a viewer costs microseconds per frame in
 //! it, and one loop keeps the frames' order and the viewers' state without
@@ -56,13 +56,6 @@ enum Command {
     Close(u64),
 }
 
-/// A datagram read by a socket's reader task.
-struct Incoming {
-    local: SocketAddr,
-    remote: SocketAddr,
-    datagram: Vec<u8>,
-}
-
 /// The running loop, as the factory holds it.
 pub struct SendLoop {
     commands: mpsc::UnboundedSender<Command>,
@@ -81,23 +74,20 @@ impl SendLoop {
                 anyhow::anyhow!("binding the media socket on {ip} port {port}: {e}")
             })?;
             tracing::info!(address = %socket.local_addr(), mode = ?socket.send_mode(), "media socket");
-            sockets.push(Arc::new(socket));
+            sockets.push(socket);
         }
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (incoming_tx, incoming) = mpsc::channel(1024);
-        for socket in &sockets {
-            tokio::spawn(read(socket.clone(), incoming_tx.clone()));
-        }
         let run = Run {
             factory,
             engine: Engine::default(),
+            batches: sockets.iter().map(|_| RecvBatch::default()).collect(),
             sockets,
             viewers: HashMap::new(),
             keys: HashMap::new(),
             needs: LayerNeeds::new(),
             media: media.clone(),
         };
-        tokio::spawn(run.run(command_rx, incoming));
+        tokio::spawn(run.run(command_rx));
         Ok(Self {
             commands,
             next_key: AtomicU64::new(0),
@@ -151,32 +141,13 @@ impl SendLoop {
     }
 }
 
-/// Reads a socket's datagrams in batches and hands them to the loop.
-async fn read(socket: Arc<EngineSocket>, to_loop: mpsc::Sender<Incoming>) {
-    let mut batch = RecvBatch::default();
-    loop {
-        if let Err(e) = socket.recv(&mut batch).await {
-            tracing::debug!(error = %e, "reading the media socket");
-            continue;
-        }
-        for d in batch.datagrams() {
-            let incoming = Incoming {
-                local: d.local.unwrap_or(socket.local_addr()),
-                remote: d.remote,
-                datagram: d.contents.to_vec(),
-            };
-            if to_loop.send(incoming).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// The loop's state.
 struct Run {
     factory: Arc<PeerFactory>,
     engine: Engine,
-    sockets: Vec<Arc<EngineSocket>>,
+    sockets: Vec<EngineSocket>,
+    /// A receive batch per socket.
+    batches: Vec<RecvBatch>,
     viewers: HashMap<ConnectionId, Viewer>,
     keys: HashMap<u64, ConnectionId>,
     needs: LayerNeeds,
@@ -184,11 +155,7 @@ struct Run {
 }
 
 impl Run {
-    async fn run(
-        mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-        mut incoming: mpsc::Receiver<Incoming>,
-    ) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let (media_tx, mut media) = mpsc::channel(64);
         for (layer, feed) in self.media.video.iter().enumerate() {
             tokio::spawn(forward(feed.watch().0, media_tx.clone(), move |frame| {
@@ -217,11 +184,16 @@ impl Run {
                     let Some(command) = command else { return };
                     self.command(command);
                 }
-                Some(first) = incoming.recv() => {
+                (socket, received) = recv_any(&self.sockets, &mut self.batches) => {
                     let now = Instant::now();
-                    self.engine.handle_datagram(now, first.local, first.remote, &first.datagram);
-                    while let Ok(more) = incoming.try_recv() {
-                        self.engine.handle_datagram(now, more.local, more.remote, &more.datagram);
+                    match received {
+                        Ok(_) => {
+                            let local = self.sockets[socket].local_addr();
+                            for d in self.batches[socket].datagrams() {
+                                self.engine.handle_datagram(now, d.local.unwrap_or(local), d.remote, d.contents);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "reading a media socket"),
                     }
                 }
                 Some(item) = media.recv() => {
@@ -350,19 +322,31 @@ impl Run {
         }
     }
 
+    /// Hands what the engine has to send to the socket it leaves from:
+    /// the one bound to its address, or a wildcard one on its port.
+    fn flush(&mut self) {
+        while let Some(transmit) = self.engine.poll_transmit() {
+            let socket = self
+                .sockets
+                .iter()
+                .find(|s| s.local_addr() == transmit.local)
+                .or_else(|| {
+                    self.sockets.iter().find(|s| {
+                        s.local_addr().ip().is_unspecified()
+                            && s.local_addr().port() == transmit.local.port()
+                    })
+                });
+            if let Some(socket) = socket {
+                socket.send(&transmit);
+            }
+        }
+    }
+
     /// Everything the engine has for the outside: datagrams to the
     /// sockets, events and RTCP to the viewers.
     fn settle(&mut self) {
         let now = Instant::now();
-        while let Some(transmit) = self.engine.poll_transmit() {
-            if let Some(socket) = self
-                .sockets
-                .iter()
-                .find(|s| s.local_addr().port() == transmit.local.port())
-            {
-                socket.send(&transmit);
-            }
-        }
+        self.flush();
         while let Some((id, event)) = self.engine.poll_event() {
             let Some(viewer) = self.viewers.get_mut(&id) else {
                 continue;
@@ -383,17 +367,26 @@ impl Run {
                 viewer.keyframe_request();
             }
         }
-        // Writing frames and handling events may have queued more.
-        while let Some(transmit) = self.engine.poll_transmit() {
-            if let Some(socket) = self
-                .sockets
-                .iter()
-                .find(|s| s.local_addr().port() == transmit.local.port())
-            {
-                socket.send(&transmit);
+        // Handling events may have queued more.
+        self.flush();
+    }
+}
+
+/// The first of the sockets to have received something, with what it
+/// received in its batch.
+async fn recv_any(
+    sockets: &[EngineSocket],
+    batches: &mut [RecvBatch],
+) -> (usize, std::io::Result<usize>) {
+    std::future::poll_fn(|cx| {
+        for (i, (socket, batch)) in sockets.iter().zip(batches.iter_mut()).enumerate() {
+            if let std::task::Poll::Ready(received) = socket.poll_recv(cx, batch) {
+                return std::task::Poll::Ready((i, received));
             }
         }
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// What the camera's feeds bring the loop.
