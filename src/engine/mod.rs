@@ -91,7 +91,8 @@ impl Engine {
                 early: Some(EarlyDatagrams::default()),
             },
         );
-        self.signaled(id, now);
+        self.settle(id, now);
+        self.refresh_ufrag(id);
         id
     }
 
@@ -103,17 +104,16 @@ impl Engine {
         now: Instant,
         f: impl FnOnce(&mut RTCPeerConnection) -> R,
     ) -> Option<R> {
-        let result = f(&mut self.connections.get_mut(&id)?.core);
-        self.signaled(id, now);
+        let result = self.media(id, now, f)?;
+        self.refresh_ufrag(id);
         Some(result)
     }
 
     /// After signaling: the local ufrag may be new (an ICE restart).
-    fn signaled(&mut self, id: ConnectionId, now: Instant) {
+    fn refresh_ufrag(&mut self, id: ConnectionId) {
         if let Some(ufrag) = self.connections.get(&id).and_then(|c| local_ufrag(&c.core)) {
             self.routes.set_ufrag(id, &ufrag);
         }
-        self.settle(id, now);
     }
 
     /// Runs `f` on a connection's core to send media (its RTP senders),

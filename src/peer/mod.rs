@@ -186,12 +186,9 @@ struct Handler(mpsc::UnboundedSender<Callback>);
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(init) = event.candidate.to_json() {
-            let _ = self.0.send(Callback::Candidate(Some(Candidate {
-                candidate: init.candidate,
-                sdp_mid: init.sdp_mid,
-                sdp_mline_index: init.sdp_mline_index,
-                username_fragment: init.username_fragment,
-            })));
+            let _ = self
+                .0
+                .send(Callback::Candidate(Some(signaled_candidate(init))));
         }
     }
 
@@ -207,6 +204,27 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.0.send(Callback::Track(track));
+    }
+}
+
+/// A candidate from signaling, as the WebRTC stack takes it.
+pub(crate) fn candidate_init(c: Candidate) -> RTCIceCandidateInit {
+    RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    }
+}
+
+/// One of our candidates, as signaling carries it.
+pub(crate) fn signaled_candidate(init: RTCIceCandidateInit) -> Candidate {
+    Candidate {
+        candidate: init.candidate,
+        sdp_mid: init.sdp_mid,
+        sdp_mline_index: init.sdp_mline_index,
+        username_fragment: init.username_fragment,
     }
 }
 
@@ -392,14 +410,7 @@ async fn negotiate(
                         release(&mut held);
                     }
                     PeerCommand::AddCandidate(Some(c)) => {
-                        let init = RTCIceCandidateInit {
-                            candidate: c.candidate,
-                            sdp_mid: c.sdp_mid,
-                            sdp_mline_index: c.sdp_mline_index,
-                            username_fragment: c.username_fragment,
-                            ..Default::default()
-                        };
-                        if let Err(e) = pc.add_ice_candidate(init).await {
+                        if let Err(e) = pc.add_ice_candidate(candidate_init(c)).await {
                             tracing::debug!(link, error = %e, "remote candidate refused");
                         }
                     }

@@ -69,15 +69,8 @@ fn viewers_on_one_camera_address_each_get_their_frames_as_one_run() {
         let runs: Vec<Transmit> = std::iter::from_fn(|| net.engine.poll_transmit()).collect();
         let shapes: Vec<usize> = runs.iter().map(Transmit::datagrams).collect();
         assert_eq!(shapes, [3, 3, 3, 3], "one run of a frame per viewer");
-        for t in runs {
-            for datagram in t.iter() {
-                net.in_flight.push(InFlight {
-                    at: net.now + LATENCY,
-                    from: t.local,
-                    to: t.remote,
-                    datagram: datagram.to_vec(),
-                });
-            }
+        for t in &runs {
+            net.carry(t);
         }
         net.run(Duration::from_millis(33));
     }
@@ -107,15 +100,8 @@ fn cost_of_a_packet_per_viewer() {
         let sent: Vec<Transmit> = std::iter::from_fn(|| net.engine.poll_transmit()).collect();
         spent += started.elapsed();
         runs += sent.len();
-        for t in sent {
-            for datagram in t.iter() {
-                net.in_flight.push(InFlight {
-                    at: net.now + LATENCY,
-                    from: t.local,
-                    to: t.remote,
-                    datagram: datagram.to_vec(),
-                });
-            }
+        for t in &sent {
+            net.carry(t);
         }
         net.run(Duration::from_millis(33));
     }

@@ -219,21 +219,27 @@ impl Net {
     /// Moves what the camera has to send onto the network.
     pub fn collect_camera(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
-            for datagram in t.iter() {
-                if route::kind(datagram) == Kind::Rtp
-                    && let Some(seq) = datagram.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]))
-                    && let Some(at) = self.lose.iter().position(|s| *s == seq)
-                {
-                    self.lose.remove(at);
-                    continue;
-                }
-                self.in_flight.push(InFlight {
-                    at: self.now + LATENCY,
-                    from: t.local,
-                    to: t.remote,
-                    datagram: datagram.to_vec(),
-                });
+            self.carry(&t);
+        }
+    }
+
+    /// Puts what the camera sends onto the network, less what is to be
+    /// lost.
+    pub fn carry(&mut self, t: &Transmit) {
+        for datagram in t.iter() {
+            if route::kind(datagram) == Kind::Rtp
+                && let Some(seq) = datagram.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                && let Some(at) = self.lose.iter().position(|s| *s == seq)
+            {
+                self.lose.remove(at);
+                continue;
             }
+            self.in_flight.push(InFlight {
+                at: self.now + LATENCY,
+                from: t.local,
+                to: t.remote,
+                datagram: datagram.to_vec(),
+            });
         }
     }
 

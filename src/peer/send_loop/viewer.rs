@@ -35,8 +35,11 @@ use crate::peer::outbound::{media_track, send_only};
 use crate::peer::sender::{RtpStream, Stamper};
 use crate::peer::stats::{Consent, take_stats};
 use crate::peer::video_stream::{Action, VideoStream};
-use crate::peer::{PeerCommand, PeerEvent, PeerSpec, SenderCounters, link_state};
-use crate::protocol::{Candidate, SignalBody};
+use crate::peer::{
+    PeerCommand, PeerEvent, PeerSpec, SenderCounters, candidate_init, link_state,
+    signaled_candidate,
+};
+use crate::protocol::SignalBody;
 use crate::room::{LinkId, LinkState};
 
 /// One local track: its sender in the connection and its stream.
@@ -277,12 +280,7 @@ impl Viewer {
                 tracing::debug!(link = self.link, error = %e, "our candidate refused");
             }
             self.signal(SignalBody::Candidate {
-                candidate: Some(Candidate {
-                    candidate: init.candidate.clone(),
-                    sdp_mid: init.sdp_mid.clone(),
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment.clone(),
-                }),
+                candidate: Some(signaled_candidate(init.clone())),
             });
         }
         self.signal(SignalBody::Candidate { candidate: None });
@@ -347,13 +345,7 @@ impl Viewer {
                 self.release(engine, now);
             }
             PeerCommand::AddCandidate(Some(c)) => {
-                let init = RTCIceCandidateInit {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_mline_index: c.sdp_mline_index,
-                    username_fragment: c.username_fragment,
-                    ..Default::default()
-                };
+                let init = candidate_init(c);
                 if let Some(Err(e)) =
                     engine.with(self.id, now, |core| core.add_remote_candidate(init))
                 {
