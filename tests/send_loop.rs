@@ -1,9 +1,9 @@
-//! The camera's send loop (`webrtc.engine = true`): its viewers' packets
-//! leave from meshcam's own loop, a frame's packets per viewer in one GSO
-//! send. The rest of the suite runs the same camera on its per-connection
-//! tasks; these tests run its parts of that suite on the loop: our own
-//! viewers, a viewer that leaves and one that is killed, and GStreamer's
-//! `webrtcbin` (not our stack) in a namespace of its own.
+//! The camera's send loop (`webrtc.engine`, on by default): its viewers'
+//! packets leave from meshcam's own loop, a frame's packets per viewer in
+//! one GSO send, and telemetry says so: our own viewers, a viewer that
+//! leaves and one that is killed, GStreamer's `webrtcbin` (not our stack)
+//! in a namespace of its own; and a camera with the loop turned off, whose
+//! connections run their own tasks.
 
 mod common;
 
@@ -109,4 +109,22 @@ fn a_webrtcbin_viewer_decodes_from_the_send_loop_on_a_lan_without_routes() {
         all_from_the_loop,
     );
     assert_eq!(connection_peers(&stats), ["wbin-loop"], "{stats}");
+}
+
+#[test]
+fn with_the_loop_off_each_connection_runs_its_own_tasks() {
+    let broker = broker();
+    let cam = Camera::start(
+        &broker,
+        "cam-tasks",
+        &format!("rooms = [\"home\"]\n{SMALL_VIDEO}[webrtc]\nengine = false\n"),
+    );
+    let mut obs = Observer::connect(&broker, "obs-tasks", &[&stats_topic(&cam.id)]);
+    let mut viewer = Viewer::start(&broker, "home", &["--id", "by-task"]);
+    viewer.wait_frames(Some("by-task"), 30);
+    obs.wait_json(&stats_topic(&cam.id), "a connection on its tasks", |v| {
+        v["connections"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["send_path"] == "tasks")
+    });
 }

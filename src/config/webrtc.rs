@@ -68,15 +68,18 @@ pub struct WebrtcConfig {
     pub mdns: MdnsMode,
     /// Drive the viewers' connections in meshcam's own loop (one task, one
     /// UDP socket per interface address shared by all viewers, a frame's
-    /// packets in one GSO send) instead of a task per connection. Host
-    /// candidates only so far: with `ice_servers` or `mdns` set,
-    /// connections keep their own tasks.
-    #[serde(default)]
+    /// packets in one GSO send) instead of a task per connection; on by
+    /// default. Host candidates only so far: with `ice_servers` or `mdns`
+    /// set, connections keep their own tasks.
+    #[serde(default = "default_engine")]
     pub engine: bool,
 }
 
 fn default_bind() -> String {
     "0.0.0.0".into()
+}
+fn default_engine() -> bool {
+    true
 }
 fn default_max_viewers() -> usize {
     8
@@ -91,7 +94,7 @@ impl Default for WebrtcConfig {
             udp_port_max: 0,
             max_viewers: default_max_viewers(),
             mdns: MdnsMode::Off,
-            engine: false,
+            engine: default_engine(),
         }
     }
 }
