@@ -2,7 +2,7 @@
 // the meshcam daemon, headless Chromium (Debian's) driven by playwright-core,
 // and an MQTT observer. Every wait has a deadline; nothing sleeps and hopes.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -56,8 +56,11 @@ export async function runScript(name, main) {
   process.exit(failed ? 1 : 0);
 }
 
+/** A directory of its own, removed with the rest at cleanup. */
 export function tempDir(name) {
-  return mkdtempSync(join(tmpdir(), `meshcam-${name}-`));
+  const dir = mkdtempSync(join(tmpdir(), `meshcam-${name}-`));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 export function freePort() {
