@@ -388,6 +388,30 @@ mod tests {
 
     const FRAME: [usize; 5] = [1200, 1200, 1200, 1200, 700];
 
+    /// Sends [`FRAME`] in one transmit, which takes `calls` system calls,
+    /// and checks that it arrives whole and in order.
+    async fn send_frame(
+        sender: &EngineSocket,
+        receiver: &EngineSocket,
+        calls: usize,
+    ) -> Vec<(SocketAddr, Option<SocketAddr>, Vec<u8>, usize)> {
+        let sent = sender.send(&run(sender, receiver.local_addr(), &FRAME));
+        assert_eq!(
+            sent,
+            Sent {
+                calls,
+                datagrams: 5,
+                ..Sent::default()
+            }
+        );
+        let got = receive(receiver, 5).await;
+        assert_eq!(
+            shapes(&got),
+            [(0, 1200), (1, 1200), (2, 1200), (3, 1200), (4, 700)]
+        );
+        got
+    }
+
     #[tokio::test]
     async fn a_gso_run_arrives_as_its_datagrams_in_order() {
         let sender = EngineSocket::bind(loopback()).unwrap();
@@ -397,20 +421,7 @@ mod tests {
             "this kernel has GSO: {:?}",
             sender.send_mode()
         );
-        let sent = sender.send(&run(&sender, receiver.local_addr(), &FRAME));
-        assert_eq!(
-            sent,
-            Sent {
-                calls: 1,
-                datagrams: 5,
-                ..Sent::default()
-            }
-        );
-        let got = receive(&receiver, 5).await;
-        assert_eq!(
-            shapes(&got),
-            [(0, 1200), (1, 1200), (2, 1200), (3, 1200), (4, 700)]
-        );
+        let got = send_frame(&sender, &receiver, 1).await;
         assert!(
             got.iter()
                 .all(|(remote, local, _, _)| *remote == sender.local_addr()
@@ -427,20 +438,7 @@ mod tests {
         let receiver = EngineSocket::bind(loopback()).unwrap();
         sender.disable_gso();
         assert_eq!(sender.send_mode(), SendMode::PerDatagram);
-        let sent = sender.send(&run(&sender, receiver.local_addr(), &FRAME));
-        assert_eq!(
-            sent,
-            Sent {
-                calls: 5,
-                datagrams: 5,
-                ..Sent::default()
-            }
-        );
-        let got = receive(&receiver, 5).await;
-        assert_eq!(
-            shapes(&got),
-            [(0, 1200), (1, 1200), (2, 1200), (3, 1200), (4, 700)]
-        );
+        send_frame(&sender, &receiver, 5).await;
         let counters = sender.counters();
         assert_eq!((counters.send_calls, counters.sent), (5, 5));
     }
