@@ -10,7 +10,11 @@
 //! with no usable interface yet keeps the wildcard: the bind succeeds, and
 //! the interfaces found at the next start are used.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 
 /// The addresses to listen on for `bind`, given the machine's interface
 /// addresses.
@@ -46,6 +50,26 @@ pub fn interface_addresses() -> Vec<IpAddr> {
             Vec::new()
         }
     }
+}
+
+/// The host candidate of a socket at `address`, for the bundled media
+/// section (the first, `0`).
+pub fn host_candidate(address: SocketAddr) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    let mut init = RTCIceCandidate::from(&candidate).to_json()?;
+    init.sdp_mid.get_or_insert_with(|| "0".to_owned());
+    init.sdp_mline_index.get_or_insert(0);
+    Ok(init)
 }
 
 fn is_link_local(ip: IpAddr) -> bool {

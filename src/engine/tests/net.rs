@@ -13,7 +13,6 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -67,21 +66,8 @@ fn viewer_core(now: Instant, candidate: &str) -> RTCPeerConnection {
 }
 
 fn add_host(core: &mut RTCPeerConnection, candidate: &str) {
-    let at = addr(candidate);
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: at.ip().to_string(),
-            port: at.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("a host candidate");
-    core.add_local_candidate(RTCIceCandidate::from(&host).to_json().expect("json"))
-        .expect("candidate added");
+    let host = host::host_candidate(addr(candidate)).expect("a host candidate");
+    core.add_local_candidate(host).expect("candidate added");
 }
 
 /// The factory every camera connection comes from (its certificate is

@@ -18,13 +18,12 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::sync::mpsc;
 
+use crate::engine::host::host_candidate;
 use crate::engine::{ConnectionId, Engine};
 use crate::media::{EncodedFrame, VideoLayers, Watching};
 use crate::peer::answer::{self, RemoteIdentity};
@@ -201,7 +200,8 @@ impl Viewer {
         let candidates = addresses
             .iter()
             .map(|a| host_candidate(*a))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, _>>()
+            .context("a host candidate")?;
         let id = engine.insert(now, core);
         let start = spec
             .pin
@@ -519,26 +519,4 @@ impl Viewer {
             .layer
             .store(self.video.layer(), Ordering::Relaxed);
     }
-}
-
-/// Our host candidate at `address`, for the bundled media section.
-fn host_candidate(address: SocketAddr) -> anyhow::Result<RTCIceCandidateInit> {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: address.ip().to_string(),
-            port: address.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .context("a host candidate")?;
-    let mut init = RTCIceCandidate::from(&candidate)
-        .to_json()
-        .context("a host candidate")?;
-    init.sdp_mid.get_or_insert_with(|| "0".to_owned());
-    init.sdp_mline_index.get_or_insert(0);
-    Ok(init)
 }
