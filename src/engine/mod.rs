@@ -144,10 +144,6 @@ impl Engine {
         self.routes.remove(id);
     }
 
-    pub fn contains(&self, id: ConnectionId) -> bool {
-        self.connections.contains_key(&id)
-    }
-
     /// A datagram that came from `remote` to the engine's socket at `local`.
     pub fn handle_datagram(
         &mut self,
@@ -254,15 +250,10 @@ impl Engine {
             while let Some(read) = connection.core.poll_read() {
                 self.reads.push_back((id, read));
             }
-            let early = match (connected, connection.early.take()) {
-                (true, Some(early)) => early,
-                (_, early) => {
-                    connection.early = early;
-                    break;
-                }
+            let Some(early) = connected.then(|| connection.early.take()).flatten() else {
+                break;
             };
             self.counters.early_dropped += early.dropped;
-            let mut early = early;
             for held in early.release() {
                 feed(
                     &mut connection.core,
