@@ -72,7 +72,7 @@ impl Effects for Live {
             }
             Effect::Subscribe { filters, token } => self.mqtt.subscribe(&filters, token),
             Effect::Unsubscribe { filter } => self.mqtt.unsubscribe(&filter),
-            Effect::OpenPeer { link, offerer, .. } => {
+            Effect::OpenPeer { link, offerer } => {
                 let spec = PeerSpec {
                     link,
                     offerer,

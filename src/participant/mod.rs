@@ -83,13 +83,10 @@ pub enum Effect {
     Unsubscribe {
         filter: String,
     },
-    /// Start a peer connection for `link` (to `peer` in `room`) and report
-    /// its events as [`PeerEvent`]s; an offerer creates and reports its
-    /// offer.
+    /// Start a peer connection for `link` and report its events as
+    /// [`PeerEvent`]s; an offerer creates and reports its offer.
     OpenPeer {
         link: LinkId,
-        room: String,
-        peer: String,
         offerer: bool,
     },
     /// Hand a command to the link's peer connection.
@@ -372,16 +369,10 @@ impl<E: Effects> Participant<E> {
                 room,
                 peer,
                 offerer,
-                ..
             } => {
                 tracing::info!(link, %room, %peer, offerer, "connecting");
-                self.open.insert(link, (room.clone(), peer.clone()));
-                self.effects.apply(Effect::OpenPeer {
-                    link,
-                    room,
-                    peer,
-                    offerer,
-                });
+                self.open.insert(link, (room, peer));
+                self.effects.apply(Effect::OpenPeer { link, offerer });
             }
             Action::ApplyOffer { link, sdp } => self.command(link, PeerCommand::ApplyOffer(sdp)),
             Action::ApplyAnswer { link, sdp } => self.command(link, PeerCommand::ApplyAnswer(sdp)),

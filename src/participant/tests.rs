@@ -120,13 +120,16 @@ fn sent_to(p: &Fake, effect: &Effect, to: &str) -> Signal {
     Signal::decode(payload).expect("a valid signal")
 }
 
-fn open(link: LinkId, peer: &str, offerer: bool) -> Effect {
-    Effect::OpenPeer {
-        link,
-        room: "home".into(),
-        peer: peer.into(),
-        offerer,
-    }
+fn open(link: LinkId, offerer: bool) -> Effect {
+    Effect::OpenPeer { link, offerer }
+}
+
+/// Who `link` connects to, in the room `home`.
+fn peer_of(p: &Fake, link: LinkId) -> Option<&str> {
+    p.mesh.link_peer(link).map(|(room, peer)| {
+        assert_eq!(room, "home");
+        peer
+    })
 }
 
 fn command(link: LinkId, command: PeerCommand) -> Effect {
@@ -143,7 +146,8 @@ fn answer() -> SignalBody {
 fn camera_with_v1() -> Fake {
     let mut cam = in_home(camera());
     arrives(&mut cam, "v1", Role::Viewer, t());
-    assert_eq!(drain(&mut cam), vec![open(1, "v1", true)]);
+    assert_eq!(drain(&mut cam), vec![open(1, true)]);
+    assert_eq!(peer_of(&cam, 1), Some("v1"));
     cam
 }
 
@@ -220,11 +224,12 @@ fn the_viewer_answers_on_the_link_its_camera_offer_opened() {
     assert_eq!(
         drain(&mut v),
         vec![
-            open(1, "cam", false),
+            open(1, false),
             command(1, PeerCommand::ApplyOffer("o".into())),
             command(1, PeerCommand::AddCandidate(cand(1))),
         ]
     );
+    assert_eq!(peer_of(&v, 1), Some("cam"));
     v.on_peer_event(PeerEvent::Signal(1, answer()), t());
     let effects = drain(&mut v);
     assert_eq!(sent_to(&v, &effects[0], "cam").body, answer());
@@ -236,7 +241,8 @@ fn the_viewer_answers_on_the_link_its_camera_offer_opened() {
 fn answers_and_candidates_go_to_their_own_link() {
     let mut cam = camera_with_v1();
     arrives(&mut cam, "v2", Role::Viewer, t());
-    assert_eq!(drain(&mut cam), vec![open(2, "v2", true)]);
+    assert_eq!(drain(&mut cam), vec![open(2, true)]);
+    assert_eq!(peer_of(&cam, 2), Some("v2"));
 
     signal_from(&mut cam, "v2", answer(), t());
     assert_eq!(
@@ -436,7 +442,8 @@ fn a_failed_connection_is_closed_and_offered_again_at_the_deadline() {
     cam.tick(due - Duration::from_millis(1));
     assert!(drain(&mut cam).is_empty(), "not due yet");
     cam.tick(due);
-    assert_eq!(drain(&mut cam), vec![open(2, "v1", true)]);
+    assert_eq!(drain(&mut cam), vec![open(2, true)]);
+    assert_eq!(peer_of(&cam, 2), Some("v1"));
 }
 
 #[test]
@@ -445,13 +452,17 @@ fn a_closed_connection_is_offered_again_too() {
     cam.on_peer_event(PeerEvent::State(1, LinkState::Closed), t());
     assert_eq!(drain(&mut cam), vec![Effect::ClosePeer { link: 1 }]);
     cam.tick(cam.next_deadline().expect("a retry"));
-    assert_eq!(drain(&mut cam), vec![open(2, "v1", true)]);
+    assert_eq!(drain(&mut cam), vec![open(2, true)]);
+    assert_eq!(peer_of(&cam, 2), Some("v1"));
 }
 
 #[test]
 fn a_peer_error_is_a_failure() {
     let mut cam = camera_with_v1();
-    cam.on_peer_event(PeerEvent::Error(1, "no route".into()), t());
+    cam.on_peer_event(
+        PeerEvent::Error(1, crate::peer::PeerError::Setup("no route".into())),
+        t(),
+    );
     assert_eq!(drain(&mut cam), vec![Effect::ClosePeer { link: 1 }]);
     assert_eq!(cam.next_deadline(), Some(t() + retry_backoff(0)));
 }
@@ -462,8 +473,9 @@ fn a_replaced_connection_is_offered_afresh_at_once() {
     cam.on_peer_event(PeerEvent::State(1, LinkState::Replaced), t());
     assert_eq!(
         drain(&mut cam),
-        vec![Effect::ClosePeer { link: 1 }, open(2, "v1", true)]
+        vec![Effect::ClosePeer { link: 1 }, open(2, true)]
     );
+    assert_eq!(peer_of(&cam, 2), Some("v1"));
 }
 
 #[test]
@@ -506,7 +518,8 @@ fn over_max_viewers_a_viewer_hears_full() {
     arrives(&mut cam, "v2", Role::Viewer, t());
     arrives(&mut cam, "v3", Role::Viewer, t());
     let effects = drain(&mut cam);
-    assert_eq!(effects[0], open(2, "v2", true));
+    assert_eq!(effects[0], open(2, true));
+    assert_eq!(peer_of(&cam, 2), Some("v2"));
     assert_eq!(
         sent_to(&cam, &effects[1], "v3").body,
         SignalBody::Bye {
@@ -540,7 +553,8 @@ fn a_connection_that_never_comes_up_fails_at_its_deadline() {
     let retry = cam.next_deadline().expect("a retry");
     assert_eq!(retry, due + retry_backoff(0));
     cam.tick(retry);
-    assert_eq!(drain(&mut cam), vec![open(2, "v1", true)]);
+    assert_eq!(drain(&mut cam), vec![open(2, true)]);
+    assert_eq!(peer_of(&cam, 2), Some("v1"));
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod factory;
 pub mod feedback;
 mod layer_needs;
 pub mod liveness;
+mod negotiation;
 mod outbound;
 mod padding;
 mod reports;
@@ -48,8 +49,8 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-use answer::RemoteIdentity;
 use liveness::{Gone, Liveness};
+use negotiation::{Negotiation, Step};
 use outbound::add_tracks;
 use stats::{Consent, STATS_INTERVAL, read_stats};
 
@@ -78,10 +79,31 @@ pub enum PeerEvent {
     KeyframeRequest(LinkId),
     /// A remote track arrived (receiving peers).
     Track(LinkId, Arc<dyn TrackRemote>),
-    /// The connection could not be set up or negotiated.
-    Error(LinkId, String),
+    /// The connection could not go on.
+    Error(LinkId, PeerError),
     /// The remote side cannot receive what we send; the reason says why.
     Incompatible(LinkId, String),
+}
+
+/// Why a connection could not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// It could not be built on this machine (sockets, interfaces, tracks).
+    #[error("the connection could not be set up: {0}")]
+    Setup(String),
+    /// A description could not be made or applied.
+    #[error("the negotiation failed: {0}")]
+    Negotiation(String),
+}
+
+impl PeerError {
+    pub fn setup(e: anyhow::Error) -> Self {
+        Self::Setup(format!("{e:#}"))
+    }
+
+    pub fn negotiation(e: anyhow::Error) -> Self {
+        Self::Negotiation(format!("{e:#}"))
+    }
 }
 
 /// The supervisor's handle on a running peer. Dropping it closes the peer.
@@ -280,7 +302,7 @@ async fn run(
     let pc = match factory.build(Arc::new(Handler(callback_tx)), &wiring).await {
         Ok(pc) => pc,
         Err(e) => {
-            let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
+            let _ = events.send(PeerEvent::Error(link, PeerError::setup(e)));
             return;
         }
     };
@@ -295,7 +317,7 @@ async fn run(
     )
     .await;
     if let Err(e) = result {
-        let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
+        let _ = events.send(PeerEvent::Error(link, e));
     }
     if let Err(e) = pc.close().await {
         tracing::debug!(link, error = %e, "closing the peer connection");
@@ -310,7 +332,7 @@ async fn negotiate(
     events: &mpsc::UnboundedSender<PeerEvent>,
     wiring: Wiring,
     pin: watch::Receiver<Option<usize>>,
-) -> anyhow::Result<()> {
+) -> Result<(), PeerError> {
     let link = spec.link;
     let counters = wiring.counters;
     let feedback = wiring.feedback.clone();
@@ -324,7 +346,8 @@ async fn negotiate(
                 &wiring.clocks,
                 pin,
             )
-            .await?,
+            .await
+            .map_err(PeerError::setup)?,
         ),
         None => {
             for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
@@ -336,24 +359,23 @@ async fn negotiate(
                     }),
                 )
                 .await
-                .context("adding the receiving transceivers")?;
+                .context("adding the receiving transceivers")
+                .map_err(PeerError::setup)?;
             }
             None
         }
     };
-    // Our candidates wait until the other side can use them.
-    let mut candidates_released = false;
-    let mut held: Vec<Option<Candidate>> = Vec::new();
+    let mut negotiation = Negotiation::new(spec.offerer, outbound.is_some());
     let signal = |body| {
         let _ = events.send(PeerEvent::Signal(link, body));
     };
-    let release = |held: &mut Vec<Option<Candidate>>| {
-        for candidate in held.drain(..) {
+    let release = |held: Vec<Option<Candidate>>| {
+        for candidate in held {
             signal(SignalBody::Candidate { candidate });
         }
     };
     if spec.offerer {
-        signal(offer(pc, false).await?);
+        signal(offer(pc, false).await.map_err(PeerError::negotiation)?);
     }
     let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,58 +400,49 @@ async fn negotiate(
             }
             command = commands.recv() => {
                 let Some(command) = command else { return Ok(()) };
-                match command {
-                    PeerCommand::ApplyOffer(sdp) => {
-                        signal(answer(pc, sdp).await?);
-                        candidates_released = true;
-                        release(&mut held);
+                match negotiation.command(command) {
+                    Step::Answer(sdp) => {
+                        signal(answer(pc, sdp.clone()).await.map_err(PeerError::negotiation)?);
+                        release(negotiation.applied(&sdp));
                     }
-                    PeerCommand::ApplyAnswer(sdp) => {
-                        if outbound.is_some()
-                            && let Err(reason) = answer::accepts_video(&sdp)
-                        {
-                            let _ = events.send(PeerEvent::Incompatible(link, reason));
-                            return Ok(());
-                        }
-                        // DTLS runs once per connection: an answer from a new
-                        // remote connection cannot be taken (only its ICE
-                        // credentials would be), and media would never flow.
-                        if let Some(current) = pc.current_remote_description().await
-                            && RemoteIdentity::of(&current.sdp) != RemoteIdentity::of(&sdp)
-                        {
-                            tracing::info!(link, "the peer answered from a new connection");
-                            let _ = events.send(PeerEvent::State(link, LinkState::Replaced));
-                            return Ok(());
-                        }
-                        let answer = RTCSessionDescription::answer(sdp)
-                            .context("the answer is not valid SDP")?;
-                        pc.set_remote_description(answer)
-                            .await
-                            .context("the answer cannot be applied")?;
-                        candidates_released = true;
-                        release(&mut held);
+                    Step::Accept(sdp) => {
+                        let applied = match RTCSessionDescription::answer(sdp.clone()) {
+                            Ok(answer) => pc.set_remote_description(answer).await,
+                            Err(e) => Err(e),
+                        };
+                        applied
+                            .context("the answer cannot be applied")
+                            .map_err(PeerError::negotiation)?;
+                        release(negotiation.applied(&sdp));
                     }
-                    PeerCommand::AddCandidate(Some(c)) => {
+                    Step::AddRemote(c) => {
                         if let Err(e) = pc.add_ice_candidate(candidate_init(c)).await {
                             tracing::debug!(link, error = %e, "remote candidate refused");
                         }
                     }
-                    PeerCommand::AddCandidate(None) => {}
-                    PeerCommand::RestartIce => {
-                        if spec.offerer {
-                            signal(offer(pc, true).await?);
-                            candidates_released = false;
-                        }
+                    Step::RestartIce => {
+                        signal(offer(pc, true).await.map_err(PeerError::negotiation)?)
                     }
+                    Step::Incompatible(reason) => {
+                        let _ = events.send(PeerEvent::Incompatible(link, reason));
+                        return Ok(());
+                    }
+                    Step::Replaced => {
+                        tracing::info!(link, "the peer answered from a new connection");
+                        let _ = events.send(PeerEvent::State(link, LinkState::Replaced));
+                        return Ok(());
+                    }
+                    Step::Nothing => {}
                 }
             }
             callback = callbacks.recv() => {
                 let Some(callback) = callback else { return Ok(()) };
                 match callback {
-                    Callback::Candidate(candidate) if candidates_released => {
-                        signal(SignalBody::Candidate { candidate });
+                    Callback::Candidate(candidate) => {
+                        if let Some(candidate) = negotiation.gathered(candidate) {
+                            signal(SignalBody::Candidate { candidate });
+                        }
                     }
-                    Callback::Candidate(candidate) => held.push(candidate),
                     Callback::State(state) => {
                         if state == RTCPeerConnectionState::Connected
                             && let Some(out) = outbound.as_mut()

@@ -174,7 +174,7 @@ pub enum SignalBody {
     },
     Bye {
         #[serde(default)]
-        reason: String,
+        reason: ByeReason,
         /// With `reason: "full"`: where to watch instead.
         #[serde(
             default,
@@ -183,6 +183,56 @@ pub enum SignalBody {
         )]
         watch: Option<Watch>,
     },
+}
+
+/// Why a `bye` ends a session. `full` is the reason a peer acts on (it
+/// watches elsewhere, or waits); any other is text for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ByeReason {
+    /// The camera has no place for another viewer.
+    Full,
+    /// Anything else, as it was said.
+    Said(String),
+}
+
+impl Default for ByeReason {
+    fn default() -> Self {
+        Self::Said(String::new())
+    }
+}
+
+impl From<String> for ByeReason {
+    fn from(reason: String) -> Self {
+        match reason.as_str() {
+            "full" => Self::Full,
+            _ => Self::Said(reason),
+        }
+    }
+}
+
+impl From<&str> for ByeReason {
+    fn from(reason: &str) -> Self {
+        reason.to_owned().into()
+    }
+}
+
+impl From<ByeReason> for String {
+    fn from(reason: ByeReason) -> Self {
+        match reason {
+            ByeReason::Full => "full".to_owned(),
+            ByeReason::Said(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for ByeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ByeReason::Full => f.write_str("full"),
+            ByeReason::Said(text) => f.write_str(text),
+        }
+    }
 }
 
 impl SignalBody {
@@ -559,10 +609,35 @@ mod tests {
         assert_eq!(
             bye.body,
             SignalBody::Bye {
-                reason: "full".into(),
+                reason: ByeReason::Full,
                 watch: None
             }
         );
+    }
+
+    #[test]
+    fn a_bye_reason_is_full_or_text_and_encodes_as_it_came() {
+        for (wire, reason) in [
+            ("full", ByeReason::Full),
+            ("Full", ByeReason::Said("Full".into())),
+            ("leaving", ByeReason::Said("leaving".into())),
+        ] {
+            let json = format!(
+                r#"{{"v":1,"session":"sessionA1","to_session":"sessionB1","type":"bye","reason":"{wire}"}}"#
+            );
+            let signal = Signal::decode(json.as_bytes()).unwrap();
+            let SignalBody::Bye { reason: got, .. } = &signal.body else {
+                panic!("a bye");
+            };
+            assert_eq!(*got, reason);
+            let again = String::from_utf8(signal.encode()).unwrap();
+            assert!(again.contains(&format!(r#""reason":"{wire}""#)), "{again}");
+        }
+        let no_reason = br#"{"v":1,"session":"sessionA1","to_session":"sessionB1","type":"bye"}"#;
+        let SignalBody::Bye { reason, .. } = Signal::decode(no_reason).unwrap().body else {
+            panic!("a bye");
+        };
+        assert_eq!(reason, ByeReason::Said(String::new()));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
 use link::{Link, Restart};
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
-use crate::protocol::{Presence, Role, Signal, SignalBody, Watch};
+use crate::protocol::{ByeReason, Presence, Role, Signal, SignalBody, Watch};
 
 /// After our own broker reconnect, a peer whose presence does not come back
 /// within this time is treated as gone.
@@ -88,7 +88,6 @@ pub enum Action {
         link: LinkId,
         room: String,
         peer: String,
-        role: Role,
         offerer: bool,
     },
     ApplyOffer {
@@ -391,7 +390,7 @@ impl Mesh {
                     &r.session,
                     &link.remote_session,
                     SignalBody::Bye {
-                        reason: reason.to_owned(),
+                        reason: ByeReason::Said(reason.to_owned()),
                         watch: None,
                     },
                 ),
@@ -466,19 +465,22 @@ impl Mesh {
         }
         let role = p.presence.role;
         if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
-            return self.end_session(room, peer, "full").into_iter().collect();
+            return self
+                .end_session(room, peer, ByeReason::Full)
+                .into_iter()
+                .collect();
         }
-        self.connect(room, peer, true, 0, role, now)
+        self.connect(room, peer, true, 0, now)
     }
 
     /// Ends our part in `peer`'s session: `bye` with `reason`, and no offer
     /// to that session again. The peer may come back with a new session.
-    fn end_session(&mut self, room: &str, peer: &str, reason: &str) -> Option<Action> {
+    fn end_session(&mut self, room: &str, peer: &str, reason: ByeReason) -> Option<Action> {
         let r = self.rooms.get_mut(room)?;
         let p = r.peers.get_mut(peer)?;
         p.ended = true;
         p.retry = None;
-        let watch = if reason == "full" {
+        let watch = if reason == ByeReason::Full {
             p.full = Some(self.sfu.pointer.clone());
             self.sfu.pointer.clone()
         } else {
@@ -487,10 +489,7 @@ impl Mesh {
         let signal = Signal::new(
             &r.session,
             &p.presence.session,
-            SignalBody::Bye {
-                reason: reason.to_owned(),
-                watch,
-            },
+            SignalBody::Bye { reason, watch },
         );
         Some(Action::Send {
             room: room.to_owned(),
@@ -505,7 +504,6 @@ impl Mesh {
         peer: &str,
         offerer: bool,
         attempt: u32,
-        role: Role,
         now: Instant,
     ) -> Vec<Action> {
         let link = self.new_link(room, peer, offerer, attempt);
@@ -515,7 +513,6 @@ impl Mesh {
             link: link.id,
             room: room.to_owned(),
             peer: peer.to_owned(),
-            role,
             offerer,
         }]
     }

@@ -15,7 +15,10 @@ impl Mesh {
         let Some((room, peer)) = self.index.get(&link).cloned() else {
             return Vec::new();
         };
-        let mut actions: Vec<Action> = self.end_session(&room, &peer, reason).into_iter().collect();
+        let mut actions: Vec<Action> = self
+            .end_session(&room, &peer, ByeReason::Said(reason.to_owned()))
+            .into_iter()
+            .collect();
         actions.extend(self.drop_link(&room, &peer));
         actions
     }
@@ -56,13 +59,12 @@ impl Mesh {
         if signal.session != peer.presence.session {
             return Err(DropReason::StaleSession);
         }
-        let role = peer.presence.role;
         let i_offer = offerer_is_me(&self.me, &peer.presence);
         match signal.body {
             SignalBody::Bye { reason, watch } => {
                 peer.ended = true;
                 peer.retry = None;
-                if reason == "full" {
+                if reason == ByeReason::Full {
                     peer.full = Some(watch);
                 }
                 Ok(self.drop_link(room, from))
@@ -83,13 +85,12 @@ impl Mesh {
                             link: id,
                             room: room.to_owned(),
                             peer: from.to_owned(),
-                            role,
                             offerer: false,
                         });
                         id
                     }
                     None => {
-                        let acts = self.connect(room, from, false, 0, role, now);
+                        let acts = self.connect(room, from, false, 0, now);
                         let Some(Action::Connect { link, .. }) = acts.first() else {
                             unreachable!("connect returns one Connect action")
                         };

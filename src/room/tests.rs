@@ -78,7 +78,7 @@ fn sent_byes(actions: &[Action]) -> Vec<(String, String)> {
                         ..
                     },
                 ..
-            } => Some((to.clone(), reason.clone())),
+            } => Some((to.clone(), reason.to_string())),
             _ => None,
         })
         .collect()
@@ -1007,7 +1007,6 @@ fn connect(link: LinkId, peer: &str) -> Action {
         link,
         room: "home".into(),
         peer: peer.into(),
-        role: Role::Viewer,
         offerer: true,
     }
 }

@@ -46,11 +46,11 @@ impl Mesh {
                 }
             }
             LinkState::Replaced => {
-                let (offerer, role) = (l.offerer, l.role);
+                let offerer = l.offerer;
                 let mut actions = self.drop_link(&room, &peer);
                 let r = self.rooms.get_mut(&room).expect("index follows rooms");
                 if offerer && r.peers.get(&peer).is_some_and(|p| !p.ended) {
-                    actions.extend(self.connect(&room, &peer, true, 0, role, now));
+                    actions.extend(self.connect(&room, &peer, true, 0, now));
                 }
                 actions
             }
@@ -142,10 +142,10 @@ impl Mesh {
                 if role == Role::Viewer && self.viewer_count() >= self.max_viewers {
                     // Its place was taken meanwhile: told, as a new viewer
                     // would be, rather than left waiting for an offer.
-                    actions.extend(self.end_session(&room, &peer, "full"));
+                    actions.extend(self.end_session(&room, &peer, ByeReason::Full));
                     continue;
                 }
-                actions.extend(self.connect(&room, &peer, true, attempt, role, now));
+                actions.extend(self.connect(&room, &peer, true, attempt, now));
             }
         }
         actions

@@ -237,7 +237,7 @@ async fn subscribe(
                         break Err(anyhow::anyhow!("the connection with Janus {state:?}"));
                     }
                 }
-                Some(PeerEvent::Error(_, e)) => break Err(anyhow::anyhow!(e)),
+                Some(PeerEvent::Error(_, e)) => break Err(e.into()),
                 Some(_) => {}
                 None => break Ok(()),
             },

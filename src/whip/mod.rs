@@ -380,7 +380,7 @@ impl Task {
             }
             PeerEvent::State(..) => {}
             PeerEvent::Error(_, error) => {
-                self.fail(Failure::Unavailable(error));
+                self.fail(Failure::Unavailable(error.to_string()));
             }
             PeerEvent::Incompatible(_, reason) => {
                 // The same answer would come again: not retried soon.

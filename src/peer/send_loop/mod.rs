@@ -36,7 +36,8 @@ use super::layer_needs::LayerNeeds;
 use super::stats::STATS_INTERVAL;
 use super::video_stream::TICK;
 use super::{
-    Outgoing, PeerCommand, PeerEvent, PeerFactory, PeerHandle, PeerSpec, SendPath, SenderCounters,
+    Outgoing, PeerCommand, PeerError, PeerEvent, PeerFactory, PeerHandle, PeerSpec, SendPath,
+    SenderCounters,
 };
 use crate::engine::udp::{EngineSocket, RecvBatch, SendMode};
 use crate::engine::{ConnectionId, Engine, host};
@@ -274,7 +275,7 @@ impl Run {
                         self.viewers.insert(viewer.id, viewer);
                     }
                     Err(e) => {
-                        let _ = events.send(PeerEvent::Error(link, format!("{e:#}")));
+                        let _ = events.send(PeerEvent::Error(link, PeerError::setup(e)));
                     }
                 }
             }
@@ -286,7 +287,7 @@ impl Run {
                     return;
                 };
                 if let Err(e) = viewer.command(&mut self.engine, now, command) {
-                    viewer.error(format!("{e:#}"));
+                    viewer.error(PeerError::negotiation(e));
                     self.end(id, now);
                 }
             }

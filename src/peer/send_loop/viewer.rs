@@ -2,11 +2,9 @@
 //! streams, its liveness. Everything here is called by the loop with the
 //! time; nothing waits.
 //!
-//! The negotiation is the one of a peer task ([`crate::peer`]): our host
-//! candidates wait until the other side can use them (an offerer's until
-//! the answer is applied, an answerer's until its answer is out), an
-//! answer from a new remote connection is refused as `Replaced`, one that
-//! cannot take H.264 as `Incompatible`.
+//! The negotiation is the rule a peer task follows too
+//! ([`crate::peer::negotiation`]); here our candidates are the host
+//! candidates of the loop's sockets, known from the start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,16 +24,16 @@ use tokio::sync::mpsc;
 use crate::engine::host::host_candidate;
 use crate::engine::{ConnectionId, Engine};
 use crate::media::{EncodedFrame, VideoLayers, Watching};
-use crate::peer::answer::{self, RemoteIdentity};
 use crate::peer::factory::{self, PeerFactory, Wiring};
 use crate::peer::feedback::Feedback;
 use crate::peer::liveness::{Gone, Liveness, Observed};
+use crate::peer::negotiation::{Negotiation, Step};
 use crate::peer::outbound::{media_track, send_only};
 use crate::peer::sender::{RtpStream, Stamper};
 use crate::peer::stats::{Consent, take_stats};
 use crate::peer::video_stream::{Action, VideoStream};
 use crate::peer::{
-    PeerCommand, PeerEvent, PeerSpec, SenderCounters, candidate_init, link_state,
+    PeerCommand, PeerError, PeerEvent, PeerSpec, SenderCounters, candidate_init, link_state,
     signaled_candidate,
 };
 use crate::protocol::SignalBody;
@@ -134,7 +132,6 @@ impl Track {
 pub struct Viewer {
     pub link: LinkId,
     pub id: ConnectionId,
-    offerer: bool,
     events: mpsc::UnboundedSender<PeerEvent>,
     pub counters: Arc<SenderCounters>,
     feedback: Arc<Feedback>,
@@ -143,9 +140,9 @@ pub struct Viewer {
     watching: Vec<Option<Watching>>,
     video_track: Track,
     audio_track: Option<Track>,
-    /// Our host candidates, and whether the other side may have them yet.
+    negotiation: Negotiation,
+    /// Our host candidates, gathered again on each ICE restart.
     candidates: Vec<RTCIceCandidateInit>,
-    released: bool,
     liveness: Liveness,
     consent: Consent,
     connected: bool,
@@ -210,7 +207,7 @@ impl Viewer {
         let mut viewer = Self {
             link: spec.link,
             id,
-            offerer: spec.offerer,
+            negotiation: Negotiation::new(spec.offerer, true),
             events,
             counters,
             feedback: wiring.feedback,
@@ -220,7 +217,6 @@ impl Viewer {
             video_track,
             audio_track,
             candidates,
-            released: false,
             liveness: Liveness::default(),
             consent: Consent::default(),
             connected: false,
@@ -228,7 +224,8 @@ impl Viewer {
         };
         viewer.counters.layer.store(start, Ordering::Relaxed);
         viewer.act(engine, now);
-        if viewer.offerer {
+        viewer.gather();
+        if spec.offerer {
             viewer.offer(engine, now, false)?;
         }
         Ok(viewer)
@@ -239,9 +236,9 @@ impl Viewer {
         self.watching.get(layer).is_some_and(Option::is_some)
     }
 
-    /// The connection cannot go on; `message` says why.
-    pub fn error(&self, message: String) {
-        let _ = self.events.send(PeerEvent::Error(self.link, message));
+    /// The connection cannot go on; `error` says why.
+    pub fn error(&self, error: PeerError) {
+        let _ = self.events.send(PeerEvent::Error(self.link, error));
     }
 
     fn signal(&self, body: SignalBody) {
@@ -268,22 +265,30 @@ impl Viewer {
         Ok(())
     }
 
-    /// Hands our candidates to the connection and to the other side.
-    fn release(&mut self, engine: &mut Engine, now: Instant) {
-        if self.released {
-            return;
-        }
-        self.released = true;
+    /// Our candidates, for the negotiation to hold until they may go.
+    fn gather(&mut self) {
         for init in &self.candidates {
-            let added = engine.with(self.id, now, |core| core.add_local_candidate(init.clone()));
-            if let Some(Err(e)) = added {
-                tracing::debug!(link = self.link, error = %e, "our candidate refused");
-            }
-            self.signal(SignalBody::Candidate {
-                candidate: Some(signaled_candidate(init.clone())),
-            });
+            let held = self
+                .negotiation
+                .gathered(Some(signaled_candidate(init.clone())));
+            debug_assert!(held.is_none(), "candidates are gathered before an offer");
         }
-        self.signal(SignalBody::Candidate { candidate: None });
+        self.negotiation.gathered(None);
+    }
+
+    /// The remote description `sdp` is applied: our candidates go to the
+    /// connection and to the other side.
+    fn applied(&mut self, engine: &mut Engine, now: Instant, sdp: &str) {
+        for candidate in self.negotiation.applied(sdp) {
+            if let Some(c) = &candidate {
+                let init = candidate_init(c.clone());
+                let added = engine.with(self.id, now, |core| core.add_local_candidate(init));
+                if let Some(Err(e)) = added {
+                    tracing::debug!(link = self.link, error = %e, "our candidate refused");
+                }
+            }
+            self.signal(SignalBody::Candidate { candidate });
+        }
     }
 
     /// A command of the supervisor. `Err` ends the connection, saying why.
@@ -293,11 +298,11 @@ impl Viewer {
         now: Instant,
         command: PeerCommand,
     ) -> anyhow::Result<()> {
-        match command {
-            PeerCommand::ApplyOffer(sdp) => {
-                let offer =
-                    RTCSessionDescription::offer(sdp).context("the offer is not valid SDP")?;
-                let sdp = engine
+        match self.negotiation.command(command) {
+            Step::Answer(sdp) => {
+                let offer = RTCSessionDescription::offer(sdp.clone())
+                    .context("the offer is not valid SDP")?;
+                let answer = engine
                     .with(self.id, now, |core| -> anyhow::Result<String> {
                         core.set_remote_description(now, offer)
                             .context("the offer cannot be applied")?;
@@ -308,43 +313,21 @@ impl Viewer {
                         Ok(sdp)
                     })
                     .context("the connection is gone")??;
-                self.signal(SignalBody::Answer { sdp });
-                self.release(engine, now);
+                self.signal(SignalBody::Answer { sdp: answer });
+                self.applied(engine, now, &sdp);
             }
-            PeerCommand::ApplyAnswer(sdp) => {
-                if let Err(reason) = answer::accepts_video(&sdp) {
-                    let _ = self.events.send(PeerEvent::Incompatible(self.link, reason));
-                    self.ended = Some(LinkState::Closed);
-                    return Ok(());
-                }
-                // DTLS runs once per connection: an answer from a new
-                // remote connection cannot be taken.
-                let replaced = engine
-                    .with(self.id, now, |core| {
-                        core.current_remote_description().is_some_and(|current| {
-                            RemoteIdentity::of(&current.sdp) != RemoteIdentity::of(&sdp)
-                        })
-                    })
-                    .unwrap_or(false);
-                if replaced {
-                    tracing::info!(link = self.link, "the peer answered from a new connection");
-                    let _ = self
-                        .events
-                        .send(PeerEvent::State(self.link, LinkState::Replaced));
-                    self.ended = Some(LinkState::Replaced);
-                    return Ok(());
-                }
-                let answer =
-                    RTCSessionDescription::answer(sdp).context("the answer is not valid SDP")?;
+            Step::Accept(sdp) => {
+                let answer = RTCSessionDescription::answer(sdp.clone())
+                    .context("the answer is not valid SDP")?;
                 engine
                     .with(self.id, now, |core| {
                         core.set_remote_description(now, answer)
                     })
                     .context("the connection is gone")?
                     .context("the answer cannot be applied")?;
-                self.release(engine, now);
+                self.applied(engine, now, &sdp);
             }
-            PeerCommand::AddCandidate(Some(c)) => {
+            Step::AddRemote(c) => {
                 let init = candidate_init(c);
                 if let Some(Err(e)) =
                     engine.with(self.id, now, |core| core.add_remote_candidate(init))
@@ -352,13 +335,22 @@ impl Viewer {
                     tracing::debug!(link = self.link, error = %e, "remote candidate refused");
                 }
             }
-            PeerCommand::AddCandidate(None) => {}
-            PeerCommand::RestartIce => {
-                if self.offerer {
-                    self.offer(engine, now, true)?;
-                    self.released = false;
-                }
+            Step::RestartIce => {
+                self.offer(engine, now, true)?;
+                self.gather();
             }
+            Step::Incompatible(reason) => {
+                let _ = self.events.send(PeerEvent::Incompatible(self.link, reason));
+                self.ended = Some(LinkState::Closed);
+            }
+            Step::Replaced => {
+                tracing::info!(link = self.link, "the peer answered from a new connection");
+                let _ = self
+                    .events
+                    .send(PeerEvent::State(self.link, LinkState::Replaced));
+                self.ended = Some(LinkState::Replaced);
+            }
+            Step::Nothing => {}
         }
         Ok(())
     }
