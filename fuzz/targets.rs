@@ -361,7 +361,7 @@ fn check_answer(sdp: &str) {
         CAMERA_SESSION,
         VIEWER_SESSION,
         SignalBody::Bye {
-            reason,
+            reason: meshcam::protocol::ByeReason::Said(reason),
             watch: None,
         },
     );
