@@ -57,6 +57,17 @@ fn viewers_of_the_send_loop_decode_frames_and_telemetry_says_how_they_are_sent()
             .all(|c| c["packets_sent"].as_u64() > Some(0)),
         "{stats}"
     );
+    // The loop's own counts: what it sent, in GSO sends of several
+    // datagrams each, and nothing it could not place.
+    let send_loop = &stats["send_loop"];
+    assert_eq!(send_loop["send"], "gso", "{send_loop}");
+    assert!(!send_loop["sockets"].as_array().unwrap().is_empty());
+    let sent = send_loop["datagrams_sent"].as_u64().unwrap();
+    let calls = send_loop["send_calls"].as_u64().unwrap();
+    assert!(sent > 0 && calls < sent, "{send_loop}");
+    assert!(send_loop["datagrams_received"].as_u64() > Some(0));
+    assert_eq!(send_loop["unrouted"], 0, "{send_loop}");
+    assert_eq!(send_loop["refused"], 0, "{send_loop}");
 }
 
 #[test]
@@ -122,9 +133,10 @@ fn with_the_loop_off_each_connection_runs_its_own_tasks() {
     let mut obs = Observer::connect(&broker, "obs-tasks", &[&stats_topic(&cam.id)]);
     let mut viewer = Viewer::start(&broker, "home", &["--id", "by-task"]);
     viewer.wait_frames(Some("by-task"), 30);
-    obs.wait_json(&stats_topic(&cam.id), "a connection on its tasks", |v| {
+    let stats = obs.wait_json(&stats_topic(&cam.id), "a connection on its tasks", |v| {
         v["connections"]
             .as_array()
             .is_some_and(|c| c.len() == 1 && c[0]["send_path"] == "tasks")
     });
+    assert_eq!(stats["send_loop"], Value::Null, "no loop runs: {stats}");
 }

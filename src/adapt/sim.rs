@@ -90,7 +90,7 @@ const PACKET: f64 = 9600.0;
 /// How long the bottleneck's buffer holds, and the round trip without it.
 pub const BUFFER: f64 = 0.1;
 /// The token bucket's depth, in bits: 16 kB, as the namespace tests shape.
-const BURST: f64 = 128_000.0;
+pub const BURST: f64 = 128_000.0;
 const BASE_RTT: f64 = 0.01;
 /// A busy viewer answers two checks in a row [`BUSY_LATE`] late, every
 /// this many checks (every 2 s), whatever the link.

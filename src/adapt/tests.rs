@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::controller::{DOWN_HOLD, DOWN_HOLD_DEEP, PROBE_STEP_REPORTS, UP_HOLD};
 use super::estimate::{SOURCE_TIMEOUT, headroom};
-use super::sim::{Feedback, LOW, Link, TICK, TOP, first_on};
+use super::sim::{BURST, Feedback, LOW, Link, TICK, TOP, first_on};
 use super::*;
 
 #[test]
@@ -282,7 +282,7 @@ fn twcc_tick(link: &mut Link, padding: &mut f64, tokens: &mut f64, acked_share: 
     link.now += TICK;
     let send = LOW + *padding;
     let dt = TICK.as_secs_f64();
-    *tokens = (*tokens - (send - link.capacity_bps) * dt).min(128_000.0);
+    *tokens = (*tokens - (send - link.capacity_bps) * dt).min(BURST);
     link.heard.bytes_sent += (send * dt / 8.0) as u64;
     link.heard.twcc_updates += 1;
     link.heard.twcc_target_bps = TOP;
@@ -304,7 +304,7 @@ fn a_probe_past_the_link_is_not_taken_for_a_wider_link_while_twcc_shows_no_queue
     let mut link = Link::new(800_000.0, Feedback::Twcc);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
-    let (mut padding, mut tokens, mut highest) = (0.0, 128_000.0, 0.0_f64);
+    let (mut padding, mut tokens, mut highest) = (0.0, BURST, 0.0_f64);
     for _ in 0..600 {
         twcc_tick(&mut link, &mut padding, &mut tokens, 1.0);
         highest = highest.max(LOW + padding);
@@ -339,7 +339,7 @@ fn a_probe_held_past_the_ceiling_goes_on_when_no_queue_shows() {
     let mut link = Link::new(800_000.0, Feedback::Twcc);
     link.run(Duration::from_secs(5));
     assert_eq!(link.controller.layer(), 1);
-    let (mut padding, mut tokens) = (0.0, 128_000.0);
+    let (mut padding, mut tokens) = (0.0, BURST);
     link.capacity_bps = 10_000_000.0;
     let widened = link.now;
     while twcc_tick(&mut link, &mut padding, &mut tokens, 0.912) == 1 {

@@ -21,6 +21,7 @@ mod startup;
 mod stats;
 mod status;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,7 +33,7 @@ use crate::config::Config;
 use crate::media::{MediaEvent, VideoLayers};
 use crate::mqtt::{MqttEvent, MqttLink};
 use crate::participant::{Participant, sleep_until};
-use crate::peer::PeerEvent;
+use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Reply, Topic, Topics};
 use crate::service::Service;
 use crate::store::{State, Store};
@@ -85,6 +86,8 @@ struct Daemon {
     commands: Commands,
     /// The publication to the SFU.
     whip: Whip,
+    /// The viewers' connections: telemetry reads the send loop's counts.
+    factory: Arc<PeerFactory>,
     events: Events,
     keyframe_servers: Vec<tokio::task::JoinHandle<()>>,
 }

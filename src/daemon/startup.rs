@@ -161,7 +161,7 @@ impl Daemon {
             config.webrtc.max_viewers,
             topics.clone(),
             mqtt.clone(),
-            factory,
+            factory.clone(),
             Some(outgoing),
             peer_tx,
         );
@@ -218,6 +218,7 @@ impl Daemon {
             stats,
             commands,
             whip,
+            factory,
             events: Events {
                 mqtt: mqtt_events,
                 peers: peer_events,

@@ -158,6 +158,7 @@ struct Telemetry<'a> {
     /// The publication to the SFU.
     whip: Value,
     connections: Vec<Value>,
+    send_loop: Value,
     signals: SignalCounters,
     commands: CommandCounters,
 }
@@ -184,6 +185,7 @@ impl Telemetry<'_> {
             "audio": self.audio,
             "whip": self.whip,
             "connections": self.connections,
+            "send_loop": self.send_loop,
             "signal": {
                 "received": self.signals.received,
                 "dropped": self.signals.dropped,
@@ -232,6 +234,7 @@ impl Daemon {
             }),
             whip: self.whip.status().to_json(rates.sfu_kbps),
             connections,
+            send_loop: self.factory.send_loop_telemetry(),
             signals: self.participant.signals,
             commands: self.commands.counters(),
         }
@@ -366,6 +369,7 @@ mod tests {
             audio: json!({"state": "off"}),
             whip: json!({"state": "off"}),
             connections: vec![json!({"room": "home"})],
+            send_loop: json!({"send": "gso"}),
             signals: SignalCounters {
                 received: 120,
                 dropped: 0,
@@ -384,6 +388,7 @@ mod tests {
                    "audio":{"state":"off"},
                    "whip":{"state":"off"},
                    "connections":[{"room":"home"}],
+                   "send_loop":{"send":"gso"},
                    "signal":{"received":120,"dropped":0},
                    "commands":{"received":4,"errors":1}})
         );

@@ -64,6 +64,10 @@ struct Connection {
     core: RTCPeerConnection,
     /// Until ICE first connects: what came early.
     early: Option<EarlyDatagrams>,
+    /// The core's deadline, as of the last [`Engine::settle`]: asking the
+    /// core walks its whole handler chain, and only handling something
+    /// moves it.
+    deadline: Option<Instant>,
 }
 
 /// The connections, and what they have for the I/O loop.
@@ -89,6 +93,7 @@ impl Engine {
             Connection {
                 core,
                 early: Some(EarlyDatagrams::default()),
+                deadline: None,
             },
         );
         self.settle(id, now);
@@ -182,13 +187,8 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<ConnectionId> = self
             .connections
-            .iter_mut()
-            .filter_map(|(id, c)| {
-                c.core
-                    .poll_timeout()
-                    .is_some_and(|at| at <= now)
-                    .then_some(*id)
-            })
+            .iter()
+            .filter_map(|(id, c)| c.deadline.is_some_and(|at| at <= now).then_some(*id))
             .collect();
         for id in due {
             if let Some(connection) = self.connections.get_mut(&id)
@@ -201,11 +201,8 @@ impl Engine {
     }
 
     /// The earliest deadline of all connections.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.connections
-            .values_mut()
-            .filter_map(|c| c.core.poll_timeout())
-            .min()
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connections.values().filter_map(|c| c.deadline).min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -251,6 +248,7 @@ impl Engine {
                 self.reads.push_back((id, read));
             }
             let Some(early) = connected.then(|| connection.early.take()).flatten() else {
+                connection.deadline = connection.core.poll_timeout();
                 break;
             };
             self.counters.early_dropped += early.dropped;

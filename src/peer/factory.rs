@@ -228,6 +228,14 @@ impl PeerFactory {
             .filter(|l| l.sends(media))
     }
 
+    /// The telemetry object `send_loop`: `null` until the loop runs.
+    pub fn send_loop_telemetry(&self) -> serde_json::Value {
+        match self.send_loop.get() {
+            Some(Some(send_loop)) => send_loop.status().to_json(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
     /// Where the send loop's sockets listen: the bind address, and the
     /// first port of the configured range (one port serves every viewer)
     /// or any free one.

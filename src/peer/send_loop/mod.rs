@@ -18,6 +18,7 @@
 //! [`PeerEvent`]s. Host candidates only, so far: a camera configured with
 //! ICE servers or multicast DNS keeps the per-connection tasks.
 
+mod status;
 mod viewer;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use super::{
 use crate::engine::udp::{EngineSocket, RecvBatch, SendMode};
 use crate::engine::{ConnectionId, Engine, host};
 use crate::media::EncodedFrame;
+pub use status::LoopStatus;
 use viewer::Viewer;
 
 /// What the forwarding tasks and the supervisor ask of the loop.
@@ -62,6 +64,7 @@ pub struct SendLoop {
     commands: mpsc::UnboundedSender<Command>,
     next_key: AtomicU64,
     media: Outgoing,
+    status: Arc<LoopStatus>,
 }
 
 impl SendLoop {
@@ -75,14 +78,16 @@ impl SendLoop {
                 anyhow::anyhow!("binding the media socket on {ip} port {port}: {e}")
             })?;
             tracing::info!(address = %socket.local_addr(), mode = ?socket.send_mode(), "media socket");
-            sockets.push(socket);
+            sockets.push(Arc::new(socket));
         }
+        let status = Arc::new(LoopStatus::new(sockets.clone()));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let run = Run {
             factory,
             engine: Engine::default(),
             batches: sockets.iter().map(|_| RecvBatch::default()).collect(),
             sockets,
+            status: status.clone(),
             viewers: HashMap::new(),
             keys: HashMap::new(),
             needs: LayerNeeds::new(),
@@ -93,7 +98,13 @@ impl SendLoop {
             commands,
             next_key: AtomicU64::new(0),
             media,
+            status,
         })
+    }
+
+    /// What telemetry shows of the loop.
+    pub fn status(&self) -> &LoopStatus {
+        &self.status
     }
 
     /// Whether this loop sends `media` (it serves one camera's feeds).
@@ -146,7 +157,8 @@ impl SendLoop {
 struct Run {
     factory: Arc<PeerFactory>,
     engine: Engine,
-    sockets: Vec<EngineSocket>,
+    sockets: Vec<Arc<EngineSocket>>,
+    status: Arc<LoopStatus>,
     /// A receive batch per socket.
     batches: Vec<RecvBatch>,
     viewers: HashMap<ConnectionId, Viewer>,
@@ -311,8 +323,10 @@ impl Run {
         self.keys.retain(|_, c| *c != id);
     }
 
-    /// Statistics and liveness of every viewer.
+    /// Statistics and liveness of every viewer, and the engine's counts
+    /// for telemetry.
     fn check(&mut self, now: Instant) {
+        self.status.engine_counted(self.engine.counters());
         let gone: Vec<ConnectionId> = self
             .viewers
             .values_mut()
@@ -376,7 +390,7 @@ impl Run {
 /// The first of the sockets to have received something, with what it
 /// received in its batch.
 async fn recv_any(
-    sockets: &[EngineSocket],
+    sockets: &[Arc<EngineSocket>],
     batches: &mut [RecvBatch],
 ) -> (usize, std::io::Result<usize>) {
     std::future::poll_fn(|cx| {
