@@ -52,8 +52,7 @@ pub fn interface_addresses() -> Vec<IpAddr> {
     }
 }
 
-/// The host candidate of a socket at `address`, for the bundled media
-/// section (the first, `0`).
+/// The host candidate of a socket at `address`.
 pub fn host_candidate(address: SocketAddr) -> rtc::shared::error::Result<RTCIceCandidateInit> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
@@ -66,7 +65,13 @@ pub fn host_candidate(address: SocketAddr) -> rtc::shared::error::Result<RTCIceC
         ..Default::default()
     }
     .new_candidate_host()?;
-    let mut init = RTCIceCandidate::from(&candidate).to_json()?;
+    bundled(&RTCIceCandidate::from(&candidate))
+}
+
+/// A candidate of ours as signaled, for the bundled media section (the
+/// first, `0`).
+pub fn bundled(candidate: &RTCIceCandidate) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    let mut init = candidate.to_json()?;
     init.sdp_mid.get_or_insert_with(|| "0".to_owned());
     init.sdp_mline_index.get_or_insert(0);
     Ok(init)

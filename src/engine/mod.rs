@@ -18,6 +18,7 @@
 //! only moves bytes and time in and out.
 
 pub mod early;
+pub mod gather;
 pub mod host;
 pub mod route;
 pub mod transmit;
