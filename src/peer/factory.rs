@@ -132,6 +132,8 @@ struct Parts {
 /// Makes peer connections; one per process.
 pub struct PeerFactory {
     certificate: RTCCertificate,
+    /// What TURN's message integrity is computed with.
+    crypto: Arc<dyn crypto::RTCCryptoProvider>,
     ice_servers: Vec<RTCIceServer>,
     bind: IpAddr,
     ports: Option<(u16, u16)>,
@@ -188,6 +190,7 @@ impl PeerFactory {
             (config.udp_port_min != 0).then_some((config.udp_port_min, config.udp_port_max));
         Ok(Self {
             certificate,
+            crypto: provider,
             ice_servers,
             bind,
             ports,
@@ -213,7 +216,7 @@ impl PeerFactory {
     /// bind its sockets leaves the connections to their own tasks, and
     /// says why once.
     pub(super) fn send_loop(self: &Arc<Self>, media: &Outgoing) -> Option<&SendLoop> {
-        if !self.engine || !self.ice_servers.is_empty() || self.mdns != MdnsMode::Off {
+        if !self.engine || self.mdns != MdnsMode::Off {
             return None;
         }
         self.send_loop
@@ -234,6 +237,15 @@ impl PeerFactory {
             Some(Some(send_loop)) => send_loop.status().to_json(),
             _ => serde_json::Value::Null,
         }
+    }
+
+    pub(super) fn crypto(&self) -> &Arc<dyn crypto::RTCCryptoProvider> {
+        &self.crypto
+    }
+
+    /// The configured STUN and TURN servers.
+    pub(super) fn ice_servers(&self) -> &[RTCIceServer] {
+        &self.ice_servers
     }
 
     /// Where the send loop's sockets listen: the bind address, and the

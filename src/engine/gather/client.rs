@@ -44,7 +44,9 @@ pub struct ServerClient {
     /// request, and the one the client reports.
     allocating: Option<[TransactionId; 2]>,
     pub relay: Option<SocketAddr>,
-    mapped: Option<SocketAddr>,
+    pub mapped: Option<SocketAddr>,
+    /// Why the last ask failed, until one succeeds.
+    pub error: Option<String>,
     /// When to ask for the mapped address again, or to try again after a
     /// failure.
     next_binding: Option<Instant>,
@@ -53,12 +55,6 @@ pub struct ServerClient {
     /// Whether it has answered or failed once.
     pub settled: bool,
     waiting: HashMap<SocketAddr, Vec<BytesMut>>,
-}
-
-/// What one client's event means for the gatherer.
-pub enum Found {
-    Candidate(RTCIceCandidateInit),
-    Failure(String),
 }
 
 /// What a client asks its server.
@@ -108,6 +104,7 @@ impl ServerClient {
             allocating: None,
             relay: None,
             mapped: None,
+            error: None,
             next_binding: Some(now),
             next_allocation: server_is_turn.then_some(now),
             retry: RETRY_FIRST,
@@ -177,7 +174,7 @@ impl ServerClient {
     }
 
     /// `ask` failed: said, and asked again after the backoff.
-    fn failed(&mut self, now: Instant, ask: Ask, reason: impl std::fmt::Display) -> Found {
+    fn failed(&mut self, now: Instant, ask: Ask, reason: impl std::fmt::Display) {
         self.settled = true;
         let reason = match ask {
             Ask::Binding => format!("binding: {reason}"),
@@ -190,7 +187,7 @@ impl ServerClient {
             Ask::Binding => self.next_binding = again,
             Ask::Allocation => self.next_allocation = again,
         }
-        Found::Failure(reason)
+        self.error = Some(reason);
     }
 
     pub fn event(
@@ -198,7 +195,7 @@ impl ServerClient {
         now: Instant,
         event: Event,
         relayed: &mut VecDeque<(SocketAddr, SocketAddr, BytesMut)>,
-    ) -> Option<Found> {
+    ) -> Option<RTCIceCandidateInit> {
         match event {
             Event::BindingResponse(id, mapped) if Some(id) == self.binding => {
                 self.binding = None;
@@ -206,6 +203,7 @@ impl ServerClient {
                 self.retry = RETRY_FIRST;
                 self.settled |= self.server.turn.is_none() || self.relay.is_some();
                 self.mapped = Some(mapped);
+                self.error = None;
                 // Without a NAT the mapped address is the host candidate.
                 (mapped != self.local)
                     .then(|| written(reflexive_candidate(mapped, self.local, &self.server.url)))
@@ -213,18 +211,21 @@ impl ServerClient {
             }
             Event::BindingError(id, e) if Some(id) == self.binding => {
                 self.binding = None;
-                Some(self.failed(now, Ask::Binding, e))
+                self.failed(now, Ask::Binding, e);
+                None
             }
             Event::AllocateResponse(_, relay) if self.allocating.is_some() => {
                 self.allocating = None;
                 self.relay = Some(relay);
+                self.error = None;
                 self.retry = RETRY_FIRST;
                 self.settled = true;
                 written(relay_candidate(relay, self.local, &self.server.url))
             }
             Event::AllocateError(_, e) if self.allocating.is_some() => {
                 self.allocating = None;
-                Some(self.failed(now, Ask::Allocation, e))
+                self.failed(now, Ask::Allocation, e);
+                None
             }
             Event::CreatePermissionResponse(_, peer) => {
                 for datagram in self.waiting.remove(&peer).unwrap_or_default() {
@@ -245,20 +246,22 @@ impl ServerClient {
             }
             Event::TransactionTimeout(id) if Some(id) == self.binding => {
                 self.binding = None;
-                Some(self.failed(now, Ask::Binding, "no answer"))
+                self.failed(now, Ask::Binding, "no answer");
+                None
             }
             Event::TransactionTimeout(id) if self.allocating.is_some_and(|a| a.contains(&id)) => {
                 self.allocating = None;
-                Some(self.failed(now, Ask::Allocation, "no answer"))
+                self.failed(now, Ask::Allocation, "no answer");
+                None
             }
             _ => None,
         }
     }
 }
 
-fn written(candidate: Result<RTCIceCandidateInit, Error>) -> Option<Found> {
+fn written(candidate: Result<RTCIceCandidateInit, Error>) -> Option<RTCIceCandidateInit> {
     match candidate {
-        Ok(init) => Some(Found::Candidate(init)),
+        Ok(init) => Some(init),
         Err(e) => {
             tracing::warn!(error = %e, "a gathered candidate cannot be written");
             None
@@ -316,4 +319,3 @@ fn relay_candidate(
     .new_candidate_relay()?;
     bundled(&RTCIceCandidate::from(&candidate))
 }
-

@@ -31,7 +31,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::transmit::{Transmit, Transmits};
-use client::{Found, ServerClient};
+use client::ServerClient;
 
 /// A STUN or TURN server, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +56,18 @@ pub enum Gathered {
     Candidate(RTCIceCandidateInit),
     /// Every server has answered or failed once: no candidate comes soon.
     Complete,
-    /// A server did not answer or refused; it is tried again later.
-    Failed { url: String, reason: String },
+}
+
+/// How one socket's server is doing, for telemetry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerState {
+    pub url: String,
+    pub local: SocketAddr,
+    /// The address it maps the socket to, and the relay it gave.
+    pub mapped: Option<SocketAddr>,
+    pub relay: Option<SocketAddr>,
+    /// Why its last answer failed; `None` once it answers.
+    pub error: Option<String>,
 }
 
 /// The candidates of the engine's sockets from its STUN and TURN servers.
@@ -94,10 +104,9 @@ impl Gatherer {
                 }
                 match ServerClient::new(now, *local, server.clone(), crypto.clone()) {
                     Ok(client) => gatherer.clients.push(client),
-                    Err(e) => gatherer.events.push_back(Gathered::Failed {
-                        url: server.url.clone(),
-                        reason: e.to_string(),
-                    }),
+                    Err(e) => {
+                        tracing::warn!(url = %server.url, error = %e, "a STUN or TURN server left out")
+                    }
                 }
             }
         }
@@ -109,6 +118,20 @@ impl Gatherer {
     /// Every candidate found so far, for a new connection.
     pub fn candidates(&self) -> &[RTCIceCandidateInit] {
         &self.found
+    }
+
+    /// How each socket's server is doing.
+    pub fn servers(&self) -> Vec<ServerState> {
+        self.clients
+            .iter()
+            .map(|c| ServerState {
+                url: c.server.url.clone(),
+                local: c.local,
+                mapped: c.mapped,
+                relay: c.relay,
+                error: c.error.clone(),
+            })
+            .collect()
     }
 
     /// Whether every server has answered or failed once.
@@ -205,28 +228,27 @@ impl Gatherer {
     fn settle(&mut self, now: Instant, i: usize) {
         let client = &mut self.clients[i];
         while let Some(out) = client.client.poll_write() {
-            self.transmits
-                .push(out.transport.local_addr, out.transport.peer_addr, &out.message);
+            self.transmits.push(
+                out.transport.local_addr,
+                out.transport.peer_addr,
+                &out.message,
+            );
         }
         while let Some(event) = client.client.poll_event() {
-            match client.event(now, event, &mut self.relayed) {
-                Some(Found::Candidate(init)) => {
-                    if !self.found.contains(&init) {
-                        self.found.push(init.clone());
-                        self.events.push_back(Gathered::Candidate(init));
-                    }
-                }
-                Some(Found::Failure(reason)) => self.events.push_back(Gathered::Failed {
-                    url: client.server.url.clone(),
-                    reason,
-                }),
-                None => {}
+            if let Some(init) = client.event(now, event, &mut self.relayed)
+                && !self.found.contains(&init)
+            {
+                self.found.push(init.clone());
+                self.events.push_back(Gathered::Candidate(init));
             }
         }
         // What answering sent (a permission flushed, a channel bound).
         while let Some(out) = client.client.poll_write() {
-            self.transmits
-                .push(out.transport.local_addr, out.transport.peer_addr, &out.message);
+            self.transmits.push(
+                out.transport.local_addr,
+                out.transport.peer_addr,
+                &out.message,
+            );
         }
         self.check_complete();
     }
@@ -244,4 +266,3 @@ impl Gatherer {
 fn same_socket(socket: SocketAddr, local: SocketAddr) -> bool {
     socket == local || (socket.ip().is_unspecified() && socket.port() == local.port())
 }
-

@@ -77,7 +77,12 @@ fn a_socket_behind_a_nat_gets_its_mapped_address_as_a_candidate_for_every_connec
     assert!(g.owns(addr(LOCAL), addr(STUN)));
     assert!(!g.owns(addr(LOCAL), addr("203.0.113.2:3478")));
 
-    g.handle_datagram(now, addr(LOCAL), addr(STUN), &answer(&sent[0], addr(MAPPED)));
+    g.handle_datagram(
+        now,
+        addr(LOCAL),
+        addr(STUN),
+        &answer(&sent[0], addr(MAPPED)),
+    );
     let found = events(&mut g);
     let [Gathered::Candidate(c), Gathered::Complete] = &found[..] else {
         panic!("{found:?}");
@@ -113,15 +118,15 @@ fn a_silent_server_is_said_and_asked_again_with_backoff_and_a_late_answer_still_
         let now = g.poll_timeout().expect("a deadline while asking");
         assert!(now - start < Duration::from_secs(30), "never gave up");
         g.handle_timeout(now);
-        for event in events(&mut g) {
-            if let Gathered::Failed { url, reason } = event {
-                assert_eq!(url, "stun:stun.example.net");
-                assert!(reason.contains("binding"), "{reason}");
-                failed_at = Some(now);
-            }
+        let state = &g.servers()[0];
+        if let Some(error) = &state.error {
+            assert_eq!(state.url, "stun:stun.example.net");
+            assert_eq!(error, "binding: no answer");
+            failed_at = Some(now);
         }
     }
     assert!(g.complete(), "a failure settles gathering");
+    assert_eq!(events(&mut g), [Gathered::Complete]);
     requests(&mut g);
     // Asked again after the first backoff.
     let again = g.poll_timeout().unwrap();
@@ -129,8 +134,18 @@ fn a_silent_server_is_said_and_asked_again_with_backoff_and_a_late_answer_still_
     g.handle_timeout(again);
     let sent = requests(&mut g);
     assert_eq!(sent.len(), 1);
-    g.handle_datagram(again, addr(LOCAL), addr(STUN), &answer(&sent[0], addr(MAPPED)));
+    g.handle_datagram(
+        again,
+        addr(LOCAL),
+        addr(STUN),
+        &answer(&sent[0], addr(MAPPED)),
+    );
     assert!(matches!(&events(&mut g)[..], [Gathered::Candidate(_)]));
+    let state = &g.servers()[0];
+    assert_eq!(
+        (state.error.as_deref(), state.mapped),
+        (None, Some(addr(MAPPED)))
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! [`PeerEvent`]s. Host candidates only, so far: a camera configured with
 //! ICE servers or multicast DNS keeps the per-connection tasks.
 
+mod ice_servers;
 mod status;
 mod viewer;
 
@@ -29,6 +30,7 @@ use std::time::Instant;
 
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::sleep_until;
@@ -40,6 +42,8 @@ use super::{
     Outgoing, PeerCommand, PeerError, PeerEvent, PeerFactory, PeerHandle, PeerSpec, SendPath,
     SenderCounters,
 };
+use crate::engine::gather::{Gathered, Gatherer, Server};
+use crate::engine::transmit::Transmit;
 use crate::engine::udp::{EngineSocket, RecvBatch, SendMode};
 use crate::engine::{ConnectionId, Engine, host};
 use crate::media::EncodedFrame;
@@ -57,6 +61,8 @@ enum Command {
     Peer(u64, PeerCommand),
     Pin(u64, Option<usize>),
     Close(u64),
+    /// The configured STUN and TURN servers, resolved.
+    Servers(Vec<Server>),
 }
 
 /// The running loop, as the factory holds it.
@@ -82,11 +88,28 @@ impl SendLoop {
         }
         let status = Arc::new(LoopStatus::new(sockets.clone()));
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let host = sockets
+            .iter()
+            .map(|s| host::host_candidate(s.local_addr()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("a host candidate: {e}"))?;
+        let wanted = ice_servers::wanted(factory.ice_servers());
+        let gathering = !wanted.is_empty();
+        if gathering {
+            let to_loop = commands.clone();
+            tokio::spawn(async move {
+                let servers = ice_servers::resolve(wanted).await;
+                let _ = to_loop.send(Command::Servers(servers));
+            });
+        }
         let run = Run {
             factory,
             engine: Engine::default(),
             batches: sockets.iter().map(|_| RecvBatch::default()).collect(),
             sockets,
+            host,
+            gatherer: None,
+            gathering,
             status: status.clone(),
             viewers: HashMap::new(),
             keys: HashMap::new(),
@@ -158,6 +181,12 @@ struct Run {
     factory: Arc<PeerFactory>,
     engine: Engine,
     sockets: Vec<Arc<EngineSocket>>,
+    /// The sockets' candidates.
+    host: Vec<RTCIceCandidateInit>,
+    /// Candidates from the STUN and TURN servers, once they are resolved.
+    gatherer: Option<Gatherer>,
+    /// The servers are being resolved.
+    gathering: bool,
     status: Arc<LoopStatus>,
     /// A receive batch per socket.
     batches: Vec<RecvBatch>,
@@ -188,6 +217,9 @@ impl Run {
             let deadline = self
                 .engine
                 .poll_timeout()
+                .into_iter()
+                .chain(self.gatherer.as_mut().and_then(Gatherer::poll_timeout))
+                .min()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or(next_tick)
                 .min(next_tick)
@@ -203,7 +235,13 @@ impl Run {
                         Ok(_) => {
                             let local = self.sockets[socket].local_addr();
                             for d in self.batches[socket].datagrams() {
-                                self.engine.handle_datagram(now, d.local.unwrap_or(local), d.remote, d.contents);
+                                let local = d.local.unwrap_or(local);
+                                match &mut self.gatherer {
+                                    Some(g) if g.owns(local, d.remote) => {
+                                        g.handle_datagram(now, local, d.remote, d.contents);
+                                    }
+                                    _ => self.engine.handle_datagram(now, local, d.remote, d.contents),
+                                }
                             }
                         }
                         Err(e) => tracing::debug!(error = %e, "reading a media socket"),
@@ -235,6 +273,9 @@ impl Run {
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     self.engine.handle_timeout(now);
+                    if let Some(g) = &mut self.gatherer {
+                        g.handle_timeout(now);
+                    }
                     let tokio_now = tokio::time::Instant::now();
                     if tokio_now >= next_tick {
                         next_tick = tokio_now + TICK;
@@ -263,8 +304,9 @@ impl Run {
                 events,
             } => {
                 let link = spec.link;
-                let addresses: Vec<SocketAddr> =
-                    self.sockets.iter().map(|s| s.local_addr()).collect();
+                let mut candidates = self.host.clone();
+                let gathered = self.gatherer.as_ref();
+                candidates.extend(gathered.into_iter().flat_map(|g| g.candidates()).cloned());
                 match Viewer::open(
                     now,
                     &mut self.engine,
@@ -272,7 +314,8 @@ impl Run {
                     spec,
                     counters,
                     events.clone(),
-                    &addresses,
+                    candidates,
+                    gathered.is_none_or(Gatherer::complete) && !self.gathering,
                 ) {
                     Ok(viewer) => {
                         let path = match self.sockets.first().map(|s| s.send_mode()) {
@@ -313,6 +356,12 @@ impl Run {
                     self.end(id, now);
                 }
             }
+            Command::Servers(servers) => {
+                let locals: Vec<SocketAddr> = self.sockets.iter().map(|s| s.local_addr()).collect();
+                let crypto = self.factory.crypto().clone();
+                self.gatherer = Some(Gatherer::new(now, &locals, &servers, &crypto));
+                self.gathering = false;
+            }
         }
     }
 
@@ -327,6 +376,9 @@ impl Run {
     /// for telemetry.
     fn check(&mut self, now: Instant) {
         self.status.engine_counted(self.engine.counters());
+        if let Some(g) = &self.gatherer {
+            self.status.servers_seen(g.servers());
+        }
         let gone: Vec<ConnectionId> = self
             .viewers
             .values_mut()
@@ -338,21 +390,42 @@ impl Run {
     }
 
     /// Hands what the engine has to send to the socket it leaves from:
-    /// the one bound to its address, or a wildcard one on its port.
-    fn flush(&mut self) {
+    /// the one bound to its address, or a wildcard one on its port; what
+    /// leaves from a relay address goes through its TURN server.
+    fn flush(&mut self, now: Instant) {
         while let Some(transmit) = self.engine.poll_transmit() {
-            let socket = self
-                .sockets
-                .iter()
-                .find(|s| s.local_addr() == transmit.local)
-                .or_else(|| {
-                    self.sockets.iter().find(|s| {
-                        s.local_addr().ip().is_unspecified()
-                            && s.local_addr().port() == transmit.local.port()
-                    })
-                });
-            if let Some(socket) = socket {
-                socket.send(&transmit);
+            match &mut self.gatherer {
+                Some(g) if g.is_relay(transmit.local) => g.send(now, &transmit),
+                _ => send_from(&self.sockets, &transmit),
+            }
+        }
+        if let Some(g) = &mut self.gatherer {
+            while let Some(transmit) = g.poll_transmit() {
+                send_from(&self.sockets, &transmit);
+            }
+        }
+    }
+
+    /// What the gatherer found, for the engine and the viewers.
+    fn gathered(&mut self, now: Instant) {
+        let Some(g) = &mut self.gatherer else {
+            return;
+        };
+        while let Some((relay, peer, datagram)) = g.poll_relayed() {
+            self.engine.handle_datagram(now, relay, peer, &datagram);
+        }
+        while let Some(event) = g.poll_event() {
+            match event {
+                Gathered::Candidate(init) => {
+                    for viewer in self.viewers.values_mut() {
+                        viewer.gathered(&mut self.engine, now, Some(init.clone()));
+                    }
+                }
+                Gathered::Complete => {
+                    for viewer in self.viewers.values_mut() {
+                        viewer.gathered(&mut self.engine, now, None);
+                    }
+                }
             }
         }
     }
@@ -361,7 +434,8 @@ impl Run {
     /// sockets, events and RTCP to the viewers.
     fn settle(&mut self) {
         let now = Instant::now();
-        self.flush();
+        self.gathered(now);
+        self.flush(now);
         while let Some((id, event)) = self.engine.poll_event() {
             let Some(viewer) = self.viewers.get_mut(&id) else {
                 continue;
@@ -383,7 +457,24 @@ impl Run {
             }
         }
         // Handling events may have queued more.
-        self.flush();
+        self.flush(now);
+    }
+}
+
+/// Sends `transmit` from the socket at its local address, or a wildcard
+/// one on its port.
+fn send_from(sockets: &[Arc<EngineSocket>], transmit: &Transmit) {
+    let socket = sockets
+        .iter()
+        .find(|s| s.local_addr() == transmit.local)
+        .or_else(|| {
+            sockets.iter().find(|s| {
+                s.local_addr().ip().is_unspecified()
+                    && s.local_addr().port() == transmit.local.port()
+            })
+        });
+    if let Some(socket) = socket {
+        socket.send(transmit);
     }
 }
 

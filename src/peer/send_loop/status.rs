@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use crate::engine::EngineCounters;
+use crate::engine::gather::ServerState;
 use crate::engine::udp::{EngineSocket, SendMode};
 
 /// The loop's sockets, and the engine's counters as of its last check.
 pub struct LoopStatus {
     sockets: Vec<Arc<EngineSocket>>,
     engine: Mutex<EngineCounters>,
+    servers: Mutex<Vec<ServerState>>,
 }
 
 impl LoopStatus {
@@ -23,7 +25,13 @@ impl LoopStatus {
         Self {
             sockets,
             engine: Mutex::default(),
+            servers: Mutex::default(),
         }
+    }
+
+    /// How the STUN and TURN servers are doing, now.
+    pub fn servers_seen(&self, servers: Vec<ServerState>) {
+        *self.servers.lock().expect("status lock is never poisoned") = servers;
     }
 
     /// The engine's counters, now.
@@ -52,6 +60,13 @@ impl LoopStatus {
             "early_held": engine.early_held,
             "early_dropped": engine.early_dropped,
             "refused": engine.refused,
+            "ice_servers": self.servers.lock().expect("status lock is never poisoned").iter().map(|s| json!({
+                "url": s.url,
+                "local": s.local.to_string(),
+                "mapped": s.mapped.map(|a| a.to_string()),
+                "relay": s.relay.map(|a| a.to_string()),
+                "error": s.error,
+            })).collect::<Vec<_>>(),
         })
     }
 }

@@ -6,7 +6,6 @@
 //! ([`crate::peer::negotiation`]); here our candidates are the host
 //! candidates of the loop's sockets, known from the start.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -21,7 +20,6 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::sync::mpsc;
 
-use crate::engine::host::host_candidate;
 use crate::engine::{ConnectionId, Engine};
 use crate::media::{EncodedFrame, VideoLayers, Watching};
 use crate::peer::factory::{self, PeerFactory, Wiring};
@@ -36,7 +34,7 @@ use crate::peer::{
     PeerCommand, PeerError, PeerEvent, PeerSpec, SenderCounters, candidate_init, link_state,
     signaled_candidate,
 };
-use crate::protocol::SignalBody;
+use crate::protocol::{Candidate, SignalBody};
 use crate::room::{LinkId, LinkState};
 
 /// One local track: its sender in the connection and its stream.
@@ -141,8 +139,10 @@ pub struct Viewer {
     video_track: Track,
     audio_track: Option<Track>,
     negotiation: Negotiation,
-    /// Our host candidates, gathered again on each ICE restart.
+    /// Our candidates so far (the sockets' and those the servers gave),
+    /// gathered again on each ICE restart, and whether more may come.
     candidates: Vec<RTCIceCandidateInit>,
+    complete: bool,
     liveness: Liveness,
     consent: Consent,
     connected: bool,
@@ -151,8 +151,10 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    /// Opens a connection for `spec` with a host candidate on each of
-    /// `addresses`; an offerer's offer goes out at once.
+    /// Opens a connection for `spec` with our `candidates` so far
+    /// (`complete`: no more will come); an offerer's offer goes out at
+    /// once.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         now: Instant,
         engine: &mut Engine,
@@ -160,7 +162,8 @@ impl Viewer {
         spec: PeerSpec,
         counters: Arc<SenderCounters>,
         events: mpsc::UnboundedSender<PeerEvent>,
-        addresses: &[SocketAddr],
+        candidates: Vec<RTCIceCandidateInit>,
+        complete: bool,
     ) -> anyhow::Result<Self> {
         let media = spec.media.context("a sending peer has media")?;
         let top_bps =
@@ -194,11 +197,6 @@ impl Viewer {
             )?),
             None => None,
         };
-        let candidates = addresses
-            .iter()
-            .map(|a| host_candidate(*a))
-            .collect::<Result<_, _>>()
-            .context("a host candidate")?;
         let id = engine.insert(now, core);
         let start = spec
             .pin
@@ -217,6 +215,7 @@ impl Viewer {
             video_track,
             audio_track,
             candidates,
+            complete,
             liveness: Liveness::default(),
             consent: Consent::default(),
             connected: false,
@@ -273,22 +272,46 @@ impl Viewer {
                 .gathered(Some(signaled_candidate(init.clone())));
             debug_assert!(held.is_none(), "candidates are gathered before an offer");
         }
-        self.negotiation.gathered(None);
+        if self.complete {
+            self.negotiation.gathered(None);
+        }
+    }
+
+    /// A candidate the servers gave (`None`: they have all answered).
+    pub fn gathered(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        candidate: Option<RTCIceCandidateInit>,
+    ) {
+        match &candidate {
+            Some(init) => self.candidates.push(init.clone()),
+            None if self.complete => return,
+            None => self.complete = true,
+        }
+        if let Some(candidate) = self.negotiation.gathered(candidate.map(signaled_candidate)) {
+            self.share(engine, now, candidate);
+        }
     }
 
     /// The remote description `sdp` is applied: our candidates go to the
     /// connection and to the other side.
     fn applied(&mut self, engine: &mut Engine, now: Instant, sdp: &str) {
         for candidate in self.negotiation.applied(sdp) {
-            if let Some(c) = &candidate {
-                let init = candidate_init(c.clone());
-                let added = engine.with(self.id, now, |core| core.add_local_candidate(init));
-                if let Some(Err(e)) = added {
-                    tracing::debug!(link = self.link, error = %e, "our candidate refused");
-                }
-            }
-            self.signal(SignalBody::Candidate { candidate });
+            self.share(engine, now, candidate);
         }
+    }
+
+    /// One of our candidates goes to the connection and to the other side.
+    fn share(&self, engine: &mut Engine, now: Instant, candidate: Option<Candidate>) {
+        if let Some(c) = &candidate {
+            let init = candidate_init(c.clone());
+            let added = engine.with(self.id, now, |core| core.add_local_candidate(init));
+            if let Some(Err(e)) = added {
+                tracing::debug!(link = self.link, error = %e, "our candidate refused");
+            }
+        }
+        self.signal(SignalBody::Candidate { candidate });
     }
 
     /// A command of the supervisor. `Err` ends the connection, saying why.
