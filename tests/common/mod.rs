@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use meshcam::tools::testbed::{CameraProcess, ViewerProcess};
 use serde_json::Value;
+pub mod nat;
 pub mod netns;
 pub mod sfu;
 pub mod webrtcbin;

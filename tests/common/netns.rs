@@ -83,7 +83,7 @@ pub struct Netns {
 }
 
 impl Netns {
-    fn create(name: String) -> Result<Self, String> {
+    pub fn create(name: String) -> Result<Self, String> {
         if ALIVE.fetch_add(1, Ordering::SeqCst) >= MAX_NAMESPACES {
             ALIVE.fetch_sub(1, Ordering::SeqCst);
             return Err(format!(
@@ -196,14 +196,14 @@ pub struct Net {
 
 /// Clears what a killed run left, and names this run's namespaces: their
 /// number and common prefix.
-fn fresh_names() -> (u32, String) {
+pub fn fresh_names() -> (u32, String) {
     remove_stale();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     (n, format!("{PREFIX}{}-{n}", std::process::id()))
 }
 
 /// A veth pair between two namespaces, each end with its /24 address, up.
-fn veth(a: (&Netns, &str, Ipv4Addr), b: (&Netns, &str, Ipv4Addr)) -> Result<(), String> {
+pub fn veth(a: (&Netns, &str, Ipv4Addr), b: (&Netns, &str, Ipv4Addr)) -> Result<(), String> {
     let ((a_ns, a_dev, _), (b_ns, b_dev, _)) = (a, b);
     ip(&[
         "link", "add", a_dev, "netns", &a_ns.name, "type", "veth", "peer", "name", b_dev, "netns",

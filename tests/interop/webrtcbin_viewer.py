@@ -34,7 +34,8 @@ Commands, one per line on stdin:
     quit     leave and exit (also at end of input)
 
 Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
-       [--bind ADDR] [--no-decode] [--prefix meshcam]
+       [--bind ADDR] [--stun stun://HOST:PORT] [--turn turn://USER:PASS@HOST:PORT]
+       [--no-decode] [--prefix meshcam]
 
 With --no-decode a frame is an access unit out of the depayloader, not a
 decoded picture: many receivers fit on a small machine, and what is
@@ -42,7 +43,9 @@ measured is the network's delivery, not the decoder's pace.
 
 mDNS: libnice gathers no .local candidates, and remote .local candidates
 are dropped rather than resolved (no multicast is needed on any network).
-With --bind, only candidates on that address are sent.
+With --bind, only host candidates on that address are sent (server
+reflexive and relay ones always are). --stun and --turn are webrtcbin's
+own stun-server and turn-server.
 
 A viewer that is not a camera is not connected to (a receive-only viewer
 has nothing to offer another viewer); its presence is only recorded.
@@ -131,6 +134,10 @@ class Connection(WebrtcbinConnection):
         self.webrtc = Gst.ElementFactory.make("webrtcbin", f"webrtc-{number}")
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
         self.webrtc.set_property("latency", 100)
+        if viewer.args.stun:
+            self.webrtc.set_property("stun-server", viewer.args.stun)
+        if viewer.args.turn:
+            self.webrtc.set_property("turn-server", viewer.args.turn)
         self.pipeline.add(self.webrtc)
         # webrtcbin shares one DTLS certificate across a process; a browser
         # makes one per RTCPeerConnection. Give every connection its own.
@@ -244,7 +251,8 @@ class Connection(WebrtcbinConnection):
             return
         if self.viewer.bind:
             parts = candidate.split()
-            if len(parts) > 4 and parts[4] != self.viewer.bind:
+            host = len(parts) > 7 and parts[7] == "host"
+            if host and parts[4] != self.viewer.bind:
                 return
         self._send_candidate(wire_candidate(mline, candidate, self.mids))
 
@@ -482,6 +490,8 @@ class Viewer(ProtocolPeer):
 def main():
     parser = argument_parser(__doc__.splitlines()[0], f"wbin-{secrets.token_hex(4)}")
     parser.add_argument("--bind", default=None, help="the only local address for media")
+    parser.add_argument("--stun", default=None, help="a STUN server, stun://HOST:PORT")
+    parser.add_argument("--turn", default=None, help="a TURN server, turn://USER:PASS@HOST:PORT")
     parser.add_argument(
         "--no-decode", action="store_true", help="count access units instead of decoded pictures"
     )
