@@ -38,12 +38,7 @@ fn turn_server(at: Ipv4Addr) -> String {
 
 /// The camera's telemetry once its one connection is on the send loop
 /// and `pred` holds for the loop's servers.
-fn loop_stats(
-    nat: &Nat,
-    cam: &NsCamera,
-    what: &str,
-    pred: impl Fn(&[Value]) -> bool,
-) -> Value {
+fn loop_stats(nat: &Nat, cam: &NsCamera, what: &str, pred: impl Fn(&[Value]) -> bool) -> Value {
     let mut obs = observer_at(
         &nat.mobile.lan,
         nat.mobile.server_addr,

@@ -89,12 +89,20 @@ impl Nat {
 
     /// The broker's URL from the camera's side.
     pub fn broker_url_home(&self) -> String {
-        format!("mqtt://{}:{}", self.home.server_addr, super::netns::BROKER_PORT)
+        format!(
+            "mqtt://{}:{}",
+            self.home.server_addr,
+            super::netns::BROKER_PORT
+        )
     }
 
     /// The broker's URL from the viewer's side.
     pub fn broker_url_mobile(&self) -> String {
-        format!("mqtt://{}:{}", self.mobile.server_addr, super::netns::BROKER_PORT)
+        format!(
+            "mqtt://{}:{}",
+            self.mobile.server_addr,
+            super::netns::BROKER_PORT
+        )
     }
 
     /// Where the broker runs, for [`super::netns::NsBroker`].
@@ -154,7 +162,10 @@ impl Site {
         let lan = Netns::create(format!("{name}l"))?;
         let (server_addr, public_addr) = (at(wan_net, 1), at(wan_net, 2));
         let (gateway, addr) = (at(lan_net, 1), at(lan_net, 2));
-        veth((public, public_dev, server_addr), (&router, "wan1", public_addr))?;
+        veth(
+            (public, public_dev, server_addr),
+            (&router, "wan1", public_addr),
+        )?;
         veth((&router, "lan0", gateway), (&lan, "lan1", addr))?;
         lan.ip(&["route", "add", "default", "via", &gateway.to_string()])?;
         router.ip(&["route", "add", "default", "via", &server_addr.to_string()])?;
@@ -239,7 +250,11 @@ impl CameraNet for BrokerSite<'_> {
 }
 
 /// coturn in the public namespace: STUN and TURN on port 3478 of both its
-/// addresses, relaying from the home side's, long-term credentials.
+/// addresses, relaying from the home side's, long-term credentials, and
+/// set up as a TURN server on the internet must be: no relaying to
+/// private addresses (it would reach its own LAN; here, a send to a LAN
+/// it has no route to fails, and coturn then stops relaying for that
+/// allocation).
 pub struct Coturn {
     child: Option<Child>,
     _dir: super::TempDir,
@@ -255,6 +270,9 @@ impl Coturn {
     pub fn start(nat: &Nat) -> Self {
         let dir = super::temp_dir("coturn");
         let args = vec![
+            // Not Debian's /etc/turnserver.conf: only what is given here.
+            "-c".to_owned(),
+            "/dev/null".to_owned(),
             "-n".to_owned(),
             format!("--listening-ip={}", nat.home.server_addr),
             format!("--listening-ip={}", nat.mobile.server_addr),
@@ -269,6 +287,9 @@ impl Coturn {
             "--no-dtls".to_owned(),
             "--no-cli".to_owned(),
             "--no-tcp-relay".to_owned(),
+            "--denied-peer-ip=10.0.0.0-10.255.255.255".to_owned(),
+            "--denied-peer-ip=172.16.0.0-172.31.255.255".to_owned(),
+            "--denied-peer-ip=192.168.0.0-192.168.255.255".to_owned(),
             format!("--pidfile={}", dir.join("turnserver.pid").display()),
             format!("--log-file={}", dir.join("turnserver.log").display()),
             "--simple-log".to_owned(),

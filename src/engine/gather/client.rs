@@ -4,7 +4,7 @@
 //! with backoff.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Datagrams held per peer while the relay asks for its permission.
 const WAITING_MAX: usize = 16;
+/// How long a peer the relay refused is not asked for again.
+const PERMISSION_RETRY: Duration = Duration::from_secs(30);
 
 /// One socket's client of one server: a binding, and for a TURN server an
 /// allocation.
@@ -55,6 +57,10 @@ pub struct ServerClient {
     /// Whether it has answered or failed once.
     pub settled: bool,
     waiting: HashMap<SocketAddr, Vec<BytesMut>>,
+    /// Permissions asked for, and the peer addresses the relay refused,
+    /// until when.
+    asking: HashMap<TransactionId, SocketAddr>,
+    refused: HashMap<IpAddr, Instant>,
 }
 
 /// What a client asks its server.
@@ -110,6 +116,8 @@ impl ServerClient {
             retry: RETRY_FIRST,
             settled: false,
             waiting: HashMap::new(),
+            asking: HashMap::new(),
+            refused: HashMap::new(),
         })
     }
 
@@ -150,6 +158,13 @@ impl ServerClient {
         let Some(relay) = self.relay else {
             return;
         };
+        if self
+            .refused
+            .get(&peer.ip())
+            .is_some_and(|until| now < *until)
+        {
+            return;
+        }
         let result = self
             .client
             .relay(relay)
@@ -161,16 +176,38 @@ impl ServerClient {
                 if waiting.len() < WAITING_MAX {
                     waiting.push(BytesMut::from(datagram));
                 }
-                if let Err(e) = self
+                match self
                     .client
                     .relay(relay)
                     .and_then(|mut r| r.create_permission(now, peer))
                 {
-                    tracing::debug!(error = %e, %peer, "a permission not asked");
+                    Ok(Some(id)) => {
+                        self.asking.insert(id, peer);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, %peer, "a permission not asked"),
                 }
             }
             Err(e) => tracing::debug!(error = %e, %peer, "a datagram not relayed"),
         }
+    }
+
+    /// The server would not relay to the peer asked for by `id` (a TURN
+    /// server rightly refuses private addresses): its datagrams are
+    /// dropped, and it is not asked for again for [`PERMISSION_RETRY`],
+    /// rather than at every connectivity check.
+    fn permission_refused(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        reason: impl std::fmt::Display,
+    ) {
+        let Some(peer) = self.asking.remove(&id) else {
+            return;
+        };
+        tracing::debug!(%reason, %peer, server = %self.server.url, "the relay refused a peer");
+        self.refused.insert(peer.ip(), now + PERMISSION_RETRY);
+        self.waiting.retain(|p, _| p.ip() != peer.ip());
     }
 
     /// `ask` failed: said, and asked again after the backoff.
@@ -227,21 +264,25 @@ impl ServerClient {
                 self.failed(now, Ask::Allocation, e);
                 None
             }
-            Event::CreatePermissionResponse(_, peer) => {
+            Event::CreatePermissionResponse(id, peer) => {
+                self.asking.remove(&id);
                 for datagram in self.waiting.remove(&peer).unwrap_or_default() {
                     self.send(now, peer, &datagram);
                 }
                 None
             }
-            Event::CreatePermissionError(_, e) => {
-                tracing::debug!(error = %e, server = %self.server.url, "a permission refused");
-                self.waiting.clear();
+            Event::CreatePermissionError(id, e) => {
+                self.permission_refused(now, id, e);
                 None
             }
             Event::DataIndicationOrChannelData(_, peer, data) => {
                 if let Some(relay) = self.relay {
                     relayed.push_back((relay, peer, data));
                 }
+                None
+            }
+            Event::TransactionTimeout(id) if self.asking.contains_key(&id) => {
+                self.permission_refused(now, id, "no answer");
                 None
             }
             Event::TransactionTimeout(id) if Some(id) == self.binding => {

@@ -98,7 +98,7 @@ impl Gatherer {
             complete: false,
         };
         for local in locals {
-            for server in servers {
+            for server in &one_per_address(servers) {
                 if server.address.is_ipv4() != local.is_ipv4() {
                     continue;
                 }
@@ -259,6 +259,21 @@ impl Gatherer {
             self.events.push_back(Gathered::Complete);
         }
     }
+}
+
+/// The servers, one per address: a STUN and a TURN URL that name the same
+/// server (coturn serves both on one port) are one client, the TURN one,
+/// since its answers could not be told apart on the same socket.
+fn one_per_address(servers: &[Server]) -> Vec<Server> {
+    let mut out: Vec<Server> = Vec::new();
+    for server in servers {
+        match out.iter_mut().find(|s| s.address == server.address) {
+            Some(kept) if kept.turn.is_none() && server.turn.is_some() => *kept = server.clone(),
+            Some(_) => {}
+            None => out.push(server.clone()),
+        }
+    }
+    out
 }
 
 /// Whether a datagram to `local` reached the socket at `socket`: the same

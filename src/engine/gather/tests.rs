@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::crypto::{self, RTCCryptoProvider};
-use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, METHOD_ALLOCATE, Message, Setter};
 use rtc::stun::xoraddr::XorMappedAddress;
 
 use super::client::RETRY_FIRST;
@@ -178,4 +178,26 @@ fn servers_of_the_other_address_family_are_not_asked() {
     let mut g = Gatherer::new(now, &[addr(LOCAL)], &[v6], &crypto());
     assert!(g.poll_transmit().is_none());
     assert_eq!(events(&mut g), [Gathered::Complete]);
+}
+
+#[test]
+fn a_stun_and_a_turn_url_of_one_server_are_one_client_asking_both() {
+    let now = Instant::now();
+    let turn = Server {
+        url: "turn:stun.example.net".into(),
+        address: addr(STUN),
+        turn: Some(Credentials {
+            username: "cam".into(),
+            password: "secret".into(),
+        }),
+    };
+    let mut g = Gatherer::new(now, &[addr(LOCAL)], &[stun_server(), turn], &crypto());
+    let states = g.servers();
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].url, "turn:stun.example.net");
+    // A binding and an allocation, both to the one server.
+    let sent = requests(&mut g);
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().any(|m| m.typ == BINDING_REQUEST));
+    assert!(sent.iter().any(|m| m.typ.method == METHOD_ALLOCATE));
 }
