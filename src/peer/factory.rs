@@ -211,8 +211,8 @@ impl PeerFactory {
     }
 
     /// The loop that sends `media` to viewers, when the configuration asks
-    /// for it and it can serve them (host candidates only: no ICE servers,
-    /// no multicast DNS). Started by the first viewer; one that cannot
+    /// for it and it can serve them (no multicast DNS). Started by the
+    /// first viewer; one that cannot
     /// bind its sockets leaves the connections to their own tasks, and
     /// says why once.
     pub(super) fn send_loop(self: &Arc<Self>, media: &Outgoing) -> Option<&SendLoop> {

@@ -15,8 +15,11 @@
 //!
 //! The supervisor sees no difference: a viewer here has a [`PeerHandle`]
 //! whose commands a small task forwards, and reports the same
-//! [`PeerEvent`]s. Host candidates only, so far: a camera configured with
-//! ICE servers or multicast DNS keeps the per-connection tasks.
+//! [`PeerEvent`]s. The configured STUN and TURN servers are resolved in a
+//! task and asked once for all viewers ([`crate::engine::gather`]); their
+//! candidates trickle to the viewers already connecting. A camera with
+//! multicast DNS, or a connection with ICE servers of its own (a WHIP
+//! server's), keeps the per-connection tasks.
 
 mod ice_servers;
 mod status;
