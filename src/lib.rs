@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod room;
 pub mod service;
 pub mod store;
+pub mod talk;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;

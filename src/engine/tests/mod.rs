@@ -3,6 +3,7 @@
 
 mod media;
 mod net;
+mod talk;
 
 use std::time::{Duration, Instant};
 

@@ -24,13 +24,16 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::super::*;
 use crate::config::WebrtcConfig;
-use crate::peer::factory::{H264_PAYLOAD_TYPE, PeerFactory, Wiring, h264_codec};
+use crate::peer::factory::{
+    H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, PeerFactory, Wiring, h264_codec, opus_codec,
+};
 use std::sync::{Arc, OnceLock};
 
 pub(super) const CAMERA: &str = "10.0.0.1:5000";
 /// One way through the network.
 pub(super) const LATENCY: Duration = Duration::from_millis(2);
 pub(super) const SSRC: u32 = 0x1234_5678;
+pub(super) const CAMERA_SOUND_SSRC: u32 = 0x0a0d_0001;
 
 pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().expect("an address")
@@ -48,6 +51,33 @@ fn media_engine() -> MediaEngine {
         )
         .expect("H.264 registered");
     media
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )
+        .expect("Opus registered");
+    media
+}
+
+/// An Opus track of `ssrc`, as a side that sends sound adds it.
+pub(super) fn opus_track(id: &str, ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        id.to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus_codec(),
+            ..Default::default()
+        }],
+    )
 }
 
 /// A viewer's side: the core's default codecs and interceptors.
@@ -79,8 +109,9 @@ fn factory() -> &'static PeerFactory {
 
 /// The camera's side: a connection as the camera makes them (its
 /// interceptors: congestion control, the retransmission budget, what it
-/// hands the application), with a send-only H.264 track.
-fn camera_core(now: Instant) -> RTCPeerConnection {
+/// hands the application), with a send-only H.264 track; with `sound`,
+/// an Opus track too, offered `sendrecv` (a viewer may talk back).
+fn camera_core(now: Instant, sound: bool) -> RTCPeerConnection {
     let wiring = Wiring {
         counters: Arc::default(),
         feedback: Arc::default(),
@@ -113,6 +144,17 @@ fn camera_core(now: Instant) -> RTCPeerConnection {
         }),
     )
     .expect("a video transceiver");
+    if sound {
+        core.add_transceiver_from_track(
+            opus_track("camera-sound", CAMERA_SOUND_SSRC),
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendrecv,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .expect("a sound transceiver");
+    }
     core
 }
 
@@ -150,6 +192,9 @@ pub(super) struct Net {
     pub camera_connected: Option<Instant>,
     /// RTCP the camera received (PLI, NACK, reports), as packets.
     pub rtcp_received: Vec<Box<dyn rtc::rtcp::Packet>>,
+    /// RTP the camera received (a viewer talking): SSRC and sequence
+    /// number.
+    pub rtp_received: Vec<(u32, u16)>,
 }
 
 fn viewer_addr(i: usize) -> String {
@@ -158,11 +203,20 @@ fn viewer_addr(i: usize) -> String {
 
 impl Net {
     pub fn new(viewers: usize, delay: fn(&[u8]) -> Duration) -> Self {
+        Self::build(viewers, delay, false)
+    }
+
+    /// Viewers of a camera that sends sound and may hear them talk.
+    pub fn with_sound(viewers: usize) -> Self {
+        Self::build(viewers, no_delay, true)
+    }
+
+    fn build(viewers: usize, delay: fn(&[u8]) -> Duration, sound: bool) -> Self {
         let now = Instant::now();
         let mut engine = Engine::default();
         let viewers = (0..viewers)
             .map(|i| {
-                let id = engine.insert(now, camera_core(now));
+                let id = engine.insert(now, camera_core(now, sound));
                 let offer = engine
                     .with(id, now, |c| {
                         let offer = c.create_offer(None).expect("an offer");
@@ -199,6 +253,7 @@ impl Net {
             camera_ice_connected: None,
             camera_connected: None,
             rtcp_received: Vec::new(),
+            rtp_received: Vec::new(),
         }
     }
 
@@ -249,8 +304,12 @@ impl Net {
             }
         }
         while let Some((_, read)) = self.engine.poll_read() {
-            if let RTCMessage::RtcpPacket(_, packets) = read.message {
-                self.rtcp_received.extend(packets);
+            match read.message {
+                RTCMessage::RtcpPacket(_, packets) => self.rtcp_received.extend(packets),
+                RTCMessage::RtpPacket(_, packet) => self
+                    .rtp_received
+                    .push((packet.header.ssrc, packet.header.sequence_number)),
+                _ => {}
             }
         }
         for viewer in &mut self.viewers {
