@@ -107,7 +107,7 @@ impl Default for AudioConfig {
 
 /// An ALSA device name goes into a gst-launch description: no quotes,
 /// spaces or '!'.
-fn check_alsa_device(key: &str, device: &str) -> Result<(), ConfigError> {
+pub(super) fn check_alsa_device(key: &str, device: &str) -> Result<(), ConfigError> {
     if device.is_empty() || device.contains(['"', '!', ' ', '\'']) {
         return Err(invalid(
             key,

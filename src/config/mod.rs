@@ -17,6 +17,7 @@ use crate::protocol::ids::{is_peer_id, is_room};
 pub use audio::{AudioConfig, AudioSource};
 pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
+pub use talk::{EchoMode, SpeakerConfig, SpeakerSink, TalkConfig};
 pub use video::{
     BITRATE_RANGE, ENCODERS, FPS_RANGE, HEIGHT_RANGE, LOWER_LAYER_MIN_KBPS, LayerConfig,
     MAX_LOWER_LAYERS, SourceFormat, SourceKind, VideoConfig, WIDTH_RANGE,
@@ -27,6 +28,7 @@ pub use whip::{WATCH_KINDS, WatchConfig, WhipConfig, WhipMode};
 mod audio;
 mod broker_login;
 mod environment;
+mod talk;
 mod video;
 mod webrtc;
 mod whip;
@@ -61,6 +63,10 @@ pub struct Config {
     pub video: VideoConfig,
     #[serde(default)]
     pub audio: AudioConfig,
+    #[serde(default)]
+    pub speaker: SpeakerConfig,
+    #[serde(default)]
+    pub talk: TalkConfig,
     #[serde(default)]
     pub webrtc: WebrtcConfig,
     #[serde(default)]
@@ -393,6 +399,8 @@ impl Config {
         self.mqtt.validate()?;
         self.video.validate()?;
         self.audio.validate()?;
+        self.speaker.validate()?;
+        self.talk.validate()?;
         self.webrtc.validate()?;
         self.whip.validate()?;
         if self.rooms.len() > crate::room::MAX_ROOMS {

@@ -91,6 +91,12 @@ pub const ELEMENTS: &[Element] = &[
     element("audioresample", BASE),
     element("volume", BASE),
     element("opusenc", BASE),
+    // The speaker ([`super::speaker`]).
+    element("rtpjitterbuffer", GOOD),
+    element("rtpopusdepay", GOOD),
+    element("opusdec", BASE),
+    element("alsasink", ALSA),
+    element("pulsesink", GOOD),
 ];
 
 /// The table entry of an element.
@@ -306,7 +312,32 @@ mod tests {
             all.push(snapshot::snapshot_description(decoder));
         }
         all.extend(every_microphone());
+        all.extend(every_speaker());
         all
+    }
+
+    /// The speaker's pipeline for every sink the configuration can name
+    /// (none has no pipeline; an own one is the user's).
+    fn every_speaker() -> Vec<String> {
+        use crate::config::{SpeakerConfig, SpeakerSink::*};
+        let sinks = [Alsa, Pulse, Pipeline, None];
+        // A new sink must be added to the list: this match stops
+        // compiling until it is.
+        for sink in sinks {
+            match sink {
+                Alsa | Pulse | Pipeline | None => {}
+            }
+        }
+        sinks
+            .into_iter()
+            .filter_map(|sink| {
+                super::super::speaker::pipeline_description(&SpeakerConfig {
+                    sink,
+                    pipeline: "pulsesink".into(),
+                    ..SpeakerConfig::default()
+                })
+            })
+            .collect()
     }
 
     /// The microphone's pipeline for every source the configuration can

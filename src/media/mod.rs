@@ -21,6 +21,7 @@ pub mod frame;
 pub mod keyframe;
 pub mod running;
 pub mod snapshot;
+pub mod speaker;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

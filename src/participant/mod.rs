@@ -125,6 +125,17 @@ pub struct Participant<E = Live> {
     pub signals: SignalCounters,
     /// Also watch device statuses (viewers do, to see cameras go offline).
     watch_devices: bool,
+    /// `talk` requests and releases from viewers, for the floor.
+    talk: Vec<TalkStep>,
+}
+
+/// A viewer's `talk` request or release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TalkStep {
+    pub link: LinkId,
+    pub room: String,
+    pub peer: String,
+    pub action: crate::protocol::TalkAction,
 }
 
 impl Participant<Live> {
@@ -167,7 +178,26 @@ impl<E: Effects> Participant<E> {
             next_token: 1,
             signals: SignalCounters::default(),
             watch_devices,
+            talk: Vec::new(),
         }
+    }
+
+    /// The `talk` steps viewers took since the last call.
+    pub fn take_talk(&mut self) -> Vec<TalkStep> {
+        std::mem::take(&mut self.talk)
+    }
+
+    /// Sends `body` to `peer` of `room`, on the pair's current sessions;
+    /// nothing without a connection to it.
+    pub fn signal(&mut self, room: &str, peer: &str, body: SignalBody) {
+        if let Some(action) = self.mesh.signal_to(room, peer, body) {
+            self.execute(vec![action]);
+        }
+    }
+
+    /// Hands `command` to the connection of `link`, if it runs.
+    pub fn command_link(&mut self, link: LinkId, command: PeerCommand) {
+        self.command(link, command);
     }
 
     /// A token for a subscription that is not a room's (the caller's own).
@@ -374,6 +404,17 @@ impl<E: Effects> Participant<E> {
                 self.open.insert(link, (room, peer));
                 self.effects.apply(Effect::OpenPeer { link, offerer });
             }
+            Action::Talk {
+                link,
+                room,
+                peer,
+                action,
+            } => self.talk.push(TalkStep {
+                link,
+                room,
+                peer,
+                action,
+            }),
             Action::ApplyOffer { link, sdp } => self.command(link, PeerCommand::ApplyOffer(sdp)),
             Action::ApplyAnswer { link, sdp } => self.command(link, PeerCommand::ApplyAnswer(sdp)),
             Action::AddCandidate { link, candidate } => {

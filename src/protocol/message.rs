@@ -78,6 +78,48 @@ pub struct Presence {
         deserialize_with = "lenient_watch"
     )]
     pub watch: Option<Watch>,
+    /// A camera's, when it has a speaker: whether viewers may talk through
+    /// it, and who does now.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub talk: Option<TalkState>,
+}
+
+/// Talking back through a camera (PROTOCOL.md, "Talking back").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TalkState {
+    pub enabled: bool,
+    /// The viewer that talks now.
+    #[serde(default)]
+    pub holder: Option<Talker>,
+}
+
+/// A viewer that talks through a camera.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Talker {
+    pub room: String,
+    pub peer: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A `talk` signal's step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TalkAction {
+    /// Viewer to camera: may I talk?
+    Request,
+    /// Viewer to camera: I am done.
+    Release,
+    /// Camera to viewer: talk; the camera's next offer takes your sound.
+    Granted,
+    /// Camera to viewer: not now (`reason`, and the `holder`).
+    Refused,
+    /// Camera to viewer: your turn is over (`reason`).
+    Ended,
 }
 
 /// Where a camera's viewers watch it through an SFU (PROTOCOL.md,
@@ -97,6 +139,14 @@ pub struct Watch {
 /// A pointer that does not parse is no pointer: the presence or `bye` that
 /// carries it is still taken.
 fn lenient_watch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Watch>, D::Error> {
+    lenient(d)
+}
+
+/// An optional field that does not parse is absent: the message that
+/// carries it is still taken.
+fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     let value = Option::<Value>::deserialize(d)?;
     Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
@@ -110,6 +160,7 @@ impl Presence {
             role,
             name: name.into(),
             watch: None,
+            talk: None,
         }
     }
 
@@ -171,6 +222,16 @@ pub enum SignalBody {
     /// `candidate: null` is end-of-candidates.
     Candidate {
         candidate: Option<Candidate>,
+    },
+    /// Talking back (PROTOCOL.md, "Talking back").
+    Talk {
+        action: TalkAction,
+        /// Why refused or ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// With `refused`: who talks now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder: Option<Talker>,
     },
     Bye {
         #[serde(default)]
@@ -241,6 +302,7 @@ impl SignalBody {
             SignalBody::Offer { .. } => "offer",
             SignalBody::Answer { .. } => "answer",
             SignalBody::Candidate { .. } => "candidate",
+            SignalBody::Talk { .. } => "talk",
             SignalBody::Bye { .. } => "bye",
         }
     }

@@ -33,7 +33,7 @@ pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
 use link::{Link, Restart};
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
-use crate::protocol::{ByeReason, Presence, Role, Signal, SignalBody, Watch};
+use crate::protocol::{ByeReason, Presence, Role, Signal, SignalBody, TalkAction, Watch};
 
 /// After our own broker reconnect, a peer whose presence does not come back
 /// within this time is treated as gone.
@@ -82,6 +82,14 @@ pub enum Action {
     /// Publish an empty retained payload on our presence topic.
     ClearPresence {
         room: String,
+    },
+    /// A viewer connected to us asks for the floor, or gives it back
+    /// ([`crate::talk`] decides).
+    Talk {
+        link: LinkId,
+        room: String,
+        peer: String,
+        action: TalkAction,
     },
     /// Create a peer connection; if `offerer`, create and send an offer.
     Connect {
@@ -154,6 +162,8 @@ pub enum DropReason {
     CandidateQueueFull,
     #[error("the sender is over its signal rate")]
     RateLimited,
+    #[error("a talk step this side does not take")]
+    UnexpectedTalk,
 }
 
 /// A peer present in a room.

@@ -23,6 +23,13 @@ impl Mesh {
         actions
     }
 
+    /// A signal to `peer` of `room` on the pair's current sessions (a reply
+    /// to its `talk`), if a connection with it is set up.
+    pub fn signal_to(&self, room: &str, peer: &str, body: SignalBody) -> Option<Action> {
+        let link = self.rooms.get(room)?.links.get(peer)?;
+        self.outgoing(link.id, body)
+    }
+
     /// Wraps a body produced by a link's peer connection (its offer, answer or
     /// candidates) into a signal, if the link is still current.
     pub fn outgoing(&self, link: LinkId, body: SignalBody) -> Option<Action> {
@@ -120,6 +127,24 @@ impl Mesh {
                 let mut actions = vec![Action::ApplyAnswer { link: link.id, sdp }];
                 actions.extend(self.flush_candidates(room, from));
                 Ok(actions)
+            }
+            SignalBody::Talk { action, .. } => {
+                let link = r
+                    .links
+                    .get(from)
+                    .filter(|l| l.created)
+                    .ok_or(DropReason::NoConnection)?;
+                match action {
+                    TalkAction::Request | TalkAction::Release if self.me.role == Role::Camera => {
+                        Ok(vec![Action::Talk {
+                            link: link.id,
+                            room: room.to_owned(),
+                            peer: from.to_owned(),
+                            action,
+                        }])
+                    }
+                    _ => Err(DropReason::UnexpectedTalk),
+                }
             }
             SignalBody::Candidate { candidate } => {
                 if i_offer.is_none() || peer.ended {

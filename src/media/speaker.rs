@@ -1,0 +1,191 @@
+//! The speaker: the talker's sound, as the send loop receives it (Opus in
+//! RTP), through a jitter buffer and one decoder to the configured sink.
+//!
+//! A pipeline of its own, like the microphone's: a speaker that is
+//! unplugged or busy fails this one alone, and its supervisor retries it
+//! while the picture and the microphone go on. The send loop hands
+//! packets to [`SpeakerFeed`], which outlives the pipelines it feeds: a
+//! rebuilt pipeline takes over where the last one stopped.
+//!
+//! Owns: the playback pipeline and its source. Must not touch peer
+//! connections or decide who talks ([`crate::talk`] does).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use tokio::sync::mpsc;
+
+use super::audio::description::OPUS_CLOCK_RATE;
+use super::{
+    MediaCounters, MediaEvent, MissingElements, Running, elements, has_element, launch, named,
+};
+use crate::config::{SpeakerConfig, SpeakerSink};
+
+/// Where the talker's packets go: the running speaker's source, if one
+/// runs. Cloned into the send loop.
+#[derive(Clone, Default)]
+pub struct SpeakerFeed {
+    source: Arc<Mutex<Option<gst_app::AppSrc>>>,
+    /// Packets handed to a running speaker.
+    pub counters: Arc<MediaCounters>,
+}
+
+impl SpeakerFeed {
+    /// Plays one RTP packet of Opus; dropped when no speaker runs.
+    pub fn play(&self, packet: Bytes) {
+        let source = self.source.lock().expect("speaker lock is never poisoned");
+        let Some(source) = source.as_ref() else {
+            return;
+        };
+        self.counters.frames.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(packet.len() as u64, Ordering::Relaxed);
+        // A full queue (a stuck sink) drops the packet: the send loop
+        // never waits for the speaker.
+        let _ = source.push_buffer(gst::Buffer::from_slice(packet));
+    }
+
+    fn attach(&self, source: Option<gst_app::AppSrc>) {
+        *self.source.lock().expect("speaker lock is never poisoned") = source;
+    }
+}
+
+/// The sink part of the description; `None` for no speaker.
+pub fn sink_description(speaker: &SpeakerConfig) -> Option<String> {
+    Some(match speaker.sink {
+        SpeakerSink::Alsa => format!("alsasink device={}", speaker.device),
+        SpeakerSink::Pulse => "pulsesink".to_owned(),
+        SpeakerSink::Pipeline => speaker.pipeline.trim().to_owned(),
+        SpeakerSink::None => return None,
+    })
+}
+
+/// What comes before the sink: the jitter buffer puts the talker's
+/// packets back in order and waits 60 ms for late ones, the decoder
+/// conceals what is lost, `volume` (`speaker`) is the speaker's volume.
+fn playback_description(speaker: &SpeakerConfig) -> String {
+    format!(
+        "appsrc name=talk is-live=true format=time do-timestamp=true \
+         max-bytes=65536 leaky-type=downstream \
+         caps=\"application/x-rtp,media=audio,clock-rate={OPUS_CLOCK_RATE},encoding-name=OPUS\" ! \
+         rtpjitterbuffer latency=60 drop-on-latency=true ! rtpopusdepay ! opusdec plc=true ! \
+         audioconvert ! audioresample ! volume name=speaker volume={volume}",
+        volume = speaker.volume,
+    )
+}
+
+/// The whole pipeline; `None` for no speaker.
+pub fn pipeline_description(speaker: &SpeakerConfig) -> Option<String> {
+    let sink = sink_description(speaker)?;
+    Some(format!("{} ! {sink}", playback_description(speaker)))
+}
+
+/// A running speaker pipeline; stopped, and its feed detached, when
+/// dropped.
+pub struct SpeakerPlayback {
+    running: Running,
+    feed: SpeakerFeed,
+}
+
+impl SpeakerPlayback {
+    /// Builds and starts the pipeline for `speaker`, fed by `feed`;
+    /// `Ok(None)` for no speaker. An element missing from the installation
+    /// is a [`MissingElements`] naming its package.
+    pub fn start(
+        speaker: &SpeakerConfig,
+        feed: &SpeakerFeed,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> anyhow::Result<Option<Self>> {
+        gst::init().context("GStreamer failed to initialise")?;
+        let Some(desc) = pipeline_description(speaker) else {
+            return Ok(None);
+        };
+        let ours = match speaker.sink {
+            // The user's own sink is left to GStreamer's parser.
+            SpeakerSink::Pipeline => playback_description(speaker),
+            _ => desc.clone(),
+        };
+        let missing: Vec<String> = elements::elements_of(&ours)
+            .into_iter()
+            .filter(|name| !has_element(name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(MissingElements {
+                elements: missing,
+                no_encoder: false,
+            }
+            .into());
+        }
+        tracing::info!(pipeline = %desc, "starting the speaker");
+        let pipeline = launch(&desc)?;
+        let source: gst_app::AppSrc = named(&pipeline, "talk")?;
+        let running = Running::play(pipeline, &desc, events)?;
+        feed.attach(Some(source));
+        Ok(Some(Self {
+            running,
+            feed: feed.clone(),
+        }))
+    }
+
+    /// Sets the volume while it plays.
+    pub fn set_volume(&self, volume: f64) {
+        if let Some(element) = self.running.pipeline.by_name("speaker") {
+            element.set_property("volume", volume);
+        }
+    }
+}
+
+impl Drop for SpeakerPlayback {
+    fn drop(&mut self) {
+        self.feed.attach(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alsa_speaker_plays_the_talker_through_one_decoder_at_its_volume() {
+        let speaker = SpeakerConfig {
+            sink: SpeakerSink::Alsa,
+            device: "plughw:CARD=Device,DEV=0".into(),
+            volume: 0.5,
+            ..SpeakerConfig::default()
+        };
+        let desc = pipeline_description(&speaker).unwrap();
+        assert!(desc.starts_with("appsrc name=talk is-live=true "));
+        assert!(desc.contains("encoding-name=OPUS"));
+        assert_eq!(desc.matches("opusdec").count(), 1);
+        assert!(desc.contains("volume name=speaker volume=0.5 ! "));
+        assert!(desc.ends_with("alsasink device=plughw:CARD=Device,DEV=0"));
+    }
+
+    #[test]
+    fn no_speaker_is_no_pipeline_and_a_pipeline_sink_is_the_users_own() {
+        assert_eq!(pipeline_description(&SpeakerConfig::default()), None);
+        let speaker = SpeakerConfig {
+            sink: SpeakerSink::Pipeline,
+            pipeline: " fakesink name=out ".into(),
+            ..SpeakerConfig::default()
+        };
+        assert!(
+            pipeline_description(&speaker)
+                .unwrap()
+                .ends_with("volume name=speaker volume=1 ! fakesink name=out")
+        );
+    }
+
+    #[test]
+    fn packets_without_a_running_speaker_are_dropped_uncounted() {
+        let feed = SpeakerFeed::default();
+        feed.play(Bytes::from_static(&[0x80, 111, 0, 1]));
+        assert_eq!(feed.counters.frames.load(Ordering::Relaxed), 0);
+    }
+}
