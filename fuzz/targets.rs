@@ -95,7 +95,9 @@ pub fn signal(data: &[u8]) {
         SignalBody::Candidate { candidate: Some(c) } => {
             assert!(c.candidate.len() <= MAX_CANDIDATE)
         }
-        SignalBody::Candidate { candidate: None } | SignalBody::Bye { .. } => {}
+        SignalBody::Candidate { candidate: None }
+        | SignalBody::Talk { .. }
+        | SignalBody::Bye { .. } => {}
     }
     // Encoding (to forward or to test) and decoding again changes nothing,
     // and `kind` names the `type` on the wire.
