@@ -22,6 +22,10 @@ pub struct SetRequest {
     /// The bitrates of the layers below the top one, best first.
     pub layer_bitrates_kbps: Option<Vec<u32>>,
     pub whip_mode: Option<crate::config::WhipMode>,
+    /// Viewers may talk through the camera.
+    pub talk: Option<bool>,
+    /// The speaker's volume, in percent.
+    pub speaker_volume: Option<u32>,
 }
 
 /// Holds viewers on a layer, or lets them adapt (`layer: None`).
@@ -93,15 +97,34 @@ fn set_request(command: &Command) -> Result<SetRequest, String> {
         max_viewers: ranged(command, "max_viewers", MAX_VIEWERS_RANGE)?,
         layer_bitrates_kbps: layer_bitrates(command)?,
         whip_mode: whip_mode(command)?,
+        talk: on_off(command, "talk")?,
+        speaker_volume: ranged(
+            command,
+            "speaker_volume",
+            crate::config::SPEAKER_VOLUME_RANGE,
+        )?,
     };
     if set == SetRequest::default() {
         return Err(
             "set needs at least one of bitrate_kbps, fps, width, height, max_viewers, \
-                    layer_bitrates_kbps, whip_mode"
+                    layer_bitrates_kbps, whip_mode, talk, speaker_volume"
                 .into(),
         );
     }
     Ok(set)
+}
+
+/// A switch: `true` or `"on"`, `false` or `"off"`.
+fn on_off(command: &Command, key: &str) -> Result<Option<bool>, String> {
+    let Some(value) = command.args.get(key) else {
+        return Ok(None);
+    };
+    match value {
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) if s == "on" => Ok(Some(true)),
+        Value::String(s) if s == "off" => Ok(Some(false)),
+        _ => Err(format!("{key} must be true, false, \"on\" or \"off\"")),
+    }
 }
 
 /// `whip_mode`: one of the modes of `whip.mode`.
@@ -362,7 +385,27 @@ mod tests {
                 ..SetRequest::default()
             })
         );
+        for (talk, on) in [(r#""off""#, false), ("true", true), (r#""on""#, true)] {
+            let (r, _) = interpret(
+                &cmd(&format!(
+                    r#"{{"v":1,"id":"1","cmd":"set","talk":{talk},"speaker_volume":150}}"#
+                )),
+                &t,
+            )
+            .unwrap();
+            assert_eq!(
+                r,
+                Request::Set(SetRequest {
+                    talk: Some(on),
+                    speaker_volume: Some(150),
+                    ..SetRequest::default()
+                })
+            );
+        }
         for bad in [
+            r#"{"v":1,"id":"1","cmd":"set","talk":"maybe"}"#,
+            r#"{"v":1,"id":"1","cmd":"set","talk":1}"#,
+            r#"{"v":1,"id":"1","cmd":"set","speaker_volume":401}"#,
             r#"{"v":1,"id":"1","cmd":"set","whip_mode":"sometimes"}"#,
             r#"{"v":1,"id":"1","cmd":"set","whip_mode":1}"#,
             r#"{"v":1,"id":"1","cmd":"set"}"#,

@@ -34,6 +34,12 @@ pub struct Settings {
     /// `mute` / `unmute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted: Option<bool>,
+    /// Whether viewers may talk through the camera (`set talk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talk: Option<bool>,
+    /// In percent (`set speaker_volume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker_volume: Option<u32>,
 }
 
 /// What survives a restart.

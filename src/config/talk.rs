@@ -48,9 +48,10 @@ pub struct SpeakerConfig {
     /// audio.
     #[serde(default)]
     pub pipeline: String,
-    /// 0.0 (silent) to 4.0; 1.0 plays the talker as it came.
+    /// In percent, 0 (silent) to 400; 100 plays the talker as it came.
+    /// `set speaker_volume`.
     #[serde(default = "default_volume")]
-    pub volume: f64,
+    pub volume: u32,
 }
 
 fn default_sink() -> SpeakerSink {
@@ -59,9 +60,12 @@ fn default_sink() -> SpeakerSink {
 fn default_device() -> String {
     "default".into()
 }
-fn default_volume() -> f64 {
-    1.0
+fn default_volume() -> u32 {
+    100
 }
+
+/// Accepted range of `speaker.volume`, in percent.
+pub const SPEAKER_VOLUME_RANGE: (u32, u32) = (0, 400);
 
 impl Default for SpeakerConfig {
     fn default() -> Self {
@@ -127,9 +131,7 @@ impl Default for TalkConfig {
 
 impl SpeakerConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        if !(0.0..=4.0).contains(&self.volume) {
-            return Err(invalid("speaker.volume", "must be between 0.0 and 4.0"));
-        }
+        check_range("speaker.volume", self.volume, SPEAKER_VOLUME_RANGE)?;
         super::audio::check_alsa_device("speaker.device", &self.device)?;
         if self.sink == SpeakerSink::Pipeline && self.pipeline.trim().is_empty() {
             return Err(invalid(

@@ -20,6 +20,7 @@ mod settings;
 mod startup;
 mod stats;
 mod status;
+mod talk;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,9 +41,10 @@ use crate::store::{State, Store};
 use crate::whip::{Demand, Whip};
 
 use commands::Commands;
-use pipeline::{AudioSource, Pipeline, StatusEffect, VideoSource};
+use pipeline::{AudioSource, Pipeline, SpeakerOutput, StatusEffect, VideoSource};
 use stats::StatsSchedule;
 use status::StatusSchedule;
+use talk::TalkDesk;
 
 /// Every message of the daemon is logged under this target, whichever file
 /// it comes from: log filters and scripts match on it
@@ -81,6 +83,9 @@ struct Daemon {
     layers: VideoLayers,
     pipeline: Pipeline<VideoSource>,
     audio: Pipeline<AudioSource>,
+    speaker: Pipeline<SpeakerOutput>,
+    /// Who talks through the speaker.
+    talk: TalkDesk,
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
@@ -99,6 +104,8 @@ struct Events {
     media: mpsc::UnboundedReceiver<MediaEvent>,
     /// News of the microphone's pipeline.
     audio: mpsc::UnboundedReceiver<MediaEvent>,
+    /// News of the speaker's pipeline.
+    speaker: mpsc::UnboundedReceiver<MediaEvent>,
     /// Replies of commands that finish in their own task (snapshots).
     replies: mpsc::UnboundedReceiver<(Option<String>, Reply)>,
 }
@@ -122,6 +129,7 @@ impl Daemon {
                 Some(event) = self.events.peers.recv() => self.on_peer(event),
                 Some(event) = self.events.media.recv() => self.on_media(event),
                 Some(event) = self.events.audio.recv() => self.on_audio(event),
+                Some(event) = self.events.speaker.recv() => self.on_speaker(event),
                 Some((reply_to, reply)) = self.events.replies.recv() => {
                     self.reply(reply_to.as_deref(), reply)
                 }
@@ -179,6 +187,7 @@ impl Daemon {
                 {
                     tracing::debug!(target: LOG_TARGET, %topic, "message ignored");
                 }
+                self.on_talk_steps(Instant::now());
             }
         }
     }
@@ -209,11 +218,19 @@ impl Daemon {
         self.after_pipeline(effect);
     }
 
+    fn on_speaker(&mut self, event: MediaEvent) {
+        let effect = self.speaker.on_event(event, Instant::now());
+        self.after_pipeline(effect);
+    }
+
     fn on_tick(&mut self, now: Instant) {
         let effect = self.pipeline.supervise(&self.config, now);
         self.after_pipeline(effect);
         let effect = self.audio.supervise(&self.config, now);
         self.after_pipeline(effect);
+        let effect = self.speaker.supervise(&self.config, now);
+        self.after_pipeline(effect);
+        self.talk_tick(now);
         // The loop runs, so the daemon is alive; systemd restarts it when
         // these pings stop.
         self.service.keep_alive(now);

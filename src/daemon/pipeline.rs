@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::LOG_TARGET;
 use crate::config::Config;
+use crate::media::speaker::{SpeakerFeed, SpeakerPlayback};
 use crate::media::{
     AudioCapture, AudioFeed, Capture, KeyframeTarget, MediaEvent, MissingElements, VideoLayers,
     VideoParams,
@@ -94,6 +95,9 @@ pub(super) trait Source {
     fn launch(&self, config: &Config) -> anyhow::Result<Option<Self::Running>>;
     /// Frames (or packets) produced so far.
     fn frames(&self) -> u64;
+    /// A playing pipeline whose frames stop is stuck: not for a speaker,
+    /// silent whenever nobody talks.
+    const STALLS: bool = true;
     fn stop(&self, running: Self::Running) {
         drop(running);
     }
@@ -156,6 +160,36 @@ impl Source for AudioSource {
 
     fn frames(&self) -> u64 {
         self.feed.counters.frames.load(Ordering::Relaxed)
+    }
+}
+
+/// The camera's speaker, where a viewer that talks is played.
+pub(super) struct SpeakerOutput {
+    pub feed: SpeakerFeed,
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Source for SpeakerOutput {
+    type Running = SpeakerPlayback;
+    const NAME: &'static str = "speaker";
+    const STALLS: bool = false;
+
+    fn launch(&self, config: &Config) -> anyhow::Result<Option<SpeakerPlayback>> {
+        SpeakerPlayback::start(&config.speaker, &self.feed, self.events.clone())
+    }
+
+    fn frames(&self) -> u64 {
+        self.feed.counters.frames.load(Ordering::Relaxed)
+    }
+}
+
+impl Pipeline<SpeakerOutput> {
+    /// Sets the running speaker's volume; a pipeline started later takes
+    /// `speaker.volume` from the configuration.
+    pub(super) fn set_volume(&self, percent: u32) {
+        if let Some(playback) = &self.running {
+            playback.set_volume(percent);
+        }
     }
 }
 
@@ -277,7 +311,7 @@ impl<S: Source> Pipeline<S> {
     pub(super) fn supervise(&mut self, config: &Config, now: Instant) -> StatusEffect {
         let frames = self.source.frames();
         let playing = self.state == PipelineState::Playing;
-        if self.progress.stalled(frames, playing, now) {
+        if S::STALLS && self.progress.stalled(frames, playing, now) {
             return self.failed(format!("no frame for {STALL:?}"), now);
         }
         match self.state {

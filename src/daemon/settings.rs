@@ -132,6 +132,8 @@ pub(super) fn apply_stored(config: &mut Config, settings: &Settings) {
     config.webrtc.max_viewers = settings.max_viewers.unwrap_or(config.webrtc.max_viewers);
     config.whip.mode = settings.whip_mode.unwrap_or(config.whip.mode);
     config.audio.muted = settings.muted.unwrap_or(config.audio.muted);
+    config.talk.enabled = settings.talk.unwrap_or(config.talk.enabled);
+    config.speaker.volume = settings.speaker_volume.unwrap_or(config.speaker.volume);
 }
 
 /// Keeps what a `set` names among the stored settings.
@@ -142,6 +144,8 @@ fn record(settings: &mut Settings, set: &SetRequest) {
     settings.height = set.height.or(settings.height);
     settings.max_viewers = set.max_viewers.or(settings.max_viewers);
     settings.whip_mode = set.whip_mode.or(settings.whip_mode);
+    settings.talk = set.talk.or(settings.talk);
+    settings.speaker_volume = set.speaker_volume.or(settings.speaker_volume);
     settings.layer_bitrates_kbps = set
         .layer_bitrates_kbps
         .clone()
@@ -180,6 +184,8 @@ fn settings_result(config: &Config) -> Value {
         "height": v.height,
         "max_viewers": config.webrtc.max_viewers,
         "whip_mode": config.whip.mode.as_str(),
+        "talk": config.talk.enabled,
+        "speaker_volume": config.speaker.volume,
         "layer_bitrates_kbps": v.lower_layers().iter().map(|l| l.bitrate_kbps).collect::<Vec<_>>(),
     })
 }
@@ -235,6 +241,7 @@ impl Daemon {
         let change = settings_change(&old, &self.config, origin);
         self.apply_viewer_limit(change.max_viewers);
         self.apply_whip_mode(change.whip_mode);
+        self.apply_talk(&old);
         if let Err(reply) = self.save_state(id) {
             return reply;
         }
@@ -286,12 +293,24 @@ impl Daemon {
         if new.video.pin_layer != self.config.video.pin_layer {
             self.participant.pin_all(new.video.pin_layer);
         }
-        self.config = reloaded(&self.config, new);
+        let running = reloaded(&self.config, new);
+        let old = std::mem::replace(&mut self.config, running);
+        self.apply_talk(&old);
         if let Err(e) = self.apply_pipeline_change(change.pipeline) {
             tracing::warn!(target: LOG_TARGET, error = %e, "bitrate not changed");
         }
         self.status.changed();
         tracing::info!(target: LOG_TARGET, "configuration reloaded");
+    }
+
+    /// Talking back turned on or off, the speaker's volume: taken at once.
+    fn apply_talk(&mut self, old: &Config) {
+        if self.config.talk.enabled != old.talk.enabled {
+            self.set_talk_enabled(self.config.talk.enabled);
+        }
+        if self.config.speaker.volume != old.speaker.volume {
+            self.speaker.set_volume(self.config.speaker.volume);
+        }
     }
 
     fn apply_whip_mode(&mut self, mode: Option<WhipMode>) {
@@ -400,6 +419,8 @@ mod tests {
             layer_bitrates_kbps: Some(vec![120]),
             whip_mode: Some(WhipMode::Overflow),
             muted: Some(true),
+            talk: Some(false),
+            speaker_volume: Some(40),
         };
         apply_stored(&mut config, &stored);
         assert_eq!(config.video.lower_layers()[0].bitrate_kbps, 120);
@@ -410,6 +431,8 @@ mod tests {
         assert_eq!(config.webrtc.max_viewers, 3);
         assert_eq!(config.whip.mode, WhipMode::Overflow);
         assert!(config.audio.muted);
+        assert!(!config.talk.enabled);
+        assert_eq!(config.speaker.volume, 40);
     }
 
     #[test]
@@ -424,6 +447,7 @@ mod tests {
             &SetRequest {
                 bitrate_kbps: Some(900),
                 fps: Some(20),
+                talk: Some(false),
                 ..SetRequest::default()
             },
         );
@@ -438,6 +462,8 @@ mod tests {
                 layer_bitrates_kbps: None,
                 whip_mode: None,
                 muted: None,
+                talk: Some(false),
+                speaker_volume: None,
             }
         );
     }
@@ -487,7 +513,7 @@ mod tests {
         assert_eq!(
             settings_result(&config()),
             json!({"bitrate_kbps":1500,"fps":15,"width":640,"height":360,"max_viewers":4,
-                   "whip_mode":"off","layer_bitrates_kbps":[300]})
+                   "whip_mode":"off","talk":true,"speaker_volume":100,"layer_bitrates_kbps":[300]})
         );
     }
 

@@ -16,12 +16,14 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::commands::Commands;
-use super::pipeline::{AudioSource, Pipeline, PipelineState, VideoSource};
+use super::pipeline::{AudioSource, Pipeline, PipelineState, SpeakerOutput, VideoSource};
 use super::settings::apply_stored;
 use super::stats::StatsSchedule;
 use super::status::StatusSchedule;
+use super::talk::TalkDesk;
 use super::{ConfigSource, Daemon, Events, LOG_TARGET};
-use crate::config::{Config, STANDALONE_ROOM};
+use crate::config::{Config, STANDALONE_ROOM, SpeakerSink};
+use crate::media::speaker::SpeakerFeed;
 use crate::media::{AudioFeed, KeyframeTarget, VideoLayers, VideoParams};
 use crate::mqtt::{self, Broker, SessionOptions};
 use crate::participant::Participant;
@@ -103,6 +105,16 @@ impl Daemon {
                 events: audio_tx,
             },
         )?;
+        // The speaker too: a busy or missing one is retried on its own.
+        let speaker_feed = SpeakerFeed::default();
+        let (speaker_tx, speaker_events) = mpsc::unbounded_channel();
+        let (speaker, speaker_error) = Pipeline::start(
+            &config,
+            SpeakerOutput {
+                feed: speaker_feed.clone(),
+                events: speaker_tx,
+            },
+        )?;
         let keyframe_servers: Vec<_> = layers
             .iter()
             .zip(targets)
@@ -150,8 +162,15 @@ impl Daemon {
             video: layers.clone(),
             // Off: no sound is configured, and none is offered.
             audio: (audio.state() != PipelineState::Off).then_some(audio_feed),
+            // With a speaker, viewers may talk back.
+            speaker: (config.speaker.sink != SpeakerSink::None).then_some(speaker_feed),
         };
-        let whip = Whip::start(&config.whip, factory.clone(), outgoing.clone())?;
+        // The SFU gets the stream; it does not talk back.
+        let publication = Outgoing {
+            speaker: None,
+            ..outgoing.clone()
+        };
+        let whip = Whip::start(&config.whip, factory.clone(), publication)?;
         let mut participant = Participant::new(
             Me {
                 id: id.clone(),
@@ -201,7 +220,9 @@ impl Daemon {
             Sample::take(Instant::now(), &layers.top().counters, 0),
             Duration::from_secs(config.stats_interval_s),
         );
+        let talk = TalkDesk::new(&config);
         let mut daemon = Self {
+            talk,
             config,
             source,
             service: Service::from_env(),
@@ -214,6 +235,7 @@ impl Daemon {
             layers,
             pipeline,
             audio,
+            speaker,
             status: StatusSchedule::new(),
             stats,
             commands,
@@ -224,6 +246,7 @@ impl Daemon {
                 peers: peer_events,
                 media: media_events,
                 audio: audio_events,
+                speaker: speaker_events,
                 replies,
             },
             keyframe_servers,
@@ -237,6 +260,11 @@ impl Daemon {
             let effect = daemon.audio.failed(error, Instant::now());
             daemon.after_pipeline(effect);
         }
+        if let Some(error) = speaker_error {
+            let effect = daemon.speaker.failed(error, Instant::now());
+            daemon.after_pipeline(effect);
+        }
+        daemon.publish_talk();
         Ok(daemon)
     }
 
@@ -264,6 +292,7 @@ impl Daemon {
         }
         self.pipeline.stop();
         self.audio.stop();
+        self.speaker.stop();
     }
 }
 

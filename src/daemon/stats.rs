@@ -157,6 +157,8 @@ struct Telemetry<'a> {
     audio: Value,
     /// The publication to the SFU.
     whip: Value,
+    /// Talking back: the floor and the speaker.
+    talk: Value,
     connections: Vec<Value>,
     send_loop: Value,
     signals: SignalCounters,
@@ -184,6 +186,7 @@ impl Telemetry<'_> {
             },
             "audio": self.audio,
             "whip": self.whip,
+            "talk": self.talk,
             "connections": self.connections,
             "send_loop": self.send_loop,
             "signal": {
@@ -233,6 +236,7 @@ impl Daemon {
                 "bytes": self.audio.source.feed.counters.bytes.load(Ordering::Relaxed),
             }),
             whip: self.whip.status().to_json(rates.sfu_kbps),
+            talk: self.talk_telemetry(),
             connections,
             send_loop: self.factory.send_loop_telemetry(),
             signals: self.participant.signals,
@@ -368,6 +372,7 @@ mod tests {
             layers: json!([{"width": 1280}]),
             audio: json!({"state": "off"}),
             whip: json!({"state": "off"}),
+            talk: json!({"enabled": false}),
             connections: vec![json!({"room": "home"})],
             send_loop: json!({"send": "gso"}),
             signals: SignalCounters {
@@ -387,6 +392,7 @@ mod tests {
                                "keyframes":61,"restarts":0,"layers":[{"width":1280}]},
                    "audio":{"state":"off"},
                    "whip":{"state":"off"},
+                   "talk":{"enabled":false},
                    "connections":[{"room":"home"}],
                    "send_loop":{"send":"gso"},
                    "signal":{"received":120,"dropped":0},

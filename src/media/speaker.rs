@@ -76,7 +76,7 @@ fn playback_description(speaker: &SpeakerConfig) -> String {
          caps=\"application/x-rtp,media=audio,clock-rate={OPUS_CLOCK_RATE},encoding-name=OPUS\" ! \
          rtpjitterbuffer latency=60 drop-on-latency=true ! rtpopusdepay ! opusdec plc=true ! \
          audioconvert ! audioresample ! volume name=speaker volume={volume}",
-        volume = speaker.volume,
+        volume = volume(speaker.volume),
     )
 }
 
@@ -84,6 +84,11 @@ fn playback_description(speaker: &SpeakerConfig) -> String {
 pub fn pipeline_description(speaker: &SpeakerConfig) -> Option<String> {
     let sink = sink_description(speaker)?;
     Some(format!("{} ! {sink}", playback_description(speaker)))
+}
+
+/// GStreamer's `volume` for a volume in percent.
+fn volume(percent: u32) -> f64 {
+    f64::from(percent) / 100.0
 }
 
 /// A running speaker pipeline; stopped, and its feed detached, when
@@ -133,10 +138,10 @@ impl SpeakerPlayback {
         }))
     }
 
-    /// Sets the volume while it plays.
-    pub fn set_volume(&self, volume: f64) {
+    /// Sets the volume (percent) while it plays.
+    pub fn set_volume(&self, percent: u32) {
         if let Some(element) = self.running.pipeline.by_name("speaker") {
-            element.set_property("volume", volume);
+            element.set_property("volume", volume(percent));
         }
     }
 }
@@ -156,7 +161,7 @@ mod tests {
         let speaker = SpeakerConfig {
             sink: SpeakerSink::Alsa,
             device: "plughw:CARD=Device,DEV=0".into(),
-            volume: 0.5,
+            volume: 50,
             ..SpeakerConfig::default()
         };
         let desc = pipeline_description(&speaker).unwrap();

@@ -223,6 +223,12 @@ impl<E: Effects> Participant<E> {
         self.execute(actions);
     }
 
+    /// See [`Mesh::set_talk`].
+    pub fn set_talk(&mut self, talk: Option<crate::protocol::TalkState>) {
+        let actions = self.mesh.set_talk(talk);
+        self.execute(actions);
+    }
+
     /// Leaves every room, saying `reason` to every peer.
     pub fn leave_all(&mut self, reason: &str) {
         let actions = self.mesh.leave_all(reason);

@@ -54,6 +54,7 @@ use negotiation::{Negotiation, Step};
 use outbound::add_tracks;
 use stats::{Consent, STATS_INTERVAL, read_stats};
 
+use crate::media::speaker::SpeakerFeed;
 use crate::media::{AudioFeed, VideoLayers};
 use crate::protocol::{Candidate, SignalBody};
 use crate::room::{LinkId, LinkState};
@@ -68,6 +69,9 @@ pub enum PeerCommand {
     ApplyAnswer(String),
     AddCandidate(Option<Candidate>),
     RestartIce,
+    /// The viewer was granted the floor (`true`: the camera offers again,
+    /// for the viewer's sound, and plays it) or lost it.
+    Talk(bool),
 }
 
 /// What a peer reports, tagged with its link.
@@ -135,11 +139,13 @@ impl PeerHandle {
 }
 
 /// What a camera sends every viewer: the picture's layers and, when there
-/// is a microphone, its sound, in one media stream.
+/// is a microphone, its sound, in one media stream; and when it has a
+/// speaker, where a viewer that talks is played.
 #[derive(Clone)]
 pub struct Outgoing {
     pub video: VideoLayers,
     pub audio: Option<AudioFeed>,
+    pub speaker: Option<SpeakerFeed>,
 }
 
 /// How one peer is set up.
@@ -423,6 +429,7 @@ async fn negotiate(
                     Step::RestartIce => {
                         signal(offer(pc, true).await.map_err(PeerError::negotiation)?)
                     }
+                    Step::Offer => signal(offer(pc, false).await.map_err(PeerError::negotiation)?),
                     Step::Incompatible(reason) => {
                         let _ = events.send(PeerEvent::Incompatible(link, reason));
                         return Ok(());

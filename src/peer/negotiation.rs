@@ -30,6 +30,8 @@ pub enum Step {
     AddRemote(Candidate),
     /// Signal an offer with fresh ICE credentials.
     RestartIce,
+    /// Signal a new offer on the running connection (its media changed).
+    Offer,
     /// The answer cannot receive our video; the reason says why.
     Incompatible(String),
     /// The answer comes from a new remote connection.
@@ -86,6 +88,9 @@ impl Negotiation {
                 Step::RestartIce
             }
             PeerCommand::RestartIce => Step::Nothing,
+            // A granted talker's sound needs the answer to a new offer.
+            PeerCommand::Talk(true) if self.offerer => Step::Offer,
+            PeerCommand::Talk(_) => Step::Nothing,
         }
     }
 
@@ -201,6 +206,20 @@ mod tests {
         assert_eq!(n.gathered(Some(candidate(4))), None);
         n.command(PeerCommand::ApplyAnswer(ANSWER.into()));
         assert_eq!(n.applied(ANSWER), vec![Some(candidate(4))]);
+    }
+
+    #[test]
+    fn a_granted_talker_gets_a_new_offer_from_the_offerer_only() {
+        let mut n = Negotiation::new(true, true);
+        assert_eq!(n.command(PeerCommand::Talk(true)), Step::Offer);
+        assert_eq!(n.command(PeerCommand::Talk(false)), Step::Nothing);
+        let mut answerer = Negotiation::new(false, true);
+        assert_eq!(answerer.command(PeerCommand::Talk(true)), Step::Nothing);
+        // A new offer is no restart: candidates already out stay out.
+        n.command(PeerCommand::ApplyAnswer(ANSWER.into()));
+        n.applied(ANSWER);
+        n.command(PeerCommand::Talk(true));
+        assert_eq!(n.gathered(Some(candidate(7))), Some(Some(candidate(7))));
     }
 
     #[test]

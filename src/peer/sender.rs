@@ -55,6 +55,9 @@ pub struct SenderCounters {
     pub adaptation: Mutex<Option<Adaptation>>,
     /// How its packets leave: a [`SendPath`] as a number.
     pub send_path: AtomicU8,
+    /// Sound the viewer sent while it held the floor (RTP packets): the
+    /// floor's sign of life from its talker.
+    pub talk_packets: AtomicU64,
 }
 
 /// How a connection's packets leave, for telemetry.

@@ -33,7 +33,9 @@ pub use budget::{SIGNAL_BURST, SIGNALS_PER_SECOND};
 use link::{Link, Restart};
 pub use link::{LinkId, MAX_QUEUED_CANDIDATES};
 
-use crate::protocol::{ByeReason, Presence, Role, Signal, SignalBody, TalkAction, Watch};
+use crate::protocol::{
+    ByeReason, Presence, Role, Signal, SignalBody, TalkAction, TalkState, Watch,
+};
 
 /// After our own broker reconnect, a peer whose presence does not come back
 /// within this time is treated as gone.
@@ -204,6 +206,8 @@ pub struct Mesh {
     /// Link id → (room, peer).
     index: BTreeMap<LinkId, (String, String)>,
     sfu: Sfu,
+    /// Talking back, as our presences tell it (a camera with a speaker).
+    talk: Option<TalkState>,
 }
 
 /// Where the viewers the mesh turns away watch (a camera's).
@@ -240,6 +244,7 @@ impl Mesh {
             next_link: 1,
             index: BTreeMap::new(),
             sfu: Sfu::default(),
+            talk: None,
         }
     }
 
@@ -308,6 +313,7 @@ impl Mesh {
     fn presence_of(&self, room: &str) -> Option<Presence> {
         self.rooms.get(room).map(|r| Presence {
             watch: self.presence_watch(),
+            talk: self.talk.clone(),
             ..Presence::new(&self.me.id, &r.session, self.me.role, &self.me.name)
         })
     }
@@ -324,17 +330,35 @@ impl Mesh {
         if self.presence_watch() == before {
             return Vec::new();
         }
-        let announced: Vec<String> = self
-            .rooms
+        self.publish_presences()
+    }
+
+    /// Whether viewers may talk through us, and who does: our presences
+    /// tell every viewer of every room, published again when it changes.
+    pub fn set_talk(&mut self, talk: Option<TalkState>) -> Vec<Action> {
+        if self.talk == talk {
+            return Vec::new();
+        }
+        self.talk = talk;
+        self.publish_presences()
+    }
+
+    /// The name `peer` of `room` gave in its presence.
+    pub fn peer_name(&self, room: &str, peer: &str) -> Option<&str> {
+        Some(&self.rooms.get(room)?.peers.get(peer)?.presence.name)
+    }
+
+    /// Our presence again in every room we are announced in.
+    fn publish_presences(&self) -> Vec<Action> {
+        self.rooms
             .iter()
             .filter(|(_, r)| r.announced)
-            .map(|(room, _)| room.clone())
-            .collect();
-        announced
-            .into_iter()
-            .filter_map(|room| {
-                let presence = self.presence_of(&room)?;
-                Some(Action::PublishPresence { room, presence })
+            .filter_map(|(room, _)| {
+                let presence = self.presence_of(room)?;
+                Some(Action::PublishPresence {
+                    room: room.clone(),
+                    presence,
+                })
             })
             .collect()
     }

@@ -451,12 +451,16 @@ impl Run {
             let Some(viewer) = self.viewers.get(&id) else {
                 continue;
             };
-            if let RTCMessage::RtcpPacket(_, packets) = read.message
-                && packets
-                    .iter()
-                    .any(|p| super::feedback::is_keyframe_request(p.as_ref()))
-            {
-                viewer.keyframe_request();
+            match read.message {
+                RTCMessage::RtcpPacket(_, packets)
+                    if packets
+                        .iter()
+                        .any(|p| super::feedback::is_keyframe_request(p.as_ref())) =>
+                {
+                    viewer.keyframe_request();
+                }
+                RTCMessage::RtpPacket(_, packet) => viewer.heard(&packet),
+                _ => {}
             }
         }
         // Handling events may have queued more.

@@ -16,11 +16,13 @@ use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::shared::marshal::Marshal;
 use tokio::sync::mpsc;
 
 use crate::engine::{ConnectionId, Engine};
+use crate::media::speaker::SpeakerFeed;
 use crate::media::{EncodedFrame, VideoLayers, Watching};
 use crate::peer::factory::{self, PeerFactory, Wiring};
 use crate::peer::feedback::Feedback;
@@ -54,11 +56,16 @@ impl Track {
         kind: RtpCodecKind,
         codec: RTCRtpCodec,
         offered_payload_type: u8,
+        direction: RTCRtpTransceiverDirection,
         wiring: &Wiring,
     ) -> anyhow::Result<Self> {
         let ssrc: u32 = rand::random();
+        let init = RTCRtpTransceiverInit {
+            direction,
+            ..send_only()
+        };
         let transceiver = core
-            .add_transceiver_from_track(media_track(kind, codec, ssrc), Some(send_only()))
+            .add_transceiver_from_track(media_track(kind, codec, ssrc), Some(init))
             .with_context(|| format!("adding the {kind} track"))?;
         let sender = core
             .rtp_transceiver(transceiver)
@@ -146,6 +153,9 @@ pub struct Viewer {
     liveness: Liveness,
     consent: Consent,
     connected: bool,
+    /// It holds the floor: its sound goes to the speaker.
+    talking: bool,
+    speaker: Option<SpeakerFeed>,
     /// The viewer closed its side (`close_notify`), or the connection failed.
     ended: Option<LinkState>,
 }
@@ -181,6 +191,7 @@ impl Viewer {
             RtpCodecKind::Video,
             factory::h264_codec(),
             factory::H264_PAYLOAD_TYPE,
+            RTCRtpTransceiverDirection::Sendonly,
             &wiring,
         )?;
         wiring
@@ -193,6 +204,12 @@ impl Viewer {
                 RtpCodecKind::Audio,
                 factory::opus_codec(),
                 factory::OPUS_PAYLOAD_TYPE,
+                // With a speaker, a viewer may talk back on it.
+                if media.speaker.is_some() {
+                    RTCRtpTransceiverDirection::Sendrecv
+                } else {
+                    RTCRtpTransceiverDirection::Sendonly
+                },
                 &wiring,
             )?),
             None => None,
@@ -219,6 +236,8 @@ impl Viewer {
             liveness: Liveness::default(),
             consent: Consent::default(),
             connected: false,
+            talking: false,
+            speaker: media.speaker.clone(),
             ended: None,
         };
         viewer.counters.layer.store(start, Ordering::Relaxed);
@@ -321,6 +340,9 @@ impl Viewer {
         now: Instant,
         command: PeerCommand,
     ) -> anyhow::Result<()> {
+        if let PeerCommand::Talk(on) = command {
+            self.talking = on;
+        }
         match self.negotiation.command(command) {
             Step::Answer(sdp) => {
                 let offer = RTCSessionDescription::offer(sdp.clone())
@@ -362,6 +384,7 @@ impl Viewer {
                 self.offer(engine, now, true)?;
                 self.gather();
             }
+            Step::Offer => self.offer(engine, now, false)?,
             Step::Incompatible(reason) => {
                 let _ = self.events.send(PeerEvent::Incompatible(self.link, reason));
                 self.ended = Some(LinkState::Closed);
@@ -400,6 +423,24 @@ impl Viewer {
             if matches!(link_state, LinkState::Closed | LinkState::Failed) {
                 self.ended = Some(link_state);
             }
+        }
+    }
+
+    /// An RTP packet from the viewer: its voice, played while it holds the
+    /// floor.
+    pub fn heard(&self, packet: &rtc::rtp::Packet) {
+        if !self.talking {
+            return;
+        }
+        let Some(speaker) = &self.speaker else {
+            return;
+        };
+        match packet.marshal() {
+            Ok(bytes) => {
+                self.counters.talk_packets.fetch_add(1, Ordering::Relaxed);
+                speaker.play(bytes.freeze());
+            }
+            Err(e) => tracing::debug!(link = self.link, error = %e, "a talk packet not played"),
         }
     }
 
