@@ -92,6 +92,7 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
         "nacks": load(|c| &c.nacks),
         "plis": load(|c| &c.keyframe_requests),
         "frames_dropped": load(|c| &c.frames_dropped),
+        "talk_packets": load(|c| &c.talk_packets),
         "send_path": counters.map_or(SendPath::Tasks, SendPath::of).name(),
     });
     if let Some(a) = adaptation {

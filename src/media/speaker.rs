@@ -25,6 +25,7 @@ use super::{
     MediaCounters, MediaEvent, MissingElements, Running, elements, has_element, launch, named,
 };
 use crate::config::{SpeakerConfig, SpeakerSink};
+use crate::peer::factory::OPUS_PAYLOAD_TYPE;
 
 /// Where the talker's packets go: the running speaker's source, if one
 /// runs. Cloned into the send loop.
@@ -66,14 +67,16 @@ pub fn sink_description(speaker: &SpeakerConfig) -> Option<String> {
     })
 }
 
-/// What comes before the sink: the jitter buffer puts the talker's
+/// What comes before the sink: the talker's packets carry the payload type
+/// of the camera's offer (an answer takes the offerer's), the jitter buffer puts the talker's
 /// packets back in order and waits 60 ms for late ones, the decoder
 /// conceals what is lost, `volume` (`speaker`) is the speaker's volume.
 fn playback_description(speaker: &SpeakerConfig) -> String {
     format!(
         "appsrc name=talk is-live=true format=time do-timestamp=true \
          max-bytes=65536 leaky-type=downstream \
-         caps=\"application/x-rtp,media=audio,clock-rate={OPUS_CLOCK_RATE},encoding-name=OPUS\" ! \
+         caps=\"application/x-rtp,media=audio,clock-rate={OPUS_CLOCK_RATE},encoding-name=OPUS,\
+         payload={OPUS_PAYLOAD_TYPE}\" ! \
          rtpjitterbuffer latency=60 drop-on-latency=true ! rtpopusdepay ! opusdec plc=true ! \
          audioconvert ! audioresample ! volume name=speaker volume={volume}",
         volume = volume(speaker.volume),
@@ -130,7 +133,11 @@ impl SpeakerPlayback {
         tracing::info!(pipeline = %desc, "starting the speaker");
         let pipeline = launch(&desc)?;
         let source: gst_app::AppSrc = named(&pipeline, "talk")?;
-        let running = Running::play(pipeline, &desc, events)?;
+        let running = Running::play(pipeline, &desc, events.clone())?;
+        // Nothing plays until someone talks, and a sink reaches PLAYING
+        // only with its first buffer: a pipeline that took the state (its
+        // device opened) is a speaker ready to play.
+        let _ = events.send(MediaEvent::Playing);
         feed.attach(Some(source));
         Ok(Some(Self {
             running,

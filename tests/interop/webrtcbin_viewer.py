@@ -31,6 +31,10 @@ Commands, one per line on stdin:
              place), and answer the next offer from a fresh webrtcbin: a new
              DTLS certificate and new ICE credentials
     mark     print {"event":"mark","t":T} on the clock of the frame events
+    talk     ask every camera for the floor (PROTOCOL.md, "Talking back");
+             once granted, a tone of --talk-hz goes out on the camera's
+             sound m-line (needs --talker: its answers are sendrecv)
+    release  give the floor back (the tone stops)
     quit     leave and exit (also at end of input)
 
 Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
@@ -74,7 +78,9 @@ try:
 except (ValueError, ImportError):
     Nice = None
 
-ELEMENTS = ("webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc")
+ELEMENTS = (
+    "webrtcbin", "rtph264depay", "h264parse", "avdec_h264", "nicesrc", "opusenc", "rtpopuspay",
+)
 PACKAGES = "gstreamer1.0-plugins-bad, gstreamer1.0-nice, gstreamer1.0-libav"  # Debian's, with ELEMENTS
 
 _KEEP_ALIVE = []
@@ -138,6 +144,7 @@ class Connection(WebrtcbinConnection):
             self.webrtc.set_property("stun-server", viewer.args.stun)
         if viewer.args.turn:
             self.webrtc.set_property("turn-server", viewer.args.turn)
+        self.talk_source = None  # the valve of the tone, with --talker
         self.pipeline.add(self.webrtc)
         # webrtcbin shares one DTLS certificate across a process; a browser
         # makes one per RTCPeerConnection. Give every connection its own.
@@ -181,7 +188,13 @@ class Connection(WebrtcbinConnection):
         offer = session_description("offer", sdp)
         if offer is None:
             return
-        if not restart:
+        if not restart and self.viewer.args.talker:
+            # The sink pad's transceiver must be the only one made before
+            # the offer: webrtcbin would give it a transceiver of no kind
+            # made here, and abort ("_connect_input_stream: assertion
+            # failed: (trans->stream)").
+            self.prepare_talk(sdp)
+        elif not restart:
             # A receive-only video transceiver for the camera's video.
             self.webrtc.emit(
                 "add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY, None
@@ -222,6 +235,9 @@ class Connection(WebrtcbinConnection):
             conn=self.number,
             fingerprint=sdp_fingerprint(text),
             ufrag=(sdp_ice_ufrags(text) or [None])[0],
+            directions=re.findall(r"^a=(sendrecv|recvonly|sendonly|inactive)", text, re.M),
+            ssrcs=sorted(set(re.findall(r"^a=ssrc:(\d+)", text, re.M))),
+            extmaps=re.findall(r"^a=extmap:\S+ (\S+)", text, re.M),
         )
 
     def add_candidate(self, cand):
@@ -243,6 +259,51 @@ class Connection(WebrtcbinConnection):
             emit("dropped", why="mDNS candidate", candidate=text)
             return
         add_remote_candidate(self.webrtc, self.mids, cand, text)
+
+    # --- talking back (main loop) ---
+
+    def prepare_talk(self, sdp):
+        """A tone for the camera's sound m-line, held back by a valve, set
+        up before the camera's first offer is applied: the answer is then
+        sendrecv. GStreamer 1.22's webrtcbin cannot turn a recvonly
+        transceiver sendrecv on a later offer ("transceiver direction
+        changes are not implemented"), so a webrtcbin that may talk says so
+        from the start. A sink pad asked for with sound's caps makes the
+        transceiver that the offer's sound m-line then takes."""
+        sections = re.split(r"^(?=m=)", sdp, flags=re.M)[1:]
+        audio = next((m for m in sections if m.startswith("m=audio")), None)
+        if audio is None:
+            return
+        match = re.search(r"^a=rtpmap:(\d+) opus/48000", audio, re.M | re.I)
+        pt = int(match.group(1)) if match else 111
+        # The SSRC goes into the caps, so that webrtcbin writes it into the
+        # answer: the camera bundles sound and video, and places a stream
+        # by the SSRCs the answer declares.
+        ssrc = secrets.randbits(32)
+        caps = (
+            f"application/x-rtp,media=audio,encoding-name=OPUS,payload={pt},"
+            f"clock-rate=48000,ssrc=(uint){ssrc}"
+        )
+        hz = self.viewer.args.talk_hz
+        source = Gst.parse_bin_from_description(
+            f"audiotestsrc is-live=true wave=sine freq={hz} volume=0.5 ! "
+            "valve name=talk drop=true ! audioconvert ! audioresample ! opusenc ! "
+            f"rtpopuspay pt={pt} ssrc={ssrc} ! capsfilter caps={caps}",
+            True,
+        )
+        self.pipeline.add(source)
+        template = self.webrtc.get_pad_template("sink_%u")
+        sink = self.webrtc.request_pad(template, None, Gst.Caps.from_string(caps))
+        source.get_static_pad("src").link(sink)
+        source.sync_state_with_parent()
+        self.talk_source = source.get_by_name("talk")
+
+    def talk(self, on):
+        """Lets the tone through (granted) or holds it back."""
+        if self.talk_source is None:
+            emit("error", message="this viewer was not started with --talker")
+            return
+        self.talk_source.set_property("drop", not on)
 
     # --- webrtcbin callbacks (main loop) ---
 
@@ -360,6 +421,8 @@ class Viewer(ProtocolPeer):
             self._offer(sender, session, presence, message)
         elif kind == "candidate":
             self._candidate(sender, session, message)
+        elif kind == "talk":
+            self._talk(sender, message)
         elif kind == "bye":
             self.ended.add((sender, session))
             emit("bye", peer=sender, reason=message.get("reason"))
@@ -402,6 +465,23 @@ class Viewer(ProtocolPeer):
         )
         conn.take_offer(sdp, restart)
 
+    def _talk(self, sender, message):
+        action = message.get("action")
+        emit(
+            "talk",
+            peer=sender,
+            action=action,
+            reason=message.get("reason"),
+            holder=message.get("holder"),
+        )
+        conn = self.conns.get(sender)
+        if conn is None:
+            return
+        if action == "granted":
+            conn.talk(True)
+        elif action in ("ended", "refused"):
+            conn.talk(False)
+
     def _candidate(self, sender, session, message):
         if "candidate" not in message:
             emit("dropped", why="candidate message without candidate", peer=sender)
@@ -440,6 +520,12 @@ class Viewer(ProtocolPeer):
             self.replace()
         elif word == "mark":
             mark()
+        elif word in ("talk", "release"):
+            action = "request" if word == "talk" else "release"
+            for peer, conn in self.conns.items():
+                self.send(peer, conn.remote_session, {"type": "talk", "action": action})
+                if word == "release":
+                    conn.talk(False)
         elif word == "quit":
             self.quit()
         elif word:
@@ -492,6 +578,10 @@ def main():
     parser.add_argument("--bind", default=None, help="the only local address for media")
     parser.add_argument("--stun", default=None, help="a STUN server, stun://HOST:PORT")
     parser.add_argument("--turn", default=None, help="a TURN server, turn://USER:PASS@HOST:PORT")
+    parser.add_argument(
+        "--talker", action="store_true", help="answer the camera's sound sendrecv, to talk later"
+    )
+    parser.add_argument("--talk-hz", type=int, default=660, help="the pitch of the talk tone")
     parser.add_argument(
         "--no-decode", action="store_true", help="count access units instead of decoded pictures"
     )
