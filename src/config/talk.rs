@@ -78,17 +78,6 @@ impl Default for SpeakerConfig {
     }
 }
 
-/// How the microphone is kept from sending the speaker back to the talker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EchoMode {
-    /// Echo cancellation (GStreamer's `webrtcdsp`).
-    Cancel,
-    /// The microphone is silenced while the speaker plays.
-    HalfDuplex,
-    Off,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TalkConfig {
@@ -101,8 +90,6 @@ pub struct TalkConfig {
     /// A talker silent this long gives the floor back, in seconds.
     #[serde(default = "default_silence_s")]
     pub silence_s: u64,
-    #[serde(default = "default_echo")]
-    pub echo: EchoMode,
 }
 
 fn default_true() -> bool {
@@ -114,9 +101,6 @@ fn default_max_s() -> u64 {
 fn default_silence_s() -> u64 {
     15
 }
-fn default_echo() -> EchoMode {
-    EchoMode::Cancel
-}
 
 impl Default for TalkConfig {
     fn default() -> Self {
@@ -124,7 +108,6 @@ impl Default for TalkConfig {
             enabled: true,
             max_s: default_max_s(),
             silence_s: default_silence_s(),
-            echo: default_echo(),
         }
     }
 }
