@@ -55,15 +55,26 @@ fn loop_stats(nat: &Nat, cam: &NsCamera, what: &str, pred: impl Fn(&[Value]) -> 
     })
 }
 
-#[test]
-fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_stun() {
-    let nat = Nat::new(NatKind::PortRestricted, NatKind::PortRestricted);
-    let _broker = NsBroker::start(&nat.broker_site());
-    let _coturn = Coturn::start(&nat);
+/// The camera at home and a webrtcbin viewer on mobile, with `viewer`'s
+/// kind of NAT, the camera configured with `servers` (given the public
+/// side's address towards home), decoding once its first frames came.
+/// Fields drop in order: the processes before their namespaces.
+struct Watching {
+    _viewer: WebrtcbinViewer,
+    cam: NsCamera,
+    _coturn: Coturn,
+    _broker: NsBroker,
+    nat: Nat,
+}
+
+fn watch(viewer_nat: NatKind, id: &str, servers: fn(Ipv4Addr) -> String) -> Watching {
+    let nat = Nat::new(NatKind::PortRestricted, viewer_nat);
+    let broker = NsBroker::start(&nat.broker_site());
+    let coturn = Coturn::start(&nat);
     let cam = NsCamera::start(
         &nat,
-        "cam-nat-stun",
-        &camera_toml(&stun_server(nat.home.server_addr)),
+        &format!("cam-{id}"),
+        &camera_toml(&servers(nat.home.server_addr)),
     );
     let stun = format!("stun://{}:{TURN_PORT}", nat.mobile.server_addr);
     let mut viewer = WebrtcbinViewer::start(
@@ -71,13 +82,25 @@ fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_
         &nat.broker_url_mobile(),
         nat.mobile.addr,
         "home",
-        "wbin-nat-stun",
+        &format!("wbin-{id}"),
         &["--stun", &stun],
     );
     viewer.wait_frames(30, 1, FIRST_FRAMES);
+    Watching {
+        _viewer: viewer,
+        cam,
+        _coturn: coturn,
+        _broker: broker,
+        nat,
+    }
+}
+
+#[test]
+fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_stun() {
+    let w = watch(NatKind::PortRestricted, "nat-stun", stun_server);
     // The camera learned the address its router maps it to.
-    let mapped_by_router = format!("{}:", nat.home.public_addr);
-    let stats = loop_stats(&nat, &cam, "the mapped address", |servers| {
+    let mapped_by_router = format!("{}:", w.nat.home.public_addr);
+    let stats = loop_stats(&w.nat, &w.cam, "the mapped address", |servers| {
         servers.len() == 1
             && servers[0]["mapped"]
                 .as_str()
@@ -89,23 +112,11 @@ fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_
 
 #[test]
 fn a_viewer_behind_a_symmetric_nat_watches_through_the_cameras_turn_relay() {
-    let nat = Nat::new(NatKind::PortRestricted, NatKind::Symmetric);
-    let _broker = NsBroker::start(&nat.broker_site());
-    let _coturn = Coturn::start(&nat);
-    let servers = stun_server(nat.home.server_addr) + &turn_server(nat.home.server_addr);
-    let cam = NsCamera::start(&nat, "cam-nat-turn", &camera_toml(&servers));
-    let stun = format!("stun://{}:{TURN_PORT}", nat.mobile.server_addr);
-    let mut viewer = WebrtcbinViewer::start(
-        &nat.mobile.lan,
-        &nat.broker_url_mobile(),
-        nat.mobile.addr,
-        "home",
-        "wbin-nat-turn",
-        &["--stun", &stun],
-    );
-    viewer.wait_frames(30, 1, FIRST_FRAMES);
-    let relay_on_server = format!("{}:", nat.home.server_addr);
-    let stats = loop_stats(&nat, &cam, "a relay", |servers| {
+    let w = watch(NatKind::Symmetric, "nat-turn", |at| {
+        stun_server(at) + &turn_server(at)
+    });
+    let relay_on_server = format!("{}:", w.nat.home.server_addr);
+    let stats = loop_stats(&w.nat, &w.cam, "a relay", |servers| {
         servers.iter().any(|s| {
             s["relay"]
                 .as_str()

@@ -304,7 +304,7 @@ mod tests {
             json!({"room":"home","peer":"v-8f2c","state":"connected","rtt_ms":null,
                    "packets_sent":18000,"bytes_sent":2250000,"audio_packets_sent":0,
                    "nacks":0,"plis":1,
-                   "frames_dropped":0,"send_path":"tasks"})
+                   "frames_dropped":0,"talk_packets":0,"send_path":"tasks"})
         );
         counters
             .send_path

@@ -275,7 +275,20 @@ fn feed(
     datagram: &[u8],
     counters: &mut EngineCounters,
 ) {
-    let message = TaggedBytesMut {
+    if let Err(e) = core.handle_read(received(now, local, remote, datagram)) {
+        counters.refused += 1;
+        tracing::debug!(error = %e, %remote, "a datagram refused");
+    }
+}
+
+/// A UDP datagram that came from `remote` to `local`, as the core takes it.
+pub(crate) fn received(
+    now: Instant,
+    local: SocketAddr,
+    remote: SocketAddr,
+    datagram: &[u8],
+) -> TaggedBytesMut {
+    TaggedBytesMut {
         now,
         transport: TransportContext {
             local_addr: local,
@@ -284,10 +297,6 @@ fn feed(
             transport_protocol: TransportProtocol::UDP,
         },
         message: BytesMut::from(datagram),
-    };
-    if let Err(e) = core.handle_read(message) {
-        counters.refused += 1;
-        tracing::debug!(error = %e, %remote, "a datagram refused");
     }
 }
 

@@ -223,6 +223,23 @@ impl fmt::Display for MissingElements {
 
 impl std::error::Error for MissingElements {}
 
+/// Checks that every element of `description` (a pipeline meshcam builds)
+/// is installed.
+pub fn require(description: &str) -> Result<(), MissingElements> {
+    let elements: Vec<String> = elements_of(description)
+        .into_iter()
+        .filter(|name| !super::has_element(name))
+        .collect();
+    if elements.is_empty() {
+        Ok(())
+    } else {
+        Err(MissingElements {
+            elements,
+            no_encoder: false,
+        })
+    }
+}
+
 /// Chooses the encoder (`None` when the source delivers H.264 itself) and
 /// checks that every element of the pipeline meshcam builds for `v` is
 /// `available`. A missing optional encoder is fine while another one is

@@ -21,9 +21,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
 use super::audio::description::OPUS_CLOCK_RATE;
-use super::{
-    MediaCounters, MediaEvent, MissingElements, Running, elements, has_element, launch, named,
-};
+use super::{MediaCounters, MediaEvent, Running, elements, launch, named};
 use crate::config::{SpeakerConfig, SpeakerSink};
 use crate::peer::factory::OPUS_PAYLOAD_TYPE;
 
@@ -104,7 +102,7 @@ pub struct SpeakerPlayback {
 impl SpeakerPlayback {
     /// Builds and starts the pipeline for `speaker`, fed by `feed`;
     /// `Ok(None)` for no speaker. An element missing from the installation
-    /// is a [`MissingElements`] naming its package.
+    /// is a [`crate::media::MissingElements`] naming its package.
     pub fn start(
         speaker: &SpeakerConfig,
         feed: &SpeakerFeed,
@@ -114,22 +112,11 @@ impl SpeakerPlayback {
         let Some(desc) = pipeline_description(speaker) else {
             return Ok(None);
         };
-        let ours = match speaker.sink {
-            // The user's own sink is left to GStreamer's parser.
+        // The user's own sink is left to GStreamer's parser.
+        elements::require(&match speaker.sink {
             SpeakerSink::Pipeline => playback_description(speaker),
             _ => desc.clone(),
-        };
-        let missing: Vec<String> = elements::elements_of(&ours)
-            .into_iter()
-            .filter(|name| !has_element(name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(MissingElements {
-                elements: missing,
-                no_encoder: false,
-            }
-            .into());
-        }
+        })?;
         tracing::info!(pipeline = %desc, "starting the speaker");
         let pipeline = launch(&desc)?;
         let source: gst_app::AppSrc = named(&pipeline, "talk")?;

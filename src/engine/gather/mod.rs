@@ -28,7 +28,6 @@ use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::transmit::{Transmit, Transmits};
 use client::ServerClient;
@@ -168,16 +167,7 @@ impl Gatherer {
         else {
             return;
         };
-        let message = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: self.clients[i].local,
-                peer_addr: remote,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(datagram),
-        };
+        let message = super::received(now, self.clients[i].local, remote, datagram);
         if let Err(e) = self.clients[i].client.handle_read(message) {
             tracing::debug!(error = %e, server = %remote, "a datagram from the server refused");
         }

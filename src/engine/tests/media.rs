@@ -77,35 +77,11 @@ fn a_lost_packet_is_asked_for_and_sent_again() {
 #[test]
 fn an_ice_restart_keeps_the_media_flowing_under_new_credentials() {
     let mut net = flowing();
-    let now = net.now;
-    let id = net.viewers[0].id;
-    let offer = net
-        .engine
-        .with(id, now, |c| {
-            let offer = c
-                .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
-                    ice_restart: true,
-                }))
-                .expect("a restart offer");
-            c.set_local_description(now, offer.clone())
-                .expect("offer set");
-            offer
-        })
-        .expect("the connection");
-    let viewer = &mut net.viewers[0];
-    viewer
-        .core
-        .set_remote_description(now, offer)
-        .expect("offer taken");
-    let answer = viewer.core.create_answer(None).expect("an answer");
-    viewer
-        .core
-        .set_local_description(now, answer.clone())
-        .expect("answer set");
-    net.engine
-        .with(id, now, |c| c.set_remote_description(now, answer))
-        .expect("the connection")
-        .expect("answer taken");
+    net.renegotiate(
+        0,
+        Some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true }),
+        |_| {},
+    );
     net.run(Duration::from_secs(2));
     let before = net.viewers[0].received.len();
     for frame in 0..10 {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCOfferOptions};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
@@ -217,24 +217,8 @@ impl Net {
         let viewers = (0..viewers)
             .map(|i| {
                 let id = engine.insert(now, camera_core(now, sound));
-                let offer = engine
-                    .with(id, now, |c| {
-                        let offer = c.create_offer(None).expect("an offer");
-                        c.set_local_description(now, offer.clone())
-                            .expect("offer set");
-                        offer
-                    })
-                    .expect("the connection");
                 let mut core = viewer_core(now, &viewer_addr(i));
-                core.set_remote_description(now, offer)
-                    .expect("offer taken");
-                let answer = core.create_answer(None).expect("an answer");
-                core.set_local_description(now, answer.clone())
-                    .expect("answer set");
-                engine
-                    .with(id, now, |c| c.set_remote_description(now, answer))
-                    .expect("the connection")
-                    .expect("answer taken");
+                offer_answer(&mut engine, id, &mut core, now, None, |_| {});
                 Viewer {
                     id,
                     core,
@@ -395,6 +379,25 @@ impl Net {
         }
     }
 
+    /// The camera offers again on viewer `i`'s connection, with `options`;
+    /// `before_answer` runs on the viewer's core once it took the offer.
+    pub fn renegotiate(
+        &mut self,
+        i: usize,
+        options: Option<RTCOfferOptions>,
+        before_answer: impl FnOnce(&mut RTCPeerConnection),
+    ) {
+        let viewer = &mut self.viewers[i];
+        offer_answer(
+            &mut self.engine,
+            viewer.id,
+            &mut viewer.core,
+            self.now,
+            options,
+            before_answer,
+        );
+    }
+
     pub fn run(&mut self, duration: Duration) {
         let until = self.now + duration;
         self.run_until(until);
@@ -434,6 +437,38 @@ impl Net {
                 .expect("the connection");
         }
     }
+}
+
+/// The camera's connection `id` offers (with `options`), `viewer` takes
+/// the offer, runs `before_answer`, and answers.
+fn offer_answer(
+    engine: &mut Engine,
+    id: ConnectionId,
+    viewer: &mut RTCPeerConnection,
+    now: Instant,
+    options: Option<RTCOfferOptions>,
+    before_answer: impl FnOnce(&mut RTCPeerConnection),
+) {
+    let offer = engine
+        .with(id, now, |c| {
+            let offer = c.create_offer(options).expect("an offer");
+            c.set_local_description(now, offer.clone())
+                .expect("offer set");
+            offer
+        })
+        .expect("the connection");
+    viewer
+        .set_remote_description(now, offer)
+        .expect("offer taken");
+    before_answer(viewer);
+    let answer = viewer.create_answer(None).expect("an answer");
+    viewer
+        .set_local_description(now, answer.clone())
+        .expect("answer set");
+    engine
+        .with(id, now, |c| c.set_remote_description(now, answer))
+        .expect("the connection")
+        .expect("answer taken");
 }
 
 pub(super) fn no_delay(_: &[u8]) -> Duration {

@@ -24,8 +24,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    EncodedFrame, FANOUT_DEPTH, MediaCounters, MediaEvent, MissingElements, Running, clock,
-    elements, has_element, launch, named,
+    EncodedFrame, FANOUT_DEPTH, MediaCounters, MediaEvent, Running, clock, elements, launch, named,
 };
 use crate::config::{AudioConfig, AudioSource};
 use description::OPUS_CLOCK_RATE;
@@ -71,7 +70,7 @@ pub struct AudioCapture {
 impl AudioCapture {
     /// Builds and starts the pipeline for `source`, packets to `feed`;
     /// `Ok(None)` for no sound. An element missing from the installation
-    /// is a [`MissingElements`] naming its package.
+    /// is a [`crate::media::MissingElements`] naming its package.
     pub fn start(
         audio: &AudioConfig,
         source: AudioSource,
@@ -84,17 +83,7 @@ impl AudioCapture {
         };
         // The user's own source is left to GStreamer's parser.
         if source != AudioSource::Pipeline {
-            let missing: Vec<String> = elements::elements_of(&desc)
-                .into_iter()
-                .filter(|name| !has_element(name))
-                .collect();
-            if !missing.is_empty() {
-                return Err(MissingElements {
-                    elements: missing,
-                    no_encoder: false,
-                }
-                .into());
-            }
+            elements::require(&desc)?;
         }
         tracing::info!(pipeline = %desc, "starting the microphone");
         let pipeline = launch(&desc)?;
