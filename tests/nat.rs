@@ -49,6 +49,7 @@ fn loop_stats(nat: &Nat, cam: &NsCamera, what: &str, pred: impl Fn(&[Value]) -> 
         v["connections"]
             .as_array()
             .is_some_and(|c| c.len() == 1 && c[0]["send_path"] == "loop-gso")
+            && !v["connections"][0]["path"].is_null()
             && v["send_loop"]["ice_servers"]
                 .as_array()
                 .is_some_and(|s| pred(s))
@@ -108,6 +109,8 @@ fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_
     });
     assert_eq!(stats["send_loop"]["ice_servers"][0]["error"], Value::Null);
     assert_eq!(stats["send_loop"]["unrouted"], 0, "{stats}");
+    // Straight through both routers, from the camera's own socket.
+    assert_eq!(stats["connections"][0]["path"], "host", "{stats}");
 }
 
 #[test]
@@ -125,4 +128,6 @@ fn a_viewer_behind_a_symmetric_nat_watches_through_the_cameras_turn_relay() {
     });
     let servers = stats["send_loop"]["ice_servers"].as_array().unwrap();
     assert!(servers.iter().all(|s| s["error"].is_null()), "{stats}");
+    // Telemetry says the viewer is reached through the relay.
+    assert_eq!(stats["connections"][0]["path"], "relay", "{stats}");
 }

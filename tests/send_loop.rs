@@ -47,7 +47,21 @@ fn viewers_of_the_send_loop_decode_frames_and_telemetry_says_how_they_are_sent()
     let stats = obs.wait_json(
         &stats_topic(&cam.id),
         "three connections from the loop",
-        |v| all_from_the_loop(v) && v["connections"].as_array().map(Vec::len) == Some(3),
+        |v| {
+            all_from_the_loop(v)
+                && v["connections"]
+                    .as_array()
+                    .is_some_and(|c| c.len() == 3 && c.iter().all(|c| !c["path"].is_null()))
+        },
+    );
+    // On one LAN, straight from the camera's own address.
+    assert!(
+        stats["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["path"] == "host"),
+        "{stats}"
     );
     assert!(
         stats["connections"]

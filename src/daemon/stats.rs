@@ -93,6 +93,7 @@ fn connection(room: &str, peer: &str, connected: bool, counters: Option<&SenderC
         "plis": load(|c| &c.keyframe_requests),
         "frames_dropped": load(|c| &c.frames_dropped),
         "talk_packets": load(|c| &c.talk_packets),
+        "path": counters.and_then(|c| crate::peer::stats::path_name(c.path.load(Ordering::Relaxed))),
         "send_path": counters.map_or(SendPath::Tasks, SendPath::of).name(),
     });
     if let Some(a) = adaptation {
@@ -304,7 +305,7 @@ mod tests {
             json!({"room":"home","peer":"v-8f2c","state":"connected","rtt_ms":null,
                    "packets_sent":18000,"bytes_sent":2250000,"audio_packets_sent":0,
                    "nacks":0,"plis":1,
-                   "frames_dropped":0,"talk_packets":0,"send_path":"tasks"})
+                   "frames_dropped":0,"talk_packets":0,"path":null,"send_path":"tasks"})
         );
         counters
             .send_path

@@ -32,7 +32,7 @@ mod retransmit;
 mod send_loop;
 pub mod sender;
 mod sound;
-mod stats;
+pub mod stats;
 pub mod video_stream;
 
 use std::sync::Arc;

@@ -58,6 +58,9 @@ pub struct SenderCounters {
     /// Sound the viewer sent while it held the floor (RTP packets): the
     /// floor's sign of life from its talker.
     pub talk_packets: AtomicU64,
+    /// How the viewer is reached: our candidate's kind in the pair in use
+    /// ([`crate::peer::stats::path_name`]).
+    pub path: AtomicU8,
 }
 
 /// How a connection's packets leave, for telemetry.

@@ -35,6 +35,44 @@ pub(super) async fn read_stats(pc: &Arc<dyn PeerConnection>, counters: &SenderCo
     take_stats(&report, counters)
 }
 
+/// The kind of our candidate in the pair media goes on, as telemetry's
+/// `path` names it: `host` (straight from the camera's address), `srflx` or
+/// `prflx` (through its NAT), `relay` (through a TURN server). Stored as a
+/// number in [`SenderCounters::path`]; 0 while unknown.
+const PATHS: [&str; 5] = ["", "host", "srflx", "prflx", "relay"];
+
+/// The name of a stored path, once known.
+pub fn path_name(stored: u8) -> Option<&'static str> {
+    PATHS
+        .get(usize::from(stored))
+        .copied()
+        .filter(|p| !p.is_empty())
+}
+
+/// The stored number of our candidate `candidate_id` (as a pair names it)
+/// in `report`, whose own entry for it is `RTCLocalIceCandidate_{id}`.
+fn path_of(report: &RTCStatsReport, candidate_id: &str) -> u8 {
+    use webrtc::peer_connection::RTCIceCandidateType as T;
+    let ours = report.iter().find_map(|e| match e {
+        RTCStatsReportEntry::LocalCandidate(c)
+            if c.stats.id.strip_prefix("RTCLocalIceCandidate_") == Some(candidate_id) =>
+        {
+            Some(c)
+        }
+        _ => None,
+    });
+    match ours {
+        Some(c) => match c.candidate_type {
+            T::Host => 1,
+            T::Srflx => 2,
+            T::Prflx => 3,
+            T::Relay => 4,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// [`read_stats`] of a report already read.
 pub(super) fn take_stats(report: &RTCStatsReport, counters: &SenderCounters) -> Consent {
     let mut rtt = None;
@@ -52,6 +90,11 @@ pub(super) fn take_stats(report: &RTCStatsReport, counters: &SenderCounters) -> 
                 }
                 if pair.nominated && pair.current_round_trip_time > 0.0 {
                     rtt = Some(pair.current_round_trip_time);
+                }
+                if pair.nominated {
+                    counters
+                        .path
+                        .store(path_of(report, &pair.local_candidate_id), Ordering::Relaxed);
                 }
             }
             RTCStatsReportEntry::RemoteInboundRtp(remote)
