@@ -76,16 +76,34 @@ fn wait_played(path: &Path, from: usize, seconds: f64) -> Vec<i16> {
     }
 }
 
+/// The samples played once the speaker has stopped writing for 300 ms.
+fn settled(path: &Path) -> usize {
+    let end = Instant::now() + STEP;
+    let mut last = played(path).len();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = played(path).len();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < end, "the speaker never stopped playing");
+        last = now;
+    }
+}
+
 fn talk_event(viewer: &mut WebrtcbinViewer, action: &str) -> Value {
     viewer.wait(&format!("talk {action}"), STEP, |v| {
         v["event"] == "talk" && v["action"] == action
     })
 }
 
+/// Fields drop in order: the camera before the directory its speaker
+/// writes in, and before its network.
 struct Setup {
-    net: Net,
-    _broker: NsBroker,
     cam: NsCamera,
+    _speaker_dir: common::TempDir,
+    _broker: NsBroker,
+    net: Net,
     played: PathBuf,
 }
 
@@ -94,13 +112,12 @@ fn setup(id: &str) -> Setup {
     let broker = NsBroker::start(&net);
     let dir = common::temp_dir(&format!("{id}-speaker"));
     let played = dir.join("played.raw");
-    // The file's directory lives as long as the camera's.
     let cam = NsCamera::start(&net, id, &camera_toml(&played));
-    std::mem::forget(dir);
     Setup {
-        net,
-        _broker: broker,
         cam,
+        _speaker_dir: dir,
+        _broker: broker,
+        net,
         played,
     }
 }
@@ -153,8 +170,7 @@ fn a_webrtcbin_viewer_that_talks_is_heard_at_its_pitch_and_silent_after_release(
         v["talk"]["holder"].is_null() && v["talk"]["enabled"] == true
     });
     // What the jitter buffer held plays out; then nothing more.
-    std::thread::sleep(Duration::from_millis(500));
-    let after = played(&s.played).len();
+    let after = settled(&s.played);
     std::thread::sleep(Duration::from_secs(2));
     let later = played(&s.played);
     assert!(
