@@ -17,7 +17,7 @@ use crate::protocol::ids::{is_peer_id, is_room};
 pub use audio::{AudioConfig, AudioSource};
 pub use broker_login::{BrokerAddress, MqttConfig};
 use environment::{EnvironmentLayer, PREFIX, SEPARATOR};
-pub use talk::{SPEAKER_VOLUME_RANGE, SpeakerConfig, SpeakerSink, TalkConfig};
+pub use talk::{EchoMode, SPEAKER_VOLUME_RANGE, SpeakerConfig, SpeakerSink, TalkConfig};
 pub use video::{
     BITRATE_RANGE, ENCODERS, FPS_RANGE, HEIGHT_RANGE, LOWER_LAYER_MIN_KBPS, LayerConfig,
     MAX_LOWER_LAYERS, SourceFormat, SourceKind, VideoConfig, WIDTH_RANGE,

@@ -78,6 +78,41 @@ impl Default for SpeakerConfig {
     }
 }
 
+/// How the talker is kept from hearing itself through the camera's
+/// microphone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum EchoMode {
+    /// What the speaker plays is cancelled from what the microphone hears
+    /// (`webrtcdsp`); the viewers still hear the room.
+    Cancel,
+    /// The microphone is muted while a viewer holds the floor.
+    HalfDuplex,
+    /// Nothing: a speaker far from the microphone, or headphones.
+    Off,
+}
+
+impl EchoMode {
+    /// The name in the configuration and in telemetry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::HalfDuplex => "half-duplex",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl TryFrom<String> for EchoMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        [Self::Cancel, Self::HalfDuplex, Self::Off]
+            .into_iter()
+            .find(|mode| mode.name() == s)
+            .ok_or_else(|| format!("{s:?} is not an echo mode; accepted: cancel, half-duplex, off"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TalkConfig {
@@ -90,6 +125,10 @@ pub struct TalkConfig {
     /// A talker silent this long gives the floor back, in seconds.
     #[serde(default = "default_silence_s")]
     pub silence_s: u64,
+    /// Keeping the talker from hearing itself; `cancel` falls back to
+    /// `half-duplex` where `webrtcdsp` is not installed.
+    #[serde(default = "default_echo")]
+    pub echo: EchoMode,
 }
 
 fn default_true() -> bool {
@@ -101,6 +140,9 @@ fn default_max_s() -> u64 {
 fn default_silence_s() -> u64 {
     15
 }
+fn default_echo() -> EchoMode {
+    EchoMode::Cancel
+}
 
 impl Default for TalkConfig {
     fn default() -> Self {
@@ -108,6 +150,7 @@ impl Default for TalkConfig {
             enabled: true,
             max_s: default_max_s(),
             silence_s: default_silence_s(),
+            echo: default_echo(),
         }
     }
 }

@@ -50,6 +50,17 @@ fn errors_name_the_key_and_the_accepted_values() {
     assert!(e.contains("video.pipeline"), "{e}");
     let e = error_of("[[webrtc.ice_servers]]\nurls = [\"http://x\"]");
     assert!(e.contains("ice_servers[0]"), "{e}");
+    let e = error_of("[talk]\necho = \"aec\"");
+    assert!(e.contains("echo") && e.contains("half-duplex"), "{e}");
+}
+
+#[test]
+fn every_echo_mode_reads_by_its_name() {
+    for mode in [EchoMode::Cancel, EchoMode::HalfDuplex, EchoMode::Off] {
+        let config = Config::from_toml(&format!("[talk]\necho = \"{}\"", mode.name())).unwrap();
+        assert_eq!(config.talk.echo, mode);
+    }
+    assert_eq!(Config::from_toml("").unwrap().talk.echo, EchoMode::Cancel);
 }
 
 #[test]

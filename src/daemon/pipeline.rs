@@ -147,6 +147,10 @@ impl Source for VideoSource {
 pub(super) struct AudioSource {
     pub feed: AudioFeed,
     pub events: mpsc::UnboundedSender<MediaEvent>,
+    /// The speaker's sound is taken out of what the microphone hears.
+    pub cancel_echo: bool,
+    /// Muted while a viewer talks (half duplex), whatever `mute` says.
+    pub ducked: bool,
 }
 
 impl Source for AudioSource {
@@ -155,7 +159,15 @@ impl Source for AudioSource {
 
     fn launch(&self, config: &Config) -> anyhow::Result<Option<AudioCapture>> {
         let source = config.audio.source_for(config.video.source);
-        AudioCapture::start(&config.audio, source, &self.feed, self.events.clone())
+        let mut audio = config.audio.clone();
+        audio.muted |= self.ducked;
+        AudioCapture::start(
+            &audio,
+            source,
+            self.cancel_echo,
+            &self.feed,
+            self.events.clone(),
+        )
     }
 
     fn frames(&self) -> u64 {
@@ -167,6 +179,8 @@ impl Source for AudioSource {
 pub(super) struct SpeakerOutput {
     pub feed: SpeakerFeed,
     pub events: mpsc::UnboundedSender<MediaEvent>,
+    /// What is played is handed to the microphone's echo canceller.
+    pub cancel_echo: bool,
 }
 
 impl Source for SpeakerOutput {
@@ -175,7 +189,12 @@ impl Source for SpeakerOutput {
     const STALLS: bool = false;
 
     fn launch(&self, config: &Config) -> anyhow::Result<Option<SpeakerPlayback>> {
-        SpeakerPlayback::start(&config.speaker, &self.feed, self.events.clone())
+        SpeakerPlayback::start(
+            &config.speaker,
+            self.cancel_echo,
+            &self.feed,
+            self.events.clone(),
+        )
     }
 
     fn frames(&self) -> u64 {
@@ -350,12 +369,20 @@ impl<S: Source> Pipeline<S> {
 }
 
 impl Pipeline<AudioSource> {
-    /// Mutes or unmutes the running microphone; a pipeline started later
-    /// takes `audio.muted` from the configuration.
+    /// Mutes or unmutes the running microphone (`mute`); it stays muted
+    /// while ducked. A pipeline started later takes `audio.muted` from the
+    /// configuration.
     pub(super) fn set_muted(&self, muted: bool) {
         if let Some(capture) = &self.running {
-            capture.set_muted(muted);
+            capture.set_muted(muted || self.source.ducked);
         }
+    }
+
+    /// Mutes the microphone while a viewer talks (half duplex), or gives it
+    /// back to `muted`.
+    pub(super) fn set_ducked(&mut self, ducked: bool, muted: bool) {
+        self.source.ducked = ducked;
+        self.set_muted(muted);
     }
 }
 

@@ -22,9 +22,9 @@ use super::stats::StatsSchedule;
 use super::status::StatusSchedule;
 use super::talk::TalkDesk;
 use super::{ConfigSource, Daemon, Events, LOG_TARGET};
-use crate::config::{Config, STANDALONE_ROOM, SpeakerSink};
+use crate::config::{Config, EchoMode, STANDALONE_ROOM, SpeakerSink};
 use crate::media::speaker::SpeakerFeed;
-use crate::media::{AudioFeed, KeyframeTarget, VideoLayers, VideoParams};
+use crate::media::{AudioFeed, KeyframeTarget, VideoLayers, VideoParams, echo, has_element};
 use crate::mqtt::{self, Broker, SessionOptions};
 use crate::participant::Participant;
 use crate::peer::{Outgoing, PeerFactory};
@@ -95,6 +95,11 @@ impl Daemon {
                 events: media_tx,
             },
         )?;
+        let echo = echo::mode(&config, has_element);
+        if let Some(reason) = echo::fallback_reason(&config, echo) {
+            tracing::warn!(target: LOG_TARGET, "{reason}");
+        }
+        let cancel_echo = echo == EchoMode::Cancel;
         // The microphone has a pipeline of its own: its failures are its own.
         let audio_feed = AudioFeed::default();
         let (audio_tx, audio_events) = mpsc::unbounded_channel();
@@ -103,6 +108,8 @@ impl Daemon {
             AudioSource {
                 feed: audio_feed.clone(),
                 events: audio_tx,
+                cancel_echo,
+                ducked: false,
             },
         )?;
         // The speaker too: a busy or missing one is retried on its own.
@@ -113,6 +120,7 @@ impl Daemon {
             SpeakerOutput {
                 feed: speaker_feed.clone(),
                 events: speaker_tx,
+                cancel_echo,
             },
         )?;
         let keyframe_servers: Vec<_> = layers
@@ -220,7 +228,7 @@ impl Daemon {
             Sample::take(Instant::now(), &layers.top().counters, 0),
             Duration::from_secs(config.stats_interval_s),
         );
-        let talk = TalkDesk::new(&config);
+        let talk = TalkDesk::new(&config, echo);
         let mut daemon = Self {
             talk,
             config,

@@ -6,13 +6,14 @@
 //!
 //! Owns the floor and what it needs to judge a talker: whether its sound
 //! still comes (the connection's count of talk packets) and whether its
-//! connection is still there.
+//! connection is still there. In half duplex, it mutes the microphone for
+//! the length of each turn.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Daemon, LOG_TARGET};
-use crate::config::{Config, SpeakerSink};
+use crate::config::{Config, EchoMode, SpeakerSink};
 use crate::peer::{PeerCommand, SendPath};
 use crate::protocol::{SignalBody, TalkAction, TalkState, Talker};
 use crate::room::LinkId;
@@ -26,10 +27,12 @@ pub(super) struct TalkDesk {
     speaker: bool,
     /// The talker's connection, and its talk packets when last looked at.
     talker_link: Option<(LinkId, u64)>,
+    /// How the talker is kept from hearing itself ([`crate::media::echo`]).
+    echo: EchoMode,
 }
 
 impl TalkDesk {
-    pub(super) fn new(config: &Config) -> Self {
+    pub(super) fn new(config: &Config, echo: EchoMode) -> Self {
         let speaker = config.speaker.sink != SpeakerSink::None;
         Self {
             floor: Floor::new(
@@ -41,6 +44,7 @@ impl TalkDesk {
             ),
             speaker,
             talker_link: None,
+            echo,
         }
     }
 }
@@ -131,6 +135,7 @@ impl Daemon {
         serde_json::json!({
             "enabled": self.talk.floor.enabled(),
             "holder": self.talk.floor.holder().map(|t| self.named(t)),
+            "echo": self.talk.echo.name(),
             "speaker": {
                 "state": self.speaker.state().name(),
                 "error": self.speaker.error(),
@@ -148,6 +153,7 @@ impl Daemon {
                 if let Some((link, _)) = self.talk.talker_link {
                     self.participant.command_link(link, PeerCommand::Talk(true));
                 }
+                self.duck(true);
             }
             Decision::Refused { talker, holder } => {
                 let reason = if holder.is_some() { "taken" } else { "off" };
@@ -160,9 +166,17 @@ impl Daemon {
                     self.participant
                         .command_link(link, PeerCommand::Talk(false));
                 }
+                self.duck(false);
             }
         }
         self.publish_talk();
+    }
+
+    /// In half duplex, the microphone is muted for the length of a turn.
+    fn duck(&mut self, talking: bool) {
+        if self.talk.echo == EchoMode::HalfDuplex {
+            self.audio.set_ducked(talking, self.config.audio.muted);
+        }
     }
 
     fn refuse(&mut self, talker: &floor::Talker, reason: &str, holder: Option<&floor::Talker>) {

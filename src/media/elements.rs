@@ -91,6 +91,8 @@ pub const ELEMENTS: &[Element] = &[
     element("audioresample", BASE),
     element("volume", BASE),
     element("opusenc", BASE),
+    // The echo canceller ([`super::echo`]; its probe is made in code).
+    element("webrtcdsp", BAD),
     // The speaker ([`super::speaker`]).
     element("rtpjitterbuffer", GOOD),
     element("rtpopusdepay", GOOD),
@@ -347,12 +349,14 @@ mod tests {
         }
         sinks
             .into_iter()
-            .filter_map(|sink| {
-                super::super::speaker::pipeline_description(&SpeakerConfig {
+            .flat_map(|sink| [(sink, false), (sink, true)])
+            .filter_map(|(sink, cancel_echo)| {
+                let speaker = SpeakerConfig {
                     sink,
                     pipeline: "pulsesink".into(),
                     ..SpeakerConfig::default()
-                })
+                };
+                super::super::speaker::pipeline_description(&speaker, cancel_echo)
             })
             .collect()
     }
@@ -375,7 +379,10 @@ mod tests {
         };
         sources
             .into_iter()
-            .filter_map(|source| audio::description::pipeline_description(&audio, source))
+            .flat_map(|source| [(source, false), (source, true)])
+            .filter_map(|(source, cancel_echo)| {
+                audio::description::pipeline_description(&audio, source, cancel_echo)
+            })
             .collect()
     }
 

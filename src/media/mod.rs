@@ -15,6 +15,7 @@
 pub mod audio;
 pub mod clock;
 pub mod description;
+pub mod echo;
 pub mod elements;
 pub mod feed;
 pub mod frame;

@@ -21,7 +21,7 @@ use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
 use super::audio::description::OPUS_CLOCK_RATE;
-use super::{MediaCounters, MediaEvent, Running, elements, launch, named};
+use super::{MediaCounters, MediaEvent, Running, echo, elements, launch, named};
 use crate::config::{SpeakerConfig, SpeakerSink};
 use crate::peer::factory::OPUS_PAYLOAD_TYPE;
 
@@ -81,10 +81,21 @@ fn playback_description(speaker: &SpeakerConfig) -> String {
     )
 }
 
-/// The whole pipeline; `None` for no speaker.
-pub fn pipeline_description(speaker: &SpeakerConfig) -> Option<String> {
+/// The whole pipeline; `None` for no speaker. With `cancel_echo`, what is
+/// played leaves `played` and comes back at `heard`: the echo probe goes
+/// between them ([`SpeakerPlayback::start`]), right before the sink.
+pub fn pipeline_description(speaker: &SpeakerConfig, cancel_echo: bool) -> Option<String> {
     let sink = sink_description(speaker)?;
-    Some(format!("{} ! {sink}", playback_description(speaker)))
+    let playback = playback_description(speaker);
+    Some(if cancel_echo {
+        format!(
+            "{playback} ! audioconvert ! capsfilter name=played caps={} \
+             audioconvert name=heard ! {sink}",
+            echo::CANCEL_CAPS
+        )
+    } else {
+        format!("{playback} ! {sink}")
+    })
 }
 
 /// GStreamer's `volume` for a volume in percent.
@@ -97,6 +108,9 @@ fn volume(percent: u32) -> f64 {
 pub struct SpeakerPlayback {
     running: Running,
     feed: SpeakerFeed,
+    /// The echo probe, when the camera cancels echo: given back when the
+    /// pipeline stops, for the next one.
+    probe: Option<gst::Element>,
 }
 
 impl SpeakerPlayback {
@@ -105,11 +119,12 @@ impl SpeakerPlayback {
     /// is a [`crate::media::MissingElements`] naming its package.
     pub fn start(
         speaker: &SpeakerConfig,
+        cancel_echo: bool,
         feed: &SpeakerFeed,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> anyhow::Result<Option<Self>> {
         gst::init().context("GStreamer failed to initialise")?;
-        let Some(desc) = pipeline_description(speaker) else {
+        let Some(desc) = pipeline_description(speaker, cancel_echo) else {
             return Ok(None);
         };
         // The user's own sink is left to GStreamer's parser.
@@ -120,6 +135,11 @@ impl SpeakerPlayback {
         tracing::info!(pipeline = %desc, "starting the speaker");
         let pipeline = launch(&desc)?;
         let source: gst_app::AppSrc = named(&pipeline, "talk")?;
+        let probe = cancel_echo.then(echo::probe).transpose()?;
+        if let Some(probe) = &probe {
+            insert_probe(&pipeline, probe)?;
+            echo::share_time(&pipeline);
+        }
         let running = Running::play(pipeline, &desc, events.clone())?;
         // Nothing plays until someone talks, and a sink reaches PLAYING
         // only with its first buffer: a pipeline that took the state (its
@@ -129,6 +149,7 @@ impl SpeakerPlayback {
         Ok(Some(Self {
             running,
             feed: feed.clone(),
+            probe,
         }))
     }
 
@@ -140,9 +161,27 @@ impl SpeakerPlayback {
     }
 }
 
+/// Puts the process's echo probe between `played` and `heard`, taking it
+/// from a pipeline that still holds it.
+fn insert_probe(pipeline: &gst::Pipeline, probe: &gst::Element) -> anyhow::Result<()> {
+    if let Some(old) = probe.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) {
+        let _ = probe.set_state(gst::State::Null);
+        old.remove(probe).context("taking the echo probe back")?;
+    }
+    pipeline.add(probe).context("adding the echo probe")?;
+    let played: gst::Element = named(pipeline, "played")?;
+    let heard: gst::Element = named(pipeline, "heard")?;
+    gst::Element::link_many([&played, probe, &heard]).context("linking the echo probe")?;
+    Ok(())
+}
+
 impl Drop for SpeakerPlayback {
     fn drop(&mut self) {
         self.feed.attach(None);
+        if let Some(probe) = &self.probe {
+            let _ = self.running.pipeline.set_state(gst::State::Null);
+            let _ = self.running.pipeline.remove(probe);
+        }
     }
 }
 
@@ -158,7 +197,7 @@ mod tests {
             volume: 50,
             ..SpeakerConfig::default()
         };
-        let desc = pipeline_description(&speaker).unwrap();
+        let desc = pipeline_description(&speaker, false).unwrap();
         assert!(desc.starts_with("appsrc name=talk is-live=true "));
         assert!(desc.contains("encoding-name=OPUS"));
         assert_eq!(desc.matches("opusdec").count(), 1);
@@ -168,17 +207,56 @@ mod tests {
 
     #[test]
     fn no_speaker_is_no_pipeline_and_a_pipeline_sink_is_the_users_own() {
-        assert_eq!(pipeline_description(&SpeakerConfig::default()), None);
+        assert_eq!(pipeline_description(&SpeakerConfig::default(), false), None);
         let speaker = SpeakerConfig {
             sink: SpeakerSink::Pipeline,
             pipeline: " fakesink name=out ".into(),
             ..SpeakerConfig::default()
         };
         assert!(
-            pipeline_description(&speaker)
+            pipeline_description(&speaker, false)
                 .unwrap()
                 .ends_with("volume name=speaker volume=1 ! fakesink name=out")
         );
+    }
+
+    #[test]
+    fn with_echo_cancelled_what_is_played_passes_the_probe_right_before_the_sink() {
+        let speaker = SpeakerConfig {
+            sink: SpeakerSink::Pipeline,
+            pipeline: "fakesink name=out".into(),
+            ..SpeakerConfig::default()
+        };
+        let desc = pipeline_description(&speaker, true).unwrap();
+        assert!(desc.contains(
+            "volume name=speaker volume=1 ! audioconvert ! capsfilter name=played \
+             caps=audio/x-raw,format=S16LE,layout=interleaved,rate=48000 "
+        ));
+        assert!(desc.ends_with(" audioconvert name=heard ! fakesink name=out"));
+    }
+
+    #[test]
+    fn the_echo_probe_moves_from_a_stopped_speaker_to_the_next_one() {
+        gst::init().unwrap();
+        let speaker = SpeakerConfig {
+            sink: SpeakerSink::Pipeline,
+            pipeline: "fakesink".into(),
+            ..SpeakerConfig::default()
+        };
+        let feed = SpeakerFeed::default();
+        for _ in 0..2 {
+            let (events, _rx) = mpsc::unbounded_channel();
+            let playback = SpeakerPlayback::start(&speaker, true, &feed, events)
+                .unwrap()
+                .unwrap();
+            let probe = echo::probe().unwrap();
+            assert_eq!(
+                probe.parent().map(|p| p.name()),
+                Some(playback.running.pipeline.name())
+            );
+            drop(playback);
+            assert!(probe.parent().is_none());
+        }
     }
 
     #[test]

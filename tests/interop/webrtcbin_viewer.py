@@ -16,6 +16,9 @@ what happens as JSON lines on stdout:
                  and on every 30th frame; gap_ms is the longest wait between
                  two frames of connection K since its previous frame event,
                  T the seconds since the viewer started
+    {"event":"heard","peer":...,"conn":N,"rms_db":L}
+                 with --hear, the level of the camera's sound every 500 ms
+                 (dBFS, the loudest channel; -120 for silence)
     {"event":"bye","peer":...,"reason":...}        a bye from a camera
     {"event":"peer","peer":...,"role":...,"session":...}  a presence
     {"event":"peer_left","peer":...}
@@ -337,6 +340,15 @@ class Connection(WebrtcbinConnection):
                 chain = "queue ! rtph264depay ! h264parse ! avdec_h264 name=dec ! fakesink sync=false"
             else:
                 chain = "queue ! rtph264depay name=dec ! fakesink sync=false"
+        elif s.get_string("media") == "audio" and self.viewer.args.hear:
+            # What the camera's microphone sends, as a level every 500 ms.
+            chain = (
+                "queue ! rtpopusdepay ! opusdec ! audioconvert ! "
+                "level interval=500000000 post-messages=true ! fakesink sync=false"
+            )
+            bus = self.pipeline.get_bus()
+            bus.add_signal_watch()
+            bus.connect("message::element", self._on_level)
         else:
             chain = "fakesink sync=false"
         bin_ = Gst.parse_bin_from_description(chain, True)
@@ -346,6 +358,15 @@ class Connection(WebrtcbinConnection):
         dec = bin_.get_by_name("dec")
         if dec is not None:
             dec.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
+
+    def _on_level(self, _bus, message):
+        s = message.get_structure()
+        if s is None or s.get_name() != "level" or self.closed:
+            return
+        # Silence is -inf dB, which JSON cannot say: -120 is far below any
+        # sound.
+        level = max(-120.0, max(s.get_value("rms")))
+        emit("heard", peer=self.peer, conn=self.number, rms_db=round(level, 1))
 
     def _on_frame(self, _pad, _info):
         self.viewer.count_frame(self)
@@ -582,6 +603,9 @@ def main():
         "--talker", action="store_true", help="answer the camera's sound sendrecv, to talk later"
     )
     parser.add_argument("--talk-hz", type=int, default=660, help="the pitch of the talk tone")
+    parser.add_argument(
+        "--hear", action="store_true", help="decode the camera's sound and report its level"
+    )
     parser.add_argument(
         "--no-decode", action="store_true", help="count access units instead of decoded pictures"
     )

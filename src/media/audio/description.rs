@@ -1,11 +1,13 @@
 //! The microphone's pipeline as a gst-launch description, from `[audio]`.
 //!
 //! Pure functions, covered by tests here for every source. Whatever the
-//! source, its sound is converted to 48 kHz, goes through a `volume`
-//! (`mic`, the mute switch) and one `opusenc` (20 ms packets) into the
-//! appsink `audio`: encoded once for every viewer.
+//! source, its sound is converted to 48 kHz, has the speaker's sound taken
+//! out of it when the camera cancels echo ([`crate::media::echo`]), goes
+//! through a `volume` (`mic`, the mute switch) and one `opusenc` (20 ms
+//! packets) into the appsink `audio`: encoded once for every viewer.
 
 use crate::config::{AudioConfig, AudioSource};
+use crate::media::echo;
 
 /// Opus's RTP clock, whatever the sample rate (RFC 7587).
 pub const OPUS_CLOCK_RATE: u32 = 48_000;
@@ -26,19 +28,32 @@ pub fn source_description(audio: &AudioConfig, source: AudioSource) -> Option<St
     })
 }
 
-/// The whole pipeline; `None` for no sound.
-pub fn pipeline_description(audio: &AudioConfig, source: AudioSource) -> Option<String> {
+/// The whole pipeline, with the echo canceller when `cancel_echo`; `None`
+/// for no sound.
+pub fn pipeline_description(
+    audio: &AudioConfig,
+    source: AudioSource,
+    cancel_echo: bool,
+) -> Option<String> {
     let source = source_description(audio, source)?;
+    let channels = audio.channels;
+    let raw = if cancel_echo {
+        format!(
+            "{},channels={channels} ! {} ! ",
+            echo::CANCEL_CAPS,
+            echo::canceller_description()
+        )
+    } else {
+        format!("audio/x-raw,rate={OPUS_CLOCK_RATE},channels={channels} ! ")
+    };
     // Opus's FEC only goes into packets when the encoder expects loss.
     let loss = if audio.fec { 10 } else { 0 };
     Some(format!(
-        "{source} ! audioconvert ! audioresample ! \
-         audio/x-raw,rate={OPUS_CLOCK_RATE},channels={channels} ! \
+        "{source} ! audioconvert ! audioresample ! {raw}\
          volume name=mic mute={muted} ! \
          opusenc name=opus bitrate={bitrate} frame-size={FRAME_MS} inband-fec={fec} \
          packet-loss-percentage={loss} dtx={dtx} ! \
          appsink name=audio sync=false max-buffers=50 drop=true",
-        channels = audio.channels,
         muted = audio.muted,
         bitrate = audio.bitrate_kbps * 1000,
         fec = audio.fec,
@@ -56,7 +71,7 @@ mod tests {
             device: "plughw:CARD=Device,DEV=0".into(),
             ..AudioConfig::default()
         };
-        let desc = pipeline_description(&audio, AudioSource::Alsa).unwrap();
+        let desc = pipeline_description(&audio, AudioSource::Alsa, false).unwrap();
         assert!(desc.starts_with("alsasrc device=plughw:CARD=Device,DEV=0 ! "));
         assert!(desc.contains("rate=48000,channels=1"));
         assert!(desc.contains("bitrate=32000 frame-size=20 inband-fec=true"));
@@ -74,7 +89,7 @@ mod tests {
             dtx: true,
             ..AudioConfig::default()
         };
-        let desc = pipeline_description(&audio, AudioSource::Test).unwrap();
+        let desc = pipeline_description(&audio, AudioSource::Test, false).unwrap();
         assert!(desc.starts_with("audiotestsrc is-live=true wave=sine freq=660 "));
         assert!(desc.contains("volume name=mic mute=true"));
         assert!(desc.contains("inband-fec=false packet-loss-percentage=0 dtx=true"));
@@ -87,11 +102,24 @@ mod tests {
             channels: 2,
             ..AudioConfig::default()
         };
-        let own = pipeline_description(&audio, AudioSource::Pipeline).unwrap();
+        let own = pipeline_description(&audio, AudioSource::Pipeline, false).unwrap();
         assert!(own.starts_with("alsasrc device=hw:2 ! queue ! audioconvert"));
         assert!(own.contains("channels=2"));
-        let pulse = pipeline_description(&audio, AudioSource::Pulse).unwrap();
+        let pulse = pipeline_description(&audio, AudioSource::Pulse, false).unwrap();
         assert!(pulse.starts_with("pulsesrc ! "));
-        assert_eq!(pipeline_description(&audio, AudioSource::None), None);
+        assert_eq!(pipeline_description(&audio, AudioSource::None, false), None);
+    }
+
+    #[test]
+    fn echo_is_cancelled_on_the_raw_sound_before_the_mute_switch() {
+        let audio = AudioConfig {
+            channels: 2,
+            ..AudioConfig::default()
+        };
+        let desc = pipeline_description(&audio, AudioSource::Test, true).unwrap();
+        let raw = "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2 ! webrtcdsp ";
+        let canceller = desc.find(raw).expect(&desc);
+        assert!(canceller < desc.find("volume name=mic").unwrap(), "{desc}");
+        assert_eq!(desc.matches("webrtcdsp").count(), 1);
     }
 }

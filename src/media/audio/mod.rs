@@ -23,6 +23,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use tokio::sync::{broadcast, mpsc};
 
+use super::echo;
 use super::{
     EncodedFrame, FANOUT_DEPTH, MediaCounters, MediaEvent, Running, clock, elements, launch, named,
 };
@@ -68,25 +69,33 @@ pub struct AudioCapture {
 }
 
 impl AudioCapture {
-    /// Builds and starts the pipeline for `source`, packets to `feed`;
-    /// `Ok(None)` for no sound. An element missing from the installation
-    /// is a [`crate::media::MissingElements`] naming its package.
+    /// Builds and starts the pipeline for `source`, packets to `feed`,
+    /// cancelling the speaker's echo when `cancel_echo`; `Ok(None)` for no
+    /// sound. An element missing from the installation is a
+    /// [`crate::media::MissingElements`] naming its package.
     pub fn start(
         audio: &AudioConfig,
         source: AudioSource,
+        cancel_echo: bool,
         feed: &AudioFeed,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> anyhow::Result<Option<Self>> {
         gst::init().context("GStreamer failed to initialise")?;
-        let Some(desc) = description::pipeline_description(audio, source) else {
+        let Some(desc) = description::pipeline_description(audio, source, cancel_echo) else {
             return Ok(None);
         };
+
         // The user's own source is left to GStreamer's parser.
         if source != AudioSource::Pipeline {
             elements::require(&desc)?;
         }
         tracing::info!(pipeline = %desc, "starting the microphone");
         let pipeline = launch(&desc)?;
+        if cancel_echo {
+            // The canceller looks for its probe as it starts.
+            echo::probe()?;
+            echo::share_time(&pipeline);
+        }
         let sink: gst_app::AppSink = named(&pipeline, "audio")?;
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
