@@ -5,6 +5,7 @@
 // its telemetry says of our link (the layer it sends us, its estimate).
 import mqtt from "mqtt";
 import { JanusSubscription } from "./janus.js";
+import { TalkButton } from "./talk.js";
 import { Topics, decode, iOffer, isSession, linkTo, randomToken, VERSION } from "./protocol.js";
 
 const params = new URLSearchParams(location.search);
@@ -30,6 +31,8 @@ function tileFor(id, name) {
     tile.dataset.peer = id;
     tile.innerHTML = `<video autoplay playsinline muted></video>
       <div class="bar"><span class="name"></span>
+        <span class="talker" hidden></span>
+        <button class="talk" type="button" hidden aria-pressed="false">hold to talk</button>
         <button class="speaker" type="button" hidden aria-pressed="false" title="Sound">sound off</button>
         <span class="badge connecting">connecting</span></div>
       <div class="stats"></div>`;
@@ -126,8 +129,16 @@ class Peer {
     this.remoteSet = false;
     this.lastBytes = 0;
     this.lastAt = 0;
-    tileFor(presence.id, presence.name);
+    const tile = tileFor(presence.id, presence.name);
     setBadge(presence.id, room.offline.has(presence.id) ? "offline" : "connecting");
+    if (presence.role === "camera") {
+      const id = presence.id;
+      this.talk = new TalkButton(tile, this, {
+        say: setStatus,
+        changed: (talk) => { window.meshcam.peers[id] = { ...(window.meshcam.peers[id] || {}), talk }; },
+      });
+      this.talk.show(presence.talk, room.me);
+    }
   }
 
   get id() { return this.presence.id; }
@@ -212,6 +223,7 @@ class Peer {
 
   close() {
     clearTimeout(this.retry);
+    this.talk?.reset();
     if (this.pc) {
       const pc = this.pc;
       this.pc = null;
@@ -363,7 +375,12 @@ function onPresence(id, payload) {
     stopSfu(id);
     delete tileFor(id, presence.name).dataset.via;
   }
-  if (known && known.presence.session === presence.session) return;
+  if (known && known.presence.session === presence.session) {
+    // The same session says something new: who talks, for one.
+    known.presence = presence;
+    known.talk?.show(presence.talk, room.me);
+    return;
+  }
   known?.close();
   const peer = new Peer(presence);
   room.peers.set(id, peer);
@@ -380,6 +397,7 @@ async function onSignal(from, payload) {
       case "offer": if (iOffer(room.me, "viewer", peer.presence) === false) await peer.answer(msg.sdp); break;
       case "answer": await peer.applyAnswer(msg.sdp); break;
       case "candidate": await peer.candidate(msg.candidate); break;
+      case "talk": peer.talk?.onSignal(msg); break;
       case "bye":
         peerGone(peer);
         if (msg.reason === "full") {

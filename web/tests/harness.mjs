@@ -168,8 +168,11 @@ export async function startCamera({ id = "cam1", toml = "" } = {}) {
   return camera;
 }
 
-/** Headless Chromium; `fakeMedia` gives it a fake webcam and microphone. */
-export async function launchBrowser({ fakeMedia = false } = {}) {
+/**
+ * Headless Chromium; `fakeMedia` gives it a fake webcam and microphone,
+ * whose sound is `fakeSound` (a WAV file, played in a loop) when given.
+ */
+export async function launchBrowser({ fakeMedia = false, fakeSound = null } = {}) {
   const args = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -180,6 +183,7 @@ export async function launchBrowser({ fakeMedia = false } = {}) {
     "--disable-backgrounding-occluded-windows",
   ];
   if (fakeMedia) args.push("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream");
+  if (fakeSound) args.push(`--use-file-for-fake-audio-capture=${fakeSound}`);
   const userDataDir = tempDir("chromium");
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM, headless: true, args, viewport: { width: 1024, height: 640 },
