@@ -4,8 +4,9 @@
 //! again for its sound, play it or stop) and as the camera's presence,
 //! which tells every viewer of every room who talks.
 //!
-//! Owns the floor and what it needs to judge a talker: whether its sound
-//! still comes (the connection's count of talk packets) and whether its
+//! Owns the floor and what it needs to judge a talker: whether its voice
+//! still comes (the speaker's count of voiced sound: packets of silence,
+//! which browsers send without DTX, are silence) and whether its
 //! connection is still there. In half duplex, it mutes the microphone for
 //! the length of each turn.
 
@@ -25,7 +26,8 @@ pub(super) struct TalkDesk {
     /// There is a speaker: without one nobody can talk, and the presence
     /// says nothing of talking.
     speaker: bool,
-    /// The talker's connection, and its talk packets when last looked at.
+    /// The talker's connection, and the speaker's voiced count when last
+    /// looked at.
     talker_link: Option<(LinkId, u64)>,
     /// How the talker is kept from hearing itself ([`crate::media::echo`]).
     echo: EchoMode,
@@ -66,7 +68,7 @@ impl Daemon {
                 TalkAction::Request => {
                     let decision = self.talk.floor.request(now, talker);
                     if matches!(decision, Decision::Granted(_)) {
-                        self.talk.talker_link = Some((step.link, self.talk_packets(step.link)));
+                        self.talk.talker_link = Some((step.link, self.voiced()));
                     }
                     Some(decision)
                 }
@@ -97,10 +99,10 @@ impl Daemon {
                 *l == link && *connected && *room == holder.room && *peer == holder.peer
             });
         let decision = if connected {
-            let packets = self.talk_packets(link);
-            if packets > seen {
+            let voiced = self.voiced();
+            if voiced > seen {
                 self.talk.floor.heard(now, &holder);
-                self.talk.talker_link = Some((link, packets));
+                self.talk.talker_link = Some((link, voiced));
             }
             self.talk.floor.tick(now)
         } else {
@@ -216,10 +218,9 @@ impl Daemon {
         }
     }
 
-    fn talk_packets(&self, link: LinkId) -> u64 {
-        self.participant
-            .peer(link)
-            .map_or(0, |p| p.counters.talk_packets.load(Ordering::Relaxed))
+    /// The speaker plays only the talker: its voice is the talker's.
+    fn voiced(&self) -> u64 {
+        self.speaker.source.feed.voiced()
     }
 
     fn on_the_send_loop(&self, link: LinkId) -> bool {

@@ -7,10 +7,14 @@
 //! packets to [`SpeakerFeed`], which outlives the pipelines it feeds: a
 //! rebuilt pipeline takes over where the last one stopped.
 //!
+//! It also says whether what it plays has a voice in it ([`SpeakerFeed::voiced`]):
+//! a talker whose browser sends packets of silence (no DTX, Chromium's
+//! default) is silent all the same, and the floor needs to know.
+//!
 //! Owns: the playback pipeline and its source. Must not touch peer
 //! connections or decide who talks ([`crate::talk`] does).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -32,7 +36,13 @@ pub struct SpeakerFeed {
     source: Arc<Mutex<Option<gst_app::AppSrc>>>,
     /// Packets handed to a running speaker.
     pub counters: Arc<MediaCounters>,
+    /// Decoded buffers louder than [`VOICE_DBFS`].
+    voiced: Arc<AtomicU64>,
 }
+
+/// Sound below this (RMS, dBFS) is silence: the noise floor of a quiet
+/// room's microphone is 20 dB or more below it, a voice 20 dB above.
+pub const VOICE_DBFS: f64 = -50.0;
 
 impl SpeakerFeed {
     /// Plays one RTP packet of Opus; dropped when no speaker runs.
@@ -48,6 +58,12 @@ impl SpeakerFeed {
         // A full queue (a stuck sink) drops the packet: the send loop
         // never waits for the speaker.
         let _ = source.push_buffer(gst::Buffer::from_slice(packet));
+    }
+
+    /// How many decoded buffers had a voice in them so far: growing while
+    /// the talker makes a sound.
+    pub fn voiced(&self) -> u64 {
+        self.voiced.load(Ordering::Relaxed)
     }
 
     fn attach(&self, source: Option<gst_app::AppSrc>) {
@@ -75,7 +91,7 @@ fn playback_description(speaker: &SpeakerConfig) -> String {
          max-bytes=65536 leaky-type=downstream \
          caps=\"application/x-rtp,media=audio,clock-rate={OPUS_CLOCK_RATE},encoding-name=OPUS,\
          payload={OPUS_PAYLOAD_TYPE}\" ! \
-         rtpjitterbuffer latency=60 drop-on-latency=true ! rtpopusdepay ! opusdec plc=true ! \
+         rtpjitterbuffer latency=60 drop-on-latency=true ! rtpopusdepay ! opusdec name=decoder plc=true ! \
          audioconvert ! audioresample ! volume name=speaker volume={volume}",
         volume = volume(speaker.volume),
     )
@@ -135,6 +151,20 @@ impl SpeakerPlayback {
         tracing::info!(pipeline = %desc, "starting the speaker");
         let pipeline = launch(&desc)?;
         let source: gst_app::AppSrc = named(&pipeline, "talk")?;
+        let decoder: gst::Element = named(&pipeline, "decoder")?;
+        let voiced = feed.voiced.clone();
+        decoder
+            .static_pad("src")
+            .context("opusdec has no src pad")?
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(buffer) = info.buffer()
+                    && let Ok(map) = buffer.map_readable()
+                    && has_voice(&map)
+                {
+                    voiced.fetch_add(1, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            });
         let probe = cancel_echo.then(echo::probe).transpose()?;
         if let Some(probe) = &probe {
             insert_probe(&pipeline, probe)?;
@@ -159,6 +189,21 @@ impl SpeakerPlayback {
             element.set_property("volume", volume(percent));
         }
     }
+}
+
+/// Whether decoded sound (`opusdec`'s 16-bit samples) is louder than
+/// [`VOICE_DBFS`].
+fn has_voice(bytes: &[u8]) -> bool {
+    let samples = bytes.len() / 2;
+    if samples == 0 {
+        return false;
+    }
+    let sum: f64 = bytes
+        .chunks_exact(2)
+        .map(|b| (f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).powi(2))
+        .sum();
+    let mean = sum / samples as f64;
+    mean > 10f64.powf(VOICE_DBFS / 10.0)
 }
 
 /// Puts the process's echo probe between `played` and `heard`, taking it
@@ -257,6 +302,26 @@ mod tests {
             drop(playback);
             assert!(probe.parent().is_none());
         }
+    }
+
+    fn tone(amplitude: f64) -> Vec<u8> {
+        (0..960)
+            .flat_map(|i| {
+                let x = amplitude
+                    * (f64::from(i) * 2.0 * std::f64::consts::PI * 660.0 / 48_000.0).sin();
+                ((x * 32767.0) as i16).to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_voice_is_louder_than_fifty_db_below_full_scale() {
+        // A sine's RMS is its amplitude less 3 dB.
+        assert!(has_voice(&tone(0.1)), "-23 dBFS");
+        assert!(has_voice(&tone(0.005)), "-49 dBFS");
+        assert!(!has_voice(&tone(0.004)), "-51 dBFS");
+        assert!(!has_voice(&[0; 1920]), "digital silence");
+        assert!(!has_voice(&[]));
     }
 
     #[test]

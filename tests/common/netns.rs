@@ -532,6 +532,27 @@ impl LineProcess {
         deadline: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
+        match self.wait_for_optional(deadline, pred) {
+            Some(v) => v,
+            None => {
+                let exited = self.child.try_wait().ok().flatten();
+                panic!(
+                    "{}: no {what} within {deadline:?} (exited: {exited:?}); last lines: {:#?}\nstderr:\n{}",
+                    self.what,
+                    self.seen.iter().rev().take(12).rev().collect::<Vec<_>>(),
+                    tail(&self.stderr(), 40)
+                )
+            }
+        }
+    }
+
+    /// The first line within `deadline` matching `pred`, or `None` once
+    /// the deadline passed or the process closed its output.
+    pub fn wait_for_optional(
+        &mut self,
+        deadline: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let end = Instant::now() + deadline;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -539,18 +560,10 @@ impl LineProcess {
                 Ok(v) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
-                        return v;
+                        return Some(v);
                     }
                 }
-                Err(_) => {
-                    let exited = self.child.try_wait().ok().flatten();
-                    panic!(
-                        "{}: no {what} within {deadline:?} (exited: {exited:?}); last lines: {:#?}\nstderr:\n{}",
-                        self.what,
-                        self.seen.iter().rev().take(12).rev().collect::<Vec<_>>(),
-                        tail(&self.stderr(), 40)
-                    )
-                }
+                Err(_) => return None,
             }
         }
     }

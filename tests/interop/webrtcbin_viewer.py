@@ -38,6 +38,7 @@ Commands, one per line on stdin:
              once granted, a tone of --talk-hz goes out on the camera's
              sound m-line (needs --talker: its answers are sendrecv)
     release  give the floor back (the tone stops)
+    hush     keep the floor, but send silence instead of the tone
     quit     leave and exit (also at end of input)
 
 Usage: webrtcbin_viewer.py --broker mqtt://HOST:PORT --room R --id ID
@@ -148,6 +149,7 @@ class Connection(WebrtcbinConnection):
         if viewer.args.turn:
             self.webrtc.set_property("turn-server", viewer.args.turn)
         self.talk_source = None  # the valve of the tone, with --talker
+        self.hush = None  # the volume of the tone, with --talker
         self.pipeline.add(self.webrtc)
         # webrtcbin shares one DTLS certificate across a process; a browser
         # makes one per RTCPeerConnection. Give every connection its own.
@@ -290,7 +292,7 @@ class Connection(WebrtcbinConnection):
         hz = self.viewer.args.talk_hz
         source = Gst.parse_bin_from_description(
             f"audiotestsrc is-live=true wave=sine freq={hz} volume=0.5 ! "
-            "valve name=talk drop=true ! audioconvert ! audioresample ! opusenc ! "
+            "volume name=hush ! valve name=talk drop=true ! audioconvert ! audioresample ! opusenc ! "
             f"rtpopuspay pt={pt} ssrc={ssrc} ! capsfilter caps={caps}",
             True,
         )
@@ -300,6 +302,7 @@ class Connection(WebrtcbinConnection):
         source.get_static_pad("src").link(sink)
         source.sync_state_with_parent()
         self.talk_source = source.get_by_name("talk")
+        self.hush = source.get_by_name("hush")
 
     def talk(self, on):
         """Lets the tone through (granted) or holds it back."""
@@ -307,6 +310,11 @@ class Connection(WebrtcbinConnection):
             emit("error", message="this viewer was not started with --talker")
             return
         self.talk_source.set_property("drop", not on)
+
+    def silence(self):
+        """Sends silence instead of the tone: packets go on (no DTX)."""
+        if self.talk_source is not None:
+            self.hush.set_property("mute", True)
 
     # --- webrtcbin callbacks (main loop) ---
 
@@ -547,6 +555,9 @@ class Viewer(ProtocolPeer):
                 self.send(peer, conn.remote_session, {"type": "talk", "action": action})
                 if word == "release":
                     conn.talk(False)
+        elif word == "hush":
+            for conn in self.conns.values():
+                conn.silence()
         elif word == "quit":
             self.quit()
         elif word:

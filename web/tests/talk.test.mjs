@@ -20,10 +20,10 @@ const TONE_HZ = 660;
 /** The tone's amplitude: 0.5 of full scale, -9 dBFS RMS. */
 const AMPLITUDE = 0.5;
 
-/** A mono 16-bit WAV of `seconds` of a sine. */
-function toneWav(path, hz, seconds) {
+/** A mono 16-bit WAV of `seconds` of a sine, then `silent` seconds of silence. */
+function toneWav(path, hz, seconds, silent = 0) {
   const samples = RATE * seconds;
-  const data = Buffer.alloc(samples * 2);
+  const data = Buffer.alloc((samples + RATE * silent) * 2);
   for (let i = 0; i < samples; i++) {
     data.writeInt16LE(Math.round(AMPLITUDE * 32767 * Math.sin((2 * Math.PI * hz * i) / RATE)), i * 2);
   }
@@ -76,24 +76,30 @@ function measure(samples) {
   return { db: rms > 1e-6 ? 20 * Math.log10(rms) : -120, hz: (crossings * RATE) / Math.max(1, samples.length) };
 }
 
-test("talk: holding the button, Chromium's microphone is heard at its pitch; let go, silence; a second tab is told who talks", async () => {
-  const dir = tempDir("talk");
-  const wav = join(dir, "tone.wav");
-  toneWav(wav, TONE_HZ, 10);
-  const speakerFile = join(dir, "played.raw");
+/** A camera on a fresh Mosquitto whose speaker writes to `speakerFile`; `talk` is its `[talk]` section. */
+async function talkingCamera(id, speakerFile, talk = "") {
   const broker = await startMosquitto();
   const camera = await startCamera({
-    id: "cam-talk",
+    id,
     toml: [
       'rooms = ["porch"]', `[mqtt]\nurl = "${broker.url}"`,
       `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
       "[speaker]", 'sink = "pipeline"',
       `pipeline = "audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=${RATE} ! filesink buffer-mode=unbuffered location=${speakerFile}"`,
+      `[talk]\n${talk}`,
     ].join("\n"),
   });
   const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
   const stats = await observe(broker.url, `meshcam/devices/${camera.id}/stats`);
-  const telemetry = () => stats.json(`meshcam/devices/${camera.id}/stats`);
+  return { camera, url, telemetry: () => stats.json(`meshcam/devices/${camera.id}/stats`) };
+}
+
+test("talk: holding the button, Chromium's microphone is heard at its pitch; let go, silence; a second tab is told who talks", async () => {
+  const dir = tempDir("talk");
+  const wav = join(dir, "tone.wav");
+  toneWav(wav, TONE_HZ, 10);
+  const speakerFile = join(dir, "played.raw");
+  const { camera, url, telemetry } = await talkingCamera("cam-talk", speakerFile);
 
   const browser = await launchBrowser({ fakeMedia: true, fakeSound: wav });
   const alice = await browser.newPage();
@@ -148,4 +154,39 @@ test("talk: holding the button, Chromium's microphone is heard at its pitch; let
   await new Promise((r) => setTimeout(r, 2000));
   const after = measure(played(speakerFile, settled));
   assert.ok(after.db < -40, `after the release: ${after.db.toFixed(1)} dBFS`);
+});
+
+// The silence rule, against Chromium at its defaults (its microphone
+// processing on, no DTX) and the camera's (silence_s 15, max_s 120), for
+// minutes: a talker whose microphone sounds keeps the floor; once it falls
+// silent, packets of silence keep coming, and the turn ends `silent` after
+// 15 s. The fake microphone plays 100 s of tone, then silence.
+test("talk: Chromium keeps the floor for 100 s while its microphone sounds and loses it 15 s after it falls silent", async () => {
+  const TALK_S = 100;
+  const SILENCE_S = 15;
+  const dir = tempDir("talk-long");
+  const wav = join(dir, "tone.wav");
+  toneWav(wav, TONE_HZ, TALK_S, 60);
+  const { camera, url, telemetry } = await talkingCamera("cam-talk-long", join(dir, "played.raw"));
+  const browser = await launchBrowser({ fakeMedia: true, fakeSound: wav });
+  const page = await browser.newPage();
+  await page.goto(`${url}&id=web-long&name=Long`);
+  await waitDecoded(page, camera.id, 30);
+  // A tap: the floor is kept until the next tap (or the camera ends it).
+  await page.locator(`.tile[data-peer="${camera.id}"] .talk`).click();
+  await waitFor("talking", async () => (await peerState(page, camera.id))?.talk?.state === "talking");
+  const granted = Date.now();
+  await waitFor("the camera naming the talker", () => telemetry()?.talk?.holder?.peer === "web-long");
+  const ended = await waitFor("the turn to end", async () => {
+    const talk = (await peerState(page, camera.id))?.talk;
+    return talk?.state === "idle" ? talk : null;
+  }, (TALK_S + SILENCE_S + 20) * 1000);
+  const heldS = (Date.now() - granted) / 1000;
+  figure("talk.chromium_turn_s", heldS.toFixed(1));
+  assert.equal(ended.reason, "silent", JSON.stringify(ended));
+  // The microphone opened a moment before the grant: the tone ends a
+  // little under TALK_S after it.
+  assert.ok(heldS >= TALK_S - 5 + SILENCE_S - 1, `the turn ended after ${heldS.toFixed(1)} s`);
+  assert.ok(heldS <= TALK_S + SILENCE_S + 5, `the turn ended after ${heldS.toFixed(1)} s`);
+  assert.match(await page.locator("#status").textContent(), /silent/);
 });
