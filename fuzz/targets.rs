@@ -91,7 +91,7 @@ pub fn signal(data: &[u8]) {
     assert_eq!(s.v, VERSION);
     assert!(is_session(&s.session) && is_session(&s.to_session));
     match &s.body {
-        SignalBody::Offer { sdp } | SignalBody::Answer { sdp } => assert!(sdp.len() <= MAX_SDP),
+        SignalBody::Offer { sdp, .. } | SignalBody::Answer { sdp } => assert!(sdp.len() <= MAX_SDP),
         SignalBody::Candidate { candidate: Some(c) } => {
             assert!(c.candidate.len() <= MAX_CANDIDATE)
         }

@@ -30,6 +30,7 @@ pub mod talk;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;
+pub mod turn_rest;
 pub mod view;
 pub mod web;
 pub mod whip;

@@ -4,7 +4,9 @@
 //! servers, and a viewer that is not ours (GStreamer's webrtcbin, at its
 //! defaults but for the STUN server it is given) decodes the picture
 //! through hole punching, or through the relay where the NATs leave no
-//! other way.
+//! other way. With a TURN server that takes credentials minted from a
+//! shared secret, the camera mints its own and each viewer's, and a viewer
+//! configured with nothing relays with what the camera's offer gave it.
 
 mod common;
 
@@ -130,4 +132,105 @@ fn a_viewer_behind_a_symmetric_nat_watches_through_the_cameras_turn_relay() {
     assert!(servers.iter().all(|s| s["error"].is_null()), "{stats}");
     // Telemetry says the viewer is reached through the relay.
     assert_eq!(stats["connections"][0]["path"], "relay", "{stats}");
+}
+
+/// The TURN server's shared secret, known to it and to the camera alone.
+const SECRET: &str = "north-wind";
+
+/// The camera's one ICE server entry: STUN and TURN on coturn, credentials
+/// minted from `secret`.
+fn minted_server(at: Ipv4Addr, secret: &str) -> String {
+    format!(
+        "[[webrtc.ice_servers]]\nurls = [\"stun:{at}:{TURN_PORT}\", \"turn:{at}:{TURN_PORT}?transport=udp\"]\n\
+         secret = \"{secret}\"\nttl_s = 600\n"
+    )
+}
+
+#[test]
+fn a_viewer_configured_with_nothing_relays_with_credentials_the_camera_minted_for_it() {
+    let nat = Nat::new(NatKind::PortRestricted, NatKind::Symmetric);
+    let broker = NsBroker::start(&nat.broker_site());
+    let _coturn = Coturn::with_secret(&nat, SECRET);
+    let cam = NsCamera::start(
+        &nat,
+        "cam-minted",
+        &camera_toml(&minted_server(nat.home.server_addr, SECRET)),
+    );
+    // What the viewer says to the camera: its candidates.
+    let to_camera = format!("meshcam/rooms/home/signal/{}/wbin-minted", cam.id);
+    let mut signals = observer_at(
+        &nat.mobile.lan,
+        nat.mobile.server_addr,
+        "obs-minted-signals",
+        &[&to_camera],
+    );
+    let mut viewer = WebrtcbinViewer::start(
+        &nat.mobile.lan,
+        &nat.broker_url_mobile(),
+        nat.mobile.addr,
+        "home",
+        "wbin-minted",
+        &[],
+    );
+    let offer = viewer.wait("the camera's offer", FIRST_FRAMES, |v| {
+        v["event"] == "offer"
+    });
+    assert_eq!(offer["ice_servers"], 1, "{offer}");
+    // coturn gave the viewer a relay: it took the credentials minted for it.
+    signals.wait_for("a relay candidate from the viewer", |topic, payload| {
+        topic == to_camera && String::from_utf8_lossy(payload).contains("typ relay")
+    });
+    viewer.wait_frames(30, 1, FIRST_FRAMES);
+    // And the camera's own: its relay is allocated, no server failed.
+    let stats = loop_stats(&nat, &cam, "the camera's relay", |servers| {
+        servers.iter().any(|s| s["relay"].is_string())
+    });
+    let servers = stats["send_loop"]["ice_servers"].as_array().unwrap();
+    assert!(servers.iter().all(|s| s["error"].is_null()), "{stats}");
+    drop(viewer);
+    drop(cam);
+    drop(broker);
+}
+
+/// A wrong secret: coturn refuses the camera's minted credentials. The
+/// refusal is named in telemetry, and asked again with a growing backoff.
+#[test]
+fn a_camera_with_the_wrong_secret_names_the_refusal_in_telemetry() {
+    let nat = Nat::new(NatKind::PortRestricted, NatKind::PortRestricted);
+    let broker = NsBroker::start(&nat.broker_site());
+    let _coturn = Coturn::with_secret(&nat, SECRET);
+    let cam = NsCamera::start(
+        &nat,
+        "cam-wrong-secret",
+        &camera_toml(&minted_server(nat.home.server_addr, "south-wind")),
+    );
+    let mut obs = observer_at(
+        &nat.mobile.lan,
+        nat.mobile.server_addr,
+        "obs-wrong-secret",
+        &[&stats_topic(&cam.id)],
+    );
+    // The loop starts with the first viewer.
+    let _viewer = WebrtcbinViewer::start(
+        &nat.mobile.lan,
+        &nat.broker_url_mobile(),
+        nat.mobile.addr,
+        "home",
+        "wbin-wrong-secret",
+        &[],
+    );
+    let stats = obs.wait_json(&stats_topic(&cam.id), "the refusal named", |v| {
+        v["send_loop"]["ice_servers"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["error"].as_str().is_some_and(|e| e.contains("401")))
+        })
+    });
+    let server = &stats["send_loop"]["ice_servers"][0];
+    assert_eq!(server["relay"], Value::Null, "{server}");
+    assert!(
+        server["error"].as_str().unwrap().contains("Unauthorized"),
+        "{server}"
+    );
+    drop(cam);
+    drop(broker);
 }

@@ -1,6 +1,9 @@
 //! The `[webrtc]` section: ICE servers, the media sockets, and how many
 //! viewers at most.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, check_range, invalid};
@@ -45,6 +48,58 @@ pub struct IceServer {
     pub username: String,
     #[serde(default)]
     pub credential: String,
+    /// The TURN server's shared secret (coturn's `static-auth-secret`), or a
+    /// file holding it (`secret_file`, read at start): the camera mints
+    /// credentials from it for itself and for each viewer
+    /// ([`crate::turn_rest`]), instead of `username` and `credential`.
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// How long minted credentials are accepted, in seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u64,
+}
+
+fn default_ttl() -> u64 {
+    86_400
+}
+
+/// Accepted range of `ttl_s`: a minute to a week.
+const TTL_RANGE: (u64, u64) = (60, 7 * 86_400);
+
+impl IceServer {
+    /// A server with fixed credentials (or none: STUN).
+    pub fn fixed(urls: Vec<String>, username: String, credential: String) -> Self {
+        Self {
+            urls,
+            username,
+            credential,
+            secret: String::new(),
+            secret_file: None,
+            ttl_s: default_ttl(),
+        }
+    }
+
+    /// The shared secret: `secret`, or the first line of `secret_file`;
+    /// `None` for a server with fixed credentials.
+    pub fn shared_secret(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+            let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+            if secret.is_empty() {
+                return Err(invalid(key, format!("{} is empty", path.display())));
+            }
+            return Ok(Some(secret));
+        }
+        Ok((!self.secret.is_empty()).then(|| self.secret.clone()))
+    }
+
+    /// How long minted credentials last.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,8 +124,7 @@ pub struct WebrtcConfig {
     /// Drive the viewers' connections in meshcam's own loop (one task, one
     /// UDP socket per interface address shared by all viewers, a frame's
     /// packets in one GSO send) instead of a task per connection; on by
-    /// default. Host candidates only so far: with `ice_servers` or `mdns`
-    /// set, connections keep their own tasks.
+    /// default. With `mdns` set, connections keep their own tasks.
     #[serde(default = "default_engine")]
     pub engine: bool,
 }
@@ -118,6 +172,24 @@ impl WebrtcConfig {
             ));
         }
         for (i, server) in self.ice_servers.iter().enumerate() {
+            let minted = !server.secret.is_empty() || server.secret_file.is_some();
+            if !server.secret.is_empty() && server.secret_file.is_some() {
+                return Err(invalid(
+                    &format!("webrtc.ice_servers[{i}].secret_file"),
+                    "give the secret or the file that holds it, not both",
+                ));
+            }
+            if minted && !(server.username.is_empty() && server.credential.is_empty()) {
+                return Err(invalid(
+                    &format!("webrtc.ice_servers[{i}].secret"),
+                    "credentials are minted from the secret: leave username and credential out",
+                ));
+            }
+            check_range(
+                &format!("webrtc.ice_servers[{i}].ttl_s"),
+                server.ttl_s,
+                TTL_RANGE,
+            )?;
             for url in &server.urls {
                 let scheme = url.split(':').next().unwrap_or_default();
                 if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") {

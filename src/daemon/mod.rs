@@ -23,7 +23,7 @@ mod status;
 mod talk;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -35,9 +35,10 @@ use crate::media::{MediaEvent, VideoLayers};
 use crate::mqtt::{MqttEvent, MqttLink};
 use crate::participant::{Participant, sleep_until};
 use crate::peer::{PeerEvent, PeerFactory};
-use crate::protocol::{Reply, Topic, Topics};
+use crate::protocol::{Reply, SignalBody, Topic, Topics};
 use crate::service::Service;
 use crate::store::{State, Store};
+use crate::turn_rest::GivenIceServers;
 use crate::whip::{Demand, Whip};
 
 use commands::Commands;
@@ -86,6 +87,8 @@ struct Daemon {
     speaker: Pipeline<SpeakerOutput>,
     /// Who talks through the speaker.
     talk: TalkDesk,
+    /// The ICE servers each viewer is given in the camera's offers.
+    given_ice_servers: GivenIceServers,
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
@@ -192,7 +195,13 @@ impl Daemon {
         }
     }
 
-    fn on_peer(&mut self, event: PeerEvent) {
+    fn on_peer(&mut self, mut event: PeerEvent) {
+        // An offer to a viewer carries the ICE servers it may use.
+        if let PeerEvent::Signal(link, SignalBody::Offer { ice_servers, .. }) = &mut event
+            && let Some((_, peer)) = self.participant.mesh.link_peer(*link)
+        {
+            *ice_servers = self.given_ice_servers.for_viewer(peer, SystemTime::now());
+        }
         if let Some(PeerEvent::KeyframeRequest(link)) =
             self.participant.on_peer_event(event, Instant::now())
         {

@@ -33,6 +33,7 @@ use crate::room::{MAX_ROOMS, Me};
 use crate::service::Service;
 use crate::store::Store;
 use crate::telemetry::Sample;
+use crate::turn_rest::GivenIceServers;
 use crate::web::PageConfig;
 use crate::whip::Whip;
 
@@ -137,7 +138,8 @@ impl Daemon {
         let factory = Arc::new(
             tokio::task::spawn_blocking({
                 let webrtc = config.webrtc.clone();
-                move || PeerFactory::new(&webrtc)
+                let name = config.device.id.clone();
+                move || PeerFactory::new(&webrtc, &name)
             })
             .await
             .context("certificate task")??,
@@ -229,8 +231,10 @@ impl Daemon {
             Duration::from_secs(config.stats_interval_s),
         );
         let talk = TalkDesk::new(&config, echo);
+        let given_ice_servers = GivenIceServers::from_config(&config.webrtc.ice_servers)?;
         let mut daemon = Self {
             talk,
+            given_ice_servers,
             config,
             source,
             service: Service::from_env(),

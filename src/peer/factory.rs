@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use rtc::crypto::{self, SignatureScheme};
@@ -43,6 +43,7 @@ use super::retransmit::{self, RetransmitBudget};
 use super::send_loop::SendLoop;
 use super::{Outgoing, SenderCounters};
 use crate::config::{IceServer, MdnsMode, WebrtcConfig};
+use crate::turn_rest;
 
 /// The payload type we offer H.264 on.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -163,17 +164,28 @@ pub struct Wiring {
     pub ice_servers: Vec<IceServer>,
 }
 
-fn rtc_ice_server(s: &IceServer) -> RTCIceServer {
-    RTCIceServer {
+/// A configured server as the camera `name` uses it: with credentials
+/// minted from its secret, when it has one.
+fn rtc_ice_server(s: &IceServer, key: &str, name: &str) -> anyhow::Result<RTCIceServer> {
+    let (username, credential) = match s.shared_secret(key)? {
+        Some(secret) => {
+            let minted = turn_rest::mint(&secret, name, SystemTime::now(), s.ttl());
+            (minted.username, minted.password)
+        }
+        None => (s.username.clone(), s.credential.clone()),
+    };
+    Ok(RTCIceServer {
         urls: s.urls.clone(),
-        username: s.username.clone(),
-        credential: s.credential.clone(),
-    }
+        username,
+        credential,
+    })
 }
 
 impl PeerFactory {
-    /// Generates the process's DTLS certificate.
-    pub fn new(config: &WebrtcConfig) -> anyhow::Result<Self> {
+    /// Generates the process's DTLS certificate. `name` is who the
+    /// process is to a TURN server whose credentials it mints (the device
+    /// id).
+    pub fn new(config: &WebrtcConfig, name: &str) -> anyhow::Result<Self> {
         let provider = crypto::default_provider().context("no crypto provider")?;
         let certificate = RTCCertificate::generate(
             provider.crypto(),
@@ -181,7 +193,12 @@ impl PeerFactory {
             CertificateParams::new(vec!["meshcam".to_owned()]).context("certificate parameters")?,
         )
         .context("generating the DTLS certificate")?;
-        let ice_servers = config.ice_servers.iter().map(rtc_ice_server).collect();
+        let ice_servers = config
+            .ice_servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| rtc_ice_server(s, &format!("webrtc.ice_servers[{i}].secret_file"), name))
+            .collect::<anyhow::Result<_>>()?;
         let bind: IpAddr = config
             .bind_address
             .parse()
@@ -387,7 +404,11 @@ impl PeerFactory {
                 self.ice_servers
                     .iter()
                     .cloned()
-                    .chain(wiring.ice_servers.iter().map(rtc_ice_server))
+                    .chain(wiring.ice_servers.iter().map(|s| RTCIceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone(),
+                        credential: s.credential.clone(),
+                    }))
                     .collect(),
             )
             .with_certificates(vec![self.certificate.clone()])

@@ -97,6 +97,17 @@ pub struct TalkState {
     pub holder: Option<Talker>,
 }
 
+/// An ICE server a camera gives a viewer in its offer, in the shape of
+/// WebRTC's `RTCIceServer` (PROTOCOL.md, "ICE servers from the camera").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedIceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential: String,
+}
+
 /// A viewer that talks through a camera.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Talker {
@@ -215,6 +226,10 @@ pub struct Candidate {
 pub enum SignalBody {
     Offer {
         sdp: String,
+        /// From a camera: the ICE servers this viewer may use, with
+        /// credentials minted for it; absent when the camera has none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<OfferedIceServer>,
     },
     Answer {
         sdp: String,
@@ -339,7 +354,7 @@ impl Signal {
             ));
         }
         match &signal.body {
-            SignalBody::Offer { sdp } | SignalBody::Answer { sdp } if sdp.len() > MAX_SDP => {
+            SignalBody::Offer { sdp, .. } | SignalBody::Answer { sdp } if sdp.len() > MAX_SDP => {
                 Err(DecodeError::Invalid(format!(
                     "sdp of {} bytes is over the {MAX_SDP} byte limit",
                     sdp.len()

@@ -76,7 +76,7 @@ impl Mesh {
                 }
                 Ok(self.drop_link(room, from))
             }
-            SignalBody::Offer { sdp } => {
+            SignalBody::Offer { sdp, .. } => {
                 if i_offer != Some(false) || peer.ended {
                     return Err(DropReason::UnexpectedOffer);
                 }

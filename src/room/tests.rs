@@ -137,7 +137,10 @@ fn viewer_waits_for_the_camera_offer() {
             sig(
                 CAM_SESSION,
                 "v1session",
-                SignalBody::Offer { sdp: "v=0".into() },
+                SignalBody::Offer {
+                    sdp: "v=0".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )
@@ -190,7 +193,10 @@ fn cameras_do_not_connect_to_cameras() {
             sig(
                 "cam2session",
                 CAM_SESSION,
-                SignalBody::Offer { sdp: "v=0".into() },
+                SignalBody::Offer {
+                    sdp: "v=0".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )
@@ -249,7 +255,10 @@ fn the_answerer_drops_its_link_when_the_offerer_rejoins() {
             sig(
                 CAM_SESSION,
                 "v1session",
-                SignalBody::Offer { sdp: "o".into() },
+                SignalBody::Offer {
+                    sdp: "o".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )
@@ -423,7 +432,10 @@ fn the_answerer_queues_candidates_that_beat_the_offer() {
             sig(
                 CAM_SESSION,
                 "v1session",
-                SignalBody::Offer { sdp: "o".into() },
+                SignalBody::Offer {
+                    sdp: "o".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )
@@ -658,9 +670,13 @@ fn a_cleared_peer_whose_connection_fails_is_not_offered_again() {
 #[test]
 fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
     let (mut cam, link) = camera_offering_to_v1();
-    let Some(Action::Send { to, signal, .. }) =
-        cam.outgoing(link, SignalBody::Offer { sdp: "o".into() })
-    else {
+    let Some(Action::Send { to, signal, .. }) = cam.outgoing(
+        link,
+        SignalBody::Offer {
+            sdp: "o".into(),
+            ice_servers: Vec::new(),
+        },
+    ) else {
         panic!("current link must produce a signal");
     };
     assert_eq!(to, "v1");
@@ -668,7 +684,13 @@ fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
     assert_eq!(signal.to_session, "v1session");
     cam.on_presence("home", "v1", None, t());
     assert_eq!(
-        cam.outgoing(link, SignalBody::Offer { sdp: "o".into() }),
+        cam.outgoing(
+            link,
+            SignalBody::Offer {
+                sdp: "o".into(),
+                ice_servers: Vec::new()
+            }
+        ),
         None
     );
 }
@@ -795,7 +817,10 @@ fn the_answerer_does_not_retry() {
             sig(
                 CAM_SESSION,
                 "v1session",
-                SignalBody::Offer { sdp: "o".into() },
+                SignalBody::Offer {
+                    sdp: "o".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )
@@ -870,7 +895,10 @@ fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
             sig(
                 CAM_SESSION,
                 "v1session",
-                SignalBody::Offer { sdp: "o".into() },
+                SignalBody::Offer {
+                    sdp: "o".into(),
+                    ice_servers: Vec::new(),
+                },
             ),
             t(),
         )

@@ -86,10 +86,13 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
             "--decode needs avdec_h264 (Debian package gstreamer1.0-libav)"
         );
     }
-    let factory = PeerFactory::new(&WebrtcConfig {
-        bind_address: options.bind.clone(),
-        ..WebrtcConfig::default()
-    })?;
+    let factory = PeerFactory::new(
+        &WebrtcConfig {
+            bind_address: options.bind.clone(),
+            ..WebrtcConfig::default()
+        },
+        "meshcam-view",
+    )?;
     let factory = Arc::new(if options.twcc {
         factory
     } else {

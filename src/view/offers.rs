@@ -69,7 +69,10 @@ mod tests {
             to: ME.into(),
             from: from.into(),
         };
-        let body = SignalBody::Offer { sdp: "v=0".into() };
+        let body = SignalBody::Offer {
+            sdp: "v=0".into(),
+            ice_servers: Vec::new(),
+        };
         (
             topic,
             Signal::new("peersession1", to_session, body).encode(),

@@ -305,11 +305,7 @@ pub fn ice_servers(headers: &HeaderMap) -> Vec<IceServer> {
         .flat_map(|v| v.split(','))
         .filter_map(|link| {
             let (url, params) = link.trim().strip_prefix('<')?.split_once('>')?;
-            let mut server = IceServer {
-                urls: vec![url.to_owned()],
-                username: String::new(),
-                credential: String::new(),
-            };
+            let mut server = IceServer::fixed(vec![url.to_owned()], String::new(), String::new());
             let mut is_ice = false;
             for param in params.split(';') {
                 let Some((key, value)) = param.split_once('=') else {

@@ -334,7 +334,7 @@ impl Task {
         };
         let generation = attempt.generation;
         match event {
-            PeerEvent::Signal(_, SignalBody::Offer { sdp }) => {
+            PeerEvent::Signal(_, SignalBody::Offer { sdp, .. }) => {
                 let Some(client) = self.client.clone() else {
                     return;
                 };

@@ -250,7 +250,8 @@ impl CameraNet for BrokerSite<'_> {
 }
 
 /// coturn in the public namespace: STUN and TURN on port 3478 of both its
-/// addresses, relaying from the home side's, long-term credentials, and
+/// addresses, relaying from the home side's, long-term credentials (a user
+/// and password, or TURN REST credentials from a shared secret), and
 /// set up as a TURN server on the internet must be: no relaying to
 /// private addresses (it would reach its own LAN; here, a send to a LAN
 /// it has no route to fails, and coturn then stops relaying for that
@@ -267,9 +268,25 @@ pub const TURN_USER: &str = "camera";
 pub const TURN_PASSWORD: &str = "turn-secret";
 
 impl Coturn {
+    /// With the user [`TURN_USER`] and its password.
     pub fn start(nat: &Nat) -> Self {
+        Self::start_with(nat, vec![format!("--user={TURN_USER}:{TURN_PASSWORD}")])
+    }
+
+    /// Taking credentials minted from `secret` (`use-auth-secret`).
+    pub fn with_secret(nat: &Nat, secret: &str) -> Self {
+        Self::start_with(
+            nat,
+            vec![
+                "--use-auth-secret".to_owned(),
+                format!("--static-auth-secret={secret}"),
+            ],
+        )
+    }
+
+    fn start_with(nat: &Nat, auth: Vec<String>) -> Self {
         let dir = super::temp_dir("coturn");
-        let args = vec![
+        let mut args = vec![
             // Not Debian's /etc/turnserver.conf: only what is given here.
             "-c".to_owned(),
             "/dev/null".to_owned(),
@@ -281,7 +298,6 @@ impl Coturn {
             "--min-port=49160".to_owned(),
             "--max-port=49200".to_owned(),
             "--lt-cred-mech".to_owned(),
-            format!("--user={TURN_USER}:{TURN_PASSWORD}"),
             "--realm=meshcam".to_owned(),
             "--no-tls".to_owned(),
             "--no-dtls".to_owned(),
@@ -294,6 +310,7 @@ impl Coturn {
             format!("--log-file={}", dir.join("turnserver.log").display()),
             "--simple-log".to_owned(),
         ];
+        args.extend(auth);
         let mut coturn = Self {
             child: None,
             _dir: dir,

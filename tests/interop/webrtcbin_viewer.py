@@ -8,7 +8,9 @@ candidates both ways, decodes the H.264 it receives with avdec_h264 and says
 what happens as JSON lines on stdout:
 
     {"event":"joined","id":...,"session":...}      presence published
-    {"event":"offer","peer":...,"conn":N,"restart":bool}
+    {"event":"offer","peer":...,"conn":N,"restart":bool,"ice_servers":N}
+                 N ICE servers given in the offer; the viewer uses the
+                 first stun: and UDP turn: of them unless --stun, --turn
     {"event":"state","peer":...,"conn":N,"ice":"connected"}
     {"event":"frame","count":N,"conn":K,"conn_frames":M,"gap_ms":G,"t":T}
                  decoded frames, all connections together (count) and of
@@ -66,6 +68,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 from protocol_peer import ProtocolPeer, WebrtcbinConnection, argument_parser, run_peer  # noqa: E402
@@ -129,10 +132,35 @@ def new_certificate():
     return "".join(blocks), fingerprint
 
 
+def offered_servers(message):
+    """The offer's ice_servers (PROTOCOL.md, "ICE servers from the camera")."""
+    servers = message.get("ice_servers")
+    if not isinstance(servers, list):
+        return []
+    return [s for s in servers if isinstance(s, dict) and isinstance(s.get("urls"), list)]
+
+
+def webrtcbin_servers(offered):
+    """The first stun: URL and the first UDP turn: URL of `offered`, as
+    webrtcbin's stun-server and turn-server properties take them."""
+    stun = turn = None
+    for server in offered:
+        for url in server["urls"]:
+            if not isinstance(url, str):
+                continue
+            if stun is None and url.startswith("stun:"):
+                stun = "stun://" + url[len("stun:"):].split("?")[0]
+            if turn is None and url.startswith("turn:") and "transport=tcp" not in url:
+                user = urllib.parse.quote(str(server.get("username", "")), safe="")
+                password = urllib.parse.quote(str(server.get("credential", "")), safe="")
+                turn = f"turn://{user}:{password}@" + url[len("turn:"):].split("?")[0]
+    return stun, turn
+
+
 class Connection(WebrtcbinConnection):
     """One webrtcbin answering one camera session."""
 
-    def __init__(self, viewer, peer, remote_session, number):
+    def __init__(self, viewer, peer, remote_session, number, offered):
         super().__init__(viewer, peer, remote_session)
         self.viewer = viewer
         self.number = number
@@ -144,10 +172,14 @@ class Connection(WebrtcbinConnection):
         self.webrtc = Gst.ElementFactory.make("webrtcbin", f"webrtc-{number}")
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
         self.webrtc.set_property("latency", 100)
-        if viewer.args.stun:
-            self.webrtc.set_property("stun-server", viewer.args.stun)
-        if viewer.args.turn:
-            self.webrtc.set_property("turn-server", viewer.args.turn)
+        # --stun and --turn, else what the camera's offer gave.
+        stun, turn = webrtcbin_servers(offered)
+        stun = viewer.args.stun or stun
+        turn = viewer.args.turn or turn
+        if stun:
+            self.webrtc.set_property("stun-server", stun)
+        if turn:
+            self.webrtc.set_property("turn-server", turn)
         self.talk_source = None  # the valve of the tone, with --talker
         self.hush = None  # the volume of the tone, with --talker
         self.pipeline.add(self.webrtc)
@@ -481,7 +513,7 @@ class Viewer(ProtocolPeer):
             self._drop_conn(sender)
             self.fresh_next.discard(sender)
             self.conn_count += 1
-            conn = Connection(self, sender, session, self.conn_count)
+            conn = Connection(self, sender, session, self.conn_count, offered_servers(message))
             self.conns[sender] = conn
             for cand in self.queued.pop(sender, []):
                 conn.add_candidate(cand)
@@ -491,6 +523,7 @@ class Viewer(ProtocolPeer):
             conn=conn.number,
             restart=restart,
             ufrag=(sdp_ice_ufrags(sdp) or [None])[0],
+            ice_servers=len(offered_servers(message)),
         )
         conn.take_offer(sdp, restart)
 

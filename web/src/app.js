@@ -6,7 +6,7 @@
 import mqtt from "mqtt";
 import { JanusSubscription } from "./janus.js";
 import { TalkButton } from "./talk.js";
-import { Topics, decode, iOffer, isSession, linkTo, randomToken, VERSION } from "./protocol.js";
+import { Topics, decode, iOffer, isSession, linkTo, offeredIceServers, randomToken, VERSION } from "./protocol.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (selector) => document.querySelector(selector);
@@ -148,9 +148,10 @@ class Peer {
     room.client.publish(room.topics.signal(this.id, room.me), JSON.stringify(msg), { qos: 1 });
   }
 
-  open() {
+  /** A new connection; `offered` are the ICE servers the camera gave us. */
+  open(offered = []) {
     this.close();
-    const pc = new RTCPeerConnection({ iceServers: room.iceServers });
+    const pc = new RTCPeerConnection({ iceServers: [...room.iceServers, ...offered] });
     this.pc = pc;
     this.remoteSet = false;
     pc.onicecandidate = (e) => this.send({ type: "candidate", candidate: e.candidate ? e.candidate.toJSON() : null });
@@ -178,9 +179,11 @@ class Peer {
     this.send({ type: "offer", sdp: pc.localDescription.sdp });
   }
 
-  async answer(sdp) {
+  async answer(sdp, offered) {
     const fresh = !this.pc || this.pc.signalingState === "closed";
-    const pc = fresh ? this.open() : this.pc;
+    const pc = fresh ? this.open(offered) : this.pc;
+    // An ICE restart may bring fresh credentials.
+    if (!fresh && offered.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: [...room.iceServers, ...offered] });
     await pc.setRemoteDescription({ type: "offer", sdp });
     if (this.presence.role === "camera" && !canDecodeH264()) {
       setStatus(`This browser cannot decode H.264, which ${this.id} sends`);
@@ -394,7 +397,7 @@ async function onSignal(from, payload) {
   if (msg.to_session !== room.session || msg.session !== peer.presence.session) return; // stale
   try {
     switch (msg.type) {
-      case "offer": if (iOffer(room.me, "viewer", peer.presence) === false) await peer.answer(msg.sdp); break;
+      case "offer": if (iOffer(room.me, "viewer", peer.presence) === false) await peer.answer(msg.sdp, offeredIceServers(msg)); break;
       case "answer": await peer.applyAnswer(msg.sdp); break;
       case "candidate": await peer.candidate(msg.candidate); break;
       case "talk": peer.talk?.onSignal(msg); break;

@@ -93,3 +93,16 @@ export function linkTo(telemetry, room, me) {
     loss: c.loss ?? 0,
   };
 }
+
+/**
+ * The ICE servers a camera's offer gives this viewer (`ice_servers`, with
+ * credentials minted for it), in RTCIceServer shape; what does not parse
+ * is left out.
+ */
+export function offeredIceServers(msg) {
+  if (!Array.isArray(msg?.ice_servers)) return [];
+  return msg.ice_servers.filter((s) =>
+    s && Array.isArray(s.urls) && s.urls.every((u) => typeof u === "string")
+    && (s.username === undefined || typeof s.username === "string")
+    && (s.credential === undefined || typeof s.credential === "string"));
+}

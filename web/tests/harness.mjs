@@ -127,8 +127,14 @@ export async function startMosquitto() {
   return { url: `mqtt://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${wsPort}` };
 }
 
-/** The camera daemon with `toml` added to a test configuration. */
-export async function startCamera({ id = "cam1", toml = "" } = {}) {
+/**
+ * The camera daemon with `toml` added to a test configuration; `video` is
+ * its `[video]` section (the test picture by default).
+ */
+export async function startCamera({
+  id = "cam1", toml = "",
+  video = `source = "test"\nwidth = ${WIDTH}\nheight = ${HEIGHT}\nfps = 30\nbitrate_kbps = 800`,
+} = {}) {
   const dir = tempDir(`camera-${id}`);
   const config = join(dir, "meshcam.toml");
   writeFileSync(config, [
@@ -136,7 +142,7 @@ export async function startCamera({ id = "cam1", toml = "" } = {}) {
     "stats_interval_s = 1",
     toml,
     "[device]", `id = "${id}"`, `name = "Camera ${id}"`,
-    "[video]", "source = \"test\"", `width = ${WIDTH}`, `height = ${HEIGHT}`, "fps = 30", "bitrate_kbps = 800", "",
+    "[video]", video, "",
   ].join("\n"));
   const child = spawn(BIN, ["--config", config], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info,webrtc=warn,rtc=warn,rumqttd=off" },

@@ -279,7 +279,10 @@ impl Viewer {
                 Ok(sdp)
             })
             .context("the connection is gone")??;
-        self.signal(SignalBody::Offer { sdp });
+        self.signal(SignalBody::Offer {
+            sdp,
+            ice_servers: Vec::new(),
+        });
         Ok(())
     }
 

@@ -39,7 +39,12 @@ impl CameraProcess {
             .arg("--config")
             .arg(&config)
             .env("MESHCAM_WEBRTC__BIND_ADDRESS", "127.0.0.1")
-            .env("RUST_LOG", "info,rtc=warn,rtc_ice=error,webrtc=warn")
+            // MESHCAM_CAMERA_LOG: another RUST_LOG for the cameras of tests.
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHCAM_CAMERA_LOG")
+                    .unwrap_or_else(|_| "info,rtc=warn,rtc_ice=error,webrtc=warn".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
