@@ -10,9 +10,9 @@
 // processing), silent until a burst starts: the burst's start is read on
 // the wall clock in the page, its first sample at the camera's speaker on
 // the same clock here. The speaker is a pipeline sink that writes what it
-// plays, in real time, to a file polled every millisecond: its first loud
-// sample's time is when the sink wrote it, plus its place in what was
-// written.
+// plays when it plays it (sync=true, as a sound card takes it) to a file
+// polled every millisecond: its first loud sample's time is when the sink
+// wrote it, plus its place in what was written.
 //
 // CPU: the camera's user+system time over `--cpu-seconds`, with the viewer
 // watching and not talking, then with it talking (the tone on).
@@ -46,7 +46,7 @@ const camera = await startCamera({
     'rooms = ["bench"]', `[mqtt]\nurl = "${broker.url}"`,
     `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
     "[speaker]", 'sink = "pipeline"',
-    `pipeline = "audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=${RATE} ! filesink buffer-mode=unbuffered location=${played}"`,
+    `pipeline = "audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=${RATE} ! filesink sync=true buffer-mode=unbuffered location=${played}"`,
   ].join("\n"),
 });
 const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
