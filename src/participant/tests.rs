@@ -157,10 +157,7 @@ fn camera_with_v1() -> Fake {
 fn a_viewer_joining_opens_a_connection_and_its_offer_is_signalled() {
     let mut cam = camera_with_v1();
     // The peer connection made its offer: it goes to v1, in both sessions.
-    let offer = SignalBody::Offer {
-        sdp: "v=0 o".into(),
-        ice_servers: Vec::new(),
-    };
+    let offer = SignalBody::offer("v=0 o");
     assert!(
         cam.on_peer_event(PeerEvent::Signal(1, offer.clone()), t())
             .is_none()
@@ -221,15 +218,7 @@ fn the_viewer_answers_on_the_link_its_camera_offer_opened() {
         t(),
     );
     assert!(drain(&mut v).is_empty(), "queued until the offer");
-    signal_from(
-        &mut v,
-        "cam",
-        SignalBody::Offer {
-            sdp: "o".into(),
-            ice_servers: Vec::new(),
-        },
-        t(),
-    );
+    signal_from(&mut v, "cam", SignalBody::offer("o"), t());
     assert_eq!(
         drain(&mut v),
         vec![
@@ -424,15 +413,7 @@ fn leaving_says_bye_closes_and_clears_the_presence() {
 fn a_viewer_treats_an_offline_camera_as_gone_unless_ice_is_up() {
     let mut v = in_home(viewer("v1"));
     arrives(&mut v, "cam", Role::Camera, t());
-    signal_from(
-        &mut v,
-        "cam",
-        SignalBody::Offer {
-            sdp: "o".into(),
-            ice_servers: Vec::new(),
-        },
-        t(),
-    );
+    signal_from(&mut v, "cam", SignalBody::offer("o"), t());
     drain(&mut v);
     let status = Topic::DeviceStatus {
         device: "cam".into(),

@@ -276,10 +276,7 @@ async fn offer(pc: &Arc<dyn PeerConnection>, ice_restart: bool) -> anyhow::Resul
     pc.set_local_description(offer)
         .await
         .context("setting our offer")?;
-    Ok(SignalBody::Offer {
-        sdp,
-        ice_servers: Vec::new(),
-    })
+    Ok(SignalBody::offer(sdp))
 }
 
 async fn answer(pc: &Arc<dyn PeerConnection>, offer_sdp: String) -> anyhow::Result<SignalBody> {

@@ -261,6 +261,16 @@ pub enum SignalBody {
     },
 }
 
+impl SignalBody {
+    /// An offer that gives no ICE servers.
+    pub fn offer(sdp: impl Into<String>) -> Self {
+        Self::Offer {
+            sdp: sdp.into(),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
 /// Why a `bye` ends a session. `full` is the reason a peer acts on (it
 /// watches elsewhere, or waits); any other is text for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

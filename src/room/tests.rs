@@ -134,14 +134,7 @@ fn viewer_waits_for_the_camera_offer() {
             "home",
             "v1",
             "cam",
-            sig(
-                CAM_SESSION,
-                "v1session",
-                SignalBody::Offer {
-                    sdp: "v=0".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig(CAM_SESSION, "v1session", SignalBody::offer("v=0")),
             t(),
         )
         .unwrap();
@@ -190,14 +183,7 @@ fn cameras_do_not_connect_to_cameras() {
             "home",
             "cam",
             "cam2",
-            sig(
-                "cam2session",
-                CAM_SESSION,
-                SignalBody::Offer {
-                    sdp: "v=0".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig("cam2session", CAM_SESSION, SignalBody::offer("v=0")),
             t(),
         )
         .unwrap_err();
@@ -252,14 +238,7 @@ fn the_answerer_drops_its_link_when_the_offerer_rejoins() {
             "home",
             "v1",
             "cam",
-            sig(
-                CAM_SESSION,
-                "v1session",
-                SignalBody::Offer {
-                    sdp: "o".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig(CAM_SESSION, "v1session", SignalBody::offer("o")),
             t(),
         )
         .unwrap();
@@ -429,14 +408,7 @@ fn the_answerer_queues_candidates_that_beat_the_offer() {
             "home",
             "v1",
             "cam",
-            sig(
-                CAM_SESSION,
-                "v1session",
-                SignalBody::Offer {
-                    sdp: "o".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig(CAM_SESSION, "v1session", SignalBody::offer("o")),
             t(),
         )
         .unwrap();
@@ -670,29 +642,14 @@ fn a_cleared_peer_whose_connection_fails_is_not_offered_again() {
 #[test]
 fn outgoing_signals_carry_both_sessions_while_the_link_is_current() {
     let (mut cam, link) = camera_offering_to_v1();
-    let Some(Action::Send { to, signal, .. }) = cam.outgoing(
-        link,
-        SignalBody::Offer {
-            sdp: "o".into(),
-            ice_servers: Vec::new(),
-        },
-    ) else {
+    let Some(Action::Send { to, signal, .. }) = cam.outgoing(link, SignalBody::offer("o")) else {
         panic!("current link must produce a signal");
     };
     assert_eq!(to, "v1");
     assert_eq!(signal.session, CAM_SESSION);
     assert_eq!(signal.to_session, "v1session");
     cam.on_presence("home", "v1", None, t());
-    assert_eq!(
-        cam.outgoing(
-            link,
-            SignalBody::Offer {
-                sdp: "o".into(),
-                ice_servers: Vec::new()
-            }
-        ),
-        None
-    );
+    assert_eq!(cam.outgoing(link, SignalBody::offer("o")), None);
 }
 
 #[test]
@@ -814,14 +771,7 @@ fn the_answerer_does_not_retry() {
             "home",
             "v1",
             "cam",
-            sig(
-                CAM_SESSION,
-                "v1session",
-                SignalBody::Offer {
-                    sdp: "o".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig(CAM_SESSION, "v1session", SignalBody::offer("o")),
             t(),
         )
         .unwrap();
@@ -892,14 +842,7 @@ fn an_offline_camera_is_a_leave_unless_ice_is_connected() {
             "home",
             "v1",
             "cam",
-            sig(
-                CAM_SESSION,
-                "v1session",
-                SignalBody::Offer {
-                    sdp: "o".into(),
-                    ice_servers: Vec::new(),
-                },
-            ),
+            sig(CAM_SESSION, "v1session", SignalBody::offer("o")),
             t(),
         )
         .unwrap();

@@ -69,10 +69,7 @@ mod tests {
             to: ME.into(),
             from: from.into(),
         };
-        let body = SignalBody::Offer {
-            sdp: "v=0".into(),
-            ice_servers: Vec::new(),
-        };
+        let body = SignalBody::offer("v=0");
         (
             topic,
             Signal::new("peersession1", to_session, body).encode(),

@@ -279,10 +279,7 @@ impl Viewer {
                 Ok(sdp)
             })
             .context("the connection is gone")??;
-        self.signal(SignalBody::Offer {
-            sdp,
-            ice_servers: Vec::new(),
-        });
+        self.signal(SignalBody::offer(sdp));
         Ok(())
     }
 
