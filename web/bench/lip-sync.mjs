@@ -12,9 +12,6 @@
 //   node web/bench/lip-sync.mjs [--flashes 15] [--bin PATH]
 //
 // Positive: the picture is shown after the sound (the sound is ahead).
-// Beside it, each flash's display time less its capture time as Chromium
-// reckons it from the sender reports (`captureTime`): the picture's own
-// path, to tell its spread from the sound's.
 import { spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -66,7 +63,6 @@ await page.evaluate(async (id) => {
   const video = document.querySelector(`.tile[data-peer="${id}"] video`);
   window.flashes = [];
   window.beeps = [];
-  window.videoDelays = [];
   // The flash: the display time of the first white frame after dark ones.
   const canvas = new OffscreenCanvas(16, 9);
   const draw = canvas.getContext("2d", { willReadFrequently: true });
@@ -77,11 +73,7 @@ await page.evaluate(async (id) => {
     let sum = 0;
     for (let i = 0; i < pixels.length; i += 4) sum += pixels[i + 1];
     const bright = sum / (pixels.length / 4) > 128;
-    if (bright && !white) {
-      window.flashes.push(meta.expectedDisplayTime);
-      // From the sender reports: when the camera captured it, on this clock.
-      if (meta.captureTime !== undefined) window.videoDelays.push(meta.expectedDisplayTime - meta.captureTime);
-    }
+    if (bright && !white) window.flashes.push(meta.expectedDisplayTime);
     white = bright;
     video.requestVideoFrameCallback(onFrame);
   };
@@ -116,9 +108,7 @@ await waitFor(`${wanted} flashes and beeps`, async () => {
   const { flashes, beeps } = await page.evaluate(() => ({ flashes: window.flashes.length, beeps: window.beeps.length }));
   return flashes >= wanted + 1 && beeps >= wanted + 1;
 }, (wanted + 5) * 2000 + 10_000);
-const { flashes, beeps, videoDelays } = await page.evaluate(() => ({
-  flashes: window.flashes, beeps: window.beeps, videoDelays: window.videoDelays,
-}));
+const { flashes, beeps } = await page.evaluate(() => ({ flashes: window.flashes, beeps: window.beeps }));
 await cleanup();
 
 // The first pair may be half seen; pair each later flash with its beep.
@@ -134,7 +124,5 @@ console.log(JSON.stringify({
     worst: sorted.reduce((w, d) => (Math.abs(d) > Math.abs(w) ? d : w), 0),
   },
   offsets,
-  // Where the spread is: the picture's own path, capture to display.
-  video_display_minus_capture_ms: videoDelays.slice(1).map((d) => Math.round(d * 10) / 10),
 }));
 process.exit(0);
