@@ -17,6 +17,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 use crate::config::{ConfigError, IceServer};
+use rtc::peer_connection::configuration::RTCIceServer;
+
 use crate::protocol::OfferedIceServer;
 
 /// A username and password for a TURN server with `use-auth-secret`.
@@ -40,66 +42,99 @@ pub fn mint(secret: &str, name: &str, now: SystemTime, ttl: Duration) -> Minted 
     Minted { username, password }
 }
 
-/// The ICE servers a camera hands each viewer in its offers: STUN servers
-/// as configured; TURN servers with a secret, with credentials minted for
-/// that viewer. A server with fixed credentials is the camera's alone: its
-/// password is not handed out (its STUN URLs are).
+/// The configured ICE servers, their secrets read once: as the camera uses
+/// them, and as it hands them to each viewer in its offers.
 #[derive(Debug, Clone, Default)]
-pub struct GivenIceServers {
-    servers: Vec<Given>,
+pub struct IceServers {
+    servers: Vec<Configured>,
 }
 
 #[derive(Debug, Clone)]
-struct Given {
+struct Configured {
     urls: Vec<String>,
+    /// Fixed credentials (or none: STUN), when there is no secret.
+    username: String,
+    credential: String,
     secret: Option<String>,
     ttl: Duration,
 }
 
-impl GivenIceServers {
+impl Configured {
+    /// Its credentials for `name`: minted from the secret, or the fixed
+    /// ones.
+    fn credentials(&self, name: &str, now: SystemTime) -> (String, String) {
+        match &self.secret {
+            Some(secret) => {
+                let minted = mint(secret, name, now, self.ttl);
+                (minted.username, minted.password)
+            }
+            None => (self.username.clone(), self.credential.clone()),
+        }
+    }
+}
+
+impl IceServers {
     /// From `webrtc.ice_servers`; a secret file that cannot be read is the
     /// error.
     pub fn from_config(servers: &[IceServer]) -> Result<Self, ConfigError> {
-        let mut given = Vec::new();
-        for (i, server) in servers.iter().enumerate() {
-            let secret = server.shared_secret(&format!("webrtc.ice_servers[{i}].secret_file"))?;
-            let urls: Vec<String> = match secret {
-                Some(_) => server.urls.clone(),
-                None => server
-                    .urls
-                    .iter()
-                    .filter(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
-                    .cloned()
-                    .collect(),
-            };
-            if !urls.is_empty() {
-                given.push(Given {
-                    urls,
-                    secret,
+        let servers = servers
+            .iter()
+            .enumerate()
+            .map(|(i, server)| {
+                Ok(Configured {
+                    urls: server.urls.clone(),
+                    username: server.username.clone(),
+                    credential: server.credential.clone(),
+                    secret: server
+                        .shared_secret(&format!("webrtc.ice_servers[{i}].secret_file"))?,
                     ttl: server.ttl(),
-                });
-            }
-        }
-        Ok(Self { servers: given })
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Self { servers })
     }
 
-    /// What `viewer` is given at `now`; empty when nothing is configured.
+    /// Every server, as the camera `name` uses it at `now`.
+    pub fn for_camera(&self, name: &str, now: SystemTime) -> Vec<RTCIceServer> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let (username, credential) = server.credentials(name, now);
+                RTCIceServer {
+                    urls: server.urls.clone(),
+                    username,
+                    credential,
+                }
+            })
+            .collect()
+    }
+
+    /// What `viewer` is given at `now`: STUN servers as configured; TURN
+    /// servers with a secret, with credentials minted for it. A server with
+    /// fixed credentials is the camera's alone: its password is not handed
+    /// out (its STUN URLs are). Empty when nothing is configured.
     pub fn for_viewer(&self, viewer: &str, now: SystemTime) -> Vec<OfferedIceServer> {
         self.servers
             .iter()
-            .map(|given| {
-                let minted = given
-                    .secret
-                    .as_deref()
-                    .map(|s| mint(s, viewer, now, given.ttl));
-                OfferedIceServer {
-                    urls: given.urls.clone(),
-                    username: minted
-                        .as_ref()
-                        .map(|m| m.username.clone())
-                        .unwrap_or_default(),
-                    credential: minted.map(|m| m.password).unwrap_or_default(),
-                }
+            .filter_map(|server| {
+                let urls: Vec<String> = match server.secret {
+                    Some(_) => server.urls.clone(),
+                    None => server
+                        .urls
+                        .iter()
+                        .filter(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+                        .cloned()
+                        .collect(),
+                };
+                let (username, credential) = match server.secret {
+                    Some(_) => server.credentials(viewer, now),
+                    None => Default::default(),
+                };
+                (!urls.is_empty()).then_some(OfferedIceServer {
+                    urls,
+                    username,
+                    credential,
+                })
             })
             .collect()
     }
@@ -127,11 +162,6 @@ mod tests {
         assert_ne!(a.password, mint("north-wind", "v-2", now, ttl).password);
         assert_eq!(a.username, "1733529660:v-1");
     }
-}
-
-#[cfg(test)]
-mod given_tests {
-    use super::*;
 
     fn server(urls: &[&str], username: &str, secret: &str) -> IceServer {
         let mut s = IceServer::fixed(
@@ -147,7 +177,7 @@ mod given_tests {
     #[test]
     fn a_viewer_gets_stun_as_configured_turn_minted_for_it_and_no_fixed_password() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let given = GivenIceServers::from_config(&[
+        let given = IceServers::from_config(&[
             server(&["stun:stun.example.net"], "", ""),
             server(
                 &["turn:turn.example.net", "turns:turn.example.net:5349"],
@@ -180,16 +210,33 @@ mod given_tests {
     }
 
     #[test]
+    fn the_camera_uses_every_server_with_fixed_or_minted_credentials() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let servers = IceServers::from_config(&[
+            server(&["turn:turn.example.net"], "", "s3cret"),
+            server(&["turn:fixed.example.net"], "cam", ""),
+        ])
+        .unwrap();
+        let own = servers.for_camera("cam-door", now);
+        assert_eq!(own[0].username, "1000600:cam-door");
+        assert_eq!(own[1].urls, ["turn:fixed.example.net"]);
+        assert_eq!(
+            (own[1].username.as_str(), own[1].credential.as_str()),
+            ("cam", "pw")
+        );
+    }
+
+    #[test]
     fn nothing_configured_is_nothing_given_and_an_unreadable_secret_file_is_named() {
         assert!(
-            GivenIceServers::from_config(&[])
+            IceServers::from_config(&[])
                 .unwrap()
                 .for_viewer("v", SystemTime::now())
                 .is_empty()
         );
         let mut s = server(&["turn:t"], "", "");
         s.secret_file = Some("/nonexistent/turn-secret".into());
-        let e = GivenIceServers::from_config(&[s]).unwrap_err().to_string();
+        let e = IceServers::from_config(&[s]).unwrap_err().to_string();
         assert!(
             e.contains("secret_file") && e.contains("/nonexistent/turn-secret"),
             "{e}"

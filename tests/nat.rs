@@ -58,43 +58,72 @@ fn loop_stats(nat: &Nat, cam: &NsCamera, what: &str, pred: impl Fn(&[Value]) -> 
     })
 }
 
-/// The camera at home and a webrtcbin viewer on mobile, with `viewer`'s
-/// kind of NAT, the camera configured with `servers` (given the public
-/// side's address towards home), decoding once its first frames came.
-/// Fields drop in order: the processes before their namespaces.
-struct Watching {
-    _viewer: WebrtcbinViewer,
+/// The camera at home behind a port-restricted NAT, the mobile side behind
+/// `viewer_nat`, coturn between them (its users: [`TURN_USER`], or
+/// credentials minted from `secret`), and the camera configured with
+/// `servers` (given the public side's address towards home). Fields drop
+/// in order: the processes before their namespaces.
+struct Site {
     cam: NsCamera,
     _coturn: Coturn,
     _broker: NsBroker,
     nat: Nat,
 }
 
+impl Site {
+    fn start(
+        viewer_nat: NatKind,
+        id: &str,
+        secret: Option<&str>,
+        servers: impl FnOnce(Ipv4Addr) -> String,
+    ) -> Self {
+        let nat = Nat::new(NatKind::PortRestricted, viewer_nat);
+        let broker = NsBroker::start(&nat.broker_site());
+        let coturn = match secret {
+            Some(secret) => Coturn::with_secret(&nat, secret),
+            None => Coturn::start(&nat),
+        };
+        let cam = NsCamera::start(
+            &nat,
+            &format!("cam-{id}"),
+            &camera_toml(&servers(nat.home.server_addr)),
+        );
+        Self {
+            cam,
+            _coturn: coturn,
+            _broker: broker,
+            nat,
+        }
+    }
+
+    /// A webrtcbin viewer `wbin-{id}` on the mobile side, with `args`.
+    fn viewer(&self, id: &str, args: &[&str]) -> WebrtcbinViewer {
+        WebrtcbinViewer::start(
+            &self.nat.mobile.lan,
+            &self.nat.broker_url_mobile(),
+            self.nat.mobile.addr,
+            "home",
+            &format!("wbin-{id}"),
+            args,
+        )
+    }
+}
+
+/// A webrtcbin viewer on mobile with its own STUN server, decoding once
+/// its first frames came, and its site.
+struct Watching {
+    _viewer: WebrtcbinViewer,
+    site: Site,
+}
+
 fn watch(viewer_nat: NatKind, id: &str, servers: fn(Ipv4Addr) -> String) -> Watching {
-    let nat = Nat::new(NatKind::PortRestricted, viewer_nat);
-    let broker = NsBroker::start(&nat.broker_site());
-    let coturn = Coturn::start(&nat);
-    let cam = NsCamera::start(
-        &nat,
-        &format!("cam-{id}"),
-        &camera_toml(&servers(nat.home.server_addr)),
-    );
-    let stun = format!("stun://{}:{TURN_PORT}", nat.mobile.server_addr);
-    let mut viewer = WebrtcbinViewer::start(
-        &nat.mobile.lan,
-        &nat.broker_url_mobile(),
-        nat.mobile.addr,
-        "home",
-        &format!("wbin-{id}"),
-        &["--stun", &stun],
-    );
+    let site = Site::start(viewer_nat, id, None, servers);
+    let stun = format!("stun://{}:{TURN_PORT}", site.nat.mobile.server_addr);
+    let mut viewer = site.viewer(id, &["--stun", &stun]);
     viewer.wait_frames(30, 1, FIRST_FRAMES);
     Watching {
         _viewer: viewer,
-        cam,
-        _coturn: coturn,
-        _broker: broker,
-        nat,
+        site,
     }
 }
 
@@ -102,8 +131,8 @@ fn watch(viewer_nat: NatKind, id: &str, servers: fn(Ipv4Addr) -> String) -> Watc
 fn behind_two_home_routers_the_camera_and_a_webrtcbin_viewer_punch_through_with_stun() {
     let w = watch(NatKind::PortRestricted, "nat-stun", stun_server);
     // The camera learned the address its router maps it to.
-    let mapped_by_router = format!("{}:", w.nat.home.public_addr);
-    let stats = loop_stats(&w.nat, &w.cam, "the mapped address", |servers| {
+    let mapped_by_router = format!("{}:", w.site.nat.home.public_addr);
+    let stats = loop_stats(&w.site.nat, &w.site.cam, "the mapped address", |servers| {
         servers.len() == 1
             && servers[0]["mapped"]
                 .as_str()
@@ -120,8 +149,8 @@ fn a_viewer_behind_a_symmetric_nat_watches_through_the_cameras_turn_relay() {
     let w = watch(NatKind::Symmetric, "nat-turn", |at| {
         stun_server(at) + &turn_server(at)
     });
-    let relay_on_server = format!("{}:", w.nat.home.server_addr);
-    let stats = loop_stats(&w.nat, &w.cam, "a relay", |servers| {
+    let relay_on_server = format!("{}:", w.site.nat.home.server_addr);
+    let stats = loop_stats(&w.site.nat, &w.site.cam, "a relay", |servers| {
         servers.iter().any(|s| {
             s["relay"]
                 .as_str()
@@ -148,30 +177,18 @@ fn minted_server(at: Ipv4Addr, secret: &str) -> String {
 
 #[test]
 fn a_viewer_configured_with_nothing_relays_with_credentials_the_camera_minted_for_it() {
-    let nat = Nat::new(NatKind::PortRestricted, NatKind::Symmetric);
-    let broker = NsBroker::start(&nat.broker_site());
-    let _coturn = Coturn::with_secret(&nat, SECRET);
-    let cam = NsCamera::start(
-        &nat,
-        "cam-minted",
-        &camera_toml(&minted_server(nat.home.server_addr, SECRET)),
-    );
+    let site = Site::start(NatKind::Symmetric, "minted", Some(SECRET), |at| {
+        minted_server(at, SECRET)
+    });
     // What the viewer says to the camera: its candidates.
-    let to_camera = format!("meshcam/rooms/home/signal/{}/wbin-minted", cam.id);
+    let to_camera = format!("meshcam/rooms/home/signal/{}/wbin-minted", site.cam.id);
     let mut signals = observer_at(
-        &nat.mobile.lan,
-        nat.mobile.server_addr,
+        &site.nat.mobile.lan,
+        site.nat.mobile.server_addr,
         "obs-minted-signals",
         &[&to_camera],
     );
-    let mut viewer = WebrtcbinViewer::start(
-        &nat.mobile.lan,
-        &nat.broker_url_mobile(),
-        nat.mobile.addr,
-        "home",
-        "wbin-minted",
-        &[],
-    );
+    let mut viewer = site.viewer("minted", &[]);
     let offer = viewer.wait("the camera's offer", FIRST_FRAMES, |v| {
         v["event"] == "offer"
     });
@@ -182,44 +199,33 @@ fn a_viewer_configured_with_nothing_relays_with_credentials_the_camera_minted_fo
     });
     viewer.wait_frames(30, 1, FIRST_FRAMES);
     // And the camera's own: its relay is allocated, no server failed.
-    let stats = loop_stats(&nat, &cam, "the camera's relay", |servers| {
+    let stats = loop_stats(&site.nat, &site.cam, "the camera's relay", |servers| {
         servers.iter().any(|s| s["relay"].is_string())
     });
     let servers = stats["send_loop"]["ice_servers"].as_array().unwrap();
     assert!(servers.iter().all(|s| s["error"].is_null()), "{stats}");
-    drop(viewer);
-    drop(cam);
-    drop(broker);
 }
 
-/// A wrong secret: coturn refuses the camera's minted credentials. The
-/// refusal is named in telemetry, and asked again with a growing backoff.
+/// A wrong secret: coturn refuses the camera's minted credentials, and
+/// telemetry names the refusal (the log shows it asked again, 1 s, 2 s,
+/// 4 s… apart; the backoff itself is `engine::gather`'s unit tests').
 #[test]
 fn a_camera_with_the_wrong_secret_names_the_refusal_in_telemetry() {
-    let nat = Nat::new(NatKind::PortRestricted, NatKind::PortRestricted);
-    let broker = NsBroker::start(&nat.broker_site());
-    let _coturn = Coturn::with_secret(&nat, SECRET);
-    let cam = NsCamera::start(
-        &nat,
-        "cam-wrong-secret",
-        &camera_toml(&minted_server(nat.home.server_addr, "south-wind")),
+    let site = Site::start(
+        NatKind::PortRestricted,
+        "wrong-secret",
+        Some(SECRET),
+        |at| minted_server(at, "south-wind"),
     );
     let mut obs = observer_at(
-        &nat.mobile.lan,
-        nat.mobile.server_addr,
+        &site.nat.mobile.lan,
+        site.nat.mobile.server_addr,
         "obs-wrong-secret",
-        &[&stats_topic(&cam.id)],
+        &[&stats_topic(&site.cam.id)],
     );
     // The loop starts with the first viewer.
-    let _viewer = WebrtcbinViewer::start(
-        &nat.mobile.lan,
-        &nat.broker_url_mobile(),
-        nat.mobile.addr,
-        "home",
-        "wbin-wrong-secret",
-        &[],
-    );
-    let stats = obs.wait_json(&stats_topic(&cam.id), "the refusal named", |v| {
+    let _viewer = site.viewer("wrong-secret", &[]);
+    let stats = obs.wait_json(&stats_topic(&site.cam.id), "the refusal named", |v| {
         v["send_loop"]["ice_servers"].as_array().is_some_and(|s| {
             s.iter()
                 .any(|s| s["error"].as_str().is_some_and(|e| e.contains("401")))
@@ -231,6 +237,4 @@ fn a_camera_with_the_wrong_secret_names_the_refusal_in_telemetry() {
         server["error"].as_str().unwrap().contains("Unauthorized"),
         "{server}"
     );
-    drop(cam);
-    drop(broker);
 }

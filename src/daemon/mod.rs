@@ -38,7 +38,7 @@ use crate::peer::{PeerEvent, PeerFactory};
 use crate::protocol::{Reply, SignalBody, Topic, Topics};
 use crate::service::Service;
 use crate::store::{State, Store};
-use crate::turn_rest::GivenIceServers;
+use crate::turn_rest::IceServers;
 use crate::whip::{Demand, Whip};
 
 use commands::Commands;
@@ -87,8 +87,9 @@ struct Daemon {
     speaker: Pipeline<SpeakerOutput>,
     /// Who talks through the speaker.
     talk: TalkDesk,
-    /// The ICE servers each viewer is given in the camera's offers.
-    given_ice_servers: GivenIceServers,
+    /// The configured ICE servers: each viewer is given its own in the
+    /// camera's offers.
+    ice_servers: IceServers,
     status: StatusSchedule,
     stats: StatsSchedule,
     commands: Commands,
@@ -200,7 +201,7 @@ impl Daemon {
         if let PeerEvent::Signal(link, SignalBody::Offer { ice_servers, .. }) = &mut event
             && let Some((_, peer)) = self.participant.mesh.link_peer(*link)
         {
-            *ice_servers = self.given_ice_servers.for_viewer(peer, SystemTime::now());
+            *ice_servers = self.ice_servers.for_viewer(peer, SystemTime::now());
         }
         if let Some(PeerEvent::KeyframeRequest(link)) =
             self.participant.on_peer_event(event, Instant::now())

@@ -10,7 +10,7 @@
 //! once started, the supervisor loop does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -33,7 +33,7 @@ use crate::room::{MAX_ROOMS, Me};
 use crate::service::Service;
 use crate::store::Store;
 use crate::telemetry::Sample;
-use crate::turn_rest::GivenIceServers;
+use crate::turn_rest::IceServers;
 use crate::web::PageConfig;
 use crate::whip::Whip;
 
@@ -135,11 +135,12 @@ impl Daemon {
             })
             .collect();
 
+        let ice_servers = IceServers::from_config(&config.webrtc.ice_servers)?;
         let factory = Arc::new(
             tokio::task::spawn_blocking({
                 let webrtc = config.webrtc.clone();
-                let name = config.device.id.clone();
-                move || PeerFactory::new(&webrtc, &name)
+                let own = ice_servers.for_camera(&config.device.id, SystemTime::now());
+                move || PeerFactory::new(&webrtc, own)
             })
             .await
             .context("certificate task")??,
@@ -231,10 +232,9 @@ impl Daemon {
             Duration::from_secs(config.stats_interval_s),
         );
         let talk = TalkDesk::new(&config, echo);
-        let given_ice_servers = GivenIceServers::from_config(&config.webrtc.ice_servers)?;
         let mut daemon = Self {
             talk,
-            given_ice_servers,
+            ice_servers,
             config,
             source,
             service: Service::from_env(),

@@ -42,7 +42,7 @@ pub struct SpeakerFeed {
 
 /// Sound below this (RMS, dBFS) is silence: the noise floor of a quiet
 /// room's microphone is 20 dB or more below it, a voice 20 dB above.
-pub const VOICE_DBFS: f64 = -50.0;
+const VOICE_DBFS: f64 = -50.0;
 
 impl SpeakerFeed {
     /// Plays one RTP packet of Opus; dropped when no speaker runs.

@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use rtc::crypto::{self, SignatureScheme};
@@ -43,7 +43,6 @@ use super::retransmit::{self, RetransmitBudget};
 use super::send_loop::SendLoop;
 use super::{Outgoing, SenderCounters};
 use crate::config::{IceServer, MdnsMode, WebrtcConfig};
-use crate::turn_rest;
 
 /// The payload type we offer H.264 on.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
@@ -164,28 +163,11 @@ pub struct Wiring {
     pub ice_servers: Vec<IceServer>,
 }
 
-/// A configured server as the camera `name` uses it: with credentials
-/// minted from its secret, when it has one.
-fn rtc_ice_server(s: &IceServer, key: &str, name: &str) -> anyhow::Result<RTCIceServer> {
-    let (username, credential) = match s.shared_secret(key)? {
-        Some(secret) => {
-            let minted = turn_rest::mint(&secret, name, SystemTime::now(), s.ttl());
-            (minted.username, minted.password)
-        }
-        None => (s.username.clone(), s.credential.clone()),
-    };
-    Ok(RTCIceServer {
-        urls: s.urls.clone(),
-        username,
-        credential,
-    })
-}
-
 impl PeerFactory {
-    /// Generates the process's DTLS certificate. `name` is who the
-    /// process is to a TURN server whose credentials it mints (the device
-    /// id).
-    pub fn new(config: &WebrtcConfig, name: &str) -> anyhow::Result<Self> {
+    /// Generates the process's DTLS certificate. `ice_servers` are the
+    /// configured STUN and TURN servers with the credentials this process
+    /// uses ([`crate::turn_rest::IceServers::for_camera`]).
+    pub fn new(config: &WebrtcConfig, ice_servers: Vec<RTCIceServer>) -> anyhow::Result<Self> {
         let provider = crypto::default_provider().context("no crypto provider")?;
         let certificate = RTCCertificate::generate(
             provider.crypto(),
@@ -193,12 +175,6 @@ impl PeerFactory {
             CertificateParams::new(vec!["meshcam".to_owned()]).context("certificate parameters")?,
         )
         .context("generating the DTLS certificate")?;
-        let ice_servers = config
-            .ice_servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| rtc_ice_server(s, &format!("webrtc.ice_servers[{i}].secret_file"), name))
-            .collect::<anyhow::Result<_>>()?;
         let bind: IpAddr = config
             .bind_address
             .parse()

@@ -55,8 +55,8 @@ pub struct SenderCounters {
     pub adaptation: Mutex<Option<Adaptation>>,
     /// How its packets leave: a [`SendPath`] as a number.
     pub send_path: AtomicU8,
-    /// Sound the viewer sent while it held the floor (RTP packets): the
-    /// floor's sign of life from its talker.
+    /// Sound the viewer sent while it held the floor (RTP packets), for
+    /// telemetry; the floor judges silence by what the speaker plays.
     pub talk_packets: AtomicU64,
     /// How the viewer is reached: our candidate's kind in the pair in use
     /// ([`crate::peer::stats::path_name`]).

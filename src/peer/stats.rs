@@ -50,27 +50,19 @@ pub fn path_name(stored: u8) -> Option<&'static str> {
 }
 
 /// The stored number of our candidate `candidate_id` (as a pair names it)
-/// in `report`, whose own entry for it is `RTCLocalIceCandidate_{id}`.
+/// in `report`, whose own entry for it is `RTCLocalIceCandidate_{id}`: its
+/// kind's place in [`PATHS`], 0 when not found.
 fn path_of(report: &RTCStatsReport, candidate_id: &str) -> u8 {
-    use webrtc::peer_connection::RTCIceCandidateType as T;
-    let ours = report.iter().find_map(|e| match e {
+    let kind = report.iter().find_map(|e| match e {
         RTCStatsReportEntry::LocalCandidate(c)
             if c.stats.id.strip_prefix("RTCLocalIceCandidate_") == Some(candidate_id) =>
         {
-            Some(c)
+            Some(c.candidate_type.to_string())
         }
         _ => None,
     });
-    match ours {
-        Some(c) => match c.candidate_type {
-            T::Host => 1,
-            T::Srflx => 2,
-            T::Prflx => 3,
-            T::Relay => 4,
-            _ => 0,
-        },
-        _ => 0,
-    }
+    kind.and_then(|kind| PATHS.iter().skip(1).position(|p| *p == kind))
+        .map_or(0, |i| i as u8 + 1)
 }
 
 /// [`read_stats`] of a report already read.

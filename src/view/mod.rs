@@ -91,7 +91,7 @@ pub async fn run(options: ViewOptions) -> anyhow::Result<bool> {
             bind_address: options.bind.clone(),
             ..WebrtcConfig::default()
         },
-        "meshcam-view",
+        Vec::new(),
     )?;
     let factory = Arc::new(if options.twcc {
         factory

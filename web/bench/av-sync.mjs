@@ -22,13 +22,9 @@ const { values: opts } = parseArgs({
 });
 // The harness reads the camera binary when it is loaded.
 process.env.MESHCAM_BIN = opts.bin ?? process.env.MESHCAM_BIN ?? join(ROOT, "target/release/meshcam");
-const { cleanup, launchBrowser, startCamera, startMosquitto, waitDecoded } = await import("../tests/harness.mjs");
+const { cleanup, launchBrowser, startCameraWithPage, waitDecoded } = await import("../tests/harness.mjs");
 
-const broker = await startMosquitto();
-const camera = await startCamera({
-  toml: `rooms = ["sync"]\n[mqtt]\nurl = "${broker.url}"\n[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
-});
-const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
+const { camera, url } = await startCameraWithPage({ room: "sync" });
 const browser = await launchBrowser();
 const page = await browser.newPage();
 // The page keeps its connections to itself: remember them as they are made.

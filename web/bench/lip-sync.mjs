@@ -22,7 +22,7 @@ const { values: opts } = parseArgs({
   options: { flashes: { type: "string", default: "15" }, bin: { type: "string" } },
 });
 process.env.MESHCAM_BIN = opts.bin ?? process.env.MESHCAM_BIN ?? join(ROOT, "target/release/meshcam");
-const { HEIGHT, WIDTH, cleanup, launchBrowser, onCleanup, startCamera, startMosquitto, tempDir, waitDecoded, waitFor } =
+const { HEIGHT, WIDTH, cleanup, launchBrowser, onCleanup, startCameraWithPage, tempDir, waitDecoded, waitFor } =
   await import("../tests/harness.mjs");
 
 const dir = tempDir("lip-sync");
@@ -36,22 +36,19 @@ await new Promise((ok, fail) => {
   source.on("exit", (code) => fail(new Error(`flash-beep.py exited with ${code}`)));
 });
 
-const broker = await startMosquitto();
-const camera = await startCamera({
+const { camera, url } = await startCameraWithPage({
   id: "cam-lip-sync",
+  room: "sync",
   video: [
     'source = "pipeline"',
     `pipeline = "shmsrc socket-path=${video} is-live=true do-timestamp=true ! video/x-raw,format=I420,width=${WIDTH},height=${HEIGHT},framerate=30/1"`,
     `width = ${WIDTH}`, `height = ${HEIGHT}`, "fps = 30", "bitrate_kbps = 800",
   ].join("\n"),
   toml: [
-    'rooms = ["sync"]', `[mqtt]\nurl = "${broker.url}"`,
-    `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
     "[audio]", 'source = "pipeline"',
     `pipeline = "shmsrc socket-path=${audio} is-live=true do-timestamp=true ! audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=1"`,
   ].join("\n"),
 });
-const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
 const browser = await launchBrowser();
 const page = await browser.newPage();
 await page.goto(url);

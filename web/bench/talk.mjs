@@ -29,7 +29,7 @@ const { values: opts } = parseArgs({
   },
 });
 process.env.MESHCAM_BIN = opts.bin ?? process.env.MESHCAM_BIN ?? join(ROOT, "target/release/meshcam");
-const { cleanup, launchBrowser, peerState, startCamera, startMosquitto, tempDir, waitDecoded, waitFor } =
+const { cleanup, launchBrowser, peerState, startCameraWithPage, tempDir, waitDecoded, waitFor } =
   await import("../tests/harness.mjs");
 
 const RATE = 48_000;
@@ -39,17 +39,14 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const dir = tempDir("talk-bench");
 const played = join(dir, "played.raw");
-const broker = await startMosquitto();
-const camera = await startCamera({
+const { camera, url } = await startCameraWithPage({
   id: "cam-talk-bench",
+  room: "bench",
   toml: [
-    'rooms = ["bench"]', `[mqtt]\nurl = "${broker.url}"`,
-    `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
     "[speaker]", 'sink = "pipeline"',
     `pipeline = "audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=${RATE} ! filesink sync=true buffer-mode=unbuffered location=${played}"`,
   ].join("\n"),
 });
-const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
 const browser = await launchBrowser();
 const page = await browser.newPage();
 // The page's microphone: a 660 Hz tone behind a gain, 0 until a burst.

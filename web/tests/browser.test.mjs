@@ -4,22 +4,16 @@
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  HEIGHT, WIDTH, cleanup, command, figure, launchBrowser, observe, peerState, screenshot,
-  startCamera, startMosquitto, waitDecoded, waitFor,
+  HEIGHT, PAGE_URL, WIDTH, cleanup, command, figure, launchBrowser, observe, peerState, screenshot,
+  startCamera, startCameraWithPage, waitDecoded, waitFor,
 } from "./harness.mjs";
 
 afterEach(cleanup);
 after(cleanup);
 
-const PAGE_URL = /watch in a browser: (http:\/\/\S+)/;
-
 /** A camera on Mosquitto in `room`, serving the page, which uses Mosquitto's WebSockets. */
 async function cameraOnMosquitto(room) {
-  const broker = await startMosquitto();
-  const camera = await startCamera({
-    toml: `rooms = ["${room}"]\n[mqtt]\nurl = "${broker.url}"\n[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
-  });
-  const [, url] = await camera.waitLog(PAGE_URL);
+  const { broker, camera, url } = await startCameraWithPage({ room });
   const status = await observe(broker.url, `meshcam/devices/${camera.id}/status`);
   return { broker, camera, url, status };
 }

@@ -174,6 +174,29 @@ export async function startCamera({
   return camera;
 }
 
+/** The camera's log line that gives the page's address. */
+export const PAGE_URL = /watch in a browser: (http:\/\/\S+)/;
+
+/**
+ * Mosquitto, and a camera in `room` that serves the page, which reaches
+ * the broker on Mosquitto's WebSockets listener; `id`, `video` and `toml`
+ * (added after the camera's own sections) as for startCamera. Returns the
+ * broker, the camera and the page's address.
+ */
+export async function startCameraWithPage({ id, room, toml = "", video } = {}) {
+  const broker = await startMosquitto();
+  const camera = await startCamera({
+    id,
+    video,
+    toml: [
+      `rooms = ["${room}"]`, `[mqtt]\nurl = "${broker.url}"`,
+      `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`, toml,
+    ].join("\n"),
+  });
+  const [, url] = await camera.waitLog(PAGE_URL);
+  return { broker, camera, url };
+}
+
 /**
  * Headless Chromium; `fakeMedia` gives it a fake webcam and microphone,
  * whose sound is `fakeSound` (a WAV file, played in a loop) when given.

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  cleanup, figure, launchBrowser, observe, peerState, startCamera, startMosquitto, tempDir, waitDecoded, waitFor,
+  cleanup, figure, launchBrowser, observe, peerState, startCameraWithPage, tempDir, waitDecoded, waitFor,
 } from "./harness.mjs";
 
 afterEach(cleanup);
@@ -78,18 +78,15 @@ function measure(samples) {
 
 /** A camera on a fresh Mosquitto whose speaker writes to `speakerFile`; `talk` is its `[talk]` section. */
 async function talkingCamera(id, speakerFile, talk = "") {
-  const broker = await startMosquitto();
-  const camera = await startCamera({
+  const { broker, camera, url } = await startCameraWithPage({
     id,
+    room: "porch",
     toml: [
-      'rooms = ["porch"]', `[mqtt]\nurl = "${broker.url}"`,
-      `[web]\nlisten = "127.0.0.1:0"\nbroker_url = "${broker.wsUrl}"`,
       "[speaker]", 'sink = "pipeline"',
       `pipeline = "audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=${RATE} ! filesink buffer-mode=unbuffered location=${speakerFile}"`,
       `[talk]\n${talk}`,
     ].join("\n"),
   });
-  const [, url] = await camera.waitLog(/watch in a browser: (http:\/\/\S+)/);
   const stats = await observe(broker.url, `meshcam/devices/${camera.id}/stats`);
   return { camera, url, telemetry: () => stats.json(`meshcam/devices/${camera.id}/stats`) };
 }

@@ -104,7 +104,8 @@ fn add_host(core: &mut RTCPeerConnection, candidate: &str) {
 /// made once).
 fn factory() -> &'static PeerFactory {
     static FACTORY: OnceLock<PeerFactory> = OnceLock::new();
-    FACTORY.get_or_init(|| PeerFactory::new(&WebrtcConfig::default(), "test").expect("a factory"))
+    FACTORY
+        .get_or_init(|| PeerFactory::new(&WebrtcConfig::default(), Vec::new()).expect("a factory"))
 }
 
 /// The camera's side: a connection as the camera makes them (its
